@@ -1,0 +1,3 @@
+from panst3r_engine.cli import main
+
+raise SystemExit(main())
