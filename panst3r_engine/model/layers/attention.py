@@ -85,6 +85,14 @@ class CrossAttention(nn.Module):
         return x.reshape(batch, tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """query [B, Nq, dim], key/value [B, Nk, dim] -> [B, Nq, dim]."""
+        return self.forward_projected(query, self.projk(key), self.projv(value))
+
+    def forward_projected(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Same as ``forward`` with key/value already through ``projk``/``projv``.
+
+        Lets a caller project a frozen memory once and reuse it for many queries.
+        """
         batch, tokens, dim = query.shape
-        out = attend(self._heads(self.projq(query)), self._heads(self.projk(key)), self._heads(self.projv(value)))
+        out = attend(self._heads(self.projq(query)), self._heads(key), self._heads(value))
         return self.proj(out.transpose(1, 2).reshape(batch, tokens, dim))

@@ -1,0 +1,203 @@
+"""Multi-view inference in the official order (``panst3r_model.md`` §7.4).
+
+1. encode every image with the MUSt3R encoder;
+2. build the MUSt3R memory on the keyframes, in batches [2, 1, 1, ...];
+3. render the keyframes against that memory, add DINOv2 features, and decode
+   all keyframes jointly with the mask transformer (one query = one instance
+   across views);
+4. render every other view against the same memory and predict its masks
+   from the keyframes' final queries.
+
+Unlike the official code, any ``max_batch`` gives the same outputs: batching
+only groups same-size views for the backbones; every view-dependent
+normalisation (LoftUp's min-max) stays per view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from typing import TYPE_CHECKING
+
+from panst3r_engine.model.must3r_decoder import Memory
+
+if TYPE_CHECKING:
+    from panst3r_engine.model.panst3r import PanSt3R
+
+ProgressFn = Callable[[str, float], None]
+
+
+@dataclass
+class RawOutputs:
+    """Raw network outputs, per view in input order (all tensors on CPU, float32).
+
+    pointmaps_raw: per view [H, W, 7] head output before activation.
+    pred_logits: [Q, C] class logits (from the keyframe pass; valid for all views).
+    pred_masks: per view [Q, H/2, W/2] mask logits.
+    out_queries: [Q, hidden] final query states.
+    """
+
+    pointmaps_raw: list[torch.Tensor]
+    pred_logits: torch.Tensor
+    pred_masks: list[torch.Tensor]
+    out_queries: torch.Tensor
+    keyframes: list[int]
+    true_shapes: list[tuple[int, int]]
+    features: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+
+
+def select_keyframes(num_views: int, num_keyframes: int | None) -> list[int]:
+    """Evenly spaced keyframes as the official ``linspace`` (truncating); all when K >= N."""
+    if num_views < 1:
+        raise ValueError("at least one view is needed")
+    if num_keyframes is None or num_keyframes >= num_views:
+        return list(range(num_views))
+    if num_keyframes < 1:
+        raise ValueError(f"the number of keyframes must be at least 1 (got {num_keyframes})")
+    return [int(i) for i in np.linspace(0, num_views - 1, num_keyframes, dtype=int)]
+
+
+def memory_batches(count: int) -> list[int]:
+    """Update schedule [2, 1, 1, ...] summing to ``count`` ([1] for a lone keyframe)."""
+    if count <= 2:
+        return [count]
+    return [2] + [1] * (count - 2)
+
+
+def _same_size_chunks(indices: Sequence[int], shapes: Sequence[tuple[int, int]], max_batch: int) -> list[list[int]]:
+    """Group view indices by image size (first-seen order), then split into chunks."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in indices:
+        groups.setdefault(tuple(shapes[i]), []).append(i)
+    return [group[s:s + max_batch] for group in groups.values() for s in range(0, len(group), max_batch)]
+
+
+class _Run:
+    """State of one inference call; methods are the stages."""
+
+    def __init__(self, model: "PanSt3R", images: Sequence[torch.Tensor], max_batch: int,
+                 progress: ProgressFn | None, keep_features: bool) -> None:
+        self.model = model
+        self.device = model.device
+        self.images = images
+        self.shapes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        self.max_batch = max(1, int(max_batch))
+        self.progress = progress or (lambda stage, fraction: None)
+        self.keep = keep_features
+        self.features: dict[str, list] = {k: [None] * len(images) for k in
+                                           ("enc_tokens", "enc_pos", "dec_feats", "dino_feats", "fpn", "mask_feats")}
+        self.pointmaps: list = [None] * len(images)
+        self.fpn: list = [None] * len(images)
+        self.mask_feats: list = [None] * len(images)
+
+    def _batch(self, chunk: list[int]) -> torch.Tensor:
+        return torch.stack([self.images[i] for i in chunk]).to(self.device, torch.float32)
+
+    def encode(self) -> None:
+        chunks = _same_size_chunks(range(len(self.images)), self.shapes, self.max_batch)
+        tokens, pos = [None] * len(self.images), [None] * len(self.images)
+        for n, chunk in enumerate(chunks):
+            t, p = self.model.must3r_encoder(self._batch(chunk))
+            for j, i in enumerate(chunk):
+                tokens[i], pos[i] = t[j], p[j]
+            self.progress("encode", (n + 1) / len(chunks))
+        self.tokens, self.pos = tokens, pos
+        self.features["enc_tokens"], self.features["enc_pos"] = tokens, pos
+
+    def build_memory(self, keyframes: list[int]) -> Memory:
+        memory, start = None, 0
+        for size in memory_batches(len(keyframes)):
+            batch = keyframes[start:start + size]
+            memory = self.model.must3r_decoder.update([self.tokens[i] for i in batch], [self.pos[i] for i in batch], memory)
+            start += size
+            self.progress("memory", start / len(keyframes))
+        return memory
+
+    def render(self, views: list[int], memory: Memory, stage: str) -> None:
+        """MUSt3R render + DINOv2 + per-view panoptic features for ``views``."""
+        chunks = _same_size_chunks(views, self.shapes, self.max_batch)
+        for n, chunk in enumerate(chunks):
+            tokens = torch.stack([self.tokens[i] for i in chunk])
+            pos = torch.stack([self.pos[i] for i in chunk])
+            dec_feats, pointmaps = self.model.must3r_decoder.render(tokens, pos, memory)
+            images = self._batch(chunk)
+            dino = self.model.dino_encoder(images)
+            concat = torch.cat((tokens, dec_feats, dino), dim=-1)
+            for j, i in enumerate(chunk):
+                fpn, mask_feats = self.model.panoptic_decoder.encode_views(concat[j:j + 1], pos[j:j + 1], images[j:j + 1])
+                self.fpn[i], self.mask_feats[i] = fpn[0], mask_feats[0]
+                self.pointmaps[i] = pointmaps[j].float().cpu()
+                if self.keep:
+                    for key, value in (("dec_feats", dec_feats[j]), ("dino_feats", dino[j]), ("fpn", fpn[0]),
+                                       ("mask_feats", mask_feats[0])):
+                        self.features[key][i] = value.cpu()
+            self.progress(stage, (n + 1) / len(chunks))
+
+
+@torch.no_grad()
+def run_inference(model: "PanSt3R", images: Sequence[torch.Tensor], class_embeddings: torch.Tensor,
+                  num_keyframes: int | None = None, keyframes: Sequence[int] | None = None,
+                  max_batch: int = 1, progress: ProgressFn | None = None,
+                  keep_features: bool = False) -> RawOutputs:
+    """Run the network on views in [-1, 1] (each [3, H, W], H and W multiples of 16).
+
+    Args:
+        class_embeddings: [C, text_dim] unit-norm class text embeddings.
+        num_keyframes: K for the linspace choice (all views when None or >= V).
+        keyframes: explicit keyframe indices (first = reference camera); overrides K.
+        max_batch: views per backbone call; the outputs do not depend on it.
+    """
+    _check_inputs(model, images, class_embeddings)
+    run = _Run(model, images, max_batch, progress, keep_features)
+    chosen = list(keyframes) if keyframes is not None else select_keyframes(len(images), num_keyframes)
+    others = sorted(set(range(len(images))) - set(chosen))
+    run.encode()
+    memory = run.build_memory(chosen)
+    run.render(chosen, memory, "render_keyframes")
+    text = class_embeddings.to(run.device, torch.float32)
+    decoded = model.panoptic_decoder.decode([run.fpn[i] for i in chosen], [run.mask_feats[i] for i in chosen], text)
+    masks: list = [None] * len(images)
+    for i, m in zip(chosen, decoded["pred_masks"]):
+        masks[i] = m.cpu()
+    run.progress("decode_keyframes", 1.0)
+    if others:
+        run.render(others, memory, "render_views")
+        predicted = model.panoptic_decoder.predict(decoded["out_queries"], [run.mask_feats[i] for i in others], text)
+        for i, m in zip(others, predicted["pred_masks"]):
+            masks[i] = m.cpu()
+    features = {k: [t.cpu() if t is not None else None for t in v] for k, v in run.features.items()} if keep_features else {}
+    return RawOutputs(pointmaps_raw=run.pointmaps, pred_logits=decoded["pred_logits"].cpu(), pred_masks=masks,
+                      out_queries=decoded["out_queries"].cpu(), keyframes=chosen, true_shapes=run.shapes,
+                      features=features)
+
+
+def _check_inputs(model: "PanSt3R", images: Sequence[torch.Tensor], class_embeddings: torch.Tensor) -> None:
+    if len(images) == 0:
+        raise ValueError("no images given")
+    patch = model.patch_size
+    for i, im in enumerate(images):
+        if im.ndim != 3 or im.shape[0] != 3:
+            raise ValueError(f"image {i} must be [3, H, W], got {tuple(im.shape)}")
+        if im.shape[1] % patch or im.shape[2] % patch:
+            raise ValueError(f"image {i} is {im.shape[2]}x{im.shape[1]} pixels; both sides must be multiples of {patch}")
+    if class_embeddings.ndim != 2 or class_embeddings.shape[1] != model.text_dim:
+        raise ValueError(f"class embeddings must be [C, {model.text_dim}], got {tuple(class_embeddings.shape)}")
+    if class_embeddings.shape[0] == 0:
+        raise ValueError("the vocabulary is empty: give at least one class")
+
+
+def activate_pointmaps(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Official activations of the head output [..., 7].
+
+    Returns pts3d (global) [..., 3], pts3d_local [..., 3], conf [...]: xyz by
+    ``v / ||v|| * expm1(||v||)`` (norm clipped at 1e-8) and ``conf = 1 + exp(c)``.
+    """
+    def norm_exp(v: torch.Tensor) -> torch.Tensor:
+        d = v.norm(dim=-1, keepdim=True)
+        return v / d.clip(min=1e-8) * torch.expm1(d)
+
+    return norm_exp(raw[..., 0:3]), norm_exp(raw[..., 3:6]), 1 + torch.exp(raw[..., 6])
