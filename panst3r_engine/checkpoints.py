@@ -62,15 +62,23 @@ def _read(path: Path) -> dict:
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes); download it again")
+    is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(b"PK") and not is_zip:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (its zip directory is missing); download it again")
+    if not is_zip and not magic.startswith(b"\x80"):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            data = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except pickle.UnpicklingError as exc:
-        blocked = str(exc).split("\n")[0]
+        lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln or "global" in ln.lower()]
+        blocked = lines[0] if lines else str(exc).splitlines()[0]
         raise CheckpointError(f"checkpoint {path} holds Python objects that are not allowed in a weights file; "
                               f"refusing to load it ({blocked})") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        if zipfile.is_zipfile(path) or "zip" in str(exc).lower():
+        if is_zip or "zip" in str(exc).lower():
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from exc
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict) or "weights" not in data or "args" not in data:

@@ -1,0 +1,80 @@
+"""The whole network (v1 and v2, all and partial keyframes) against the official outputs.
+
+Tolerances are the parity README's suggested float32-CPU acceptance; v2's
+panoptic outputs are looser because LoftUp amplifies 1-ulp differences of a
+bilinear resize (see the README's "Why v2 is looser").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panst3r_engine.model.configs import model_config
+from panst3r_engine.model.inference import activate_pointmaps, run_inference
+from panst3r_engine.model.panst3r import PanSt3R
+from tests.parity_utils import fill_tensor, load_case, load_parity_images
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def filled_model(request):
+    with torch.device("meta"):
+        model = PanSt3R(model_config(request.param))
+    weights = {k: fill_tensor(k, v.shape) for k, v in model.state_dict().items()}
+    model.load_state_dict(weights, assign=True)
+    return request.param, model.eval()
+
+
+def _close(name: str, ours: np.ndarray, ref: np.ndarray, max_abs: float, mean_abs: float | None = None) -> None:
+    assert ours.shape == ref.shape, f"{name}: shape {ours.shape} != {ref.shape}"
+    diff = np.abs(ours.astype(np.float64) - ref)
+    assert diff.max() <= max_abs, f"{name}: max abs diff {diff.max():.3g} > {max_abs}"
+    if mean_abs is not None:
+        assert diff.mean() <= mean_abs, f"{name}: mean abs diff {diff.mean():.3g} > {mean_abs}"
+
+
+def _mask_stats(masks: list[torch.Tensor], index: np.ndarray) -> dict[str, np.ndarray]:
+    stack = torch.stack(masks)  # [V, Q, h, w]
+    flat = stack.flatten(2)
+    return {
+        "pred_masks_first_queries": stack[:, :8].numpy(),
+        "pred_masks_query_mean": flat.mean(-1).numpy(),
+        "pred_masks_query_std": flat.std(-1).numpy(),
+        "pred_masks_query_min": flat.min(-1).values.numpy(),
+        "pred_masks_query_max": flat.max(-1).values.numpy(),
+        "pred_masks_samples": flat[:, :, torch.from_numpy(index)].numpy(),
+    }
+
+
+@pytest.mark.parametrize("case", ["all_kf", "partial_kf"])
+def test_network_matches_official(parity_dir, filled_model, case):
+    version, model = filled_model
+    ref, meta = load_case(parity_dir, f"{case}_{version}")
+    out = run_inference(model, list(load_parity_images(parity_dir)), torch.from_numpy(ref["class_embeddings"]),
+                        num_keyframes=meta["case"]["num_keyframes"], keep_features=True)
+    assert out.keyframes == meta["keyframes"]
+    feats = out.features
+    # MUSt3R + DINOv2: tight for both versions.
+    _close("must3r_enc_tokens_v0", feats["enc_tokens"][0].numpy(), ref["must3r_enc_tokens_v0"], 1e-3)
+    _close("dino_feats_v0", feats["dino_feats"][0].numpy(), ref["dino_feats_v0"], 1e-3)
+    _close("must3r_dec_feats_v0", feats["dec_feats"][0].numpy(), ref["must3r_dec_feats_v0"], 1e-3)
+    raw = torch.stack(out.pointmaps_raw)
+    _close("pointmaps_raw", raw.numpy(), ref["pointmaps_raw"], 1e-3)
+    pts3d, _, conf = activate_pointmaps(raw)
+    assert (np.abs(pts3d.numpy() - ref["pts3d"]) <= 1e-3 * np.maximum(1.0, np.abs(ref["pts3d"]))).all()
+    _close("conf", conf.numpy(), ref["conf"], 1e-3)
+    # Panoptic head.
+    loose = (5e-2, 2e-3) if version == "v2" else (1e-4, None)
+    _close("upscaler_fpn_v0", feats["fpn"][0].numpy(), ref["upscaler_fpn_v0"], 1e-3)
+    mask_feats = feats["mask_feats"][0].flatten(1)
+    _close("upscaler_mask_feats_v0_first_channels", feats["mask_feats"][0][:8].numpy(),
+           ref["upscaler_mask_feats_v0_first_channels"], *loose)
+    _close("upscaler_mask_feats_v0_channel_mean", mask_feats.mean(-1).numpy(), ref["upscaler_mask_feats_v0_channel_mean"], *loose)
+    _close("upscaler_mask_feats_v0_channel_std", mask_feats.std(-1).numpy(), ref["upscaler_mask_feats_v0_channel_std"], *loose)
+    _close("pred_logits", out.pred_logits.numpy(), ref["pred_logits"], 1e-3 if version == "v2" else 1e-5)
+    _close("out_queries", out.out_queries.numpy(), ref["out_queries"], *((5e-2, 2e-3) if version == "v2" else (1e-3, None)))
+    for name, value in _mask_stats(out.pred_masks, ref["pred_masks_sample_index"]).items():
+        _close(name, value, ref[name], *loose)
