@@ -161,7 +161,9 @@ def test_fused_and_explicit_attention_agree():
 def test_attention_mask_resizes_per_view_in_key_order():
     mt = _model()
     masks = [torch.randn(CFG.num_queries, 8 * h, 8 * w) for h, w in SIZES]
-    blocked = mt.attention_mask(masks, SIZES)
+    blocked, margin = mt.attention_mask(masks, SIZES)
+    smalls = [F.interpolate(m[None], size=s, mode="bilinear", align_corners=False)[0].flatten(1) for m, s in zip(masks, SIZES)]
+    torch.testing.assert_close(margin, torch.cat(smalls, 1).abs().amin(1))
     for head in range(CFG.num_heads):
         start = 0
         for m, (h, w) in zip(masks, SIZES):
