@@ -1,0 +1,340 @@
+"""The result bundle: the versioned folder a job writes and the Blender add-on imports.
+
+Format version 1.0 (DESIGN.md §3). A bundle is a folder holding:
+
+``manifest.json`` (UTF-8, ASCII-escaped JSON, no NaN/Infinity)::
+
+    {"format_version": "1.0",
+     "engine":  {"name": "panst3r_engine", "version": str},
+     "model":   {"id": str, "version": "v1" | "v2", "checkpoint_md5": str | null},
+     "options": {...},                    # the job's options, free-form
+     "timings": {stage: seconds},
+     "created": "YYYY-MM-DDTHH:MM:SS+00:00",   # UTC, datetime.fromisoformat-compatible
+     "images":  [{"index": i,             # 0..V-1, listed in order
+                  "file": original file name,
+                  "stem": unique file-name-safe stem used for per-image files,
+                  "original_size": [W, H],     # after EXIF rotation
+                  "processed_size": [W, H],    # what the network saw
+                  "crop_box": [x0, y0, x1, y1],  # region of the original resized to processed_size
+                  "keyframe": bool}],
+     "cameras": [{"image": i,             # exactly one per image
+                  "K": 3x3,               # pixels of the processed image
+                  "cam_to_world": 4x4,    # OpenCV axes: x right, y down, z forward
+                  "focal": f, "confidence": median conf}],
+     "classes": [{"id": c, "name": str, "color": [r, g, b] 0-255, "isthing": bool}],
+     "segments": [{"id": s >= 1, "class_id": c, "score": float, "color": [r, g, b],
+                   "point_count": int,    # rows of points.npz with segment == s
+                   "views": [i, ...],     # images where s has points or panoptic pixels
+                   "bbox_min": [x, y, z], "bbox_max": [x, y, z]}],  # both null when point_count == 0
+     "panoptic": {stem: {"file": "panoptic/<stem>.png",
+                         "segments_info": [{"id": s, "category_id": c, "area": pixels,
+                                            "bbox": [x, y, w, h], "iscrowd": 0}]}}}
+
+``points.npz`` (uncompressed ``np.savez``, no pickles), all arrays sharing N:
+``xyz`` float32 (N, 3) world coordinates (OpenCV axes, world = the first
+keyframe's camera); ``rgb`` uint8 (N, 3); ``conf`` float32 (N,); ``segment``
+int32 (N,), 0 = unlabelled; ``view`` int16 (N,) image index; ``pixel``
+uint16 (N, 2), (x, y) in processed-image pixels.
+
+``panoptic/<stem>.png``: RGB PNG of the processed size, COCO-panoptic id
+encoding ``id = R + 256 G + 65536 B``; ids are segment ids, 0 = void. Present
+for the stems listed in ``manifest["panoptic"]``.
+
+``images/<stem>.jpg``: the processed photo as the network saw it, in the
+photo's own orientation (extension to DESIGN §3; usable as a camera
+background). Normally present for every image; readers check for the file.
+
+Optional pass-through files: ``splats.ply``, ``raw.npz`` (see
+:mod:`panst3r_engine.raw`).
+
+Readers accept any 1.x version and ignore fields they do not know; a new
+major version means an incompatible change. Writing is atomic: everything goes
+to a sibling ``.<name>.tmp-<random>`` folder which is renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from panst3r_engine import __version__
+from panst3r_engine import bundle_format as checks
+from panst3r_engine.bundle_format import (FORMAT_VERSION, MAX_SEGMENT_ID, BundleError, decode_panoptic,
+                                          encode_panoptic, panoptic_segments_info)
+from panst3r_engine.bundle_read import MANIFEST, POINTS, RESERVED_NAMES, Bundle, read_bundle
+from panst3r_engine.colors import class_color, class_colors, instance_color, instance_colors
+
+__all__ = ["FORMAT_VERSION", "BundleError", "Bundle", "write_bundle", "read_bundle", "encode_panoptic",
+           "decode_panoptic", "panoptic_segments_info", "make_stems", "class_color", "class_colors",
+           "instance_color", "instance_colors"]
+
+JPEG_QUALITY = 95
+
+
+def make_stems(file_names: list[str]) -> list[str]:
+    """File-name-safe stems, unique ignoring case, from photo file names ('IMG 1.JPG' -> 'IMG_1')."""
+    stems, seen = [], set()
+    for i, name in enumerate(file_names):
+        base = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in Path(name.replace("\\", "/")).stem)
+        base = base.strip(".-")[:120] or f"image_{i}"
+        try:
+            checks.check_stem(base, "stem")
+        except BundleError:
+            base = f"image_{i}_{base}"[:120].rstrip(".")
+        stem, k = base, 1
+        while stem.casefold() in seen:
+            stem, k = f"{base}_{k}", k + 1
+        seen.add(stem.casefold())
+        stems.append(stem)
+    return stems
+
+
+# ---------------------------------------------------------------- preparing a bundle
+def _jsonable(obj: Any) -> Any:
+    """A deep copy of obj with numpy values and paths turned into plain JSON types."""
+    if isinstance(obj, Mapping):
+        return {str(key): _jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(value) for value in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def _check_maps(panoptic: Any, stems: list[str], sizes: np.ndarray, segment_ids: set[int]) -> dict[str, np.ndarray]:
+    """Panoptic id maps: known stems, processed size, integer ids that are 0 or known segments."""
+    if not isinstance(panoptic, Mapping):
+        raise BundleError("panoptic must be a dict of image stem -> int32 [H, W] id map")
+    out = {}
+    for stem, ids in panoptic.items():
+        if stem not in stems:
+            raise BundleError(f"a panoptic map is given for {stem!r}, which is not an image stem")
+        ids = np.asarray(ids)
+        width, height = sizes[stems.index(stem)]
+        if ids.dtype.kind not in "iu" or ids.shape != (height, width):
+            raise BundleError(f"the panoptic map of {stem!r} must be integer ids of shape ({height}, {width}), "
+                              f"found {ids.dtype.name} {ids.shape}")
+        used = np.unique(ids)
+        unknown = [int(s) for s in used if s != 0 and int(s) not in segment_ids]
+        if unknown or (used.size and (used[0] < 0 or used[-1] > MAX_SEGMENT_ID)):
+            raise BundleError(f"the panoptic map of {stem!r} uses ids {unknown[:10]} that are not in the manifest's "
+                              "segments (0 means void)")
+        out[stem] = ids.astype(np.int32)
+    return out
+
+
+def _check_photos(images: Any, stems: list[str], sizes: np.ndarray) -> dict[str, np.ndarray]:
+    """Processed photos: uint8 [H, W, 3] of the processed size."""
+    if not isinstance(images, Mapping):
+        raise BundleError("images must be a dict of image stem -> uint8 [H, W, 3] photo")
+    for stem, rgb in images.items():
+        if stem not in stems:
+            raise BundleError(f"a photo is given for {stem!r}, which is not an image stem")
+        width, height = sizes[stems.index(stem)]
+        if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.shape != (height, width, 3):
+            raise BundleError(f"the photo of {stem!r} must be uint8 of shape ({height}, {width}, 3)")
+    return dict(images)
+
+
+def _check_extra(extra_files: Mapping[str, Any] | None) -> dict[str, Path]:
+    """Pass-through files: plain, non-reserved names whose sources exist."""
+    out = {}
+    for name, src in (extra_files or {}).items():
+        checks.check_stem(name, "extra file name")
+        if name in RESERVED_NAMES:
+            raise BundleError(f"extra file name {name!r} is reserved by the bundle format")
+        if not Path(src).is_file():
+            raise BundleError(f"extra file {name!r}: {src} does not exist")
+        out[name] = Path(src)
+    return out
+
+
+def _segment_stats(points: dict[str, np.ndarray], maps: dict[str, np.ndarray], stems: list[str]) -> dict[int, dict]:
+    """Per segment id: point_count, bbox_min/max and views (from points and panoptic maps)."""
+    mask = points["segment"] != 0
+    seg, xyz, view = points["segment"][mask], points["xyz"][mask], points["view"][mask].astype(np.int64)
+    stats: dict[int, dict] = {}
+    if seg.size:
+        order = np.argsort(seg, kind="stable")
+        ids, starts, counts = np.unique(seg[order], return_index=True, return_counts=True)
+        lows, highs = np.minimum.reduceat(xyz[order], starts), np.maximum.reduceat(xyz[order], starts)
+        for s, n, low, high in zip(ids.tolist(), counts.tolist(), lows.tolist(), highs.tolist()):
+            stats[s] = {"point_count": n, "bbox_min": low, "bbox_max": high, "views": set()}
+        for pair in np.unique((seg.astype(np.int64) << 16) | view).tolist():
+            stats[pair >> 16]["views"].add(pair & 0xFFFF)
+    for stem, ids_map in maps.items():
+        for s in np.unique(ids_map).tolist():
+            if s:
+                stats.setdefault(s, {"point_count": 0, "bbox_min": None, "bbox_max": None, "views": set()})
+                stats[s]["views"].add(stems.index(stem))
+    return stats
+
+
+def _fill_segments(segments: list, stats: dict[int, dict]) -> None:
+    """Fill colour, point_count, views and bbox where not given; a given point_count must match the points."""
+    empty = {"point_count": 0, "bbox_min": None, "bbox_max": None, "views": set()}
+    for seg in segments:
+        seg_id = seg["id"]
+        found = stats.get(seg_id, empty)
+        if seg.setdefault("point_count", found["point_count"]) != found["point_count"]:
+            raise BundleError(f"segment {seg_id} says point_count {seg['point_count']} but the points hold "
+                              f"{found['point_count']}; leave point_count out to have it computed")
+        seg.setdefault("color", list(instance_color(seg_id)))
+        seg.setdefault("views", sorted(found["views"]))
+        seg.setdefault("bbox_min", found["bbox_min"])
+        seg.setdefault("bbox_max", found["bbox_max"])
+
+
+def _fill_panoptic_entries(entries: Any, maps: dict[str, np.ndarray], class_of: dict[int, int]) -> None:
+    """One manifest entry per given map; segments_info computed from the map unless given."""
+    if not isinstance(entries, dict):
+        raise BundleError("manifest 'panoptic' must be a JSON object of image stem -> entry")
+    orphans = sorted(set(entries) - set(maps))
+    if orphans:
+        raise BundleError(f"manifest 'panoptic' has an entry for {orphans[0]!r} but no panoptic map was given for it")
+    for stem, ids in maps.items():
+        entry = entries.setdefault(stem, {})
+        entry.setdefault("file", f"panoptic/{stem}.png")
+        if "segments_info" not in entry:
+            entry["segments_info"] = panoptic_segments_info(ids, class_of)
+
+
+def _prepare(manifest: Any, points: Any, panoptic: Any, images: Any, extra_files: Any) -> tuple:
+    """Validate everything and fill the derived manifest fields; touches no file."""
+    m = _jsonable(manifest)
+    if not isinstance(m, dict):
+        raise BundleError("the manifest must be a dict")
+    m.setdefault("format_version", FORMAT_VERSION)
+    m.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    m.setdefault("engine", {"name": "panst3r_engine", "version": __version__})
+    m.setdefault("options", {})
+    m.setdefault("timings", {})
+    checks.check_header(m)
+    stems = checks.check_images(m["images"])
+    sizes = checks.processed_sizes(m["images"])
+    for entry in checks.need(m, "classes", "the manifest"):
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            entry.setdefault("color", list(class_color(entry["name"])))
+    segments = checks.need(m, "segments", "the manifest")
+    if not isinstance(segments, list):
+        raise BundleError("manifest 'segments' must be a list")
+    seg_ids = {checks.as_int(checks.need(s, "id", "a manifest segment"), "segment 'id'", 1) for s in segments}
+    arrays = checks.check_points(points, sizes, seg_ids, strict=False)
+    maps = _check_maps(panoptic, stems, sizes, seg_ids)
+    _fill_segments(segments, _segment_stats(arrays, maps, stems))
+    class_of = checks.check_segments(segments, checks.check_classes(m["classes"]), len(stems))
+    _fill_panoptic_entries(m.setdefault("panoptic", {}), maps, class_of)
+    checks.check_manifest(m)
+    try:
+        text = json.dumps(m, indent=1, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"the manifest cannot be written as strict JSON ({exc}); replace NaN, infinity "
+                          "and non-JSON objects in it") from None
+    return text, arrays, maps, _check_photos(images, stems, sizes), _check_extra(extra_files)
+
+
+# ---------------------------------------------------------------- writing
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to clobber anything but an earlier bundle (or an empty folder), and only with overwrite."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise BundleError(f"{out_dir} exists and is not a folder; choose another output folder")
+    if not overwrite:
+        raise BundleError(f"{out_dir} already exists; choose another output folder or allow overwriting")
+    if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
+        raise BundleError(f"refusing to replace {out_dir}: it is not a result bundle (no {MANIFEST}); "
+                          "choose another output folder")
+
+
+def _write_contents(folder: Path, text: str, arrays: dict, maps: dict, photos: dict, extra: dict) -> None:
+    """Write every file of the bundle into ``folder`` (the manifest last)."""
+    with open(folder / POINTS, "wb") as fh:
+        np.savez(fh, **arrays)
+    if maps:
+        (folder / "panoptic").mkdir()
+    for stem, ids in maps.items():
+        Image.fromarray(encode_panoptic(ids), "RGB").save(folder / "panoptic" / f"{stem}.png", format="PNG")
+    if photos:
+        (folder / "images").mkdir()
+    for stem, rgb in photos.items():
+        Image.fromarray(rgb, "RGB").save(folder / "images" / f"{stem}.jpg", format="JPEG", quality=JPEG_QUALITY)
+    for name, src in extra.items():
+        shutil.copyfile(src, folder / name)
+    (folder / MANIFEST).write_text(text, encoding="utf-8")
+
+
+def _move_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename tmp to out_dir; an existing out_dir is moved aside first and deleted only afterwards."""
+    if not out_dir.exists():
+        os.rename(tmp, out_dir)
+        return
+    old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(6)}")
+    os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except BaseException:
+        os.rename(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _os_error(exc: OSError, out_dir: Path) -> BundleError:
+    """One sentence for a failed write."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return BundleError(f"not enough disk space to write the result bundle {out_dir}; "
+                           "free some space or choose another output folder")
+    return BundleError(f"could not write the result bundle {out_dir} ({exc.strerror or exc}); "
+                       "check that the folder is writable")
+
+
+def write_bundle(out_dir: str | os.PathLike, manifest: dict, points: dict[str, np.ndarray],
+                 panoptic: dict[str, np.ndarray], images: dict[str, np.ndarray],
+                 extra_files: dict[str, Path] | None = None, overwrite: bool = False) -> Path:
+    """Validate and write a result bundle atomically.
+
+    Args:
+        out_dir: the bundle folder to create.
+        manifest: the manifest; ``format_version``, ``created``, ``engine``, ``options``, ``timings``, class and
+            segment colours, segments' ``point_count``/``views``/``bbox_*`` and the ``panoptic`` entries
+            (``file``, ``segments_info``) are filled when absent. The caller's dict is not modified.
+        points: the six arrays of the format (lossless casts to the format's dtypes are made).
+        panoptic: image stem -> int [H, W] segment ids (0 = void) at the processed size.
+        images: image stem -> uint8 [H, W, 3] processed photo.
+        extra_files: bundle file name -> source path, copied as is (``splats.ply``, ``raw.npz``).
+        overwrite: replace an existing bundle at out_dir, only once the new one is complete.
+    Returns:
+        out_dir as a Path. Raises :class:`BundleError` (nothing is left behind) on any problem.
+    """
+    out_dir = Path(out_dir)
+    _check_target(out_dir, overwrite)
+    text, arrays, maps, photos, extra = _prepare(manifest, points, panoptic, images, extra_files)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(6)}")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
+        _write_contents(tmp, text, arrays, maps, photos, extra)
+        _check_target(out_dir, overwrite)
+        _move_into_place(tmp, out_dir)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise _os_error(exc, out_dir) from exc
+        raise
+    return out_dir
+
+
