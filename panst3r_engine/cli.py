@@ -1,37 +1,76 @@
-"""Command line: ``python -m panst3r_engine run | weights``."""
+"""Command line: ``python -m panst3r_engine run | postprocess | weights``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 from panst3r_engine import __version__
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
 
 
 class CliError(Exception):
     """A user-facing failure: printed as one line, exit code 2."""
 
 
+def expand_photos(items: list[str]) -> list[Path]:
+    """Files as given; folders expand to their image files (sorted by name)."""
+    out = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CliError(f"{path}: no images in this folder")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
 def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="run the network on photos")
-    p.add_argument("images", nargs="+", help="photo files")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--weights", required=True, help="checkpoint file (.pth, official layout)")
-    p.add_argument("--vocab-embeddings", required=True, help=".npz with 'names' [C] and 'embeddings' [C, D]")
-    p.add_argument("--keyframes", type=int, default=None, help="number of keyframes (default: all views)")
-    p.add_argument("--resize", choices=["none"], default="none",
-                   help="'none': use photos as they are (sides must be multiples of 16)")
+    p = sub.add_parser("run", help="photos -> panoptic 3D result bundle")
+    p.add_argument("photos", nargs="+", help="photo files or folders of photos")
+    p.add_argument("--out", required=True, help="bundle folder to create")
+    p.add_argument("--weights", default="v2", help="v1, v2, a registry id, or a checkpoint path (default v2)")
+    p.add_argument("--keyframes", type=int, default=None, help="number of keyframes (default: all photos, at most 50)")
+    p.add_argument("--postprocess", choices=["standard_v1", "standard_v2", "qubo"], default=None,
+                   help="segment merging (default: the checkpoint's own default)")
+    p.add_argument("--vocab", default="scannetpp", help="scannetpp, coco, ade20k, or a file with one class per line")
+    p.add_argument("--vocab-embeddings", default=None,
+                   help="class text embeddings: an .npz (names + embeddings) or 'random' (smoke tests)")
+    p.add_argument("--conf-threshold", type=float, default=3.0, help="keep points with confidence >= T (default 3)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--resize", choices=["512", "none"], default="512",
+                   help="512: crop/resize like the official loader; none: use photos as they are (multiples of 16)")
     p.add_argument("--max-batch", type=int, default=1, help="views per backbone call (outputs do not depend on it)")
-    p.add_argument("--save-raw", action="store_true", help="write OUT/raw.npz with the raw network outputs")
+    p.add_argument("--seed", type=int, default=0, help="seed for QUBO restarts and random embeddings")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the MUSt3R decoder on CUDA")
+    p.add_argument("--save-raw", action="store_true", help="also write OUT/raw.npz (raw network outputs)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--json-progress", action="store_true", help="progress as JSON lines on stdout")
     p.set_defaults(func=cmd_run)
 
 
+def _add_postprocess(sub) -> None:
+    p = sub.add_parser("postprocess", help="re-run only the post-processing on a saved raw.npz")
+    p.add_argument("raw", help="raw.npz written by 'run --save-raw'")
+    p.add_argument("--method", choices=["standard_v1", "standard_v2", "qubo"], default="standard_v2")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for panoptic.npz")
+    p.set_defaults(func=cmd_postprocess)
+
+
 def _add_weights(sub) -> None:
-    p = sub.add_parser("weights", help="manage checkpoints")
+    from panst3r_engine.weights_cli import add_weights_commands
+
+    p = sub.add_parser("weights", help="list, download, verify checkpoints; write random ones")
     wsub = p.add_subparsers(dest="weights_command", required=True)
+    add_weights_commands(wsub)
     r = wsub.add_parser("random", help="write a checkpoint with random weights in the official layout")
     r.add_argument("--size", choices=["tiny", "full"], default="tiny")
     r.add_argument("--version", choices=["v1", "v2"], default="v2")
@@ -41,43 +80,87 @@ def _add_weights(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m panst3r_engine", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m panst3r_engine",
+                                     description="PanSt3R engine: unordered photos -> 3D panoptic scene.")
     parser.add_argument("--version", action="version", version=f"panst3r_engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_postprocess(sub)
     _add_weights(sub)
     return parser
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from panst3r_engine.checkpoints import load_model
-    from panst3r_engine.devices import resolve_device
-    from panst3r_engine.images import load_unresized
-    from panst3r_engine.model.inference import run_inference
-    from panst3r_engine.raw import raw_arrays, save_raw
-    from panst3r_engine.vocab import load_embeddings
+    from panst3r_engine.pipeline import JobOptions, run_job
+    from panst3r_engine.progress import JsonProgress, TextProgress
 
-    device = resolve_device(args.device)
-    images = load_unresized(args.images)
-    if args.keyframes is not None and args.keyframes < 1:
-        raise CliError("--keyframes must be at least 1")
+    options = JobOptions(weights=args.weights, keyframes=args.keyframes, postprocess=args.postprocess,
+                         vocab=args.vocab, vocab_embeddings=args.vocab_embeddings, conf_threshold=args.conf_threshold,
+                         device=args.device, resize=args.resize, max_batch=args.max_batch, seed=args.seed,
+                         save_raw=args.save_raw, amp=args.amp, overwrite=args.overwrite).validate()
+    photos = expand_photos(args.photos)
+    progress = JsonProgress() if args.json_progress else TextProgress()
     started = time.perf_counter()
-    model, info = load_model(args.weights, device=device)
-    vocab = load_embeddings(args.vocab_embeddings, expected_dim=model.text_dim)
-    print(f"loaded {info.config.version} model from {info.path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    result = run_job(photos, args.out, options, progress)
+    if args.json_progress:
+        import json
 
-    def progress(stage: str, fraction: float) -> None:
-        print(f"\r{stage:<18} {fraction * 100:5.1f}%", end="\n" if fraction >= 1 else "", file=sys.stderr)
+        print(json.dumps({"event": "done", "bundle": str(result.bundle), "segments": len(result.manifest["segments"]),
+                          "seconds": round(time.perf_counter() - started, 3)}), flush=True)
+    else:
+        print_summary(result, time.perf_counter() - started)
+    return 0
 
+
+def print_summary(result, seconds: float, stream=sys.stdout) -> None:
+    """Segments per class, points and time per stage, as a plain table."""
+    manifest = result.manifest
+    names = {c["id"]: c["name"] for c in manifest["classes"]}
+    per_class = Counter(names.get(s["class_id"], "?") for s in manifest["segments"])
+    from panst3r_engine.bundle import read_bundle
+
+    points = read_bundle(result.bundle).points
+    labelled = int((points["segment"] > 0).sum())
+    w = stream.write
+    w(f"\nbundle: {result.bundle}\n")
+    w(f"photos: {len(manifest['images'])}   keyframes: {len(manifest['options']['keyframes_used'])}   "
+      f"post-processing: {manifest['options']['postprocess']}\n")
+    w(f"points: {len(points['segment'])} (labelled {labelled})   segments: {len(manifest['segments'])}\n\n")
+    if per_class:
+        w(f"{'class':<28}{'segments':>9}\n")
+        for name, count in per_class.most_common():
+            w(f"{name:<28}{count:>9}\n")
+        w("\n")
+    w(f"{'stage':<20}{'seconds':>9}\n")
+    for stage, secs in result.timings.items():
+        w(f"{stage:<20}{secs:>9.2f}\n")
+    w(f"{'total':<20}{seconds:>9.2f}\n")
+
+
+def cmd_postprocess(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from panst3r_engine.postprocess import postprocess
+    from panst3r_engine.raw import load_raw
+
+    raw = load_raw(args.raw)
+    shapes = raw["true_shape"].astype(int)
+    masks = [raw["pred_masks"][v, :, : h // 2, : w // 2] for v, (h, w) in enumerate(shapes)]
     started = time.perf_counter()
-    outputs = run_inference(model, [im.tensor for im in images], vocab.vectors, num_keyframes=args.keyframes,
-                            max_batch=args.max_batch, progress=progress)
-    print(f"network: {len(images)} views in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    result = postprocess(raw["pred_logits"], masks, shapes, method=args.method, seed=args.seed)
+    height, width = shapes[:, 0].max(), shapes[:, 1].max()
+    pan = np.zeros((len(shapes), height, width), dtype=np.int32)
+    conf = np.zeros((len(shapes), height, width), dtype=np.float32)
+    for v, (h, w) in enumerate(shapes):
+        pan[v, :h, :w], conf[v, :h, :w] = result.pan[v], result.conf[v]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.save_raw:
-        path = save_raw(out / "raw.npz", raw_arrays(outputs, vocab.names))
-        print(f"wrote {path}", file=sys.stderr)
+    from panst3r_engine.raw import save_raw
+
+    save_raw(out / "panoptic.npz", {"pan": pan, "conf": conf, "true_shape": shapes.astype(np.int32),
+                                    "segment_ids": np.array([s["id"] for s in result.segments], dtype=np.int32),
+                                    "segment_classes": np.array([s["category_id"] for s in result.segments], dtype=np.int32)})
+    print(f"{args.method}: {len(result.segments)} segments in {time.perf_counter() - started:.2f} s -> {out / 'panoptic.npz'}")
     return 0
 
 
@@ -92,15 +175,19 @@ def cmd_weights_random(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from panst3r_engine.bundle import BundleError
     from panst3r_engine.checkpoints import CheckpointError
     from panst3r_engine.images import ImageError
+    from panst3r_engine.progress import Cancelled
     from panst3r_engine.vocab import VocabularyError
+    from panst3r_engine.weights import WeightsError
 
     try:
         return args.func(args)
-    except (CliError, CheckpointError, ImageError, VocabularyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except (CliError, CheckpointError, ImageError, VocabularyError, WeightsError, BundleError, ValueError,
+            FileExistsError, FileNotFoundError, MemoryError) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("cancelled", file=sys.stderr)
+    except (KeyboardInterrupt, Cancelled):
+        print("\ncancelled; nothing was written", file=sys.stderr)
         return 130

@@ -199,8 +199,6 @@ def activate_pointmaps(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     Returns pts3d (global) [..., 3], pts3d_local [..., 3], conf [...]: xyz by
     ``v / ||v|| * expm1(||v||)`` (norm clipped at 1e-8) and ``conf = 1 + exp(c)``.
     """
-    def norm_exp(v: torch.Tensor) -> torch.Tensor:
-        d = v.norm(dim=-1, keepdim=True)
-        return v / d.clip(min=1e-8) * torch.expm1(d)
+    from panst3r_engine.geometry import conf_activation, pointmap_activation
 
-    return norm_exp(raw[..., 0:3]), norm_exp(raw[..., 3:6]), 1 + torch.exp(raw[..., 6])
+    return pointmap_activation(raw[..., 0:3]), pointmap_activation(raw[..., 3:6]), conf_activation(raw[..., 6])

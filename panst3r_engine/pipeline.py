@@ -1,0 +1,169 @@
+"""Photos in, panoptic 3D result bundle out: the engine's main job.
+
+:func:`run_job` reads as the stage sequence; each stage lives in its own
+module. Options are one frozen dataclass validated once at the entry point.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from panst3r_engine import __version__
+from panst3r_engine.images import Photo, load_photos, to_photo_orientation
+from panst3r_engine.model.inference import RawOutputs, activate_pointmaps, run_inference
+from panst3r_engine.models import ModelCache, LoadedModel
+from panst3r_engine.progress import Progress
+from panst3r_engine.scene import ViewGeometry, recover_camera
+
+POSTPROCESS_METHODS = ("standard_v1", "standard_v2", "qubo")
+DEFAULT_MAX_KEYFRAMES = 50  # the official demo's default; memory grows linearly with keyframes
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Everything a job can be asked for; ``validate`` runs once at the entry point."""
+
+    weights: str = "v2"
+    keyframes: int | None = None
+    postprocess: str | None = None  # None: the checkpoint's default
+    vocab: str = "scannetpp"
+    vocab_embeddings: str | None = None  # .npz path, 'random', or None (computed/cached)
+    conf_threshold: float = 3.0
+    device: str = "auto"
+    resize: str = "512"
+    max_batch: int = 1
+    seed: int = 0
+    save_raw: bool = False
+    amp: bool = False
+    overwrite: bool = False
+
+    def validate(self) -> "JobOptions":
+        if self.keyframes is not None and self.keyframes < 1:
+            raise ValueError("keyframes must be at least 1")
+        if self.postprocess is not None and self.postprocess not in POSTPROCESS_METHODS:
+            raise ValueError(f"unknown post-processing {self.postprocess!r}; choose one of {', '.join(POSTPROCESS_METHODS)}")
+        if not (self.conf_threshold >= 1.0):
+            raise ValueError(f"the confidence threshold must be >= 1 (confidence is 1 + exp(c)), got {self.conf_threshold}")
+        if self.resize not in ("512", "none"):
+            raise ValueError(f"resize must be '512' or 'none', got {self.resize!r}")
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        return self
+
+
+@dataclass
+class JobResult:
+    bundle: Path
+    manifest: dict
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, options: JobOptions,
+            progress: Progress | None = None, models: ModelCache | None = None) -> JobResult:
+    """Run the whole pipeline; the bundle appears at ``out_dir`` only when complete."""
+    options = options.validate()
+    progress = progress or Progress()
+    models = models or ModelCache()
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not options.overwrite and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir} already exists and is not empty (use --overwrite to replace it)")
+    if not photo_paths:
+        raise ValueError("no photos given")
+
+    progress("load_images", 0.0, f"{len(photo_paths)} photos")
+    photos = load_photos(list(photo_paths), options.resize)
+    progress("load_images", 1.0)
+    loaded = models.get(options.weights, options.device, progress)
+    vocab = _vocabulary(loaded, options, progress)
+    keyframes = _keyframes(len(photos), options.keyframes)
+    _check_memory(loaded, photos, keyframes, options)
+    raw = _infer(loaded, photos, vocab.vectors, keyframes, options, progress)
+    method = options.postprocess or loaded.config.postprocess_default
+    panoptic = _postprocess(raw, photos, method, options.seed, progress)
+    views, cameras = _cameras(raw, photos, progress)
+    progress("write_bundle", 0.0)
+    from panst3r_engine.assemble import build_bundle
+
+    result = build_bundle(out_dir, photos, views, cameras, panoptic, vocab, raw, loaded, options, method,
+                          dict(progress.timings), __version__)
+    progress("write_bundle", 1.0)
+    result.timings = dict(progress.timings)
+    return result
+
+
+def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress):
+    from panst3r_engine.classes import resolve_class_embeddings
+
+    progress("vocabulary", 0.0)
+    vocab = resolve_class_embeddings(options.vocab, options.vocab_embeddings, loaded.model.text_dim, options.seed)
+    progress("vocabulary", 1.0, f"{len(vocab.names)} classes")
+    return vocab
+
+
+def _keyframes(num_photos: int, requested: int | None) -> int:
+    return min(num_photos, requested or DEFAULT_MAX_KEYFRAMES)
+
+
+def _check_memory(loaded: LoadedModel, photos: list[Photo], num_keyframes: int, options: JobOptions) -> None:
+    from panst3r_engine.resources import check_fits
+
+    sizes = [tuple(p.tensor.shape[-2:]) for p in photos]
+    check_fits(loaded.model, sizes, num_keyframes, loaded.device, options.max_batch)
+
+
+def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_keyframes: int,
+           options: JobOptions, progress: Progress) -> RawOutputs:
+    """Run the network; a lone photo is paired with itself, as the official demo does."""
+    tensors = [p.tensor for p in photos]
+    single = len(tensors) == 1
+    if single:
+        tensors = tensors * 2
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if options.amp and loaded.device.type == "cuda" else None
+    with autocast or _nullcontext():
+        raw = run_inference(loaded.model, tensors, text, num_keyframes=2 if single else num_keyframes,
+                            max_batch=options.max_batch, progress=progress)
+    if single:
+        raw.pointmaps_raw, raw.pred_masks, raw.true_shapes = raw.pointmaps_raw[:1], raw.pred_masks[:1], raw.true_shapes[:1]
+        raw.keyframes = [0]
+    for i, photo in enumerate(photos):  # back to each photo's own orientation
+        raw.pointmaps_raw[i] = to_photo_orientation(raw.pointmaps_raw[i], photo.transposed, (0, 1))
+        raw.pred_masks[i] = to_photo_orientation(raw.pred_masks[i], photo.transposed, (1, 2))
+        raw.true_shapes[i] = (photo.rgb.shape[0], photo.rgb.shape[1])
+    return raw
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _postprocess(raw: RawOutputs, photos: list[Photo], method: str, seed: int, progress: Progress):
+    from panst3r_engine.postprocess import postprocess
+
+    progress("postprocess", 0.0, method)
+    result = postprocess(raw.pred_logits, raw.pred_masks, raw.true_shapes, method=method, seed=seed)
+    progress("postprocess", 1.0, f"{len(result.segments)} segments")
+    return result
+
+
+def _cameras(raw: RawOutputs, photos: list[Photo], progress: Progress):
+    views, cameras = [], []
+    for i, pointmap in enumerate(raw.pointmaps_raw):
+        pts3d, local, conf = activate_pointmaps(pointmap.float())
+        view = ViewGeometry(pts3d.numpy(), local.numpy(), conf.numpy())
+        views.append(view)
+        cameras.append(recover_camera(view))
+        progress("cameras", (i + 1) / len(raw.pointmaps_raw))
+    return views, cameras
+
+
+def options_dict(options: JobOptions) -> dict:
+    return asdict(options)
+

@@ -1,0 +1,79 @@
+"""Estimating the memory a job needs before running it.
+
+Big jobs fail late and expensively when memory runs out; we estimate the
+peak from the model and image sizes up front and refuse early with advice.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+GiB = 2**30
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    must3r_memory: int  # keyframe token memory, all decoder layers
+    per_view: int  # stored outputs per view (encoder tokens, pointmaps, mask logits)
+    working: int  # transient activations of one backbone call
+    postprocess: int  # full-resolution mask probabilities held by post-processing
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.must3r_memory + self.per_view + self.working + self.postprocess
+
+
+def estimate(model, sizes: list[tuple[int, int]], num_keyframes: int, max_batch: int = 1,
+             bytes_per_value: int = 4) -> MemoryEstimate:
+    """Peak bytes for ``sizes`` [(H, W)] network inputs with ``num_keyframes`` keyframes."""
+    cfg = model.cfg
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    tokens = [(h // 16) * (w // 16) for h, w in sizes]
+    largest = max(tokens)
+    queries = cfg.panoptic.mask_transformer.num_queries
+    mem = cfg.decoder.depth * cfg.decoder.dim * bytes_per_value * sum(sorted(tokens)[-num_keyframes:]) * 2  # + projected k/v
+    per_view = sum(t * (cfg.encoder.dim + 16 * 16 * 7) + queries * t * 64 for t in tokens) * bytes_per_value
+    hidden = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
+    working = max_batch * largest * hidden * bytes_per_value * 6
+    mask_dim = cfg.panoptic.mask_transformer.mask_dim
+    working += max_batch * largest * 64 * mask_dim * bytes_per_value * 3  # stride-2 mask features
+    postprocess = 2 * queries * max(h * w for h, w in sizes) * bytes_per_value  # one view at a time, probs + argmax
+    return MemoryEstimate(weights, mem, per_view, working, postprocess)
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory on ``device`` (CUDA: free VRAM; CPU: MemAvailable, or total RAM)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_fits(model, sizes: list[tuple[int, int]], num_keyframes: int, device: torch.device,
+               max_batch: int = 1, weights_loaded: bool = True) -> MemoryEstimate:
+    """Raise MemoryError with a suggested keyframe count when the job will not fit."""
+    est = estimate(model, sizes, num_keyframes, max_batch)
+    free = available_bytes(device) + (est.weights if weights_loaded else 0)
+    if est.total <= free:
+        return est
+    fitting = [k for k in range(num_keyframes - 1, 1, -1) if estimate(model, sizes, k, max_batch).total <= free]
+    where = "GPU memory" if device.type == "cuda" else "memory"
+    need = f"this job needs about {est.total / GiB:.1f} GiB of {where} but only {free / GiB:.1f} GiB is available"
+    if fitting:
+        raise MemoryError(f"{need}; use --keyframes {fitting[0]} (or fewer) to fit")
+    raise MemoryError(f"{need}, even with 2 keyframes; run fewer photos at once (e.g. split into groups of "
+                      f"{max(2, len(sizes) // 2)}) or use a machine with more memory")
