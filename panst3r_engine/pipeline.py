@@ -122,10 +122,8 @@ def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_key
     single = len(tensors) == 1
     if single:
         tensors = tensors * 2
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if options.amp and loaded.device.type == "cuda" else None
-    with autocast or _nullcontext():
-        raw = run_inference(loaded.model, tensors, text, num_keyframes=2 if single else num_keyframes,
-                            max_batch=options.max_batch, progress=progress)
+    raw = run_inference(loaded.model, tensors, text, num_keyframes=2 if single else num_keyframes,
+                        max_batch=options.max_batch, progress=progress, amp=options.amp)
     if single:
         raw.pointmaps_raw, raw.pred_masks, raw.true_shapes = raw.pointmaps_raw[:1], raw.pred_masks[:1], raw.true_shapes[:1]
         raw.keyframes = [0]
@@ -134,14 +132,6 @@ def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_key
         raw.pred_masks[i] = to_photo_orientation(raw.pred_masks[i], photo.transposed, (1, 2))
         raw.true_shapes[i] = (photo.rgb.shape[0], photo.rgb.shape[1])
     return raw
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _postprocess(raw: RawOutputs, photos: list[Photo], method: str, seed: int, progress: Progress):

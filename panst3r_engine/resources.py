@@ -64,10 +64,13 @@ def available_bytes(device: torch.device) -> int:
 
 
 def check_fits(model, sizes: list[tuple[int, int]], num_keyframes: int, device: torch.device,
-               max_batch: int = 1, weights_loaded: bool = True) -> MemoryEstimate:
-    """Raise MemoryError with a suggested keyframe count when the job will not fit."""
+               max_batch: int = 1, weights_loaded: bool = True, available: int | None = None) -> MemoryEstimate:
+    """Raise MemoryError with a suggested keyframe count when the job will not fit.
+
+    ``available`` overrides the measured free memory (bytes), e.g. for a per-job budget.
+    """
     est = estimate(model, sizes, num_keyframes, max_batch)
-    free = available_bytes(device) + (est.weights if weights_loaded else 0)
+    free = (available if available is not None else available_bytes(device)) + (est.weights if weights_loaded else 0)
     if est.total <= free:
         return est
     fitting = [k for k in range(num_keyframes - 1, 1, -1) if estimate(model, sizes, k, max_batch).total <= free]

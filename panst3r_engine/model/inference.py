@@ -83,8 +83,9 @@ class _Run:
     """State of one inference call; methods are the stages."""
 
     def __init__(self, model: "PanSt3R", images: Sequence[torch.Tensor], max_batch: int,
-                 progress: ProgressFn | None, keep_features: bool) -> None:
+                 progress: ProgressFn | None, keep_features: bool, amp: bool = False) -> None:
         self.model = model
+        self.amp = amp and model.device.type == "cuda"
         self.device = model.device
         self.images = images
         self.shapes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
@@ -96,6 +97,13 @@ class _Run:
         self.pointmaps: list = [None] * len(images)
         self.fpn: list = [None] * len(images)
         self.mask_feats: list = [None] * len(images)
+
+    def backbone_precision(self):
+        """bf16 autocast for the MUSt3R decoder and DINOv2 where the official code allows it (CUDA only).
+
+        The encoder and the pointmap head force float32 themselves; the panoptic head always runs in float32.
+        """
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
 
     def _batch(self, chunk: list[int]) -> torch.Tensor:
         return torch.stack([self.images[i] for i in chunk]).to(self.device, torch.float32)
@@ -115,7 +123,9 @@ class _Run:
         memory, start = None, 0
         for size in memory_batches(len(keyframes)):
             batch = keyframes[start:start + size]
-            memory = self.model.must3r_decoder.update([self.tokens[i] for i in batch], [self.pos[i] for i in batch], memory)
+            with self.backbone_precision():
+                memory = self.model.must3r_decoder.update([self.tokens[i] for i in batch], [self.pos[i] for i in batch],
+                                                          memory)
             start += size
             self.progress("memory", start / len(keyframes))
         return memory
@@ -126,9 +136,11 @@ class _Run:
         for n, chunk in enumerate(chunks):
             tokens = torch.stack([self.tokens[i] for i in chunk])
             pos = torch.stack([self.pos[i] for i in chunk])
-            dec_feats, pointmaps = self.model.must3r_decoder.render(tokens, pos, memory)
             images = self._batch(chunk)
-            dino = self.model.dino_encoder(images)
+            with self.backbone_precision():
+                dec_feats, pointmaps = self.model.must3r_decoder.render(tokens, pos, memory)
+                dino = self.model.dino_encoder(images)
+            dec_feats, dino = dec_feats.float(), dino.float()
             concat = torch.cat((tokens, dec_feats, dino), dim=-1)
             for j, i in enumerate(chunk):
                 fpn, mask_feats = self.model.panoptic_decoder.encode_views(concat[j:j + 1], pos[j:j + 1], images[j:j + 1])
@@ -145,7 +157,7 @@ class _Run:
 def run_inference(model: "PanSt3R", images: Sequence[torch.Tensor], class_embeddings: torch.Tensor,
                   num_keyframes: int | None = None, keyframes: Sequence[int] | None = None,
                   max_batch: int = 1, progress: ProgressFn | None = None,
-                  keep_features: bool = False) -> RawOutputs:
+                  keep_features: bool = False, amp: bool = False) -> RawOutputs:
     """Run the network on views in [-1, 1] (each [3, H, W], H and W multiples of 16).
 
     Args:
@@ -153,9 +165,10 @@ def run_inference(model: "PanSt3R", images: Sequence[torch.Tensor], class_embedd
         num_keyframes: K for the linspace choice (all views when None or >= V).
         keyframes: explicit keyframe indices (first = reference camera); overrides K.
         max_batch: views per backbone call; the outputs do not depend on it.
+        amp: bf16 autocast for the MUSt3R decoder and DINOv2 on CUDA (ignored elsewhere).
     """
     _check_inputs(model, images, class_embeddings)
-    run = _Run(model, images, max_batch, progress, keep_features)
+    run = _Run(model, images, max_batch, progress, keep_features, amp)
     chosen = list(keyframes) if keyframes is not None else select_keyframes(len(images), num_keyframes)
     others = sorted(set(range(len(images))) - set(chosen))
     run.encode()

@@ -1,0 +1,42 @@
+"""The up-front memory estimate: grows with keyframes and photos, and refuses with advice."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from panst3r_engine.checkpoints import build_model
+from panst3r_engine.model.configs import model_config
+from panst3r_engine.resources import GiB, check_fits, estimate
+
+FULL = build_model(model_config("v2"))  # on the meta device: sizes only, no memory
+SIZE = (384, 512)
+
+
+def test_estimate_grows_with_keyframes_and_photos():
+    small = estimate(FULL, [SIZE] * 10, 5)
+    assert estimate(FULL, [SIZE] * 10, 10).total > small.total
+    assert estimate(FULL, [SIZE] * 100, 5).total > small.total
+    assert 3 * GiB < small.weights < 4 * GiB  # 805 M float32 parameters
+    # 12 layers x 768 tokens x 768 dims x 4 bytes = 27 MiB per keyframe (+ cached projections)
+    per_keyframe = estimate(FULL, [SIZE] * 10, 6).must3r_memory - small.must3r_memory
+    assert 25 * 2**20 < per_keyframe < 60 * 2**20
+
+
+def test_a_job_that_fits_passes():
+    check_fits(FULL, [SIZE] * 4, 4, torch.device("cpu"), available=8 * GiB)
+
+
+def test_too_many_keyframes_suggests_fewer():
+    sizes = [SIZE] * 200
+    budget = estimate(FULL, sizes, 20).total - estimate(FULL, sizes, 20).weights + 1
+    with pytest.raises(MemoryError, match=r"use --keyframes (\d+) \(or fewer\)") as info:
+        check_fits(FULL, sizes, 200, torch.device("cpu"), available=budget)
+    suggested = int(info.value.args[0].split("--keyframes ")[1].split(" ")[0])
+    assert 2 <= suggested <= 20
+    check_fits(FULL, sizes, suggested, torch.device("cpu"), available=budget)
+
+
+def test_thousands_of_photos_are_refused_with_advice():
+    with pytest.raises(MemoryError, match="even with 2 keyframes; run fewer photos at once"):
+        check_fits(FULL, [SIZE] * 5000, 50, torch.device("cpu"), available=1 * GiB)
