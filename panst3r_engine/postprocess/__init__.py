@@ -1,0 +1,44 @@
+"""Panoptic post-processing of PanSt3R predictions (model doc §8).
+
+``postprocess(pred_logits [Q, C], pred_masks per view [Q, h_v, w_v], true_shapes [V, 2], method)``
+returns a :class:`PanopticResult` whose ids are shared across views (same id = same instance).
+Methods: 'standard_v1', 'standard_v2' (the checkpoint default) and 'qubo'.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .common import ArrayLike, PanopticResult, class_probs, mask_probs, mask_probs_low_res, shapes_list
+from .qubo import QuboConfig, qubo_inference
+from .standard import STANDARD_V1, STANDARD_V2, StandardConfig, standard_inference
+
+METHODS = ("standard_v1", "standard_v2", "qubo")
+
+__all__ = ["METHODS", "PanopticResult", "QuboConfig", "StandardConfig", "postprocess"]
+
+
+def postprocess(
+    pred_logits: ArrayLike,
+    pred_masks: Sequence[ArrayLike] | ArrayLike,
+    true_shapes: ArrayLike | Sequence[Sequence[int]],
+    method: str = "standard_v2",
+    seed: int = 0,
+    qubo: QuboConfig | None = None,
+) -> PanopticResult:
+    """Class logits [Q, C] + per-view mask logits [Q, h_v, w_v] -> panoptic maps at true_shapes [V, 2].
+
+    ``seed`` only matters for 'qubo' (its local-search restarts); ``qubo`` overrides its config:
+    ``QuboConfig(tau=0.0)`` exact weights, ``tau > 0`` fast weights with a bounded error,
+    ``tau=None`` (default) exact for small inputs, fast beyond (see ``qubo.resolve_tau``).
+    """
+    shapes = shapes_list(true_shapes)
+    cls = class_probs(pred_logits)
+    if method == "standard_v1":
+        return standard_inference(cls, mask_probs(pred_masks, shapes), shapes, STANDARD_V1)
+    if method == "standard_v2":
+        return standard_inference(cls, mask_probs(pred_masks, shapes), shapes, STANDARD_V2)
+    if method == "qubo":
+        probs = mask_probs_low_res(pred_masks, shapes)
+        return qubo_inference(cls, probs, shapes, seed=seed, cfg=qubo or QuboConfig())
+    raise ValueError(f"unknown post-processing method {method!r}; expected one of {METHODS}")

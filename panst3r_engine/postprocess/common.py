@@ -1,0 +1,110 @@
+"""Shared preamble of every panoptic post-processing (model doc §8, "Common preamble").
+
+Shapes: Q queries, C classes, V views, mask logits per view [Q, h_v, w_v] (stride 2),
+output size per view (H_v, W_v), padded size (H_max, W_max) = per-axis maxima.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+@dataclass
+class PanopticResult:
+    """Post-processing output.
+
+    pan: per view int32 [H_v, W_v], 0 = void, ids 1..S shared across views.
+    conf: per view float32 [H_v, W_v] per-pixel confidence.
+    segments: one dict per id (ascending): id, query_id, query, category_id, score, area, ...
+    info: method details (QUBO: selected queries, energy, weights tau, energy error bound).
+    """
+
+    pan: list[np.ndarray]
+    conf: list[np.ndarray]
+    segments: list[dict] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def as_tensor(x: ArrayLike) -> torch.Tensor:
+    """float32 CPU tensor from a numpy array or tensor (no copy when already so)."""
+    t = torch.as_tensor(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
+    return t.detach().to(device="cpu", dtype=torch.float32)
+
+
+def shapes_list(true_shapes: ArrayLike | Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """[V, 2] (H, W) -> list of V int pairs."""
+    arr = np.asarray(true_shapes.cpu() if isinstance(true_shapes, torch.Tensor) else true_shapes)
+    return [(int(h), int(w)) for h, w in arr.reshape(-1, 2)]
+
+
+def padded_size(shapes: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """(H_max, W_max) of the zero-padded stack."""
+    return max(h for h, _ in shapes), max(w for _, w in shapes)
+
+
+def class_probs(pred_logits: ArrayLike) -> torch.Tensor:
+    """[Q, C] logits -> [Q, C] sigmoid probabilities (label_mode 'sigmoid')."""
+    return torch.sigmoid(as_tensor(pred_logits))
+
+
+def low_res_probs(mask_logits: ArrayLike) -> torch.Tensor:
+    """[Q, h, w] (or [1, Q, h, w]) mask logits -> [Q, h, w] sigmoid probabilities."""
+    t = as_tensor(mask_logits)
+    return torch.sigmoid(t[0] if t.dim() == 4 else t)
+
+
+def upsample(probs: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """[K, h, w] probabilities -> [K, H, W], bilinear, align_corners=False (per channel)."""
+    return F.interpolate(probs[None], size=shape, mode="bilinear", align_corners=False)[0]
+
+
+def view_mask_probs(mask_logits: ArrayLike, shape: tuple[int, int]) -> torch.Tensor:
+    """[Q, h, w] (or [1, Q, h, w]) logits -> [Q, H, W] probabilities: sigmoid, then resize."""
+    return upsample(low_res_probs(mask_logits), shape)
+
+
+def mask_probs(pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Per view [Q, h_v, w_v] logits (list, or one [V, Q, h, w] array) -> list of [Q, H_v, W_v] probs."""
+    _check_views(pred_masks, shapes)
+    return [view_mask_probs(m, s) for m, s in zip(pred_masks, shapes)]
+
+
+def _check_views(pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]]) -> None:
+    if len(pred_masks) != len(shapes):
+        raise ValueError(f"{len(pred_masks)} mask views but {len(shapes)} true shapes")
+
+
+def mask_probs_low_res(
+    pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]]
+) -> list[torch.Tensor]:
+    """Per view [Q, h_v, w_v] sigmoid probabilities at the prediction stride (resized later)."""
+    _check_views(pred_masks, shapes)
+    return [low_res_probs(m) for m in pred_masks]
+
+
+def pad_views(views: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """List of [..., H_v, W_v] -> [V, ..., H_max, W_max], zero-padded bottom/right."""
+    out = []
+    for v in views:
+        h, w = v.shape[-2:]
+        out.append(F.pad(v, (0, size[1] - w, 0, size[0] - h)))
+    return torch.stack(out)
+
+
+def crop_views(padded: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """[V, H_max, W_max] -> list of [H_v, W_v] (top-left crops)."""
+    return [padded[v, :h, :w] for v, (h, w) in enumerate(shapes)]
+
+
+def empty_result(shapes: Sequence[tuple[int, int]], conf_value: float) -> PanopticResult:
+    """All-void result: pan 0 everywhere, conf = conf_value."""
+    pan = [np.zeros(s, np.int32) for s in shapes]
+    conf = [np.full(s, conf_value, np.float32) for s in shapes]
+    return PanopticResult(pan=pan, conf=conf, segments=[])

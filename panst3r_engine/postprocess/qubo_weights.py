@@ -1,0 +1,127 @@
+"""QUBO weights (model doc §8.3, step 2): soft areas a_i and soft overlaps o_ij.
+
+a_i = Σ M_i and o_ij = Σ min(M_i, M_j) over every pixel of every view, where M is the
+full-resolution probability (sigmoid at stride 2, then bilinear resize); padding is 0 and adds
+nothing. Input here is the stride-2 probability P; pixels are grouped in square tiles of the
+output, and for tile t: s_i = Σ_t M_i; query i is *active* in t if its max there exceeds ``tau``.
+
+* ``tau == 0`` (exact): each view is resized in full and, per tile,
+  Σ min(M_i, M_j) = (s_i + s_j - ‖M_i - M_j‖₁) / 2 for all pairs (one ``cdist`` per tile batch).
+* ``tau > 0`` (fast, never resizes the whole view): bilinear resizing is linear, M = R_h P R_wᵀ,
+  so tile sums are B_h P B_wᵀ (B = tile-summed rows of R) and the tile max/min are bounded by the
+  max/min of P over the tile's source window. Pairs active together in a tile are summed
+  exactly on that tile (resized locally); every other pair gets min(s_i, s_j), an upper bound of
+  its tile term, which is exact when one mask lies below the other on the whole tile (checked
+  when one of the two is active); otherwise its error is at most min(s_i, s_j) <= tau·tile²,
+  summed into ``bound``. Hence overlap - bound <= true overlap <= overlap, entry by entry
+  (up to float32 rounding). Σ_t min(s_i, s_j) over all tiles is one L1 ``cdist``.
+Sums are float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .common import upsample
+from .qubo_tiles import TileGeometry, tile_geometry
+
+TILE = 32
+ACTIVE_CHUNK = 16  # tiles per exact (padded cdist) batch
+
+
+@dataclass
+class OverlapStats:
+    """area [Q], overlap [Q, Q] (diag = area) and its max error bound [Q, Q] (0 = exact)."""
+
+    area: np.ndarray
+    overlap: np.ndarray
+    bound: np.ndarray
+
+
+def soft_overlaps(
+    probs: Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]], tau: float = 0.0, tile: int = TILE
+) -> OverlapStats:
+    """probs: per view stride-2 probabilities [Q, h_v, w_v]; shapes: output (H_v, W_v)."""
+    q = probs[0].shape[0]
+    over = torch.zeros(q, q, dtype=torch.float64)
+    bound = torch.zeros(q, q, dtype=torch.float64)
+    tile_sums = []
+    for p, shape in zip(probs, shapes):
+        if tau > 0:
+            tile_sums.append(_sparse_view(p, tile_geometry(tuple(p.shape[1:]), tuple(shape), tile), tau, over, bound))
+        else:
+            tile_sums.append(_dense_view(upsample(p, shape), tile, over))
+    s = torch.cat(tile_sums).T.contiguous()  # [Q, all tiles]
+    if tau > 0:
+        est = _pair_minsum(s[None])[0]  # Σ_t min(s_i, s_j)
+        over += est
+        bound += est
+    area = s.sum(1)
+    over.diagonal().copy_(area)
+    bound.diagonal().zero_()
+    return OverlapStats(area.numpy(), over.numpy(), bound.numpy())
+
+
+def _pair_minsum(x: torch.Tensor) -> torch.Tensor:
+    """[B, K, T] -> [B, K, K] Σ_t min(x_i, x_j) in float64, via (s_i + s_j - L1) / 2."""
+    xd = x.to(torch.float64)
+    s = xd.sum(-1)
+    return 0.5 * (s[:, :, None] + s[:, None, :] - torch.cdist(xd, xd, p=1))
+
+
+def _dense_view(m: torch.Tensor, tile: int, over: torch.Tensor, batch: int = 8) -> torch.Tensor:
+    """Exact: add every pair's min-sum of one resized view [Q, H, W] to ``over``; -> tile sums [nt, Q]."""
+    q, h, w = m.shape
+    m = torch.nn.functional.pad(m, (0, -w % tile, 0, -h % tile))
+    nh, nw = m.shape[1] // tile, m.shape[2] // tile
+    x = m.reshape(q, nh, tile, nw, tile).permute(1, 3, 0, 2, 4).reshape(nh * nw, q, tile * tile)
+    for start in range(0, x.shape[0], batch):
+        over += _pair_minsum(x[start : start + batch]).sum(0)
+    return x.sum(-1, dtype=torch.float64)
+
+
+def _sparse_view(
+    p: torch.Tensor, geo: TileGeometry, tau: float, over: torch.Tensor, bound: torch.Tensor
+) -> torch.Tensor:
+    """Fast mode, one view: sparse corrections to Σ_t min(s_i, s_j); -> tile sums [nt, Q].
+
+    Adds (exact - estimate) for pairs active together to ``over``; subtracts from ``bound`` the
+    estimate of pairs whose tile term is known exactly (both active, or dominated).
+    """
+    s, mx, mn = geo.sums(p), geo.window_max(p), geo.window_min(p)  # [nt, Q] each
+    active = mx > tau
+    for start in range(0, len(active), ACTIVE_CHUNK):
+        _active_pairs(p, geo, torch.arange(start, min(start + ACTIVE_CHUNK, len(active))), active, s, over, bound)
+    # one of the pair active (j = qa[k] on tile ta[k]), the other (i) not: exact if dominated
+    ta, qa = torch.nonzero(active).unbind(1)
+    known = ~active[ta] & (mx[ta] <= mn[ta, qa][:, None])  # [Ka, Q]
+    est = torch.minimum(s[ta], s[ta, qa][:, None]) * known
+    per_j = torch.nn.functional.one_hot(qa, p.shape[0]).double().T @ est  # [Q (j), Q (i)]
+    bound -= per_j + per_j.T
+    return s
+
+
+def _active_pairs(
+    p: torch.Tensor, geo: TileGeometry, tiles: torch.Tensor, active: torch.Tensor, s: torch.Tensor,
+    over: torch.Tensor, bound: torch.Tensor,
+) -> None:
+    """Exact tile terms of the pairs active together on ``tiles`` [nc] (one padded cdist batch)."""
+    counts = active[tiles].sum(1)
+    kmax = int(counts.max())
+    if kmax < 2:
+        return
+    slots = torch.argsort((~active[tiles]).to(torch.int8), dim=1, stable=True)[:, :kmax]  # active queries first
+    valid = torch.arange(kmax)[None, :] < counts[:, None]  # [nc, kmax]
+    values = torch.zeros(len(tiles), kmax, geo.rows.local.shape[1] * geo.cols.local.shape[1])
+    values[valid] = geo.tile_values(p, tiles[:, None].expand_as(slots)[valid], slots[valid]).flatten(1)
+    exact = _pair_minsum(values)  # [nc, kmax, kmax]
+    sv = s[tiles[:, None], slots]
+    est = torch.minimum(sv[:, :, None], sv[:, None, :])
+    pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(kmax, dtype=torch.bool)
+    qi, qj = slots[:, :, None].expand_as(pair)[pair], slots[:, None, :].expand_as(pair)[pair]
+    over.index_put_((qi, qj), (exact - est)[pair], accumulate=True)
+    bound.index_put_((qi, qj), -est[pair], accumulate=True)

@@ -1,0 +1,123 @@
+"""'standard_v1' / 'standard_v2' panoptic inference (model doc §8.1, §8.2).
+
+One algorithm with two threshold sets: keep queries whose best class probability passes
+``cls_threshold``; per pixel the score-weighted mask argmax wins; a candidate survives if the
+pixels it wins (with prob >= ``mask_threshold``) are at least ``overlap_threshold`` of its
+confident area (prob >= 0.5); repeat ``niters`` times on the survivors.
+Padding never changes the result (padded pixels are 0 in every mask), so views are processed
+at their own size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .common import PanopticResult, empty_result
+
+CONFIDENT_PROB = 0.5  # "original area" threshold, fixed in both versions
+
+
+@dataclass(frozen=True)
+class StandardConfig:
+    """Thresholds of one standard variant."""
+
+    cls_threshold: float
+    mask_threshold: float
+    overlap_threshold: float
+    niters: int
+    void_confidence: float = 0.1
+
+
+STANDARD_V1 = StandardConfig(cls_threshold=0.1, mask_threshold=0.5, overlap_threshold=0.8, niters=1)
+STANDARD_V2 = StandardConfig(cls_threshold=0.1, mask_threshold=0.25, overlap_threshold=0.5, niters=2)
+
+
+@dataclass
+class _Pass:
+    """Per-view argmax over the candidates and the winning probability: [H_v, W_v] each."""
+
+    winner: list[torch.Tensor]
+    win_prob: list[torch.Tensor]
+
+
+def _argmax_pass(probs: Sequence[torch.Tensor], scores: torch.Tensor, cand: torch.Tensor) -> _Pass:
+    """Score-weighted argmax among ``cand`` per pixel (ties -> first candidate)."""
+    winners, win_probs = [], []
+    for p in probs:
+        pc = p[cand]  # [K, H, W]
+        winner = torch.argmax(scores[cand][:, None, None] * pc, dim=0)
+        winners.append(winner)
+        win_probs.append(torch.gather(pc, 0, winner[None])[0])
+    return _Pass(winners, win_probs)
+
+
+def _select(probs: Sequence[torch.Tensor], cand: torch.Tensor, ps: _Pass, cfg: StandardConfig) -> list[int]:
+    """Positions (within ``cand``) of the candidates that pass the overlap test, in order."""
+    k = len(cand)
+    kept = torch.zeros(k, dtype=torch.int64)
+    orig = torch.zeros(k, dtype=torch.int64)
+    for p, winner, wp in zip(probs, ps.winner, ps.win_prob):
+        claimed = wp >= cfg.mask_threshold
+        kept += torch.bincount(winner[claimed], minlength=k)
+        orig += (p[cand] >= CONFIDENT_PROB).flatten(1).sum(1)
+    sel = []
+    for i in range(k):
+        n_kept, n_orig = int(kept[i]), int(orig[i])
+        if n_kept > 0 and n_orig > 0 and n_kept / n_orig >= cfg.overlap_threshold:
+            sel.append(i)
+    return sel
+
+
+def _paint(
+    ps: _Pass, sel: list[int], k: int, cfg: StandardConfig
+) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """pan/conf maps of the selected candidates (ids 1.. in order) and their pixel areas."""
+    ids = torch.zeros(k + 1, dtype=torch.int32)  # position -> id (0 = not selected)
+    ids[torch.as_tensor(sel, dtype=torch.int64)] = torch.arange(1, len(sel) + 1, dtype=torch.int32)
+    pans, confs, areas = [], [], torch.zeros(len(sel) + 1, dtype=torch.int64)
+    for winner, wp in zip(ps.winner, ps.win_prob):
+        claimed = wp >= cfg.mask_threshold
+        pan = torch.where(claimed, ids[winner], torch.zeros((), dtype=torch.int32))
+        conf = torch.where(pan > 0, wp, torch.full_like(wp, cfg.void_confidence))
+        areas += torch.bincount(pan.flatten().long(), minlength=len(sel) + 1)
+        pans.append(pan.numpy().astype(np.int32))
+        confs.append(conf.numpy().astype(np.float32))
+    return pans, confs, areas[1:].tolist()
+
+
+def standard_inference(
+    cls_probs: torch.Tensor,
+    probs: Sequence[torch.Tensor],
+    shapes: Sequence[tuple[int, int]],
+    cfg: StandardConfig = STANDARD_V2,
+) -> PanopticResult:
+    """cls_probs [Q, C], probs per view [Q, H_v, W_v] (resized mask probabilities) -> result."""
+    scores, labels = cls_probs.max(dim=-1)
+    cand = torch.nonzero(scores > cfg.cls_threshold).flatten()
+    result = empty_result(shapes, cfg.void_confidence)
+    for _ in range(cfg.niters):
+        if len(cand) == 0:
+            return empty_result(shapes, cfg.void_confidence)
+        ps = _argmax_pass(probs, scores, cand)
+        sel = _select(probs, cand, ps, cfg)
+        pans, confs, areas = _paint(ps, sel, len(cand), cfg)
+        segments = [_segment(n + 1, int(cand[i]), labels, scores, areas[n]) for n, i in enumerate(sel)]
+        result = PanopticResult(pan=pans, conf=confs, segments=segments)
+        cand = cand[torch.as_tensor(sel, dtype=torch.int64)]
+    return result
+
+
+def _segment(seg_id: int, query: int, labels: torch.Tensor, scores: torch.Tensor, area: int) -> dict:
+    """segments_info entry (query_id = original query index, as the official)."""
+    return {
+        "id": seg_id,
+        "query_id": query,
+        "query": query,
+        "category_id": int(labels[query]),
+        "score": float(scores[query]),
+        "area": int(area),
+    }
