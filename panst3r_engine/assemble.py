@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from panst3r_engine.bundle import make_stems, write_bundle
-from panst3r_engine.colors import class_color, instance_color
+from panst3r_engine.colors import instance_color
+from panst3r_engine.vocab import class_color
 from panst3r_engine.scene import collect_points
 
 

@@ -96,7 +96,7 @@ def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, op
 
 
 def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress):
-    from panst3r_engine.classes import resolve_class_embeddings
+    from panst3r_engine.vocab import resolve_class_embeddings
 
     progress("vocabulary", 0.0)
     vocab = resolve_class_embeddings(options.vocab, options.vocab_embeddings, loaded.model.text_dim, options.seed)

@@ -287,6 +287,14 @@ def _write_cache(path: Path, emb: ClassEmbeddings, model_id: str, fingerprint: s
         raise
 
 
+def cache_embeddings(emb: ClassEmbeddings, cache_dir: str | os.PathLike | None = None,
+                     model_id: str = TEXT_MODEL_ID) -> Path:
+    """Store embeddings computed elsewhere (e.g. on another machine) so jobs find them offline."""
+    path = embeddings_cache_dir(cache_dir) / f"{cache_key(tuple(emb.names), model_id)}.npz"
+    _write_cache(path, ClassEmbeddings(list(emb.names), normalise(emb.vectors.float())), model_id, "")
+    return path
+
+
 def _missing_model_message(vocab: Vocabulary, model_dir: str | os.PathLike | None, reason: str = "") -> str:
     where = f"no text model at {model_dir}" if model_dir else "no text model was given"
     return (f"no cached class embeddings for the {len(vocab)}-class vocabulary '{vocab.source or 'custom'}' and "

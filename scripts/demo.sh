@@ -5,8 +5,12 @@
 # Set PANST3R_ACCEPT_LICENSE=1 to accept the PanSt3R non-commercial licence without a prompt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -x .venv/bin/python ]] || PANST3R_WITH_BLENDER=0 bash scripts/setup_env.sh
-PY=.venv/bin/python
+if [[ -n "${VIRTUAL_ENV:-}" ]]; then
+  PY="$VIRTUAL_ENV/bin/python"
+else
+  [[ -x .venv/bin/python ]] || PANST3R_WITH_BLENDER=0 bash scripts/setup_env.sh
+  PY=.venv/bin/python
+fi
 WEIGHTS="${PANST3R_DEMO_WEIGHTS:-v2}"
 
 if ! "$PY" -m panst3r_engine weights path "$WEIGHTS" >/dev/null 2>&1; then
@@ -24,10 +28,11 @@ if ! "$PY" -m panst3r_engine weights path "$WEIGHTS" >/dev/null 2>&1; then
   fi
 fi
 
-VOCAB_ARGS=()
+# The text tower computes the class embeddings once (cached afterwards); Apache-2.0, no acceptance needed.
 if ! "$PY" -m panst3r_engine weights path siglip-text >/dev/null 2>&1; then
-  "$PY" -m panst3r_engine weights download siglip-text --accept-license >/dev/null 2>&1 || true
+  "$PY" -m panst3r_engine weights download siglip-text || echo "note: no text model; cached class embeddings will be used if present" >&2
 fi
 
-mkdir -p out
-"$PY" -m panst3r_engine run examples/room --out out/room --overwrite "${VOCAB_ARGS[@]}" "$@"
+OUT="${PANST3R_DEMO_OUT:-out/room}"
+mkdir -p "$(dirname "$OUT")"
+"$PY" -m panst3r_engine run examples/room --out "$OUT" --overwrite --weights "$WEIGHTS" "$@"

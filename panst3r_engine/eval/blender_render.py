@@ -15,14 +15,16 @@ Two renders per view:
 
 from __future__ import annotations
 
-import math
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from panst3r_engine.eval.scene_layout import MaterialSpec, Part, RoomLayout, SceneObject, opencv_to_blender
+from panst3r_engine.eval.camera_conventions import opencv_to_blender
+from panst3r_engine.eval.scene_layout import MaterialSpec, Part, RoomLayout, SceneObject
 
 NO_HIT_DEPTH = 1e9  # Cycles writes 1e10 for rays that leave the scene
 
@@ -215,11 +217,28 @@ def _set_data_mode(scene) -> None:
     s.file_format, s.color_depth, s.exr_codec = "OPEN_EXR_MULTILAYER", "32", "ZIP"
 
 
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence Blender's per-render log lines, which it prints from C straight to file descriptor 1."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _render(scene, camera, filepath: Path) -> None:
     bpy = require_bpy()
     scene.camera = camera
     scene.render.filepath = str(filepath)
-    bpy.ops.render.render(write_still=True)
+    with _quiet_stdout():
+        bpy.ops.render.render(write_still=True)
+    if not filepath.is_file():
+        raise RuntimeError(f"Blender did not write {filepath}")
 
 
 def render_photos(scene, cams: list, out_dir: Path, samples: int, denoise: bool, bounces: int, seed: int) -> list[Path]:
@@ -247,7 +266,8 @@ def render_data(scene, cams: list, out_dir: Path) -> list[Path]:
 def _oiio():
     """The OpenImageIO Python module bundled inside the bpy wheel."""
     bpy = require_bpy()
-    site = Path(bpy.utils.resource_path("LOCAL")) / "python" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    site = Path(bpy.utils.resource_path("LOCAL")) / "python" / "lib" / version / "site-packages"
     if str(site) not in sys.path and site.is_dir():
         sys.path.append(str(site))
     try:
@@ -299,6 +319,3 @@ def camera_matrices(cams: list) -> list[tuple[np.ndarray, dict]]:
                      "shift_x": d.shift_x, "shift_y": d.shift_y}))
     return out
 
-
-def fov_degrees(lens_mm: float, sensor_mm: float) -> float:
-    return math.degrees(2 * math.atan(sensor_mm / (2 * lens_mm)))

@@ -162,7 +162,8 @@ def _write_into(scene: SceneDataset, root: Path) -> None:
     for v in scene.views:
         img_path = root / (v.image_file or f"images/{v.stem}.png")
         img_path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(v.image).save(img_path, **({"quality": 90} if img_path.suffix.lower() in (".jpg", ".jpeg") else {}))
+        jpeg = img_path.suffix.lower() in (".jpg", ".jpeg")
+        Image.fromarray(v.image).save(img_path, **({"quality": 90} if jpeg else {}))
         if v.depth is not None:
             (root / "depth").mkdir(exist_ok=True)
             np.save(root / "depth" / f"{v.stem}.npy", np.asarray(v.depth, np.float32))
@@ -188,6 +189,7 @@ def write_scene(scene: SceneDataset, path: str | os.PathLike, overwrite: bool = 
             raise DatasetError(f"{path} exists and is not an empty or replaceable scene folder")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a scene folder is an ordinary folder
     try:
         _write_into(scene, tmp)
         if path.exists():

@@ -3,9 +3,8 @@
 Everything Blender needs to build a benchmark scene is decided here, in plain
 numpy, so the layout is reproducible from a seed and testable without Blender.
 World frame: Blender's (metres, Z up, floor at z = 0, room centred on x = y = 0).
-Cameras are stored as OpenCV camera-to-world matrices (x right, y down,
-z forward) with intrinsics in the engine's pixel convention: pixel (col, row)
-is at coordinate (col, row) and the principal point is (W/2, H/2).
+Cameras are OpenCV camera-to-world matrices with K in the engine's pixel
+convention (see :mod:`camera_conventions`).
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+
+from panst3r_engine.eval.camera_conventions import blender_intrinsics, look_at, pixel_centre_shift
 
 #: Class list of the synthetic scenes: names from the ScanNet++ top-100
 #: semantic vocabulary (as hard-coded in PanSt3R's demo), ``(name, isthing)``.
@@ -53,6 +54,10 @@ class MaterialSpec:
     scale: float
     roughness: float = 0.6
     emission: float = 0.0  # strength; > 0 for glowing windows
+
+
+#: Pale checkered glass that glows a little (a window in a closed room).
+WINDOW_MATERIAL = MaterialSpec("checker", (0.85, 0.92, 1.0), (0.55, 0.65, 0.8), 4.0, 0.2, 0.25)
 
 
 @dataclass
@@ -96,61 +101,6 @@ class RoomLayout:
 # --------------------------------------------------------------------------- cameras
 
 
-def look_at(eye: np.ndarray, target: np.ndarray, up: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
-    """OpenCV camera-to-world ``[4, 4]`` at ``eye`` looking at ``target`` (image y down = -up)."""
-    eye, target = np.asarray(eye, np.float64), np.asarray(target, np.float64)
-    z = target - eye
-    z /= np.linalg.norm(z)
-    x = np.cross(z, np.asarray(up, np.float64))
-    if np.linalg.norm(x) < 1e-9:
-        raise ValueError("look_at: viewing direction is parallel to up")
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
-    return c2w
-
-
-#: OpenCV camera axes <-> Blender camera axes (x right, y up, z backward): flip y and z.
-CV_TO_BLENDER = np.diag([1.0, -1.0, -1.0, 1.0])
-
-
-def opencv_to_blender(c2w: np.ndarray) -> np.ndarray:
-    """Blender camera ``matrix_world`` for an OpenCV camera-to-world (same world)."""
-    return np.asarray(c2w, np.float64) @ CV_TO_BLENDER
-
-
-def blender_to_opencv(matrix_world: np.ndarray) -> np.ndarray:
-    """OpenCV camera-to-world from a Blender camera ``matrix_world`` (scale removed)."""
-    m = np.asarray(matrix_world, np.float64).copy()
-    m[:3, :3] /= np.linalg.norm(m[:3, :3], axis=0, keepdims=True)
-    return m @ CV_TO_BLENDER
-
-
-def pixel_centre_shift(width: int, height: int) -> tuple[float, float]:
-    """Blender ``(shift_x, shift_y)`` that puts the principal point at (W/2, H/2) in index coordinates.
-
-    Cycles samples pixel ``i`` at continuous coordinate ``i + 0.5`` and an
-    unshifted camera's axis crosses the continuous centre W/2, i.e. index
-    W/2 - 0.5. Shifts are in units of the larger image side; a negative
-    shift_x moves the content right, a positive shift_y moves it down.
-    """
-    m = float(max(width, height))
-    return -0.5 / m, 0.5 / m
-
-
-def blender_intrinsics(lens_mm: float, sensor_mm: float, width: int, height: int,
-                       shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
-    """K ``[3, 3]`` in index pixel coordinates for a Blender camera with horizontal sensor fit."""
-    f = lens_mm / sensor_mm * width
-    m = float(max(width, height))
-    k = np.eye(3)
-    k[0, 0] = k[1, 1] = f
-    k[0, 2] = width / 2.0 - shift_x * m - 0.5
-    k[1, 2] = height / 2.0 + shift_y * m - 0.5
-    return k
-
-
 def camera_eyes(path: CameraPath, n: int, room: tuple[float, float, float], rng: np.random.Generator) -> np.ndarray:
     """Camera centres ``[n, 3]`` inside the room for an 'orbit' (ellipse round the centre) or a 'walk'."""
     rx, ry, _ = room
@@ -185,25 +135,30 @@ def furniture_parts(kind: str, rng: np.random.Generator) -> list[Part]:
         return [_box(sx, sy, 0.05, z0=h - 0.05), *_legs(sx, sy, h - 0.05)]
     if kind == "chair":
         s, h = j(0.45), j(0.45)
-        return [_box(s, s, 0.05, z0=h - 0.05), *_legs(s, s, h - 0.05, 0.04), _box(s, 0.05, j(0.45), 0, -(s - 0.05) / 2, h)]
+        back = _box(s, 0.05, j(0.45), 0, -(s - 0.05) / 2, h)
+        return [_box(s, s, 0.05, z0=h - 0.05), *_legs(s, s, h - 0.05, 0.04), back]
     if kind == "cabinet":
         sx, sy, h = j(0.8), j(0.45), j(1.5)
-        return [_box(sx, sy, h), _box(0.03, 0.03, 0.2, 0.08, sy / 2 + 0.015, h * 0.55), _box(0.02, 0.01, h - 0.1, 0, sy / 2, 0.05)]
+        handle, gap = _box(0.03, 0.03, 0.2, 0.08, sy / 2 + 0.015, h * 0.55), _box(0.02, 0.01, h - 0.1, 0, sy / 2, 0.05)
+        return [_box(sx, sy, h), handle, gap]
     if kind == "bed":
         sx, sy = j(1.4), j(2.0)
-        return [_box(sx, sy, 0.45), _box(sx, 0.08, j(1.0), 0, -sy / 2 + 0.04), _box(sx * 0.6, 0.35, 0.12, 0, -sy / 2 + 0.3, 0.45)]
+        head = _box(sx, 0.08, j(1.0), 0, -sy / 2 + 0.04)
+        return [_box(sx, sy, 0.45), head, _box(sx * 0.6, 0.35, 0.12, 0, -sy / 2 + 0.3, 0.45)]
     if kind == "sofa":
         sx, sy = j(1.8), j(0.85)
         arm = [_box(0.2, sy, 0.62, sg * (sx - 0.2) / 2) for sg in (-1, 1)]
         return [_box(sx - 0.4, sy - 0.2, 0.42, 0, 0.1), _box(sx, 0.2, 0.85, 0, -(sy - 0.2) / 2), *arm]
     if kind == "table lamp":
-        return [Part("cylinder", (0.09, 0.09, 0.03), (0, 0, 0.015)), Part("cylinder", (0.015, 0.015, 0.35), (0, 0, 0.2)),
-                Part("cylinder", (0.17, 0.1, 0.2), (0, 0, 0.42))]
+        base = Part("cylinder", (0.09, 0.09, 0.03), (0, 0, 0.015))
+        pole = Part("cylinder", (0.015, 0.015, 0.35), (0, 0, 0.2))
+        return [base, pole, Part("cylinder", (0.17, 0.1, 0.2), (0, 0, 0.42))]
     if kind == "bookshelf":
         sx, sy, h = j(0.9), j(0.32), j(1.8)
         sides = [_box(0.03, sy, h, sg * (sx - 0.03) / 2) for sg in (-1, 1)]
         shelves = [_box(sx - 0.06, sy, 0.03, z0=z) for z in np.linspace(0.02, h - 0.03, 5)]
-        books = [_box(j(0.5), sy * 0.7, j(0.22), rng.uniform(-0.1, 0.1), 0, z + 0.05) for z in np.linspace(0.02, h - 0.03, 5)[:-1]]
+        levels = np.linspace(0.02, h - 0.03, 5)
+        books = [_box(j(0.5), sy * 0.7, j(0.22), rng.uniform(-0.1, 0.1), 0, z + 0.05) for z in levels[:-1]]
         return [*sides, *shelves, _box(sx, 0.02, h, 0, -(sy - 0.02) / 2), *books]
     if kind == "box":
         return [_box(j(0.45), j(0.35), j(0.32))]
@@ -229,7 +184,7 @@ def random_material(rng: np.random.Generator, kind: str = "furniture") -> Materi
         rng.choice(["noise", "checker", "voronoi", "wave"]))
     hue = rng.uniform()
     sat, val = (rng.uniform(0.05, 0.2), rng.uniform(0.6, 0.85)) if kind in ("wall", "ceiling") else (
-        rng.uniform(0.35, 0.8), rng.uniform(0.35, 0.8))
+        rng.uniform(0.35, 0.8), rng.uniform(0.3, 0.7))
     a = _hsv(hue, sat, val)
     b = _hsv((hue + rng.uniform(-0.08, 0.08)) % 1, sat * rng.uniform(0.6, 1.2), val * rng.uniform(0.45, 0.75))
     scale = {"wall": 3.0, "ceiling": 2.0, "floor": 2.0}.get(kind, rng.uniform(3.0, 8.0))
@@ -274,18 +229,20 @@ def structure(room: tuple[float, float, float], rng: np.random.Generator) -> tup
     """Floor, ceiling, four walls, a door and a window; also the floor areas to keep clear."""
     rx, ry, h = room
     t = WALL_T
-    objs = [SceneObject("floor", "floor", [_box(rx + 2 * t, ry + 2 * t, t, z0=-t)], (0, 0, 0), 0.0, random_material(rng, "floor")),
-            SceneObject("ceiling", "ceiling", [_box(rx + 2 * t, ry + 2 * t, t, z0=h)], (0, 0, 0), 0.0, random_material(rng, "ceiling"))]
+    slab = lambda z0: [_box(rx + 2 * t, ry + 2 * t, t, z0=z0)]  # noqa: E731
+    objs = [SceneObject("floor", "floor", slab(-t), (0, 0, 0), 0.0, random_material(rng, "floor")),
+            SceneObject("ceiling", "ceiling", slab(h), (0, 0, 0), 0.0, random_material(rng, "ceiling"))]
     wall_mat = random_material(rng, "wall")
     for w in range(4):
         centre, normal, length = _wall_frame(w, room)
         loc = centre - normal * t / 2
-        objs.append(SceneObject(f"wall_{w}", "wall", [_box(length + 2 * t, t, h)], (*loc, 0.0), _yaw_facing(normal), wall_mat))
+        parts = [_box(length + 2 * t, t, h)]
+        objs.append(SceneObject(f"wall_{w}", "wall", parts, (*loc, 0.0), _yaw_facing(normal), wall_mat))
     door_wall, window_wall = (int(v) for v in rng.choice(4, 2, replace=False))
     keep_clear = []
     for name, w, width, hgt, z0, mat in (
         ("door", door_wall, 0.9, 2.05, 0.0, random_material(rng)),
-        ("window", window_wall, 1.2, 1.1, 0.95, MaterialSpec("checker", (0.85, 0.92, 1.0), (0.55, 0.65, 0.8), 4.0, 0.2, 1.5)),
+        ("window", window_wall, 1.2, 1.1, 0.95, WINDOW_MATERIAL),
     ):
         centre, normal, length = _wall_frame(w, room)
         along = np.array([-normal[1], normal[0]])
@@ -299,7 +256,7 @@ def structure(room: tuple[float, float, float], rng: np.random.Generator) -> tup
 
 def _place(kind: str, parts: list[Part], room, occupied, eyes, rng) -> tuple[np.ndarray, float] | None:
     """A collision-free floor position and yaw for one piece, or None after 200 tries."""
-    hx, hy, _ = footprint(parts)
+    hx, hy, top = footprint(parts)
     rx, ry, _ = room
     for _ in range(200):
         if kind in AGAINST_WALL:
@@ -316,32 +273,49 @@ def _place(kind: str, parts: list[Part], room, occupied, eyes, rng) -> tuple[np.
             xy = np.array([rng.uniform(-rx / 2 + r, rx / 2 - r), rng.uniform(-ry / 2 + r, ry / 2 - r)])
         box = _aabb(xy, yaw, hx, hy)
         near_cam = _aabb(xy, yaw, hx, hy, pad=0.4)
-        inside = box[0] >= -rx / 2 - 1e-6 and box[2] <= rx / 2 + 1e-6 and box[1] >= -ry / 2 - 1e-6 and box[3] <= ry / 2 + 1e-6
-        cams_ok = not any(near_cam[0] < e[0] < near_cam[2] and near_cam[1] < e[1] < near_cam[3] for e in eyes)
+        inside = bool(np.all(np.abs(box) <= np.array([rx, ry, rx, ry]) / 2 + 1e-6))
+        cams_ok = top < eyes[:, 2].min() - 0.3 or not any(  # cameras may look over low pieces
+            near_cam[0] < e[0] < near_cam[2] and near_cam[1] < e[1] < near_cam[3] for e in eyes)
         if inside and cams_ok and not _overlaps(_aabb(xy, yaw, hx, hy, pad=0.05), occupied):
             return xy, yaw
     return None
 
 
-def furniture(room, occupied: list[np.ndarray], eyes: np.ndarray, rng: np.random.Generator) -> list[SceneObject]:
-    """3-6 seeded furniture pieces; a table lamp stands on the table."""
+def _pick_kinds(rng: np.random.Generator) -> tuple[int, list[str]]:
+    """How many pieces to place (3-6) and every kind in the order to try them (big wall pieces first)."""
     n = int(rng.integers(3, 7))
-    kinds = [str(k) for k in rng.choice(FURNITURE, n, replace=False)]
-    if "table lamp" in kinds and "table" not in kinds:
-        kinds[kinds.index("table lamp")] = "table"
-    kinds.sort(key=lambda k: (k == "table lamp", k not in AGAINST_WALL))  # big wall pieces first, lamp last
+    kinds = [str(k) for k in rng.permutation(FURNITURE)]
+    head = kinds[:n]
+    if "table lamp" in head and "table" not in head:  # a lamp needs its table
+        head[head.index("table lamp")] = "table"
+        kinds.remove("table")
+        kinds.insert(kinds.index("table lamp") + 1, "table lamp")
+    order = sorted(head, key=lambda k: (k == "table lamp", k not in AGAINST_WALL)) + [k for k in kinds if k not in head]
+    return n, order
+
+
+def _on_table(table: SceneObject, parts: list[Part], rng: np.random.Generator) -> SceneObject:
+    """A table lamp standing at a random spot of the table top."""
+    thx, thy, th = footprint(table.parts)
+    off = np.array([rng.uniform(-thx + 0.2, thx - 0.2), rng.uniform(-thy + 0.2, thy - 0.2)])
+    c, s = math.cos(table.yaw), math.sin(table.yaw)
+    xy = np.array(table.location[:2]) + np.array([c * off[0] - s * off[1], s * off[0] + c * off[1]])
+    return SceneObject("table lamp", "table lamp", parts, (float(xy[0]), float(xy[1]), th),
+                       float(rng.uniform(-math.pi, math.pi)), random_material(rng))
+
+
+def furniture(room, occupied: list[np.ndarray], eyes: np.ndarray, rng: np.random.Generator) -> list[SceneObject]:
+    """3-6 seeded furniture pieces (kinds that do not fit are replaced by others); a lamp stands on the table."""
+    n, order = _pick_kinds(rng)
     objs: list[SceneObject] = []
-    for kind in kinds:
+    for kind in order:
+        if len(objs) == n:
+            break
         parts = furniture_parts(kind, rng)
         if kind == "table lamp":
-            table = next(o for o in objs if o.class_name == "table") if any(o.class_name == "table" for o in objs) else None
-            if table is None:
-                continue
-            thx, thy, th = footprint(table.parts)
-            off = np.array([rng.uniform(-thx + 0.2, thx - 0.2), rng.uniform(-thy + 0.2, thy - 0.2)])
-            c, s = math.cos(table.yaw), math.sin(table.yaw)
-            xy = np.array(table.location[:2]) + np.array([c * off[0] - s * off[1], s * off[0] + c * off[1]])
-            objs.append(SceneObject("table lamp", kind, parts, (*xy, th), float(rng.uniform(-math.pi, math.pi)), random_material(rng)))
+            table = next((o for o in objs if o.class_name == "table"), None)
+            if table is not None:
+                objs.append(_on_table(table, parts, rng))
             continue
         spot = _place(kind, parts, room, occupied, eyes, rng)
         if spot is None:

@@ -22,18 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from panst3r_engine.eval.camera_conventions import blender_intrinsics, blender_to_opencv
 from panst3r_engine.eval.dataset import ClassInfo, InstanceInfo, SceneDataset, View, write_scene
-from panst3r_engine.eval.scene_layout import (
-    SYNTHETIC_CLASSES,
-    CameraPath,
-    RoomLayout,
-    blender_intrinsics,
-    blender_to_opencv,
-    sample_layout,
-)
+from panst3r_engine.eval.scene_layout import SYNTHETIC_CLASSES, CameraPath, RoomLayout, sample_layout
 
 
-def _render_all(layout: RoomLayout, samples: int, fast: bool, work: Path, save_blend: Path | None) -> tuple[list, list, list, dict]:
+def _render_all(layout: RoomLayout, samples: int, fast: bool, work: Path,
+                save_blend: Path | None) -> tuple[list, list, list, dict]:
     """Build and render the layout; returns photo paths, data-pass paths, camera data and timings."""
     from panst3r_engine.eval import blender_render as br  # noqa: PLC0415
 
@@ -77,7 +72,7 @@ def _view_from_render(stem: str, photo: Path, data: Path, matrix_world: np.ndarr
 def layout_to_dataset(layout: RoomLayout, views: list[View], meta: dict) -> SceneDataset:
     """Class list, instance list and views of a rendered layout."""
     classes = [ClassInfo(i + 1, name, isthing) for i, (name, isthing) in enumerate(SYNTHETIC_CLASSES)]
-    instances = [InstanceInfo(o.instance_id, o.class_id, f"{o.name}_{o.instance_id}") for o in layout.objects]
+    instances = [InstanceInfo(o.instance_id, o.class_id, f"{o.class_name}_{o.instance_id}") for o in layout.objects]
     return SceneDataset(classes, instances, views, seed=int(layout.meta["seed"]), meta=meta)
 
 
@@ -116,7 +111,7 @@ def generate_scene(
 def main(argv: list[str] | None = None) -> int:
     """CLI: render one synthetic scene folder and print where it went."""
     p = argparse.ArgumentParser(prog="python -m panst3r_engine.eval.synthetic",
-                                description="Render a seeded synthetic room (photos + cameras + depth + panoptic labels).")
+                                description="Render a seeded synthetic room: photos, cameras, depth, panoptic labels.")
     p.add_argument("out", help="output scene folder (replaced if it already holds a scene)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=6)
