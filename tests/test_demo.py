@@ -22,7 +22,7 @@ def test_demo_runs_on_the_example_photos(tmp_path):
     home = tmp_path / "home"
     write_random_checkpoint(home / "weights" / "panst3r_v2_512_5ds.pth", "v2", "tiny")
     vocab = load_vocabulary("scannetpp")  # embeddings the user would have cached on a first, online run
-    cache_embeddings(random_embeddings(list(vocab.names), 768), cache_dir=home / "embeddings")
+    cache_embeddings(random_embeddings(list(vocab.names), 768), cache_dir=home)
     env = {**os.environ, "PANST3R_HOME": str(home), "PANST3R_OFFLINE": "1", "VIRTUAL_ENV": sys.prefix,
            "PANST3R_DEMO_OUT": str(tmp_path / "out" / "room")}
     bash = shutil.which("bash")
