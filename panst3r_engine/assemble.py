@@ -69,5 +69,5 @@ def build_bundle(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, lo
 
             extra["raw.npz"] = save_raw(Path(tmp) / "raw.npz", raw_arrays(raw, vocab.names))
         path = write_bundle(out_dir, manifest, points.arrays(), dict(zip(stems, panoptic.pan)),
-                            {s: p.rgb for s, p in zip(stems, photos)}, extra_files=extra, overwrite=options.overwrite)
+                            {s: p.rgb for s, p in zip(stems, photos)}, extra_files=extra)
     return JobResult(path, manifest, timings)

@@ -74,7 +74,9 @@ from panst3r_engine.bundle_format import (FORMAT_VERSION, MAX_SEGMENT_ID, Bundle
 from panst3r_engine.bundle_read import MANIFEST, POINTS, RESERVED_NAMES, Bundle, read_bundle
 from panst3r_engine.colors import class_color, class_colors, instance_color, instance_colors
 
-__all__ = ["FORMAT_VERSION", "BundleError", "Bundle", "write_bundle", "read_bundle", "encode_panoptic",
+__all__ = ["FORMAT_VERSION", "BundleError", "Bundle", "write_bundle", "read_bundle", "publish_bundle", "staging_path",
+           "check_output_folder",
+           "encode_panoptic",
            "decode_panoptic", "panoptic_segments_info", "make_stems", "class_color", "class_colors",
            "instance_color", "instance_colors"]
 
@@ -291,6 +293,33 @@ def _move_into_place(tmp: Path, out_dir: Path) -> None:
         os.rename(old, out_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> None:
+    """Refuse up front an output folder a job could not publish to (an empty folder is fine)."""
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        return
+    _check_target(out_dir, overwrite)
+
+
+def publish_bundle(staging: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Move a finished bundle folder (written elsewhere, e.g. then given splats) to ``out_dir`` atomically."""
+    staging, out_dir = Path(staging), Path(out_dir)
+    if out_dir.is_dir() and not any(out_dir.iterdir()):
+        out_dir.rmdir()
+    _check_target(out_dir, overwrite)
+    try:
+        _move_into_place(staging, out_dir)
+    except OSError as exc:
+        raise _os_error(exc, out_dir) from exc
+    return out_dir
+
+
+def staging_path(out_dir: str | os.PathLike) -> Path:
+    """A hidden sibling of ``out_dir`` to build a bundle in (same file system, so the final rename is atomic)."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(6)}")
 
 
 def _os_error(exc: OSError, out_dir: Path) -> BundleError:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m panst3r_engine run | postprocess | weights``."""
+"""Command line: ``python -m panst3r_engine run | postprocess | weights | serve | eval``."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def _add_run(sub) -> None:
     p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the MUSt3R decoder on CUDA")
     p.add_argument("--save-raw", action="store_true", help="also write OUT/raw.npz (raw network outputs)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--splats", action="store_true", help="also fit 3D Gaussians (OUT/splats.ply) for novel views")
+    p.add_argument("--splat-steps", type=int, default=300, help="optimisation steps for --splats (default 300)")
     p.add_argument("--json-progress", action="store_true", help="progress as JSON lines on stdout")
     p.set_defaults(func=cmd_run)
 
@@ -79,6 +81,12 @@ def _add_weights(sub) -> None:
     r.set_defaults(func=cmd_weights_random)
 
 
+def _add_serve(sub) -> None:
+    from panst3r_engine.service.server import add_serve_command
+
+    add_serve_command(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m panst3r_engine",
                                      description="PanSt3R engine: unordered photos -> 3D panoptic scene.")
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_postprocess(sub)
     _add_weights(sub)
+    _add_serve(sub)
     return parser
 
 
@@ -97,7 +106,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = JobOptions(weights=args.weights, keyframes=args.keyframes, postprocess=args.postprocess,
                          vocab=args.vocab, vocab_embeddings=args.vocab_embeddings, conf_threshold=args.conf_threshold,
                          device=args.device, resize=args.resize, max_batch=args.max_batch, seed=args.seed,
-                         save_raw=args.save_raw, amp=args.amp, overwrite=args.overwrite).validate()
+                         save_raw=args.save_raw, amp=args.amp, overwrite=args.overwrite, splats=args.splats,
+                         splat_steps=args.splat_steps).validate()
     photos = expand_photos(args.photos)
     progress = JsonProgress() if args.json_progress else TextProgress()
     started = time.perf_counter()

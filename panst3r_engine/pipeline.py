@@ -40,6 +40,8 @@ class JobOptions:
     save_raw: bool = False
     amp: bool = False
     overwrite: bool = False
+    splats: bool = False  # also fit 3D Gaussians (splats.ply) for novel-view review
+    splat_steps: int = 300
 
     def validate(self) -> "JobOptions":
         if self.keyframes is not None and self.keyframes < 1:
@@ -52,6 +54,8 @@ class JobOptions:
             raise ValueError(f"resize must be '512' or 'none', got {self.resize!r}")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if self.splat_steps < 0:
+            raise ValueError("splat_steps must be >= 0")
         return self
 
 
@@ -69,8 +73,9 @@ def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, op
     progress = progress or Progress()
     models = models or ModelCache()
     out_dir = Path(out_dir)
-    if out_dir.exists() and not options.overwrite and any(out_dir.iterdir()):
-        raise FileExistsError(f"{out_dir} already exists and is not empty (use --overwrite to replace it)")
+    from panst3r_engine.bundle import check_output_folder
+
+    check_output_folder(out_dir, options.overwrite)
     if not photo_paths:
         raise ValueError("no photos given")
 
@@ -85,12 +90,30 @@ def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, op
     method = options.postprocess or loaded.config.postprocess_default
     panoptic = _postprocess(raw, photos, method, options.seed, progress)
     views, cameras = _cameras(raw, photos, progress)
-    progress("write_bundle", 0.0)
-    from panst3r_engine.assemble import build_bundle
+    return _write(out_dir, photos, views, cameras, panoptic, vocab, raw, loaded, options, method, progress)
 
-    result = build_bundle(out_dir, photos, views, cameras, panoptic, vocab, raw, loaded, options, method,
-                          dict(progress.timings), __version__)
-    progress("write_bundle", 1.0)
+
+def _write(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, loaded: LoadedModel, options: JobOptions,
+           method: str, progress: Progress) -> JobResult:
+    """Write the bundle in a hidden staging folder (plus splats), then publish it in one rename."""
+    import shutil
+
+    from panst3r_engine.assemble import build_bundle
+    from panst3r_engine.bundle import publish_bundle, staging_path
+
+    progress("write_bundle", 0.0)
+    staging = staging_path(out_dir)
+    try:
+        result = build_bundle(staging, photos, views, cameras, panoptic, vocab, raw, loaded, options, method,
+                              dict(progress.timings), __version__)
+        progress("write_bundle", 1.0)
+        if options.splats:
+            from panst3r_engine.splats import add_splats_to_bundle
+
+            add_splats_to_bundle(staging, steps=options.splat_steps, device=str(loaded.device), progress=progress)
+        result.bundle = publish_bundle(staging, out_dir, overwrite=options.overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     result.timings = dict(progress.timings)
     return result
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from panst3r_engine.bundle import read_bundle
+from panst3r_engine.bundle import BundleError, read_bundle
 from panst3r_engine.images import ImageError
 from panst3r_engine.pipeline import JobOptions, run_job
 from panst3r_engine.progress import Cancelled, Progress
@@ -119,9 +119,19 @@ def test_existing_output_is_not_overwritten(tiny_checkpoint, photo_dir, tmp_path
     out = tmp_path / "taken"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="already exists"):
+    with pytest.raises(BundleError, match="already exists"):
         run_job(sorted(photo_dir.iterdir()), out, options(tiny_checkpoint))
     assert (out / "keep.txt").read_text() == "mine"
+
+
+def test_empty_output_folder_is_used_and_overwrite_replaces(tiny_checkpoint, photo_dir, tmp_path):
+    out = tmp_path / "empty"
+    out.mkdir()
+    run_job([photo_dir / "a_landscape.jpg"], out, options(tiny_checkpoint))
+    first = read_bundle(out).manifest["created"]
+    run_job([photo_dir / "a_landscape.jpg", photo_dir / "b_portrait.png"], out, options(tiny_checkpoint, overwrite=True))
+    assert len(read_bundle(out).manifest["images"]) == 2 and read_bundle(out).manifest["created"] >= first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "photos"]
 
 
 def test_cancel_stops_the_job_and_leaves_nothing(tiny_checkpoint, photo_dir, tmp_path):

@@ -1,0 +1,189 @@
+"""The HTTP API (version 1): an application factory, the routes, and JSON errors.
+
+Views stay thin: access control is one before-request hook (``auth``), job
+state lives in the :class:`JobManager`, and every failure becomes
+``{"error": {"code", "message"}}`` with a fitting status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from panst3r_engine import __version__
+from panst3r_engine.devices import resolve_device
+from panst3r_engine.pipeline import JobOptions
+from panst3r_engine.service import API_VERSION, auth
+from panst3r_engine.service.download import zip_stream
+from panst3r_engine.service.errors import ApiError, error_body
+from panst3r_engine.service.jobs import JobManager
+from panst3r_engine.service.options import parse_options
+from panst3r_engine.service.rendering import check_splats_available, render
+from panst3r_engine.service.uploads import GB, check_disk_space, save_uploads
+
+MB = 1 << 20
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "TOKEN": None,  # required
+    "JOBS_DIR": None,  # None: <cache root>/jobs
+    "WEIGHTS": "v2",
+    "DEVICE": "auto",
+    "PRELOAD": False,
+    "MAX_UPLOAD_MB": 4096,
+    "MAX_IMAGES": 2000,
+    "KEEP_JOBS": 20,
+    "JOB_TTL_HOURS": 24.0,
+    "MIN_FREE_BYTES": GB,
+    "MODELS": None,  # a ModelCache to share (tests); None: a new one
+    "SHUTDOWN_HOOK": None,  # called after the /v1/shutdown response is sent; None: stop the jobs only
+}
+
+bp = Blueprint("v1", __name__, url_prefix="/v1")
+
+
+def default_jobs_dir() -> Path:
+    from panst3r_engine.weights import cache_root
+
+    return cache_root() / "jobs"
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the service on its job folder and start its worker."""
+    app = Flask(__name__)
+    app.config.from_mapping(DEFAULTS)
+    app.config.update(config or {})
+    if not app.config["TOKEN"]:
+        raise ValueError("the service needs a TOKEN")
+    app.config["MAX_CONTENT_LENGTH"] = int(app.config["MAX_UPLOAD_MB"] * MB)
+    # Werkzeug answers 413 beyond this many parts; up to it, too many photos get the clearer 400.
+    app.config["MAX_FORM_PARTS"] = 2 * int(app.config["MAX_IMAGES"]) + 64
+    app.json.sort_keys = False
+    jobs_dir = Path(app.config["JOBS_DIR"] or default_jobs_dir()).expanduser().resolve()
+    app.config["JOBS_DIR"] = jobs_dir
+    app.config["DEVICE_NAME"] = str(resolve_device(app.config["DEVICE"]))
+    base = JobOptions(weights=app.config["WEIGHTS"], device=app.config["DEVICE"])
+    app.extensions["panst3r_jobs"] = JobManager(
+        jobs_dir, base, app.config["MODELS"], keep_jobs=app.config["KEEP_JOBS"],
+        job_ttl_hours=app.config["JOB_TTL_HOURS"], preload=app.config["PRELOAD"]).start()
+    auth.install(app, app.config["TOKEN"])
+    _register_errors(app)
+    app.register_blueprint(bp)
+    return app
+
+
+def jobs() -> JobManager:
+    return current_app.extensions["panst3r_jobs"]
+
+
+# ---------------------------------------------------------------- routes
+@bp.get("/health")
+def health():
+    return jsonify({"version": __version__, "api_version": API_VERSION,
+                    "device": current_app.config["DEVICE_NAME"], **jobs().health()})
+
+
+@bp.post("/jobs")
+def submit_job():
+    config = current_app.config
+    jobs().check_accepting()
+    check_disk_space(config["JOBS_DIR"], request.content_length or 0, config["MIN_FREE_BYTES"])
+    options = parse_options(_options_text())
+    files = request.files.getlist("images")
+    if not files:
+        others = sorted(set(request.files))
+        hint = f" (files came under {', '.join(map(repr, others))})" if others else ""
+        raise ApiError(400, "no_images", f"no photos were sent; attach them as multipart form field 'images'{hint}")
+    if len(files) > config["MAX_IMAGES"]:
+        raise ApiError(400, "too_many_images", f"{len(files)} photos are more than this engine's limit of "
+                       f"{config['MAX_IMAGES']}; split them into smaller jobs (or start it with --max-images)")
+    if options.splats:
+        check_splats_available()
+    return jsonify(jobs().submit(lambda folder: save_uploads(files, folder), options)), 202
+
+
+def _options_text() -> str | None:
+    """The ``options`` field, sent as a plain form field or as a (small) file part."""
+    if "options" in request.form:
+        return request.form["options"]
+    part = request.files.get("options")
+    return part.read(MB).decode("utf-8", "replace") if part else None
+
+
+@bp.get("/jobs")
+def list_jobs():
+    return jsonify({"jobs": jobs().list_jobs()})
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    return jsonify(jobs().view(job_id))
+
+
+@bp.delete("/jobs/<job_id>")
+def cancel_job(job_id: str):
+    purge = request.args.get("purge", "0").strip().lower() in ("1", "true", "yes")
+    status, body = jobs().cancel(job_id, purge=purge)
+    return jsonify(body), status
+
+
+@bp.get("/jobs/<job_id>/bundle")
+def download_bundle(job_id: str):
+    folder = jobs().finished_job(job_id).bundle_dir
+    if not folder.is_dir():
+        raise ApiError(409, "bundle_missing", f"the bundle of job {job_id} is no longer on disk; run the job again")
+    return Response(zip_stream(folder), mimetype="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'})
+
+
+@bp.post("/jobs/<job_id>/render")
+def render_view(job_id: str):
+    bundle = jobs().finished_job(job_id).bundle_dir
+    body = request.get_json(silent=True)
+    if body is None:
+        raise ApiError(400, "bad_request", "send the camera as a JSON object (Content-Type: application/json)")
+    return jsonify(render(bundle, body))
+
+
+@bp.post("/shutdown")
+def shutdown():
+    """Answer first, then stop: the hook runs once this response has been sent."""
+    manager = jobs()
+    manager.stop_accepting()
+    hook = current_app.config["SHUTDOWN_HOOK"] or (lambda: manager.shutdown())
+    response = jsonify({"state": "shutting_down"})
+    response.call_on_close(lambda: threading.Thread(target=hook, name="panst3r-shutdown", daemon=True).start())
+    return response, 202
+
+
+# ---------------------------------------------------------------- errors
+def _register_errors(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return jsonify(exc.body()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        if status == 413:
+            return jsonify(error_body("too_large", _too_large_message())), 413
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return jsonify(error_body(code, exc.description or exc.name)), status
+
+    def _too_large_message() -> str:
+        config = current_app.config
+        if (request.content_length or 0) > config["MAX_CONTENT_LENGTH"]:
+            return (f"the upload is larger than this engine's limit of {config['MAX_UPLOAD_MB']} MB; send fewer or "
+                    "smaller photos (or start the engine with a larger --max-upload-mb)")
+        return (f"the request has too many parts or too large a form field; send at most {config['MAX_IMAGES']} "
+                "photos and keep the options under 500 kB")
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return jsonify(error_body("internal", f"the engine failed unexpectedly ({type(exc).__name__}: {exc}); "
+                                  "see its log for details")), 500

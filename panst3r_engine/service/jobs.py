@@ -1,0 +1,289 @@
+"""The job queue: many clients submit, one worker thread runs jobs one at a time on the device.
+
+Requests never wait for a job. They change job records under one lock; the
+worker takes the next queued job, runs :func:`panst3r_engine.pipeline.run_job`
+with a :class:`JobProgress` that copies stage/fraction/message into the record,
+and cancellation is the progress reporter raising ``Cancelled`` at the next
+update. A job that does not end ``done`` leaves no bundle behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from panst3r_engine.models import ModelCache
+from panst3r_engine.pipeline import JobOptions, run_job
+from panst3r_engine.progress import Cancelled, Progress
+from panst3r_engine.service.errors import ApiError
+from panst3r_engine.service.failures import describe_failure
+from panst3r_engine.service.options import ClientOptions, vocab_file_text
+from panst3r_engine.service.records import ID_PATTERN, Job, load_records, new_job_id, save_record
+
+log = logging.getLogger(__name__)
+VOCAB_FILE = "vocab.txt"
+
+
+class JobProgress(Progress):
+    """Copies each update into the job record, where status requests read it."""
+
+    def __init__(self, job: Job, lock: threading.RLock) -> None:
+        super().__init__(cancel_event=job.cancel_event)
+        self._job, self._lock = job, lock
+
+    def show(self) -> None:
+        with self._lock:
+            self._job.stage, self._job.fraction, self._job.message = self.stage, self.fraction, self.message
+
+
+class JobManager:
+    """Job records, the queue and the worker; every public method is safe to call from any thread."""
+
+    def __init__(self, jobs_dir: str | Path, base: JobOptions, models: ModelCache | None = None,
+                 keep_jobs: int = 20, job_ttl_hours: float = 24.0, preload: bool = False) -> None:
+        self.jobs_dir, self.base, self.models = Path(jobs_dir), base, models or ModelCache()
+        self.keep_jobs, self.job_ttl_s, self.preload = keep_jobs, job_ttl_hours * 3600.0, preload
+        self.model_id: str | None = None
+        self._lock = threading.RLock()
+        self._wake = threading.Condition(self._lock)
+        self._jobs: dict[str, Job] = {job.id: job for job in load_records(self.jobs_dir)}
+        self._pending: list[Job] = []
+        self._running: Job | None = None
+        self._accepting, self._stopping = True, False
+        self._thread = threading.Thread(target=self._work, name="panst3r-worker", daemon=True)
+
+    def start(self) -> JobManager:
+        """Tidy what an earlier engine left (expired jobs, uploads, half-written bundles), then work."""
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.cleanup()
+        with self._lock:
+            left = list(self._jobs.values())
+        for job in left:
+            self._remove_bundle(job, keep_done=True)
+            self._remove_files(job)
+        self._thread.start()
+        return self
+
+    # ------------------------------------------------------------ queries
+    def view(self, job_id: str) -> dict:
+        with self._lock:
+            job = self._get(job_id)
+            return job.public(self._position(job))
+
+    def list_jobs(self) -> list[dict]:
+        with self._lock:
+            return [job.public(self._position(job)) for job in sorted(self._jobs.values(), key=lambda j: j.created)]
+
+    def health(self) -> dict:
+        with self._lock:
+            return {"model_loaded": self.model_id is not None, "model": self.model_id,
+                    "queue_length": len(self._pending), "running": self._running.id if self._running else None}
+
+    def finished_job(self, job_id: str) -> Job:
+        """A job that is ``done`` (its bundle can be read), else 409."""
+        with self._lock:
+            job = self._get(job_id)
+            if job.state != "done":
+                raise ApiError(409, "not_done", f"job {job_id} is {job.state}; its bundle exists only once it is done")
+            return job
+
+    def stop_accepting(self) -> None:
+        """From now on, submissions get 503 (the first step of a shutdown)."""
+        with self._lock:
+            self._accepting = False
+
+    # ------------------------------------------------------------ commands
+    def check_accepting(self) -> None:
+        """503 once a shutdown has begun."""
+        if not self._accepting:
+            raise ApiError(503, "shutting_down", "the engine is shutting down and takes no new jobs; start it again")
+
+    def submit(self, save: Callable[[Path], list[Path]], options: ClientOptions) -> dict:
+        """Create a job folder, let ``save`` write the photos into ``input/``, and queue the job."""
+        self.check_accepting()
+        self.cleanup()
+        job_id = new_job_id()
+        folder = self.jobs_dir / job_id
+        folder.mkdir(parents=True)
+        try:
+            photos = save(folder / "input")
+            if options.vocab_names:
+                (folder / VOCAB_FILE).write_text(vocab_file_text(options.vocab_names), "utf-8")
+            job = Job(job_id, folder, options, [p.name for p in photos], created=time.time())
+            with self._lock:
+                self.check_accepting()
+                self._jobs[job_id] = job
+                self._pending.append(job)
+                save_record(job)
+                self._wake.notify_all()
+                return job.public(self._position(job))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def cancel(self, job_id: str, purge: bool = False) -> tuple[int, dict]:
+        """Cancel a queued (at once) or running (at its next progress update) job; purge a finished one."""
+        with self._lock:
+            job = self._get(job_id)
+            if job.state == "running":
+                job.cancel_event.set()
+                job.purge_when_finished |= purge
+                job.message = "cancelling"
+                return 202, job.public()
+            if job.state == "queued":
+                self._pending.remove(job)
+                self._mark_finished(job, "cancelled", message="cancelled before it started")
+            elif not purge:
+                raise ApiError(409, "already_finished", f"job {job_id} has already finished ({job.state}); "
+                               "add ?purge=1 to delete it and its files")
+            if purge:
+                del self._jobs[job_id]
+            body = {"id": job_id, "state": job.state, "purged": True} if purge else job.public()
+        self._remove_files(job, everything=purge)
+        return 200, body
+
+    def cleanup(self) -> None:
+        """Delete finished jobs older than the TTL, and all but the newest ``keep_jobs`` finished ones."""
+        now = time.time()
+        with self._lock:
+            finished = sorted((j for j in self._jobs.values() if j.is_finished),
+                              key=lambda j: j.finished or j.created, reverse=True)
+            old = [j for i, j in enumerate(finished)
+                   if i >= self.keep_jobs or now - (j.finished or j.created) > self.job_ttl_s]
+            for job in old:
+                del self._jobs[job.id]
+        for job in old:
+            log.info("removing old job %s", job.id)
+            self._remove_files(job, everything=True)
+
+    def shutdown(self, timeout: float = 60.0) -> None:
+        """Refuse new jobs, cancel queued ones at once and the running one at its next update."""
+        with self._lock:
+            self._accepting, self._stopping = False, True
+            pending, self._pending = self._pending, []
+            for job in pending:
+                self._mark_finished(job, "cancelled", message="cancelled: the engine shut down")
+            running = self._running
+            if running is not None:
+                running.cancel_event.set()
+                running.message = "cancelling: the engine is shutting down"
+            self._wake.notify_all()
+        for job in pending:
+            self._remove_files(job)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if running is not None and not running.is_finished:  # stuck in one long step: record it anyway
+            with self._lock:
+                self._mark_finished(running, "cancelled", message="cancelled: the engine shut down")
+
+    # ------------------------------------------------------------ worker
+    def _work(self) -> None:
+        if self.preload:
+            try:
+                self._load_model(None)
+            except Exception as exc:  # noqa: BLE001  (jobs will report it; keep serving)
+                log.error("cannot preload the model: %s", exc)
+        while (job := self._next()) is not None:
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    self._running = None
+
+    def _next(self) -> Job | None:
+        with self._lock:
+            while not self._pending and not self._stopping:
+                self._wake.wait()
+            if self._stopping:
+                return None
+            job = self._pending.pop(0)
+            job.state, job.started, job.message = "running", time.time(), "starting"
+            self._running = job
+            save_record(job)
+            return job
+
+    def _run(self, job: Job) -> None:
+        progress = JobProgress(job, self._lock)
+        log.info("job %s: %d photos", job.id, len(job.photos))
+        try:
+            self._load_model(progress)
+            result = run_job([job.input_dir / name for name in job.photos], job.bundle_dir,
+                             self._job_options(job), progress, self.models)
+            progress.check_cancelled()
+        except Cancelled:
+            self._end(job, "cancelled", message="cancelled")
+        except Exception as exc:  # noqa: BLE001  (any failure ends the job, never the worker)
+            error = describe_failure(exc)
+            if error["code"] == "internal":
+                log.error("job %s failed unexpectedly", job.id, exc_info=exc)
+            self._end(job, "failed", message=error["message"], error=error)
+        else:
+            self._end(job, "done", message=f"{len(result.manifest['segments'])} segments",
+                      segments=len(result.manifest["segments"]), has_splats=(job.bundle_dir / "splats.ply").is_file())
+
+    def _load_model(self, progress: Progress | None) -> None:
+        loaded = self.models.get(self.base.weights, self.base.device, progress)
+        with self._lock:
+            self.model_id = loaded.model_id
+
+    def _job_options(self, job: Job) -> JobOptions:
+        vocab = job.folder / VOCAB_FILE
+        return job.client.job_options(self.base, str(vocab) if job.client.vocab_names else None)
+
+    def _end(self, job: Job, state: str, **fields) -> None:
+        if state != "done":
+            self._remove_bundle(job)
+        with self._lock:
+            self._mark_finished(job, state, **fields)
+            self._running = None
+            purge = job.purge_when_finished
+            log.info("job %s %s after %.1f s: %s", job.id, state, job.finished - (job.started or job.created),
+                     job.message)
+            if purge:
+                self._jobs.pop(job.id, None)
+        self._remove_files(job, everything=purge)
+        _free_device_memory()
+
+    # ------------------------------------------------------------ helpers (call with the lock held)
+    def _get(self, job_id: str) -> Job:
+        job = self._jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, "unknown_job", f"there is no job {job_id!r} on this engine (it may have been "
+                           "deleted after --job-ttl-hours or beyond --keep-jobs)")
+        return job
+
+    def _position(self, job: Job) -> int | None:
+        """How many jobs run before this queued one (the running job included)."""
+        if job.state != "queued" or job not in self._pending:
+            return None
+        return self._pending.index(job) + (1 if self._running is not None else 0)
+
+    def _mark_finished(self, job: Job, state: str, **fields) -> None:
+        for name, value in fields.items():
+            setattr(job, name, value)
+        job.state, job.finished = state, time.time()
+        save_record(job)
+
+    # ------------------------------------------------------------ files (no lock needed)
+    def _remove_bundle(self, job: Job, keep_done: bool = False) -> None:
+        """The bundle of a job that did not end done, and any interrupted atomic write."""
+        if not (keep_done and job.state == "done"):
+            shutil.rmtree(job.bundle_dir, ignore_errors=True)
+        for tmp in job.folder.glob(f".{job.bundle_dir.name}.*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _remove_files(self, job: Job, everything: bool = False) -> None:
+        """The uploads once a job has ended (the bundle keeps its own copies); the folder on purge."""
+        if job.folder.parent == self.jobs_dir and ID_PATTERN.match(job.folder.name):  # never outside our folders
+            shutil.rmtree(job.folder if everything else job.input_dir, ignore_errors=True)
+
+
+def _free_device_memory() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,133 @@
+"""Job options a client may send, checked once at submission.
+
+Clients choose only what changes a result (keyframes, post-processing,
+vocabulary, thresholds, splats); the weights and the device belong to the
+engine. Nothing a client sends is ever used as a path: a vocabulary is a preset
+name or a list of class names that the job writes into its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+
+from panst3r_engine.pipeline import POSTPROCESS_METHODS, JobOptions
+from panst3r_engine.service.errors import ApiError
+from panst3r_engine.vocab import PRESETS, VocabularyError, preset_name, validate_names
+
+# name -> (accepted JSON types, what the user should send)
+FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "keyframes": ((int,), "an integer >= 1"),
+    "postprocess": ((str,), f"one of {', '.join(POSTPROCESS_METHODS)}"),
+    "vocab": ((str, list), f"a preset name ({', '.join(PRESETS)}) or a list of class names"),
+    "vocab_embeddings": ((str,), "'random' (for tests and smoke runs)"),
+    "conf_threshold": ((int, float), "a number >= 1"),
+    "max_batch": ((int,), "an integer from 1 to 64"),
+    "seed": ((int,), "an integer"),
+    "save_raw": ((bool,), "true or false"),
+    "splats": ((bool,), "true or false"),
+    "splat_steps": ((int,), "an integer from 1 to 100000"),
+}
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """The validated options of one job; ``vocab_names`` is set when the client sent its own classes."""
+
+    values: dict
+    vocab_names: tuple[str, ...] | None = None
+    splats: bool = False
+    splat_steps: int | None = None
+
+    def job_options(self, base: JobOptions, vocab_file: str | None = None) -> JobOptions:
+        """The pipeline options: the engine's ``base`` (weights, device) with the client's choices."""
+        fields = {k: v for k, v in self.values.items() if k not in ("splats", "splat_steps", "vocab")}
+        if "vocab" in self.values and self.vocab_names is None:
+            fields["vocab"] = preset_name(self.values["vocab"])
+        if vocab_file is not None:
+            fields["vocab"] = vocab_file
+        if "conf_threshold" in fields:
+            fields["conf_threshold"] = float(fields["conf_threshold"])
+        if self.splats:
+            fields["splats"] = True
+            if self.splat_steps is not None:
+                fields["splat_steps"] = int(self.splat_steps)
+        return replace(base, **fields).validate()
+
+
+def parse_options(text: str | None) -> ClientOptions:
+    """Parse the ``options`` form field (a JSON object, or absent); raises :class:`ApiError` (400)."""
+    if text is None or not text.strip():
+        return ClientOptions({})
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _bad(f"the 'options' field is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    if not isinstance(values, dict):
+        raise _bad("the 'options' field must be a JSON object such as {\"keyframes\": 10}")
+    for key, value in values.items():
+        _check_type(key, value)
+    values = {k: v for k, v in values.items() if v is not None}  # null: the default
+    _check_ranges(values)
+    names = _vocab_names(values.get("vocab"))
+    options = ClientOptions(values, names, bool(values.get("splats", False)), values.get("splat_steps"))
+    try:
+        options.job_options(JobOptions())
+    except ValueError as exc:
+        raise _bad(str(exc)) from exc
+    return options
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "bad_options", message)
+
+
+def _check_type(key: str, value: object) -> None:
+    if key not in FIELDS:
+        raise _bad(f"unknown option {key!r}; known options are {', '.join(FIELDS)}")
+    if value is None:
+        return
+    types, expected = FIELDS[key]
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, types) or (is_bool and bool not in types):
+        raise _bad(f"option {key!r} must be {expected}, got {json.dumps(value)[:60]}")
+
+
+def _check_ranges(values: dict) -> None:
+    limits = {"keyframes": (1, None), "max_batch": (1, 64), "splat_steps": (1, 100_000)}
+    for key, (low, high) in limits.items():
+        if key in values and (values[key] < low or (high is not None and values[key] > high)):
+            raise _bad(f"option {key!r} must be {FIELDS[key][1]}, got {values[key]}")
+    if "postprocess" in values and values["postprocess"] not in POSTPROCESS_METHODS:
+        raise _bad(f"option 'postprocess' must be {FIELDS['postprocess'][1]}, got {values['postprocess']!r}")
+    if values.get("vocab_embeddings", "random") != "random":
+        raise _bad("option 'vocab_embeddings' accepts only 'random'; leave it out to use the class text embeddings")
+    if "splat_steps" in values and not values.get("splats"):
+        raise _bad("option 'splat_steps' needs \"splats\": true")
+
+
+def _vocab_names(vocab: object) -> tuple[str, ...] | None:
+    """None for a preset (checked here), the names for a client's own list."""
+    if vocab is None:
+        return None
+    if isinstance(vocab, str):
+        if preset_name(vocab) is None:
+            raise _bad(f"vocabulary {vocab!r} is not a preset ({', '.join(PRESETS)}); "
+                       "send your own classes as a list of names instead")
+        return None
+    for i, name in enumerate(vocab):
+        if not isinstance(name, str):
+            raise _bad(f"vocabulary entry {i} must be a class name string, got {json.dumps(name)[:60]}")
+        if "#" in name:
+            raise _bad(f"vocabulary entry {i} ({name!r}) contains '#'; remove it from the class name")
+    names = [name.strip() for name in vocab]
+    try:
+        validate_names(names, "the vocabulary")
+    except VocabularyError as exc:
+        raise _bad(str(exc)) from exc
+    return tuple(names)
+
+
+def vocab_file_text(names: tuple[str, ...]) -> str:
+    """A class file for :func:`panst3r_engine.vocab.load_vocabulary`: one name per line."""
+    return "".join(f"{name}\n" for name in names)

@@ -1,0 +1,94 @@
+"""The service's bridge to :mod:`panst3r_engine.splats`: is it available, and novel views on request.
+
+Fitting itself is a pipeline stage (``JobOptions.splats``), so a job's splats are
+published atomically with its bundle.
+
+The splats module (gsplat) is optional, so it is imported only when used: an
+engine without it still runs jobs and answers 501 to render requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from panst3r_engine.bundle_format import encode_panoptic
+from panst3r_engine.service.errors import ApiError
+
+SPLATS_FILE = "splats.ply"
+MAX_SIDE = 8192
+UNAVAILABLE = ("this engine cannot make or render Gaussian splats "
+               "(its panst3r_engine.splats module or gsplat is missing)")
+
+
+def _splats_function(name: str):
+    """``panst3r_engine.splats.<name>``, or 501 when this engine has no splats support."""
+    try:
+        module = importlib.import_module("panst3r_engine.splats")
+    except ImportError as exc:
+        raise ApiError(501, "splats_unavailable", f"{UNAVAILABLE}: {exc}") from exc
+    function = getattr(module, name, None)
+    if function is None:
+        raise ApiError(501, "splats_unavailable", f"{UNAVAILABLE}: it has no {name}()")
+    return function
+
+
+def check_splats_available() -> None:
+    """Refuse (501) a job asking for splats when this engine cannot make them."""
+    _splats_function("add_splats_to_bundle")
+
+
+def render(bundle: Path, body: object) -> dict:
+    """``POST /v1/jobs/{id}/render``: RGB and COCO-panoptic label PNGs (base64) of one camera."""
+    K, cam_to_world, width, height = parse_camera(body)
+    if not (bundle / SPLATS_FILE).is_file():
+        raise ApiError(409, "no_splats", "this job has no splats; submit it again with \"splats\": true")
+    render_view = _splats_function("render_view")
+    rgb, labels = render_view(bundle, K, cam_to_world, width, height)
+    rgb, labels = np.asarray(rgb), np.asarray(labels)
+    if rgb.shape != (height, width, 3) or labels.shape != (height, width):
+        raise RuntimeError(f"render_view returned {rgb.shape} and {labels.shape} for a {width}x{height} view")
+    return {"rgb_png": _png_base64(rgb.astype(np.uint8)), "labels_png": _png_base64(encode_panoptic(labels)),
+            "width": width, "height": height}
+
+
+def parse_camera(body: object) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Check a render request: ``K`` 3x3, ``cam_to_world`` 4x4 (OpenCV axes), ``width``/``height`` pixels."""
+    if not isinstance(body, dict):
+        raise _bad("the render request must be a JSON object with K, cam_to_world, width and height")
+    unknown = set(body) - {"K", "cam_to_world", "width", "height"}
+    if unknown:
+        raise _bad(f"unknown render field {sorted(unknown)[0]!r}; send K, cam_to_world, width and height")
+    K = _matrix(body.get("K"), "K", 3)
+    cam_to_world = _matrix(body.get("cam_to_world"), "cam_to_world", 4)
+    sizes = [body.get("width"), body.get("height")]
+    for name, value in zip(("width", "height"), sizes, strict=True):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIDE:
+            raise _bad(f"{name} must be an integer number of pixels from 1 to {MAX_SIDE}")
+    return K, cam_to_world, sizes[0], sizes[1]
+
+
+def _matrix(value: object, name: str, n: int) -> np.ndarray:
+    ok = (isinstance(value, list) and len(value) == n
+          and all(isinstance(row, list) and len(row) == n for row in value)
+          and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                  for row in value for x in row))
+    if not ok:
+        raise _bad(f"{name} must be a {n}x{n} list of finite numbers (rows first)")
+    return np.array(value, dtype=np.float64)
+
+
+def _bad(message: str) -> ApiError:
+    return ApiError(400, "bad_request", message)
+
+
+def _png_base64(array: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -1,0 +1,215 @@
+"""Running the service: ``python -m panst3r_engine serve``.
+
+Local use (the Blender add-on): the add-on starts the engine with ``--port 0``,
+reads the one JSON line it prints on stdout (port, URL, generated token) and
+talks to it on 127.0.0.1. Logs go to stderr.
+
+Remote use (a GPU box serving artists' laptops): start it with
+``--host 0.0.0.0 --port 8765 --token-file token.txt``, give the token to the
+artists, and keep the port behind a firewall or VPN: the token is the only
+access control and there is no TLS, so never expose the port to the internet
+(put a TLS reverse proxy in front if traffic leaves a trusted network).
+
+A graceful stop (``POST /v1/shutdown``, SIGTERM or Ctrl-C) refuses new jobs,
+cancels queued ones, cancels the running job at its next progress update and
+exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import TYPE_CHECKING, TextIO
+
+from panst3r_engine import __version__
+from panst3r_engine.service import API_VERSION
+
+if TYPE_CHECKING:
+    from panst3r_engine.service.jobs import JobManager
+
+log = logging.getLogger(__name__)
+
+
+class ServeError(ValueError):
+    """The engine cannot start serving; the message says what to change."""
+
+
+class EngineServer:
+    """The app on Werkzeug's threaded server, with one idempotent graceful stop."""
+
+    def __init__(self, host: str, port: int, config: dict) -> None:
+        from werkzeug.serving import make_server
+
+        from panst3r_engine.service.app import create_app
+
+        self.app = create_app({**config, "SHUTDOWN_HOOK": self.stop})
+        try:
+            self.server = make_server(host, port, self.app, threaded=True)
+        except (OSError, SystemExit) as exc:  # Werkzeug exits on an address in use
+            self.jobs.shutdown(timeout=5)
+            reason = getattr(exc, "strerror", None) or "the address is in use or not available here"
+            raise ServeError(f"cannot listen on {host}:{port} ({reason}); choose another --port "
+                             "(0 picks a free one) or --host") from exc
+        self.host, self.port = host, int(self.server.server_port)
+        self._stop_lock, self._stopping = threading.Lock(), False
+
+    @property
+    def jobs(self) -> JobManager:
+        return self.app.extensions["panst3r_jobs"]
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def serve_forever(self) -> None:
+        self.server.serve_forever(poll_interval=0.2)
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Stop the jobs, then the server (call from any thread but the one serving)."""
+        with self._stop_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        log.info("shutting down")
+        self.jobs.shutdown(timeout)
+        self.server.shutdown()
+
+    def close(self) -> None:
+        self.server.server_close()
+
+
+def startup_line(engine: EngineServer, token: str | None) -> dict:
+    """The one stdout line clients wait for; ``token`` only when it was generated."""
+    line = {"event": "listening", "host": engine.host, "port": engine.port, "url": engine.url,
+            "version": __version__, "api_version": API_VERSION, "pid": os.getpid()}
+    if token is not None:
+        line["token"] = token
+    return line
+
+
+def serve(host: str = "127.0.0.1", port: int = 0, token: str | None = None, *, jobs_dir: str | None = None,
+          weights: str = "v2", device: str = "auto", preload: bool = False, max_upload_mb: float = 4096,
+          max_images: int = 2000, keep_jobs: int = 20, job_ttl_hours: float = 24.0,
+          stdout: TextIO | None = None) -> int:
+    """Serve until shut down; ``token`` None generates one and prints it on the start-up line."""
+    from panst3r_engine.service.auth import generate_token
+
+    _configure_logging()
+    _check_weights(weights)
+    generated = generate_token() if token is None else None
+    config = {"TOKEN": token or generated, "JOBS_DIR": jobs_dir, "WEIGHTS": weights, "DEVICE": device,
+              "PRELOAD": preload, "MAX_UPLOAD_MB": max_upload_mb, "MAX_IMAGES": max_images, "KEEP_JOBS": keep_jobs,
+              "JOB_TTL_HOURS": job_ttl_hours}
+    engine = EngineServer(host, port, config)
+    _install_signal_handlers(engine)
+    stream = stdout or sys.stdout
+    stream.write(json.dumps(startup_line(engine, generated)) + "\n")
+    stream.flush()
+    log.info("PanSt3R engine %s listening on %s (jobs in %s, device %s)", __version__, engine.url,
+             engine.app.config["JOBS_DIR"], engine.app.config["DEVICE_NAME"])
+    try:
+        engine.serve_forever()
+    finally:
+        engine.close()
+    log.info("stopped")
+    return 0
+
+
+def _configure_logging() -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per status poll
+
+
+def _check_weights(weights: str) -> None:
+    """Warn at start (jobs will fail with the same sentence) when the weights are not there."""
+    from panst3r_engine.models import resolve_weights_path
+
+    try:
+        path, _ = resolve_weights_path(weights)
+        if not path.exists():
+            log.warning("weights file %s does not exist; jobs will fail until it does", path)
+    except Exception as exc:  # noqa: BLE001  (only a warning; the service still answers health checks)
+        log.warning("%s", exc)
+
+
+def _install_signal_handlers(engine: EngineServer) -> None:
+    """SIGTERM/SIGINT stop gracefully; a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum, _frame) -> None:
+        if engine._stopping:
+            log.warning("second %s: exiting without waiting for the running job", signal.Signals(signum).name)
+            os._exit(1)
+        threading.Thread(target=engine.stop, name="panst3r-shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+# ---------------------------------------------------------------- command line
+def add_serve_command(subparsers) -> argparse.ArgumentParser:
+    """Add ``serve`` to the engine's command line (``subparsers`` from ``add_subparsers``)."""
+    p = subparsers.add_parser("serve", help="run the local HTTP job service (used by the Blender add-on)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface, for "
+                   "remote use behind a firewall/VPN; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
+    p.add_argument("--token-file", default=None, help="file holding the access token (default: generate one and "
+                   "print it on the start-up line)")
+    p.add_argument("--jobs-dir", default=None, help="folder for job folders (default: <cache>/jobs)")
+    p.add_argument("--weights", default="v2", help="v1, v2, a registry id, or a checkpoint path (default v2)")
+    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--preload", action="store_true", help="load the model right after start, not at the first job")
+    p.add_argument("--max-upload-mb", type=_positive(float), default=4096, help="largest upload (default 4096)")
+    p.add_argument("--max-images", type=_positive(int), default=2000, help="most photos per job (default 2000)")
+    p.add_argument("--keep-jobs", type=_positive(int, zero=True), default=20,
+                   help="finished jobs kept on disk (default 20)")
+    p.add_argument("--job-ttl-hours", type=_positive(float), default=24.0,
+                   help="finished jobs older than this are deleted (default 24)")
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def _positive(kind: type, zero: bool = False):
+    def parse(text: str):
+        value = kind(text)
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else '> 0'}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from panst3r_engine.service.auth import read_token_file
+
+    token = read_token_file(args.token_file) if args.token_file else None
+    return serve(args.host, args.port, token, jobs_dir=args.jobs_dir, weights=args.weights, device=args.device,
+                 preload=args.preload, max_upload_mb=args.max_upload_mb, max_images=args.max_images,
+                 keep_jobs=args.keep_jobs, job_ttl_hours=args.job_ttl_hours)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``serve`` alone (tests, or before the engine's CLI has the sub-command)."""
+    parser = argparse.ArgumentParser(prog="panst3r_engine.service")
+    add_serve_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Uploaded photos: safe file names inside the job folder, a quick PIL check, free disk space.
+
+Client file names are only a hint for the bundle's image names: every path
+component is dropped and the rest reduced to a safe set of characters, so no
+upload can land outside the job's ``input/`` folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import unicodedata
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from PIL import Image, UnidentifiedImageError
+
+from panst3r_engine import images as _images  # noqa: F401  (sets PIL's decompression-bomb limit)
+from panst3r_engine.service.errors import ApiError
+
+GB = 1 << 30
+MAX_NAME = 100
+PIL_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "HEIF": ".heic",
+              "MPO": ".jpg", "GIF": ".gif"}
+
+
+class Upload(Protocol):
+    """What the service needs from an uploaded file (Werkzeug's ``FileStorage`` fits)."""
+
+    filename: str | None
+    stream: BinaryIO
+
+
+def safe_name(name: str | None, index: int) -> str:
+    """A file name without any directory part, made of letters, digits and ``._-`` only."""
+    base = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    base = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
+    base = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in base)
+    stem, dot, suffix = base.rpartition(".")
+    if not dot:
+        stem, suffix = base, ""
+    stem = stem.strip("._-")[:MAX_NAME] or f"image_{index:04d}"
+    suffix = "".join(ch for ch in suffix if ch.isalnum())[:8].lower()
+    return f"{stem}.{suffix}" if suffix else stem
+
+
+def unique_names(names: list[str | None]) -> list[str]:
+    """Safe names, unique ignoring case and extension (the bundle names images by stem)."""
+    out, seen = [], set()
+    for i, name in enumerate(names):
+        safe = safe_name(name, i)
+        stem, dot, suffix = safe.rpartition(".") if "." in safe else (safe, "", "")
+        candidate, k = stem, 1
+        while candidate.casefold() in seen:
+            candidate, k = f"{stem}_{k}", k + 1
+        seen.add(candidate.casefold())
+        out.append(candidate + dot + suffix)
+    return out
+
+
+def save_uploads(files: list[Upload], folder: Path) -> list[Path]:
+    """Write every upload into ``folder`` (in upload order) and check each is an image.
+
+    Raises :class:`ApiError` 422 naming every file that is empty or not an image.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    paths, problems = [], []
+    for upload, name in zip(files, unique_names([f.filename for f in files]), strict=True):
+        path = folder / name
+        with open(path, "wb") as out:
+            shutil.copyfileobj(upload.stream, out, 1 << 20)
+        problem = image_problem(path)
+        if problem:
+            problems.append(f"{upload.filename or name}: {problem}")
+        else:
+            paths.append(_with_image_suffix(path))
+    if problems:
+        shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+        raise ApiError(422, "bad_image", f"{len(problems)} of {len(files)} files cannot be used as photos "
+                       f"(send JPEG, PNG, WebP, TIFF or BMP images): {shown}")
+    return paths
+
+
+def image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable image file, or None (header and integrity check, no full decode)."""
+    if path.stat().st_size == 0:
+        return "the file is empty"
+    _register_heif()
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        return f"not a readable image ({exc})"
+    return None
+
+
+def _with_image_suffix(path: Path) -> Path:
+    """Give a photo without a known extension one matching its content."""
+    if path.suffix:
+        return path
+    with Image.open(path) as im:
+        suffix = PIL_SUFFIX.get(im.format or "", ".img")
+    return path.rename(path.with_name(path.name + suffix))
+
+
+def _register_heif() -> None:
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+def check_disk_space(folder: Path, upload_bytes: int, min_free: int = GB) -> None:
+    """Refuse a job (507) when the jobs disk could fill up: keep ~1 GB and 3x the upload free."""
+    folder.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(folder).free
+    need = max(min_free, 3 * max(upload_bytes, 0))
+    if free < need:
+        raise ApiError(507, "insufficient_storage",
+                       f"only {free / GB:.1f} GB are free on the disk of {folder}, and a job of this size needs "
+                       f"about {need / GB:.1f} GB; delete old jobs or start the engine with --jobs-dir on a "
+                       "larger disk")

@@ -1,0 +1,80 @@
+"""Client job options: each problem refused with one sentence naming it; never a path."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from panst3r_engine.pipeline import JobOptions
+from panst3r_engine.service.errors import ApiError
+from panst3r_engine.service.options import parse_options, vocab_file_text
+
+
+def refused(options) -> str:
+    text = options if isinstance(options, str) else json.dumps(options)
+    with pytest.raises(ApiError) as info:
+        parse_options(text)
+    assert info.value.status == 400 and info.value.code == "bad_options"
+    return info.value.message
+
+
+def test_no_options_means_defaults():
+    for text in (None, "", "  ", "{}"):
+        assert parse_options(text).values == {}
+    base = JobOptions(weights="w.pth", device="cpu")
+    assert parse_options(None).job_options(base) == base
+
+
+def test_all_options_reach_the_pipeline():
+    options = parse_options(json.dumps({"keyframes": 4, "postprocess": "qubo", "vocab": "ScanNet",
+                                        "vocab_embeddings": "random", "conf_threshold": 2, "max_batch": 2,
+                                        "seed": 7, "save_raw": True, "splats": True, "splat_steps": 300}))
+    job = options.job_options(JobOptions(weights="w.pth", device="cpu"))
+    assert (job.weights, job.device, job.keyframes, job.postprocess, job.vocab) == ("w.pth", "cpu", 4, "qubo",
+                                                                                    "scannetpp")
+    assert (job.vocab_embeddings, job.conf_threshold, job.max_batch, job.seed, job.save_raw) == ("random", 2.0, 2,
+                                                                                                  7, True)
+    assert options.splats and options.splat_steps == 300
+
+
+def test_null_means_default():
+    assert parse_options('{"keyframes": null}').values == {}
+
+
+def test_own_classes_become_a_job_file():
+    options = parse_options(json.dumps({"vocab": [" wall", "floor;stuff", "chair"]}))
+    assert options.vocab_names == ("wall", "floor;stuff", "chair")
+    assert vocab_file_text(options.vocab_names) == "wall\nfloor;stuff\nchair\n"
+    assert options.job_options(JobOptions(), "/jobs/x/vocab.txt").vocab == "/jobs/x/vocab.txt"
+
+
+def test_unknown_option_is_named():
+    assert "'keyframe'" in refused({"keyframe": 3})
+    assert "'weights'" in refused({"weights": "/etc/passwd"})  # the engine's choice, not the client's
+    assert "'device'" in refused({"device": None})
+
+
+@pytest.mark.parametrize("options, words", [
+    ("not json", "not valid JSON"),
+    ("[1, 2]", "JSON object"),
+    ({"keyframes": "5"}, "'keyframes' must be an integer"),
+    ({"keyframes": 2.5}, "'keyframes' must be an integer"),
+    ({"keyframes": True}, "'keyframes' must be an integer"),
+    ({"keyframes": 0}, "'keyframes' must be an integer >= 1"),
+    ({"max_batch": 1000}, "'max_batch'"),
+    ({"save_raw": 1}, "'save_raw' must be true or false"),
+    ({"postprocess": "magic"}, "standard_v1, standard_v2, qubo"),
+    ({"conf_threshold": 0.5}, "confidence threshold must be >= 1"),
+    ({"vocab_embeddings": "/tmp/emb.npz"}, "only 'random'"),
+    ({"vocab": "/etc/passwd"}, "not a preset"),
+    ({"vocab": "classes.txt"}, "not a preset"),
+    ({"vocab": []}, "empty"),
+    ({"vocab": ["wall", "wall"]}, "duplicate class name 'wall'"),
+    ({"vocab": ["wall", 3]}, "entry 1"),
+    ({"vocab": ["wall # comment"]}, "'#'"),
+    ({"vocab": ["two\nlines"]}, "line break"),
+    ({"splat_steps": 100}, "needs \"splats\": true"),
+])
+def test_bad_options_are_refused_with_a_reason(options, words):
+    assert words in refused(options)
