@@ -1,0 +1,167 @@
+"""``splats.ply``: the INRIA 3DGS PLY layout plus per-Gaussian ``segment`` and ``class`` (DESIGN §3).
+
+Binary little-endian, one ``vertex`` element: ``x y z nx ny nz f_dc_0..2 f_rest_0..3K-1 opacity scale_0..2
+rot_0..3`` as float32 (raw values: logit opacity, log scales, wxyz quaternion; ``f_rest`` channel-major, all R
+coefficients then G then B; normals written as 0), then ``segment`` and ``class`` as int32. gsplat's
+``export_splats`` cannot add properties, hence this writer. The fitted background colour travels in a
+``comment background r g b`` header line, which viewers ignore.
+
+The reader also takes plain INRIA or gsplat files (no normals, no labels: segment 0, class -1) and any fixed-size
+scalar types, converting to float32 / int32.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from panst3r_engine.splats.model import SplatModel, sh_degree_of
+
+PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+             "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+             "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+            "rot_0", "rot_1", "rot_2", "rot_3"]
+MAX_HEADER = 1 << 20
+
+
+class SplatsFileError(ValueError):
+    """A splats PLY that cannot be read, with a sentence saying why."""
+
+
+def property_names(num_rest: int) -> list[str]:
+    """Vertex property names in file order for ``num_rest`` f_rest values (3 * K)."""
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+            + [f"f_rest_{i}" for i in range(num_rest)]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3", "segment", "class"])
+
+
+def _to_numpy(t: torch.Tensor, dtype: str) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(dtype, copy=False)
+
+
+def splats_to_array(model: SplatModel) -> np.ndarray:
+    """The structured vertex array (one record per Gaussian) of the file."""
+    n, k = len(model), model.shN.shape[1]
+    names = property_names(3 * k)
+    dtype = np.dtype([(name, "<i4" if name in ("segment", "class") else "<f4") for name in names])
+    rec = np.zeros(n, dtype)
+    cols = {"x": model.means[:, 0], "y": model.means[:, 1], "z": model.means[:, 2], "opacity": model.opacities,
+            "segment": model.segment, "class": model.class_id}
+    cols.update({f"f_dc_{c}": model.sh0[:, 0, c] for c in range(3)})
+    rest = model.shN.transpose(1, 2).reshape(n, 3 * k)  # [N, 3K] channel-major
+    cols.update({f"f_rest_{i}": rest[:, i] for i in range(3 * k)})
+    cols.update({f"scale_{i}": model.scales[:, i] for i in range(3)})
+    cols.update({f"rot_{i}": model.quats[:, i] for i in range(4)})
+    for name, values in cols.items():
+        rec[name] = _to_numpy(values, dtype[name].str)
+    return rec
+
+
+def write_splats_ply(model: SplatModel, path: str | os.PathLike) -> Path:
+    """Write ``model`` to ``path`` atomically (a sibling temp file renamed into place)."""
+    path = Path(path)
+    rec = splats_to_array(model)
+    bg = " ".join(repr(float(v)) for v in _to_numpy(model.background, "<f4"))
+    header = ["ply", "format binary_little_endian 1.0", f"comment background {bg}", f"element vertex {len(rec)}"]
+    header += [f"property {'int' if rec.dtype[name].kind == 'i' else 'float'} {name}" for name in rec.dtype.names]
+    header.append("end_header")
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(("\n".join(header) + "\n").encode("ascii"))
+            fh.write(rec.tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _parse_header(fh) -> tuple[list[tuple[str, int, np.dtype]], list[str], int]:
+    """(elements [(name, count, dtype)], comments, header bytes); only fixed-size binary properties."""
+    if fh.readline().strip() != b"ply":
+        raise SplatsFileError("not a PLY file (it does not start with 'ply')")
+    elements: list[tuple[str, int, list[tuple[str, str]]]] = []
+    comments: list[str] = []
+    endian = None
+    while True:
+        line = fh.readline()
+        if not line or fh.tell() > MAX_HEADER:
+            raise SplatsFileError("the PLY header has no end_header line")
+        words = line.decode("ascii", "replace").split()
+        if not words:
+            continue
+        if words[0] == "end_header":
+            break
+        if words[0] == "format":
+            fmt = words[1] if len(words) > 1 else ""
+            endian = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt)
+            if endian is None:
+                raise SplatsFileError(f"PLY format {fmt!r} is not supported; splats must be binary PLY")
+        elif words[0] in ("comment", "obj_info"):
+            comments.append(" ".join(words[1:]))
+        elif words[0] == "element" and len(words) == 3:
+            elements.append((words[1], int(words[2]), []))
+        elif words[0] == "property" and elements:
+            if words[1] == "list" or len(words) != 3 or words[1] not in PLY_TYPES:
+                raise SplatsFileError(f"PLY property {' '.join(words[1:])!r} is not supported in a splats file")
+            elements[-1][2].append((words[2], endian + PLY_TYPES[words[1]]))
+        else:
+            raise SplatsFileError(f"unexpected PLY header line {line.strip()[:80]!r}")
+    if endian is None:
+        raise SplatsFileError("the PLY header has no format line")
+    return [(name, count, np.dtype(props)) for name, count, props in elements], comments, fh.tell()
+
+
+def read_splats_array(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
+    """(the vertex records as stored, header comments)."""
+    with open(path, "rb") as fh:
+        elements, comments, offset = _parse_header(fh)
+    for name, count, dtype in elements:
+        if name == "vertex":
+            data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
+            if len(data) != count:
+                raise SplatsFileError(f"{path} is truncated: {len(data)} of {count} Gaussians present")
+            return data, comments
+        offset += count * dtype.itemsize
+    raise SplatsFileError(f"{path} has no 'vertex' element")
+
+
+def read_splats_ply(path: str | os.PathLike) -> SplatModel:
+    """Read a splats PLY (ours, INRIA's or gsplat's) into a CPU :class:`SplatModel`."""
+    rec, comments = read_splats_array(path)
+    names = rec.dtype.names or ()
+    missing = [name for name in REQUIRED if name not in names]
+    if missing:
+        raise SplatsFileError(f"{path} is not a 3D Gaussian splat PLY: it lacks {', '.join(missing)}")
+    rest = sorted((n for n in names if re.fullmatch(r"f_rest_\d+", n)), key=lambda n: int(n[7:]))
+    if rest != [f"f_rest_{i}" for i in range(len(rest))] or len(rest) % 3:
+        raise SplatsFileError(f"{path} has f_rest properties that are not f_rest_0..f_rest_(3K-1)")
+    try:
+        sh_degree_of(len(rest) // 3)
+    except ValueError as exc:
+        raise SplatsFileError(f"{path}: {exc}") from None
+
+    def col(*keys: str) -> torch.Tensor:
+        return torch.from_numpy(np.stack([rec[k].astype("<f4") for k in keys], -1).reshape(len(rec), len(keys)))
+
+    n, k = len(rec), len(rest) // 3
+    background = torch.zeros(3)
+    for comment in comments:
+        words = comment.split()
+        if len(words) == 4 and words[0] == "background":
+            background = torch.from_numpy(np.array([float(w) for w in words[1:]], "<f4"))
+    labels = {key: torch.from_numpy(rec[key].astype("<i4")) if key in names else torch.full((n,), default,
+                                                                                              dtype=torch.int32)
+              for key, default in (("segment", 0), ("class", -1))}
+    return SplatModel(means=col("x", "y", "z"), scales=col("scale_0", "scale_1", "scale_2"),
+                      quats=col("rot_0", "rot_1", "rot_2", "rot_3"), opacities=col("opacity")[:, 0].contiguous(),
+                      sh0=col("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :].contiguous(),
+                      shN=col(*rest).reshape(n, 3, k).transpose(1, 2).contiguous() if k else torch.zeros(n, 0, 3),
+                      segment=labels["segment"], class_id=labels["class"], background=background)
