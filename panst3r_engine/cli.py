@@ -87,6 +87,12 @@ def _add_serve(sub) -> None:
     add_serve_command(sub)
 
 
+def _add_eval(sub) -> None:
+    from panst3r_engine.eval.cli import add_eval_commands
+
+    add_eval_commands(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m panst3r_engine",
                                      description="PanSt3R engine: unordered photos -> 3D panoptic scene.")
@@ -96,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_postprocess(sub)
     _add_weights(sub)
     _add_serve(sub)
+    _add_eval(sub)
     return parser
 
 

@@ -61,9 +61,10 @@ class Progress:
 class TextProgress(Progress):
     """One bar per stage on a terminal, redrawn at most ``rate`` times a second."""
 
-    def __init__(self, stream: TextIO = sys.stderr, rate: float = 8.0, **kw) -> None:
+    def __init__(self, stream: TextIO | None = None, rate: float = 8.0, **kw) -> None:
         super().__init__(**kw)
-        self.stream, self.interval, self._last, self._shown_stage = stream, 1.0 / rate, 0.0, None
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval, self._last, self._shown_stage = 1.0 / rate, 0.0, None
 
     def show(self) -> None:
         now = time.perf_counter()
@@ -82,9 +83,10 @@ class TextProgress(Progress):
 class JsonProgress(Progress):
     """One JSON object per line: ``{"stage", "fraction", "message", "elapsed"}``."""
 
-    def __init__(self, stream: TextIO = sys.stdout, **kw) -> None:
+    def __init__(self, stream: TextIO | None = None, **kw) -> None:
         super().__init__(**kw)
-        self.stream, self._last_key = stream, None
+        self.stream = stream if stream is not None else sys.stdout
+        self._last_key = None
 
     def show(self) -> None:
         key = (self.stage, round(self.fraction, 2))

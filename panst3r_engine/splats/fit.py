@@ -39,6 +39,10 @@ STAGE = "splats"
 SPLATS_FILE = "splats.ply"
 
 
+CPU_MAX_GAUSSIANS = 60_000
+CPU_TRAIN_SIDE = 256
+
+
 class FixedDefaultStrategy(DefaultStrategy):
     """gsplat 1.5.3's DefaultStrategy with the periodic opacity reset that actually fires.
 
@@ -108,13 +112,30 @@ def make_view(name: str, image: np.ndarray, K, cam_to_world, device: str | torch
                 torch.as_tensor(np.asarray(K, np.float64)).float().to(device))
 
 
-def bundle_views(bundle: Bundle, device: str | torch.device = "cpu") -> list[View]:
+def _downscaled(image: np.ndarray, K, max_side: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Photo and intrinsics at most ``max_side`` pixels wide/high (training on CPU at full size is slow)."""
+    K = np.asarray(K, np.float64).copy()
+    height, width = image.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return image, K
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    K[0] *= size[0] / width
+    K[1] *= size[1] / height
+    return small, K
+
+
+def bundle_views(bundle: Bundle, device: str | torch.device = "cpu", max_side: int | None = None) -> list[View]:
     """The bundle's photos (``images/<stem>.jpg``) with their cameras; images without a photo are skipped."""
     views = []
     for cam in bundle.manifest["cameras"]:
         stem = bundle.stems[cam["image"]]
         if bundle.has_image(stem):
-            views.append(make_view(stem, bundle.image(stem), cam["K"], cam["cam_to_world"], device))
+            image, K = _downscaled(bundle.image(stem), cam["K"], max_side)
+            views.append(make_view(stem, image, K, cam["cam_to_world"], device))
     if not views:
         raise BundleError(f"the bundle {bundle.path} has no photos in images/, so the splats cannot be fitted")
     return views
@@ -252,12 +273,15 @@ def fit_model(model: SplatModel, views: list[View], cfg: FitConfig, progress: Pr
 
 def fit_bundle(bundle_path, steps: int = 300, device: str = "cpu", max_gaussians: int = 200_000,
                voxel: float | None = None, progress: ProgressFn | None = None, seed: int = 0,
-               config: FitConfig | None = None) -> FitResult:
-    """Initialise from the bundle's points, fit to its photos; PSNRs are over those same photos."""
+               config: FitConfig | None = None, max_side: int | None = None) -> FitResult:
+    """Initialise from the bundle's points, fit to its photos; PSNRs are over those same photos.
+
+    ``max_side`` trains on photos downscaled to at most that many pixels per side.
+    """
     start = time.perf_counter()
     bundle = read_bundle(bundle_path)
     cfg = replace(config or FitConfig(), steps=int(steps), max_gaussians=int(max_gaussians))
-    views = bundle_views(bundle, device)
+    views = bundle_views(bundle, device, max_side)
     initial = init_from_bundle(bundle, max_gaussians=max_gaussians, voxel=voxel)
     initial = replace(initial, background=estimate_background(bundle, views))
     backend = choose_backend(torch.device(device), cfg.backend)
@@ -297,7 +321,11 @@ def add_splats_to_bundle(bundle_path, steps: int = 300, device: str = "cpu",
     root = Path(bundle_path)
     if root.name == MANIFEST:
         root = root.parent
-    result = fit_bundle(root, steps=steps, device=device, progress=progress)
+    on_cpu = torch.device(device).type == "cpu"
+    # CPU budget: fewer Gaussians, photos at most 256 px (about 0.1-0.2 s a step); GPUs train at full size.
+    result = fit_bundle(root, steps=steps, device=device, progress=progress,
+                        max_gaussians=CPU_MAX_GAUSSIANS if on_cpu else 200_000,
+                        max_side=CPU_TRAIN_SIDE if on_cpu else None)
     ply = write_splats_ply(result.model, root / SPLATS_FILE)
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     manifest["splats"] = {"file": SPLATS_FILE, **result.stats}

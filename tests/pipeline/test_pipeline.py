@@ -154,3 +154,25 @@ def test_bad_options_are_refused_before_work(tiny_checkpoint, photo_dir, tmp_pat
         run_job([photo_dir / "a_landscape.jpg"], tmp_path / "x", options(tiny_checkpoint, postprocess="magic"))
     with pytest.raises(ValueError, match="confidence threshold"):
         run_job([photo_dir / "a_landscape.jpg"], tmp_path / "x", options(tiny_checkpoint, conf_threshold=0.5))
+
+
+def test_splats_are_fitted_and_published_with_the_bundle(tiny_checkpoint, photo_dir, tmp_path):
+    from panst3r_engine.splats import read_splats_ply, render_view
+
+    from tests.pipeline.conftest import textured
+
+    small = tmp_path / "small"
+    small.mkdir()
+    for i in range(3):  # 128x96 as they are: a few thousand points, so the CPU fit takes seconds
+        Image.fromarray(textured(128, 96, 10 + i)).save(small / f"s{i}.png")
+    result = run_job(sorted(small.iterdir()), tmp_path / "with_splats",
+                     options(tiny_checkpoint, conf_threshold=1.0, resize="none", splats=True, splat_steps=2))
+    bundle = read_bundle(result.bundle)
+    assert bundle.manifest["splats"]["file"] == "splats.ply" and bundle.manifest["splats"]["steps"] == 2
+    model = read_splats_ply(result.bundle / "splats.ply")
+    assert bundle.manifest["splats"]["count"] > 0
+    cam = bundle.manifest["cameras"][0]
+    rgb, segments = render_view(result.bundle, np.array(cam["K"]), np.array(cam["cam_to_world"]), 64, 48)
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8 and segments.shape == (48, 64)
+    assert model is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos", "small", "with_splats"]
