@@ -1,0 +1,237 @@
+"""The add-on's own reader of the engine's result bundle, format 1.x (DESIGN.md §3).
+
+manifest.json + points.npz (+ panoptic PNGs on demand) -> plain dataclasses and
+numpy arrays. json + numpy only: no bpy, no Pillow, never the engine package.
+Any 1.x version is read (unknown fields are ignored); other major versions are
+refused with a sentence telling the user what to update.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .png import PngError, read_png
+
+FORMAT_MAJOR = 1
+MANIFEST = "manifest.json"
+POINTS = "points.npz"
+# name -> (dtype kind accepted, target dtype, per-point shape)
+POINT_ARRAYS = {
+    "xyz": ("f", np.float32, (3,)),
+    "rgb": ("u", np.uint8, (3,)),
+    "conf": ("f", np.float32, ()),
+    "segment": ("iu", np.int32, ()),
+    "view": ("iu", np.int16, ()),
+    "pixel": ("u", np.uint16, (2,)),
+}
+
+
+class BundleError(RuntimeError):
+    """A result bundle the add-on cannot read, with a sentence a user can act on."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    index: int
+    file: str
+    stem: str
+    processed_size: tuple[int, int]  # (W, H)
+    keyframe: bool
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    image: int
+    stem: str
+    K: np.ndarray  # [3, 3] in processed-image pixels
+    cam_to_world: np.ndarray  # [4, 4], OpenCV axes (x right, y down, z forward)
+    width: int
+    height: int
+    photo: Path | None  # images/<stem>.jpg when present
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    id: int
+    name: str
+    color: tuple[int, int, int]  # 0..255, sRGB
+    isthing: bool
+
+
+@dataclass(frozen=True)
+class SegmentInfo:
+    id: int
+    class_id: int
+    score: float
+    color: tuple[int, int, int]
+    point_count: int
+
+
+@dataclass
+class BundleData:
+    """A bundle read from disk; panoptic maps are decoded on demand."""
+
+    path: Path
+    manifest: dict
+    format_version: str
+    images: list[ImageInfo]
+    cameras: list[CameraInfo]  # one per image, in image order
+    classes: dict[int, ClassInfo]
+    segments: list[SegmentInfo]
+    points: dict[str, np.ndarray] = field(repr=False)  # xyz [N,3] f32, rgb [N,3] u8, conf, segment, view, pixel
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def reference_image(self) -> int:
+        """Index of the reference view (the first keyframe): its camera frame is the world frame."""
+        return next((img.index for img in self.images if img.keyframe), 0)
+
+    def panoptic(self, stem: str) -> np.ndarray:
+        """int32 [H, W] segment ids of one image (0 = void), COCO-panoptic decoded."""
+        entry = self.manifest.get("panoptic", {}).get(stem)
+        if entry is None:
+            raise BundleError(f"the bundle {self.path} has no panoptic map for image {stem!r}")
+        try:
+            rgb = read_png(self.path / entry["file"]).astype(np.int32)
+        except PngError as exc:
+            raise BundleError(f"{exc}; the bundle is incomplete or corrupt, run the job again") from None
+        if rgb.shape[2] < 3:
+            raise BundleError(f"the panoptic map of {stem!r} must be an RGB PNG")
+        return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+def _need(obj: Any, key: str, where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise BundleError(f"{where} has no '{key}' field; the bundle is corrupt or not a PanSt3R bundle")
+    return obj[key]
+
+
+def check_version(version: Any) -> str:
+    """Refuse a format major version other than 1."""
+    match = re.fullmatch(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
+    if match is None:
+        raise BundleError(f"the bundle's format_version {version!r} is not of the form 'MAJOR.MINOR'")
+    if int(match.group(1)) != FORMAT_MAJOR:
+        raise BundleError(f"this bundle has format version {version}, but this add-on reads format "
+                          f"{FORMAT_MAJOR}.x only; update the PanSt3R add-on to import it")
+    return version
+
+
+def _matrix(value: Any, shape: tuple[int, int], where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = np.zeros(0)
+    if arr.shape != shape or not np.isfinite(arr).all():
+        raise BundleError(f"{where} must be a {shape[0]}x{shape[1]} matrix of finite numbers")
+    return arr
+
+
+def _images(manifest: dict) -> list[ImageInfo]:
+    out = []
+    for i, entry in enumerate(_need(manifest, "images", "the manifest")):
+        where = f"manifest images[{i}]"
+        width, height = (int(v) for v in _need(entry, "processed_size", where))
+        out.append(ImageInfo(i, str(_need(entry, "file", where)), str(_need(entry, "stem", where)),
+                             (width, height), bool(entry.get("keyframe", i == 0))))
+    if not out:
+        raise BundleError("the bundle lists no images")
+    return out
+
+
+def _cameras(manifest: dict, images: list[ImageInfo], root: Path) -> list[CameraInfo]:
+    by_image: dict[int, CameraInfo] = {}
+    for i, cam in enumerate(_need(manifest, "cameras", "the manifest")):
+        where = f"manifest cameras[{i}]"
+        index = int(_need(cam, "image", where))
+        if not 0 <= index < len(images) or index in by_image:
+            raise BundleError(f"{where} refers to image {index}, which is unknown or already has a camera")
+        img = images[index]
+        photo = root / "images" / f"{img.stem}.jpg"
+        by_image[index] = CameraInfo(index, img.stem, _matrix(_need(cam, "K", where), (3, 3), f"{where} K"),
+                                     _matrix(_need(cam, "cam_to_world", where), (4, 4), f"{where} cam_to_world"),
+                                     *img.processed_size, photo if photo.is_file() else None)
+    if len(by_image) != len(images):
+        raise BundleError(f"the bundle has {len(by_image)} cameras for {len(images)} images; it is corrupt")
+    return [by_image[i] for i in range(len(images))]
+
+
+def _classes_and_segments(manifest: dict) -> tuple[dict[int, ClassInfo], list[SegmentInfo]]:
+    classes = {}
+    for i, entry in enumerate(_need(manifest, "classes", "the manifest")):
+        where = f"manifest classes[{i}]"
+        class_id = int(_need(entry, "id", where))
+        classes[class_id] = ClassInfo(class_id, str(_need(entry, "name", where)),
+                                      tuple(int(c) for c in _need(entry, "color", where)), bool(entry.get("isthing")))
+    segments = []
+    for i, entry in enumerate(_need(manifest, "segments", "the manifest")):
+        where = f"manifest segments[{i}]"
+        seg = SegmentInfo(int(_need(entry, "id", where)), int(_need(entry, "class_id", where)),
+                          float(entry.get("score", 0.0)), tuple(int(c) for c in _need(entry, "color", where)),
+                          int(entry.get("point_count", 0)))
+        if seg.class_id not in classes:
+            raise BundleError(f"segment {seg.id} has class_id {seg.class_id}, which the manifest does not list")
+        segments.append(seg)
+    return classes, segments
+
+
+def _load_points(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise BundleError(f"the bundle has no {POINTS} ({path}); it is incomplete, run the job again")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            raw = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{path} cannot be read ({exc}); the bundle is corrupt, run the job again") from None
+    out = {}
+    for name, (kinds, dtype, tail) in POINT_ARRAYS.items():
+        if name not in raw:
+            raise BundleError(f"{path} lacks the array '{name}'; the bundle is corrupt, run the job again")
+        arr = raw[name]
+        if arr.dtype.kind not in kinds or arr.shape[1:] != tail or arr.ndim != 1 + len(tail):
+            raise BundleError(f"{POINTS} array '{name}' has dtype {arr.dtype.name} and shape {arr.shape}; "
+                              f"expected {np.dtype(dtype).name} (N{''.join(f', {t}' for t in tail)})")
+        out[name] = np.ascontiguousarray(arr, dtype=dtype)
+    if len({len(arr) for arr in out.values()}) != 1:
+        raise BundleError(f"the arrays of {POINTS} disagree on the number of points; the bundle is corrupt")
+    return out
+
+
+def read_bundle(path: str | Path) -> BundleData:
+    """Read a bundle folder (or its manifest.json) into plain data; raises :class:`BundleError`."""
+    root = Path(path)
+    if root.name == MANIFEST and root.is_file():
+        root = root.parent
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{root} is not a PanSt3R result bundle: it has no {MANIFEST}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); the bundle is corrupt") from None
+    version = check_version(_need(manifest, "format_version", "the manifest"))
+    try:
+        images = _images(manifest)
+        cameras = _cameras(manifest, images, root)
+        classes, segments = _classes_and_segments(manifest)
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"the manifest of {root} has a malformed field ({exc}); the bundle is corrupt") from None
+    points = _load_points(root / POINTS)
+    known = np.array(sorted({0} | {s.id for s in segments}), dtype=np.int64)
+    used = np.unique(points["segment"])
+    unknown = used[~np.isin(used, known)]
+    if unknown.size:
+        raise BundleError(f"{POINTS} uses segment ids {unknown[:10].tolist()} that the manifest does not list")
+    if points["view"].size and (points["view"].min() < 0 or points["view"].max() >= len(images)):
+        raise BundleError(f"{POINTS} has 'view' indices outside 0..{len(images) - 1}")
+    return BundleData(root, manifest, version, images, cameras, classes, segments, points)

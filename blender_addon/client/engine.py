@@ -1,0 +1,341 @@
+"""The engine service client (API v1, DESIGN.md §5) and the local engine subprocess. No bpy.
+
+A local engine is ``python -m panst3r_engine serve --host 127.0.0.1 --port 0 ...``
+started in its own process group; its first stdout line is a JSON object
+``{"event": "listening", "port", "url", "token", "version", "api_version", "pid"}``.
+Its stderr (and any later stdout) goes to a log file whose path every error
+names. A remote engine is a URL and a token. Every failure raises
+:class:`EngineError` with a sentence a user can act on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import requests
+
+API_VERSION = 1
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+MAX_PRELUDE_LINES = 50  # non-JSON stdout lines tolerated before the "listening" line
+
+
+class EngineError(RuntimeError):
+    """A failure talking to or running the engine, as a sentence a user can act on."""
+
+
+def is_local_url(url: str) -> bool:
+    """True when url points at this machine (no online access needed)."""
+    return (urlparse(url).hostname or "") in LOCAL_HOSTS
+
+
+def _tail(path: Path | None, lines: int = 15) -> str:
+    """The last lines of a log file ('' when unreadable)."""
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _safe_extract(archive: Path, dest: Path) -> None:
+    """Extract a zip, refusing absolute paths, '..' escapes and symbolic links."""
+    root = dest.resolve()
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            target = (root / info.filename).resolve()
+            is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+            if is_link or (target != root and root not in target.parents):
+                raise EngineError(f"the bundle archive from the engine contains an unsafe path {info.filename!r}; "
+                                  "it was not extracted")
+        zf.extractall(root)
+
+
+def _bundle_root(folder: Path) -> Path:
+    """The folder holding manifest.json: the extraction folder itself or its single sub-folder."""
+    if (folder / "manifest.json").is_file():
+        return folder
+    subs = [p for p in folder.iterdir() if p.is_dir() and (p / "manifest.json").is_file()]
+    if len(subs) == 1:
+        return subs[0]
+    raise EngineError(f"the bundle archive from the engine has no manifest.json (extracted to {folder})")
+
+
+class EngineClient:
+    """HTTP client of one engine (local or remote); every request carries the bearer token."""
+
+    def __init__(self, url: str, token: str, *, log_path: Path | None = None,
+                 process: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+        self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
+        self.log_path, self.process = log_path, process
+        self.session = requests.Session()
+
+    # ------------------------------------------------------------ plumbing
+    def _gone(self, exc: Exception) -> EngineError:
+        if self.process is not None:
+            code = self.process.poll()
+            state = f"stopped (exit code {code})" if code is not None else "does not answer"
+            return EngineError(f"the engine {state}; see its log at {self.log_path}")
+        return EngineError(f"cannot reach the engine at {self.url} ({type(exc).__name__}); check the URL in the "
+                           "add-on preferences and that the engine is running")
+
+    def _error(self, resp: requests.Response, what: str) -> EngineError:
+        if resp.status_code == 401:
+            return EngineError(f"the engine at {self.url} refused the access token; check the token in the add-on "
+                               "preferences (a local engine makes a new one each start)")
+        try:
+            message = resp.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = f"HTTP {resp.status_code} {resp.reason}: {resp.text[:200].strip()}"
+        return EngineError(f"{message} ({what})" if message else f"the engine failed to {what}")
+
+    def _request(self, method: str, path: str, what: str, *, timeout: float | None = None,
+                 **kwargs) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        try:
+            resp = self.session.request(method, self.url + path, headers=headers,
+                                        timeout=timeout or self.timeout, **kwargs)
+        except requests.Timeout:
+            raise EngineError(f"the engine at {self.url} did not answer within {timeout or self.timeout:.0f} s "
+                              f"({what}); it may be overloaded, try again") from None
+        except requests.RequestException as exc:
+            raise self._gone(exc) from None
+        if resp.status_code >= 400:
+            raise self._error(resp, what)
+        return resp
+
+    def _json(self, resp: requests.Response, what: str) -> dict:
+        try:
+            body = resp.json()
+        except ValueError:
+            raise EngineError(f"the engine sent a reply that is not JSON ({what})") from None
+        if not isinstance(body, dict):
+            raise EngineError(f"the engine sent an unexpected reply ({what})")
+        return body
+
+    # ------------------------------------------------------------ API v1
+    def health(self) -> dict:
+        """``GET /v1/health``: version, device, model loaded, queue length."""
+        return self._json(self._request("GET", "/v1/health", "check the engine's health", timeout=10), "health")
+
+    def submit(self, images: list[Path], options: dict) -> str:
+        """``POST /v1/jobs``: upload the photos and options; returns the job id."""
+        with contextlib.ExitStack() as stack:
+            files = [("options", (None, json.dumps(options)))]  # a plain form field; always multipart
+            try:
+                files += [("images", (Path(path).name, stack.enter_context(open(path, "rb")),
+                                      "application/octet-stream")) for path in images]
+            except OSError as exc:
+                raise EngineError(f"cannot read the photo {exc.filename} ({exc.strerror}); check that it "
+                                  "exists") from None
+            resp = self._request("POST", "/v1/jobs", "submit the job", files=files, timeout=max(self.timeout, 300))
+        job_id = self._json(resp, "submit").get("id")
+        if not isinstance(job_id, str) or not job_id:
+            raise EngineError("the engine accepted the job but returned no job id")
+        return job_id
+
+    def status(self, job_id: str) -> dict:
+        """``GET /v1/jobs/{id}``: state, stage, fraction, message, error."""
+        return self._json(self._request("GET", f"/v1/jobs/{job_id}", "ask for the job's progress"), "status")
+
+    def cancel(self, job_id: str) -> None:
+        """``DELETE /v1/jobs/{id}``."""
+        self._request("DELETE", f"/v1/jobs/{job_id}", "cancel the job")
+
+    def download_bundle(self, job_id: str, dest: Path) -> Path:
+        """``GET /v1/jobs/{id}/bundle``: download the zip and extract it atomically; returns the bundle folder."""
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
+        archive = tmp.with_suffix(".zip")
+        try:
+            with self._request("GET", f"/v1/jobs/{job_id}/bundle", "download the result", stream=True,
+                               timeout=max(self.timeout, 120)) as resp, open(archive, "wb") as fh:
+                fh.writelines(resp.iter_content(chunk_size=1 << 20))
+            tmp.mkdir()
+            _safe_extract(archive, tmp)
+            inner = _bundle_root(tmp).relative_to(tmp)
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        except zipfile.BadZipFile:
+            raise EngineError("the result the engine sent is not a valid zip archive; run the job again") from None
+        except OSError as exc:
+            raise EngineError(f"cannot write the result to {dest} ({exc.strerror or exc}); check the free disk "
+                              "space") from None
+        finally:
+            archive.unlink(missing_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dest / inner
+
+    def shutdown(self) -> None:
+        """``POST /v1/shutdown``."""
+        self._request("POST", "/v1/shutdown", "shut the engine down", timeout=5)
+
+
+@dataclass
+class LocalConfig:
+    """How to start a local engine."""
+
+    python: str
+    log_dir: Path
+    weights: str = "v2"
+    device: str = "auto"
+    jobs_dir: Path | None = None
+    cache_dir: str = ""  # PANST3R_HOME for the engine ('' = the engine's default)
+    startup_timeout: float = 120.0
+    command: list[str] | None = None  # replaces [python, -m, panst3r_engine] (tests use a stand-in)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        head = self.command or [self.python, "-m", "panst3r_engine"]
+        argv = [*head, "serve", "--host", "127.0.0.1", "--port", "0", "--weights", self.weights,
+                "--device", self.device]
+        return argv + (["--jobs-dir", str(self.jobs_dir)] if self.jobs_dir else [])
+
+    def key(self) -> tuple:
+        """Settings that need a restart when they change."""
+        return (tuple(self.argv()), self.cache_dir, tuple(sorted(self.env.items())))
+
+
+def process_group_kwargs() -> dict:
+    """Start the engine in its own process group so cancelling reaches its children."""
+    if sys.platform == "win32":
+        return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
+    return {"start_new_session": True}
+
+
+class LocalEngine:
+    """A running engine subprocess and its client."""
+
+    def __init__(self, process: subprocess.Popen, info: dict, log_path: Path) -> None:
+        self.process, self.info, self.log_path = process, info, log_path
+        url = info.get("url") or f"http://127.0.0.1:{info['port']}"
+        self.client = EngineClient(url, str(info.get("token", "")), log_path=log_path, process=process)
+
+    @classmethod
+    def start(cls, config: LocalConfig) -> LocalEngine:
+        """Start the engine and wait for its "listening" line (raises EngineError on failure or timeout)."""
+        if not config.command and not Path(config.python).is_file():
+            raise EngineError(f"the engine's Python {config.python!r} does not exist; create the engine "
+                              "environment or set the Python path in the add-on preferences")
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = config.log_dir / "engine.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **config.env}
+        if config.cache_dir:
+            env["PANST3R_HOME"] = config.cache_dir
+        with open(log_path, "ab") as log:
+            try:
+                process = subprocess.Popen(config.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=log, env=env, **process_group_kwargs())
+            except OSError as exc:
+                raise EngineError(f"cannot start the engine with {config.argv()[0]} ({exc.strerror or exc})") from None
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=_pump_stdout, args=(process, lines, log_path), daemon=True).start()
+        try:
+            info = _wait_listening(process, lines, log_path, config.startup_timeout)
+        except BaseException:
+            kill_process_group(process)
+            raise
+        return cls(process, info, log_path)
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the engine to shut down, then end its process group if it lingers."""
+        if self.alive():
+            try:
+                self.client.shutdown()
+                self.process.wait(timeout)
+            except (EngineError, subprocess.TimeoutExpired):
+                pass
+        kill_process_group(self.process)
+
+
+def _pump_stdout(process: subprocess.Popen, lines: queue.Queue, log_path: Path) -> None:
+    """Hand stdout lines to the starter until 'listening' is seen, then copy the rest into the log."""
+    handed_over = False
+    for raw in process.stdout:
+        text = raw.decode("utf-8", errors="replace").rstrip("\n")
+        if not handed_over:
+            lines.put(text)
+            handed_over = text.lstrip().startswith("{") and '"listening"' in text
+            continue
+        with open(log_path, "a", encoding="utf-8") as log:
+            log.write(text + "\n")
+    lines.put(None)
+
+
+def _wait_listening(process: subprocess.Popen, lines: queue.Queue, log_path: Path, timeout: float) -> dict:
+    deadline, prelude = time.monotonic() + timeout, 0
+    while True:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            line = ""
+            if time.monotonic() > deadline:
+                raise EngineError(f"the engine did not start within {timeout:.0f} s; see its log at {log_path}:\n"
+                                  f"{_tail(log_path)}") from None
+        if line is None or (line == "" and process.poll() is not None):
+            process.wait(5)
+            raise EngineError(f"the engine exited with code {process.returncode} before it was ready; "
+                              f"see its log at {log_path}:\n{_tail(log_path)}")
+        if not line.strip():
+            continue
+        try:
+            info = json.loads(line)
+        except ValueError:
+            info = None
+        if isinstance(info, dict) and info.get("event") == "listening":
+            break
+        prelude += 1
+        if prelude > MAX_PRELUDE_LINES:
+            raise EngineError(f"the engine printed {prelude} lines without announcing its port; is this a "
+                              f"PanSt3R engine? Last line: {line[:200]!r}")
+    if info.get("api_version") != API_VERSION:
+        raise EngineError(f"the engine speaks service API version {info.get('api_version')!r}, but this add-on "
+                          f"needs version {API_VERSION}; install matching versions of the engine and the add-on")
+    if not info.get("url") and not isinstance(info.get("port"), int):
+        raise EngineError("the engine's start-up line names no port or URL")
+    return info
+
+
+def kill_process_group(process: subprocess.Popen) -> None:
+    """End the process and its group (SIGTERM, then SIGKILL after 3 s)."""
+    if process.poll() is not None:
+        return
+    try:
+        if sys.platform == "win32":
+            process.terminate()
+        else:
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(3)
+    except (OSError, subprocess.TimeoutExpired):
+        try:
+            if sys.platform == "win32":
+                process.kill()
+            else:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(3)
+        except (OSError, subprocess.TimeoutExpired):
+            pass

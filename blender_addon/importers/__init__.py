@@ -1,0 +1,1 @@
+"""Turning bundle data into Blender datablocks: points, cameras, materials."""

@@ -1,0 +1,202 @@
+"""The one place where engine coordinates become Blender coordinates (batch numpy, no bpy).
+
+Engine (DESIGN.md §4): OpenCV axes (camera x right, y down, z forward), world =
+the reference camera's frame, network units. Blender: Z up; a camera looks
+down its local -Z with +Y up. The import:
+
+1. rotates the world so the reference camera looks horizontally along +Y with
+   up +Z (``reference_rotation``);
+2. optionally levels the scene on floor-like points: a plane fit, rotated to
+   horizontal, with the floor at z = 0 (``level_rotation``);
+3. multiplies by a user scale.
+
+All of it is one :class:`WorldTransform` applied to points and camera poses.
+Intrinsics map to Blender's lens/sensor/shift in :func:`camera_intrinsics`.
+The principal point uses the continuous convention: the image centre is (W/2, H/2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes -> Blender camera axes (180° about X)
+CV_TO_BLENDER_WORLD = np.array([[1.0, 0.0, 0.0],  # Blender x = OpenCV x (right)
+                                [0.0, 0.0, 1.0],  # Blender y = OpenCV z (forward)
+                                [0.0, -1.0, 0.0]])  # Blender z = -OpenCV y (up)
+FLOOR_CLASSES = ("floor", "rug", "carpet")
+MIN_FLOOR_POINTS = 30
+MAX_LEVEL_ANGLE = 45.0  # degrees; a steeper "floor" is more likely a bad fit than a tilted photo
+SENSOR_SIZE = 36.0  # mm along the larger image side
+
+
+@dataclass(frozen=True)
+class WorldTransform:
+    """Blender world = scale * rotation @ engine world + offset."""
+
+    rotation: np.ndarray  # [3, 3]
+    scale: float = 1.0
+    offset: np.ndarray = field(default_factory=lambda: np.zeros(3))  # [3] Blender units
+
+    def matrix(self) -> np.ndarray:
+        """[4, 4] engine world -> Blender world."""
+        out = np.eye(4)
+        out[:3, :3] = self.scale * self.rotation
+        out[:3, 3] = self.offset
+        return out
+
+    def points(self, xyz: np.ndarray) -> np.ndarray:
+        """float32 [N, 3] engine world -> float32 [N, 3] Blender world (C-contiguous)."""
+        linear = (self.scale * self.rotation).astype(np.float32)
+        out = np.asarray(xyz, dtype=np.float32) @ linear.T
+        out += self.offset.astype(np.float32)
+        return np.ascontiguousarray(out)
+
+    def camera_matrix(self, cam_to_world: np.ndarray) -> np.ndarray:
+        """[4, 4] OpenCV camera-to-world -> Blender camera ``matrix_world`` (rotation only, unit scale)."""
+        cam_to_world = np.asarray(cam_to_world, dtype=np.float64)
+        out = np.eye(4)
+        out[:3, :3] = self.rotation @ cam_to_world[:3, :3] @ CV_TO_BLENDER_CAMERA
+        out[:3, 3] = self.scale * self.rotation @ cam_to_world[:3, 3] + self.offset
+        return out
+
+    def camera_to_opencv(self, matrix_world: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`camera_matrix`: Blender camera matrix -> OpenCV camera-to-world."""
+        matrix_world = np.asarray(matrix_world, dtype=np.float64)
+        out = np.eye(4)
+        rot = matrix_world[:3, :3] / np.linalg.norm(matrix_world[:3, :3], axis=0)  # drop any object scale
+        out[:3, :3] = self.rotation.T @ rot @ CV_TO_BLENDER_CAMERA
+        out[:3, 3] = self.rotation.T @ (matrix_world[:3, 3] - self.offset) / self.scale
+        return out
+
+
+def reference_rotation(ref_cam_to_world: np.ndarray) -> np.ndarray:
+    """[3, 3] rotation making the reference camera look along +Y with its up along +Z."""
+    rot = np.asarray(ref_cam_to_world, dtype=np.float64)[:3, :3]
+    return CV_TO_BLENDER_WORLD @ rot.T
+
+
+def _plane_normal(points: np.ndarray) -> np.ndarray:
+    """Unit normal of the least-squares plane, refitted once without the worst residuals."""
+    pts = np.asarray(points, dtype=np.float64)
+    for _ in range(2):
+        centred = pts - np.median(pts, axis=0)
+        normal = np.linalg.svd(centred, full_matrices=False)[2][-1]
+        residual = np.abs(centred @ normal)
+        keep = residual <= max(2.5 * np.median(residual), 1e-12)
+        if keep.sum() < MIN_FLOOR_POINTS:
+            break
+        pts = pts[keep]
+    return normal / np.linalg.norm(normal)
+
+
+def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[3, 3] the smallest rotation taking unit vector a onto unit vector b (Rodrigues)."""
+    a, b = np.asarray(a, float) / np.linalg.norm(a), np.asarray(b, float) / np.linalg.norm(b)
+    axis, cos = np.cross(a, b), float(np.dot(a, b))
+    if np.linalg.norm(axis) < 1e-12:
+        if cos > 0:
+            return np.eye(3)
+        perp = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
+        perp /= np.linalg.norm(perp)
+        return 2.0 * np.outer(perp, perp) - np.eye(3)
+    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + skew + skew @ skew / (1.0 + cos)
+
+
+def level_rotation(floor_points: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Rotation that makes the floor plane horizontal, given floor points already roughly Z-up.
+
+    Returns:
+        ([3, 3] rotation or None, a warning sentence or "").
+    """
+    if len(floor_points) < MIN_FLOOR_POINTS:
+        return None, f"only {len(floor_points)} floor points; the scene was not levelled"
+    normal = _plane_normal(floor_points)
+    if normal[2] < 0:
+        normal = -normal
+    angle = np.degrees(np.arccos(np.clip(normal[2], -1.0, 1.0)))
+    if angle > MAX_LEVEL_ANGLE:
+        return None, f"the floor points tilt {angle:.0f}° from horizontal, so the scene was not levelled"
+    return rotation_between(normal, np.array([0.0, 0.0, 1.0])), ""
+
+
+def world_transform(ref_cam_to_world: np.ndarray, floor_xyz: np.ndarray | None = None,
+                    scale: float = 1.0) -> tuple[WorldTransform, str]:
+    """The import's transform: reference camera upright, optionally levelled (floor at z = 0), scaled.
+
+    Args:
+        ref_cam_to_world: [4, 4] the reference camera's pose (identity when world = its frame).
+        floor_xyz: float [F, 3] engine-world points of floor-like classes, or None not to level.
+        scale: multiplies every distance.
+    Returns:
+        (transform, warning sentence or "").
+    """
+    if not scale > 0:
+        raise ValueError(f"the scale must be positive, got {scale}")
+    rotation = reference_rotation(ref_cam_to_world)
+    if floor_xyz is None or len(floor_xyz) == 0:
+        return WorldTransform(rotation, float(scale), np.zeros(3)), ""
+    upright = np.asarray(floor_xyz, dtype=np.float64) @ rotation.T
+    level, warning = level_rotation(upright)
+    if level is None:
+        return WorldTransform(rotation, float(scale), np.zeros(3)), warning
+    rotation = level @ rotation
+    height = float(np.median(upright @ level[2]))
+    return WorldTransform(rotation, float(scale), np.array([0.0, 0.0, -scale * height])), ""
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Blender camera data settings (lens and sensor in mm, shifts in units of the larger image side)."""
+
+    lens: float
+    sensor_width: float
+    sensor_height: float
+    sensor_fit: str  # 'HORIZONTAL' | 'VERTICAL'
+    shift_x: float
+    shift_y: float
+
+
+def camera_intrinsics(K: np.ndarray, width: int, height: int, sensor: float = SENSOR_SIZE) -> CameraIntrinsics:
+    """OpenCV K (pixels of a W x H image) -> Blender lens/sensor/shift; the sensor fits the larger side."""
+    K = np.asarray(K, dtype=np.float64)
+    horizontal = width >= height
+    side = width if horizontal else height
+    focal = K[0, 0] if horizontal else K[1, 1]
+    return CameraIntrinsics(lens=float(focal * sensor / side), sensor_width=sensor, sensor_height=sensor,
+                            sensor_fit="HORIZONTAL" if horizontal else "VERTICAL",
+                            shift_x=float((width / 2.0 - K[0, 2]) / side),
+                            shift_y=float((K[1, 2] - height / 2.0) / side))
+
+
+def intrinsics_to_K(intr: CameraIntrinsics, width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`camera_intrinsics` (square pixels): [3, 3] K."""
+    side = width if intr.sensor_fit == "HORIZONTAL" else height
+    sensor = intr.sensor_width if intr.sensor_fit == "HORIZONTAL" else intr.sensor_height
+    focal = intr.lens * side / sensor
+    return np.array([[focal, 0.0, width / 2.0 - intr.shift_x * side],
+                     [0.0, focal, height / 2.0 + intr.shift_y * side],
+                     [0.0, 0.0, 1.0]])
+
+
+def _srgb_lut() -> np.ndarray:
+    c = np.arange(256, dtype=np.float64) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+SRGB_TO_LINEAR = _srgb_lut()  # [256] float32
+
+
+def linear_rgba(rgb: np.ndarray) -> np.ndarray:
+    """uint8 [N, 3] sRGB -> float32 [N, 4] scene-linear RGBA (alpha 1), C-contiguous."""
+    rgb = np.asarray(rgb, dtype=np.uint8).reshape(-1, 3)
+    out = np.ones((len(rgb), 4), dtype=np.float32)
+    out[:, :3] = SRGB_TO_LINEAR[rgb]
+    return out
+
+
+def linear_color(rgb: tuple[int, int, int] | list[int]) -> tuple[float, float, float, float]:
+    """One sRGB 0..255 colour -> scene-linear RGBA floats (for materials and object colours)."""
+    return (*(float(SRGB_TO_LINEAR[int(c)]) for c in rgb[:3]), 1.0)

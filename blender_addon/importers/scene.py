@@ -1,0 +1,189 @@
+"""Bundle data -> Blender scene, as a list of named passes (the import operator's one entry point).
+
+Passes: ``transform`` (the world conversion, levelled on floor points) ->
+``split`` (points grouped by segment, converted in one batch) -> ``collections``
+-> ``materials`` (one per class) -> ``points`` (one object per segment, plus
+``unlabelled``) -> ``cameras`` -> ``splats`` (the optional splats.ply, hidden) -> ``scene`` (scene
+camera, render resolution, metadata). Everything is created inside the calling operator's ``execute``,
+so an import is one undo step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import bpy
+import numpy as np
+
+from ..bundle.read import BundleData
+from ..bundle.splats import read_splats
+from . import cameras, convert, materials, points, splats
+
+RESULT_PROPERTY = "panst3r_result"
+UNLABELLED = "unlabelled"
+UNLABELLED_COLOR = (150, 150, 150)
+MAX_FLOOR_SAMPLES = 50_000
+
+
+@dataclass
+class ImportOptions:
+    scale: float = 1.0  # multiplies every distance
+    level_floor: bool = True  # level the scene on floor/rug/carpet points when there are enough
+    point_size: float = 0.01  # point radius in scene units
+    min_conf: float = 0.0  # hide points below this confidence (a modifier input, editable later)
+    cameras: bool = True
+    splats: bool = True  # the bundle's splats.ply as a (hidden) "Splats" collection, when present
+    set_scene_camera: bool = True  # scene camera and render resolution from the reference photo
+
+
+@dataclass
+class ImportResult:
+    collection: bpy.types.Collection
+    objects: list = field(default_factory=list)
+    cameras: list = field(default_factory=list)
+    splats: object = None
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _transform(data: BundleData, options: ImportOptions, result: ImportResult) -> convert.WorldTransform:
+    floor_xyz = None
+    if options.level_floor:
+        floor_classes = {c.id for c in data.classes.values() if c.name.strip().lower() in convert.FLOOR_CLASSES}
+        floor_segments = [s.id for s in data.segments if s.class_id in floor_classes]
+        if floor_segments:
+            floor_xyz = data.points["xyz"][np.isin(data.points["segment"], floor_segments)]
+            floor_xyz = floor_xyz[:: max(1, len(floor_xyz) // MAX_FLOOR_SAMPLES)]  # a plane needs few points
+    reference = data.cameras[data.reference_image].cam_to_world
+    transform, warning = convert.world_transform(reference, floor_xyz, options.scale)
+    if warning:
+        result.warnings.append(warning)
+    return transform
+
+
+def _collections(context, data: BundleData, class_ids: list[int]) -> tuple:
+    root = bpy.data.collections.new(f"PanSt3R {data.name}")
+    context.scene.collection.children.link(root)
+    per_class = {}
+    for class_id in class_ids:
+        name = data.classes[class_id].name if class_id >= 0 else UNLABELLED
+        child = bpy.data.collections.new(name)
+        child["class"] = name
+        root.children.link(child)
+        per_class[class_id] = child
+    return root, per_class
+
+
+def _point_objects(data: BundleData, sorted_points: dict, ids: np.ndarray, starts: np.ndarray,
+                   collections: dict, mats: dict, options: ImportOptions, result: ImportResult) -> None:
+    segments = {s.id: s for s in data.segments}
+    counters: dict[int, int] = {}
+    for k, seg_id in enumerate(ids.tolist()):
+        lo, hi = int(starts[k]), int(starts[k + 1])
+        seg = segments.get(seg_id)
+        class_id = seg.class_id if seg is not None else -1
+        if class_id >= 0:
+            counters[class_id] = counters.get(class_id, 0) + 1
+            class_name = data.classes[class_id].name
+            name, color = f"{class_name}.{counters[class_id]:03d}", seg.color
+        else:
+            class_name, name, color = UNLABELLED, UNLABELLED, UNLABELLED_COLOR
+        point_set = points.PointSet(sorted_points["xyz"][lo:hi], sorted_points["rgba"][lo:hi],
+                                    sorted_points["conf"][lo:hi], seg_id, class_id)
+        ob = points.create_object(name, point_set, collections[class_id], mats[class_id], options.point_size,
+                                  options.min_conf)
+        ob.color = convert.linear_color(color)
+        ob["segment"], ob["class"], ob["class_id"] = seg_id, class_name, class_id
+        ob["score"] = seg.score if seg is not None else 0.0
+        ob["point_count"] = hi - lo
+        result.objects.append(ob)
+    empty = [s.id for s in data.segments if s.id not in set(ids.tolist())]
+    if empty:
+        result.warnings.append(f"{len(empty)} segment(s) have no points above the confidence threshold "
+                               f"and were not imported (ids {empty[:5]})")
+
+
+def _camera_objects(context, data: BundleData, transform: convert.WorldTransform, root: bpy.types.Collection,
+                    xyz: np.ndarray, options: ImportOptions, result: ImportResult) -> None:
+    collection = bpy.data.collections.new("Cameras")
+    root.children.link(collection)
+    sample = xyz[:: max(1, len(xyz) // 20000)]
+    extent = float(np.max(np.percentile(sample, 95, axis=0) - np.percentile(sample, 5, axis=0))) if len(sample) else 1.0
+    size = max(0.01, 0.05 * extent)
+    for cam in data.cameras:
+        result.cameras.append(cameras.create_camera(cam, transform, collection, size))
+    if options.set_scene_camera and result.cameras:
+        cameras.use_camera(context.scene, result.cameras[data.reference_image])
+
+
+def _layer_collection(layer, collection):
+    """The view layer's entry of a collection (for its eye icon), searched depth first."""
+    if layer.collection == collection:
+        return layer
+    for child in layer.children:
+        found = _layer_collection(child, collection)
+        if found is not None:
+            return found
+    return None
+
+
+def _splat_object(context, data: BundleData, transform: convert.WorldTransform, root: bpy.types.Collection,
+                  result: ImportResult) -> None:
+    path = data.path / "splats.ply"
+    if not path.is_file():
+        return
+    collection = bpy.data.collections.new("Splats")
+    root.children.link(collection)
+    result.splats = splats.create_splats(read_splats(path), transform, collection)
+    collection.hide_render = True
+    layer = _layer_collection(context.view_layer.layer_collection, collection)
+    if layer is not None:
+        layer.hide_viewport = True
+
+
+def _store_metadata(root: bpy.types.Collection, data: BundleData, transform: convert.WorldTransform) -> None:
+    root[RESULT_PROPERTY] = 1
+    root["bundle"] = str(data.path)
+    root["format_version"] = data.format_version
+    root["model"] = str(data.manifest.get("model", {}).get("id", ""))
+    root["world_matrix"] = transform.matrix().ravel().tolist()  # engine world -> Blender, row-major
+    root["scale"] = transform.scale
+
+
+def import_bundle(context, data: BundleData, options: ImportOptions) -> ImportResult:
+    """Create the result collection, point objects, materials and cameras of one bundle."""
+    clock = time.perf_counter()
+    result = ImportResult(collection=None)
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        result.timings[name] = now - clock
+        clock = now
+
+    transform = _transform(data, options, result)
+    lap("transform")
+    order, ids, starts = points.split_by_segment(data.points["segment"])
+    sorted_points = {"xyz": transform.points(data.points["xyz"][order]),
+                     "rgba": convert.linear_rgba(data.points["rgb"][order]),
+                     "conf": np.ascontiguousarray(data.points["conf"][order], dtype=np.float32)}
+    lap("split")
+    class_of = {s.id: s.class_id for s in data.segments}
+    class_ids = sorted({class_of.get(i, -1) for i in ids.tolist()}, key=lambda c: (c < 0, c))
+    result.collection, collections = _collections(context, data, class_ids)
+    lap("collections")
+    mats = {c: materials.class_material(data.classes[c].name, data.classes[c].color) if c >= 0
+            else materials.class_material(UNLABELLED, UNLABELLED_COLOR) for c in class_ids}
+    lap("materials")
+    _point_objects(data, sorted_points, ids, starts, collections, mats, options, result)
+    lap("points")
+    if options.cameras:
+        _camera_objects(context, data, transform, result.collection, sorted_points["xyz"], options, result)
+    lap("cameras")
+    if options.splats:
+        _splat_object(context, data, transform, result.collection, result)
+    lap("splats")
+    _store_metadata(result.collection, data, transform)
+    lap("scene")
+    return result

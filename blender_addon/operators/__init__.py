@@ -1,0 +1,1 @@
+"""Operators of the PanSt3R add-on."""

@@ -1,0 +1,1 @@
+"""Panels of the PanSt3R add-on."""
