@@ -1,9 +1,13 @@
-"""The bundle's optional ``splats.ply`` (INRIA 3DGS layout + ``segment``, ``class``) -> display arrays. No bpy.
+"""The bundle's optional ``splats.ply`` (INRIA 3DGS layout + ``segment``, ``class``) -> activated arrays. No bpy.
 
-Binary PLY with one ``vertex`` element of fixed-size properties. Only what the
-add-on shows is derived: centre, colour of the DC spherical-harmonic term
-(``0.5 + C0 * f_dc``), opacity (sigmoid of the stored logit) and a radius (the
-geometric mean of the stored log standard deviations).
+Binary PLY with one ``vertex`` element of fixed-size properties (the engine's
+``panst3r_engine/splats/export.py`` writes it). The file stores raw values; this
+reader activates them the way a 3DGS rasteriser does: standard deviations are
+``exp`` of the stored log-scales, opacity the sigmoid of the stored logit,
+rotations the normalised ``rot_0..3`` (w, x, y, z) quaternions and the colour the
+DC spherical-harmonic term, ``0.5 + C0 * f_dc`` clamped to 0-1 (view-dependent
+``f_rest`` terms are not read). Everything stays in the engine's world frame;
+``importers/convert.py`` moves it into Blender's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ SH_C0 = 0.28209479177387814
 PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
-REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2")
+REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+            "rot_0", "rot_1", "rot_2", "rot_3")
 
 
 def _header(path: Path) -> tuple[int, np.dtype, int]:
@@ -56,33 +61,44 @@ def _header(path: Path) -> tuple[int, np.dtype, int]:
     raise BundleError(f"{path} has no vertex element")
 
 
+def normalise_quaternions(quats: np.ndarray) -> np.ndarray:
+    """float [N, 4] (w, x, y, z) -> unit float64 [N, 4] with w >= 0; a zero quaternion becomes the identity."""
+    quats = np.asarray(quats, dtype=np.float64).reshape(-1, 4)
+    norm = np.linalg.norm(quats, axis=1, keepdims=True)
+    out = np.where(norm > 1e-12, quats / np.where(norm > 1e-12, norm, 1.0), [1.0, 0.0, 0.0, 0.0])
+    return np.where(out[:, :1] < 0, -out, out)  # q and -q are the same rotation
+
+
 def read_splats(path: str | Path) -> dict[str, np.ndarray]:
-    """Display arrays of a splats PLY.
+    """The Gaussians of a splats PLY, activated, in the engine's world frame.
 
     Returns:
-        ``xyz`` float32 [N, 3] (engine world), ``rgb`` float32 [N, 3] (0-1, sRGB), ``opacity`` float32 [N],
-        ``radius`` float32 [N] (engine units), ``segment`` int32 [N] (0 when absent), ``class`` int32 [N]
-        (-1 when absent).
+        ``xyz`` float32 [N, 3]; ``scale`` float32 [N, 3] standard deviations (exp of the log-scales, engine
+        units); ``rotation`` float32 [N, 4] unit quaternions (w, x, y, z), local -> world; ``opacity`` float32
+        [N] (0-1); ``rgb`` float32 [N, 3] (0-1, sRGB, the DC term); ``segment`` int32 [N] (0 when absent);
+        ``class`` int32 [N] (-1 when absent).
     """
     path = Path(path)
     count, dtype, offset = _header(path)
     missing = [name for name in REQUIRED if name not in dtype.names]
     if missing:
-        raise BundleError(f"{path} lacks the Gaussian properties {', '.join(missing)}")
+        raise BundleError(f"{path} is not a Gaussian splat PLY: it lacks {', '.join(missing)}")
     data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
     if len(data) != count:
         raise BundleError(f"{path} is truncated: {len(data)} of {count} Gaussians present; run the job again")
 
-    def column(name: str, default: float | None = None) -> np.ndarray:
-        if name in dtype.names:
-            return data[name].astype(np.float64)
-        return np.full(count, default, np.float64)
+    def columns(*names: str) -> np.ndarray:
+        return np.stack([data[name].astype(np.float64) for name in names], axis=1)
 
-    rgb = np.stack([0.5 + SH_C0 * column(f"f_dc_{c}") for c in range(3)], axis=1)
-    log_scale = np.stack([column(f"scale_{i}") for i in range(3)], axis=1)
-    return {"xyz": np.stack([column(a) for a in "xyz"], axis=1).astype(np.float32),
-            "rgb": np.clip(rgb, 0.0, 1.0).astype(np.float32),
-            "opacity": (1.0 / (1.0 + np.exp(-column("opacity")))).astype(np.float32),
-            "radius": np.exp(log_scale.mean(axis=1)).astype(np.float32),
-            "segment": column("segment", 0).astype(np.int32),
-            "class": column("class", -1).astype(np.int32)}
+    def labels(name: str, default: int) -> np.ndarray:
+        return data[name].astype(np.int32) if name in dtype.names else np.full(count, default, np.int32)
+
+    with np.errstate(over="ignore"):  # exp of a huge logit: sigmoid 0 or 1, as intended
+        opacity = 1.0 / (1.0 + np.exp(-data["opacity"].astype(np.float64)))
+        scale = np.exp(columns("scale_0", "scale_1", "scale_2"))
+    return {"xyz": columns("x", "y", "z").astype(np.float32),
+            "scale": scale.astype(np.float32),
+            "rotation": normalise_quaternions(columns("rot_0", "rot_1", "rot_2", "rot_3")).astype(np.float32),
+            "opacity": opacity.astype(np.float32),
+            "rgb": np.clip(0.5 + SH_C0 * columns("f_dc_0", "f_dc_1", "f_dc_2"), 0.0, 1.0).astype(np.float32),
+            "segment": labels("segment", 0), "class": labels("class", -1)}

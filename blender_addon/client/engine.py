@@ -10,6 +10,7 @@ names. A remote engine is a URL and a token. Every failure raises
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -94,18 +95,21 @@ class EngineClient:
         return EngineError(f"cannot reach the engine at {self.url} ({type(exc).__name__}); check the URL in the "
                            "add-on preferences and that the engine is running")
 
-    def _error(self, resp: requests.Response, what: str) -> EngineError:
+    def _error(self, resp: requests.Response, what: str, sentences: dict[str, str] | None = None) -> EngineError:
         if resp.status_code == 401:
             return EngineError(f"the engine at {self.url} refused the access token; check the token in the add-on "
                                "preferences (a local engine makes a new one each start)")
         try:
-            message = resp.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = f"HTTP {resp.status_code} {resp.reason}: {resp.text[:200].strip()}"
+            error = resp.json()["error"]
+            message, code = error["message"], error.get("code")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            message, code = f"HTTP {resp.status_code} {resp.reason}: {resp.text[:200].strip()}", None
+        if sentences and code in sentences:
+            return EngineError(sentences[code])
         return EngineError(f"{message} ({what})" if message else f"the engine failed to {what}")
 
     def _request(self, method: str, path: str, what: str, *, timeout: float | None = None,
-                 **kwargs) -> requests.Response:
+                 sentences: dict[str, str] | None = None, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}"}
         try:
             resp = self.session.request(method, self.url + path, headers=headers,
@@ -116,7 +120,7 @@ class EngineClient:
         except requests.RequestException as exc:
             raise self._gone(exc) from None
         if resp.status_code >= 400:
-            raise self._error(resp, what)
+            raise self._error(resp, what, sentences)
         return resp
 
     def _json(self, resp: requests.Response, what: str) -> dict:
@@ -182,6 +186,31 @@ class EngineClient:
             archive.unlink(missing_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
         return dest / inner
+
+    def render_view(self, job_id: str, K, cam_to_world, width: int, height: int) -> dict:
+        """``POST /v1/jobs/{id}/render``: one view of the job's Gaussian splats.
+
+        Args:
+            K: [3, 3] intrinsics in pixels of the width x height image (pixel centres at +0.5).
+            cam_to_world: [4, 4] camera pose in the bundle's world, OpenCV axes (x right, y down, z forward).
+        Returns:
+            ``{"rgb_png": bytes, "labels_png": bytes (COCO-panoptic ids), "width": int, "height": int}``.
+        """
+        body = {"K": [[float(x) for x in row] for row in K],
+                "cam_to_world": [[float(x) for x in row] for row in cam_to_world],
+                "width": int(width), "height": int(height)}
+        sentences = {"no_splats": "this result has no splats; run again with Gaussian Splats on",
+                     "unknown_job": f"the engine no longer has job {job_id} (it keeps recent jobs only); run it "
+                                    "again to render new views"}
+        resp = self._request("POST", f"/v1/jobs/{job_id}/render", "render the view", json=body,
+                             timeout=max(self.timeout, 600), sentences=sentences)
+        reply = self._json(resp, "render")
+        try:
+            out = {key: base64.b64decode(reply[key], validate=True) for key in ("rgb_png", "labels_png")}
+            out.update(width=int(reply["width"]), height=int(reply["height"]))
+        except (KeyError, TypeError, ValueError):  # binascii.Error is a ValueError
+            raise EngineError("the engine's render reply lacks its images; update the engine") from None
+        return out
 
     def shutdown(self) -> None:
         """``POST /v1/shutdown``."""

@@ -61,6 +61,16 @@ class WorldTransform:
         out[:3, 3] = self.scale * self.rotation @ cam_to_world[:3, 3] + self.offset
         return out
 
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray | list, scale: float) -> WorldTransform:
+        """The transform stored on a result collection (:meth:`matrix`, row-major, and its scale)."""
+        matrix = np.asarray(matrix, dtype=np.float64).reshape(4, 4)
+        return cls(matrix[:3, :3] / scale, float(scale), matrix[:3, 3].copy())
+
+    def quaternions(self, quats: np.ndarray) -> np.ndarray:
+        """float [N, 4] (w, x, y, z) engine-world orientations -> float32 [N, 4] Blender-world ones."""
+        return quaternion_multiply(matrix_to_quaternion(self.rotation), quats).astype(np.float32)
+
     def camera_to_opencv(self, matrix_world: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`camera_matrix`: Blender camera matrix -> OpenCV camera-to-world."""
         matrix_world = np.asarray(matrix_world, dtype=np.float64)
@@ -171,14 +181,60 @@ def camera_intrinsics(K: np.ndarray, width: int, height: int, sensor: float = SE
                             shift_y=float((K[1, 2] - height / 2.0) / side))
 
 
-def intrinsics_to_K(intr: CameraIntrinsics, width: int, height: int) -> np.ndarray:
-    """Inverse of :func:`camera_intrinsics` (square pixels): [3, 3] K."""
-    side = width if intr.sensor_fit == "HORIZONTAL" else height
-    sensor = intr.sensor_width if intr.sensor_fit == "HORIZONTAL" else intr.sensor_height
-    focal = intr.lens * side / sensor
-    return np.array([[focal, 0.0, width / 2.0 - intr.shift_x * side],
-                     [0.0, focal, height / 2.0 + intr.shift_y * side],
+def intrinsics_to_K(intr: CameraIntrinsics, width: int, height: int, pixel_aspect: float = 1.0) -> np.ndarray:
+    """Inverse of :func:`camera_intrinsics`: [3, 3] K of a W x H render, as Blender projects it.
+
+    Follows Blender's view plane: 'AUTO' fits the sensor width to the larger side (of the image in
+    pixel-aspect-corrected units), shifts are in units of the fitted side, and ``pixel_aspect`` is
+    ``pixel_aspect_y / pixel_aspect_x`` (1 for square pixels; fy = fx / pixel_aspect).
+    """
+    fit = intr.sensor_fit
+    if fit == "AUTO":
+        fit = "HORIZONTAL" if width >= pixel_aspect * height else "VERTICAL"
+        sensor = intr.sensor_width
+    else:
+        sensor = intr.sensor_width if fit == "HORIZONTAL" else intr.sensor_height
+    side = width if fit == "HORIZONTAL" else pixel_aspect * height  # in x-pixels
+    fx = intr.lens * side / sensor
+    return np.array([[fx, 0.0, width / 2.0 - intr.shift_x * side],
+                     [0.0, fx / pixel_aspect, height / 2.0 + intr.shift_y * side / pixel_aspect],
                      [0.0, 0.0, 1.0]])
+
+
+def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """[3, 3] rotation -> [4] unit quaternion (w, x, y, z), w >= 0 (Shepperd's method)."""
+    m = np.asarray(rotation, dtype=np.float64)
+    trace = np.trace(m)
+    if trace > 0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = [0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-300))
+        q = np.zeros(4)
+        q[0], q[1 + i] = (m[k, j] - m[j, k]) / s, 0.25 * s
+        q[1 + j], q[1 + k] = (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
+    q = np.asarray(q, dtype=np.float64)
+    q /= np.linalg.norm(q)
+    return -q if q[0] < 0 else q
+
+
+def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a * b of (w, x, y, z) quaternions, broadcast over leading axes: float64 [..., 4]."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    aw, ax, ay, az = np.moveaxis(a, -1, 0)
+    bw, bx, by, bz = np.moveaxis(b, -1, 0)
+    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
+                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+
+
+def quaternion_to_matrix(quats: np.ndarray) -> np.ndarray:
+    """Unit (w, x, y, z) quaternions [..., 4] -> rotation matrices float64 [..., 3, 3]."""
+    w, x, y, z = np.moveaxis(np.asarray(quats, dtype=np.float64), -1, 0)
+    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+                     np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+                     np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
 
 
 def _srgb_lut() -> np.ndarray:
@@ -187,6 +243,12 @@ def _srgb_lut() -> np.ndarray:
 
 
 SRGB_TO_LINEAR = _srgb_lut()  # [256] float32
+
+
+def srgb_to_linear(values: np.ndarray) -> np.ndarray:
+    """float sRGB values (0-1, any shape) -> float32 scene-linear values (the sRGB transfer curve)."""
+    c = np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
 def linear_rgba(rgb: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 Passes: ``transform`` (the world conversion, levelled on floor points) ->
 ``split`` (points grouped by segment, converted in one batch) -> ``collections``
 -> ``materials`` (one per class) -> ``points`` (one object per segment, plus
-``unlabelled``) -> ``cameras`` -> ``splats`` (the optional splats.ply, hidden) -> ``scene`` (scene
+``unlabelled``) -> ``cameras`` -> ``splats`` (the optional splats.ply, excluded) -> ``scene`` (scene
 camera, render resolution, metadata). Everything is created inside the calling operator's ``execute``,
 so an import is one undo step.
 """
@@ -17,7 +17,6 @@ import bpy
 import numpy as np
 
 from ..bundle.read import BundleData
-from ..bundle.splats import read_splats
 from . import cameras, convert, materials, points, splats
 
 RESULT_PROPERTY = "panst3r_result"
@@ -117,29 +116,9 @@ def _camera_objects(context, data: BundleData, transform: convert.WorldTransform
         cameras.use_camera(context.scene, result.cameras[data.reference_image])
 
 
-def _layer_collection(layer, collection):
-    """The view layer's entry of a collection (for its eye icon), searched depth first."""
-    if layer.collection == collection:
-        return layer
-    for child in layer.children:
-        found = _layer_collection(child, collection)
-        if found is not None:
-            return found
-    return None
-
-
 def _splat_object(context, data: BundleData, transform: convert.WorldTransform, root: bpy.types.Collection,
                   result: ImportResult) -> None:
-    path = data.path / "splats.ply"
-    if not path.is_file():
-        return
-    collection = bpy.data.collections.new("Splats")
-    root.children.link(collection)
-    result.splats = splats.create_splats(read_splats(path), transform, collection)
-    collection.hide_render = True
-    layer = _layer_collection(context.view_layer.layer_collection, collection)
-    if layer is not None:
-        layer.hide_viewport = True
+    result.splats = splats.create_splat_layer(context, data, transform, root)
 
 
 def _store_metadata(root: bpy.types.Collection, data: BundleData, transform: convert.WorldTransform) -> None:

@@ -1,72 +1,295 @@
-"""The optional Gaussian splats of a bundle, shown as coloured points sized by each Gaussian's scale.
+"""The splat layer: a bundle's Gaussians as instanced ellipsoids, in an excluded "Splats" collection.
 
-An approximation for reviewing the splat layer inside Blender (no anisotropy,
-no view-dependent colour): one vertex-only mesh "splats" in a "Splats"
-collection, displayed by the same "PanSt3R Points" group with its radius read
-from the ``radius`` attribute, and an emission material whose opacity follows
-the Gaussians'. Its collection starts hidden so it does not cover the segments.
+One vertex-only mesh "splats" holds a vertex per Gaussian (Blender world) with
+the point attributes ``scale`` (FLOAT_VECTOR, standard deviations times the
+import scale), ``rotation`` (QUATERNION, w x y z), ``opacity`` (FLOAT, 0-1),
+``color`` (FLOAT_COLOR, scene-linear DC colour, alpha = opacity), ``segment`` and
+``class`` (INT), and for the label colour modes ``class_color`` and
+``segment_color`` (FLOAT_COLOR, the manifest colours). The "PanSt3R Splats"
+Geometry Nodes group puts a 1-subdivision ico-sphere on every vertex, rotated
+and scaled by the attributes times a "Size" in standard deviations, optionally
+realized. The material reads the attributes of the instancer (or of the
+realized mesh), picks photo / class / segment colour through the shared
+"PanSt3R Display" switch (the panel's Colour setting drives points and splats
+alike) and mixes emission with transparency by opacity, back faces clear so an
+ellipsoid is one layer of its opacity (EEVEE: blended). The collection starts
+excluded from the view layer (hidden in viewport and render, and not evaluated);
+its layer's ``exclude`` is the one toggle.
+
+An approximation for review: solid ellipsoids, no Gaussian falloff, no
+view-dependent colour. The engine renders the splats exactly (``render_view``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 import numpy as np
 
-from .convert import WorldTransform, linear_rgba
-from .points import MATERIAL, MIN_CONF, RADIUS, _identifier, points_group
+from ..bundle.read import BundleData
+from ..bundle.splats import read_splats
+from .convert import WorldTransform, linear_rgba, srgb_to_linear
+from .materials import display_group
 
+SPLATS_FILE = "splats.ply"
+SPLATS_GROUP = "PanSt3R Splats"
 SPLATS_MATERIAL = "PanSt3R splats"
 MODIFIER = "PanSt3R Splats"
+COLLECTION = "Splats"
+LAYER_PROPERTY = "panst3r_splats"  # marks a splat collection (its name may get a .001 suffix)
+SIZE, MIN_OPACITY, REALIZE, MATERIAL = "Size", "Min Opacity", "Realize Instances", "Material"
+DEFAULT_SIZE = 2.0  # ellipsoid semi-axes in standard deviations
+UNLABELLED_COLOR = (150, 150, 150)
+
+
+# ---------------------------------------------------------------- geometry nodes
+def _new_input(group, name: str, socket_type: str, default=None, description: str = "", minimum=None):
+    socket = group.interface.new_socket(name, in_out="INPUT", socket_type=socket_type)
+    if default is not None:
+        socket.default_value = default
+    if minimum is not None:
+        socket.min_value = minimum
+    socket.description = description
+    return socket
+
+
+def _named(nodes, data_type: str, name: str):
+    node = nodes.new("GeometryNodeInputNamedAttribute")
+    node.data_type = data_type
+    node.inputs["Name"].default_value = name
+    return node.outputs["Attribute"]
+
+
+def _build_splats_group(group: bpy.types.GeometryNodeTree) -> None:
+    group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
+    _new_input(group, SIZE, "NodeSocketFloat", DEFAULT_SIZE, "Ellipsoid semi-axes in standard deviations", 0.0)
+    _new_input(group, MIN_OPACITY, "NodeSocketFloat", 0.0, "Leave out Gaussians less opaque than this", 0.0)
+    _new_input(group, REALIZE, "NodeSocketBool", False,
+               "Make real geometry of the ellipsoids (slower, more memory; needed by some exporters)")
+    _new_input(group, MATERIAL, "NodeSocketMaterial")
+    group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    nodes, links = group.nodes, group.links
+    group_in, group_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
+    keep = nodes.new("FunctionNodeCompare")
+    keep.data_type, keep.operation = "FLOAT", "GREATER_EQUAL"
+    links.new(_named(nodes, "FLOAT", "opacity"), keep.inputs["A"])
+    links.new(group_in.outputs[MIN_OPACITY], keep.inputs["B"])
+    sphere = nodes.new("GeometryNodeMeshIcoSphere")
+    sphere.inputs["Radius"].default_value, sphere.inputs["Subdivisions"].default_value = 1.0, 1
+    set_material = nodes.new("GeometryNodeSetMaterial")
+    links.new(sphere.outputs["Mesh"], set_material.inputs["Geometry"])
+    links.new(group_in.outputs[MATERIAL], set_material.inputs["Material"])
+    size = nodes.new("ShaderNodeVectorMath")
+    size.operation = "SCALE"
+    links.new(_named(nodes, "FLOAT_VECTOR", "scale"), size.inputs[0])
+    links.new(group_in.outputs[SIZE], size.inputs["Scale"])
+    instance = nodes.new("GeometryNodeInstanceOnPoints")
+    links.new(group_in.outputs["Geometry"], instance.inputs["Points"])
+    links.new(keep.outputs["Result"], instance.inputs["Selection"])
+    links.new(set_material.outputs["Geometry"], instance.inputs["Instance"])
+    links.new(_named(nodes, "QUATERNION", "rotation"), instance.inputs["Rotation"])
+    links.new(size.outputs["Vector"], instance.inputs["Scale"])
+    realize, switch = nodes.new("GeometryNodeRealizeInstances"), nodes.new("GeometryNodeSwitch")
+    switch.input_type = "GEOMETRY"
+    links.new(instance.outputs["Instances"], realize.inputs["Geometry"])
+    links.new(group_in.outputs[REALIZE], switch.inputs["Switch"])
+    links.new(instance.outputs["Instances"], switch.inputs["False"])
+    links.new(realize.outputs["Geometry"], switch.inputs["True"])
+    links.new(switch.outputs["Output"], group_out.inputs["Geometry"])
+    for x, node in enumerate((group_in, sphere, set_material, instance, realize, switch, group_out)):
+        node.location = (x * 220.0, 0.0)
+
+
+def splats_group() -> bpy.types.GeometryNodeTree:
+    """The shared splat display group, created on first use."""
+    group = bpy.data.node_groups.get(SPLATS_GROUP)
+    if group is None or group.bl_idname != "GeometryNodeTree":
+        group = bpy.data.node_groups.new(SPLATS_GROUP, "GeometryNodeTree")
+        _build_splats_group(group)
+    return group
+
+
+def _identifier(group: bpy.types.GeometryNodeTree, name: str) -> str:
+    return next(item.identifier for item in group.interface.items_tree
+                if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name)
+
+
+def set_splats_input(ob: bpy.types.Object, name: str, value) -> bool:
+    """Set one input ("Size", "Min Opacity", "Realize Instances", "Material") of a splats modifier."""
+    modifier = ob.modifiers.get(MODIFIER)
+    if modifier is None or modifier.node_group is None:
+        return False
+    modifier[_identifier(modifier.node_group, name)] = value
+    ob.update_tag()
+    return True
+
+
+# ---------------------------------------------------------------- material
+def _attribute(nodes, links, name: str, output: str):
+    """The attribute of the instancer plus that of the geometry: one is 0, so this reads instanced
+    ellipsoids and realized ones alike."""
+    reads = []
+    for kind in ("INSTANCER", "GEOMETRY"):
+        node = nodes.new("ShaderNodeAttribute")
+        node.attribute_type, node.attribute_name = kind, name
+        reads.append(node.outputs[output])
+    add = nodes.new("ShaderNodeVectorMath" if output == "Color" else "ShaderNodeMath")
+    add.operation = "ADD"
+    links.new(reads[0], add.inputs[0])
+    links.new(reads[1], add.inputs[1])
+    return add.outputs[0]
+
+
+def _set_blended(material: bpy.types.Material) -> None:
+    """Alpha-blended transparency in EEVEE (Cycles needs no setting)."""
+    if hasattr(material, "surface_render_method"):  # EEVEE Next, 4.2+
+        material.surface_render_method = "BLENDED"
+    else:
+        material.blend_method = "BLEND"
+    for name in ("use_transparency_overlap", "show_transparent_back"):
+        if hasattr(material, name):
+            setattr(material, name, False)
+            break
 
 
 def splats_material() -> bpy.types.Material:
-    """Emission in the splat colour, mixed with transparency by the splat opacity."""
+    """Emission in the display colour, mixed with transparency by the splat opacity (back faces clear)."""
     material = bpy.data.materials.get(SPLATS_MATERIAL)
-    if material is not None:
+    if material is not None and material.node_tree is not None and "Display" in material.node_tree.nodes:
         return material
     material = bpy.data.materials.new(SPLATS_MATERIAL)
     material.diffuse_color = (0.6, 0.6, 0.6, 1.0)
-    if material.node_tree is None:  # Blender 4.x
+    if material.node_tree is None:  # Blender 4.x; 5.0 materials always have nodes
         material.use_nodes = True
+    _set_blended(material)
     nodes, links = material.node_tree.nodes, material.node_tree.links
     nodes.clear()
-    color, opacity = nodes.new("ShaderNodeAttribute"), nodes.new("ShaderNodeAttribute")
-    color.attribute_name, opacity.attribute_name = "rgb", "opacity"
-    emission, clear = nodes.new("ShaderNodeEmission"), nodes.new("ShaderNodeBsdfTransparent")
-    mix, output = nodes.new("ShaderNodeMixShader"), nodes.new("ShaderNodeOutputMaterial")
-    links.new(color.outputs["Color"], emission.inputs["Color"])
-    links.new(opacity.outputs["Fac"], mix.inputs[0])
+    switch = nodes.new("ShaderNodeGroup")
+    switch.name, switch.node_tree = "Display", display_group()
+    for socket, attribute in (("Semantic", "class_color"), ("Instance", "segment_color"), ("Photo", "color")):
+        links.new(_attribute(nodes, links, attribute, "Color"), switch.inputs[socket])
+    emission = nodes.new("ShaderNodeEmission")
+    links.new(switch.outputs["Color"], emission.inputs["Color"])
+    geometry, front = nodes.new("ShaderNodeNewGeometry"), nodes.new("ShaderNodeMath")
+    front.operation = "SUBTRACT"
+    front.inputs[0].default_value = 1.0
+    links.new(geometry.outputs["Backfacing"], front.inputs[1])
+    factor = nodes.new("ShaderNodeMath")
+    factor.operation = "MULTIPLY"
+    links.new(_attribute(nodes, links, "opacity", "Fac"), factor.inputs[0])
+    links.new(front.outputs[0], factor.inputs[1])
+    clear, mix = nodes.new("ShaderNodeBsdfTransparent"), nodes.new("ShaderNodeMixShader")
+    mix.name = "Opacity"
+    links.new(factor.outputs[0], mix.inputs["Fac"])
     links.new(clear.outputs[0], mix.inputs[1])
     links.new(emission.outputs[0], mix.inputs[2])
+    output = nodes.new("ShaderNodeOutputMaterial")
     links.new(mix.outputs[0], output.inputs["Surface"])
+    for x, node in enumerate((switch, emission, mix, output)):
+        node.location = (400.0 + x * 220.0, 0.0)
     return material
 
 
-def create_splats(splats: dict[str, np.ndarray], transform: WorldTransform,
-                  collection: bpy.types.Collection) -> bpy.types.Object:
-    """The splats object in collection; ``splats`` as returned by ``bundle.splats.read_splats``."""
+# ---------------------------------------------------------------- object and layer
+def _label_colors(ids: np.ndarray, colors: dict[int, tuple[int, int, int]]) -> np.ndarray:
+    """float32 [N, 4] scene-linear colours of label ids (unknown ids grey)."""
+    uniq, inverse = np.unique(ids, return_inverse=True)
+    palette = np.array([colors.get(int(i), UNLABELLED_COLOR) for i in uniq], np.uint8).reshape(-1, 3)
+    return np.ascontiguousarray(linear_rgba(palette)[inverse.ravel()])
+
+
+def write_splats_mesh(splats: dict[str, np.ndarray], transform: WorldTransform,
+                      segment_colors: dict[int, tuple], class_colors: dict[int, tuple]) -> bpy.types.Mesh:
+    """A vertex-only mesh with the Gaussians' attributes, in Blender world (float32/int32 ``foreach_set``)."""
     count = len(splats["xyz"])
     mesh = bpy.data.meshes.new("splats")
     mesh.vertices.add(count)
-    mesh.attributes["position"].data.foreach_set("vector", transform.points(splats["xyz"]).ravel())
-    rgb8 = np.round(splats["rgb"] * 255.0).astype(np.uint8)
-    mesh.attributes.new("rgb", "FLOAT_COLOR", "POINT").data.foreach_set("color", linear_rgba(rgb8).ravel())
-    for name, kind, values in (("opacity", "FLOAT", splats["opacity"]),
-                               ("radius", "FLOAT", splats["radius"] * np.float32(transform.scale)),
-                               ("segment", "INT", splats["segment"]), ("class", "INT", splats["class"])):
+    color = np.empty((count, 4), np.float32)
+    color[:, :3], color[:, 3] = srgb_to_linear(splats["rgb"]), splats["opacity"]
+    vectors = {"position": transform.points(splats["xyz"]),
+               "scale": (splats["scale"] * np.float32(transform.scale)).astype(np.float32),
+               "rotation": transform.quaternions(splats["rotation"])}
+    mesh.attributes["position"].data.foreach_set("vector", vectors.pop("position").ravel())
+    mesh.attributes.new("scale", "FLOAT_VECTOR", "POINT").data.foreach_set("vector", vectors["scale"].ravel())
+    mesh.attributes.new("rotation", "QUATERNION", "POINT").data.foreach_set(
+        "value", np.ascontiguousarray(vectors["rotation"]).ravel())
+    for name, values in (("color", color), ("segment_color", _label_colors(splats["segment"], segment_colors)),
+                         ("class_color", _label_colors(splats["class"], class_colors))):
+        mesh.attributes.new(name, "FLOAT_COLOR", "POINT").data.foreach_set("color", values.ravel())
+    for name, kind, values in (("opacity", "FLOAT", splats["opacity"]), ("segment", "INT", splats["segment"]),
+                               ("class", "INT", splats["class"])):
         mesh.attributes.new(name, kind, "POINT").data.foreach_set("value", np.ascontiguousarray(values))
     mesh.update()
+    return mesh
+
+
+def create_splats(splats: dict[str, np.ndarray], transform: WorldTransform, collection: bpy.types.Collection,
+                  segment_colors: dict[int, tuple] | None = None,
+                  class_colors: dict[int, tuple] | None = None) -> bpy.types.Object:
+    """The splats object (mesh + "PanSt3R Splats" modifier) in collection.
+
+    Args:
+        splats: as returned by ``bundle.splats.read_splats`` (engine world).
+        segment_colors, class_colors: id -> sRGB 0..255 colour for the label colour modes.
+    """
+    mesh = write_splats_mesh(splats, transform, segment_colors or {}, class_colors or {})
     material = splats_material()
     mesh.materials.append(material)
     ob = bpy.data.objects.new("splats", mesh)
     collection.objects.link(ob)
-    group = points_group()
+    group = splats_group()
     modifier = ob.modifiers.new(MODIFIER, "NODES")
     modifier.node_group = group
-    radius = _identifier(group, RADIUS)
-    modifier[f"{radius}_use_attribute"] = True
-    modifier[f"{radius}_attribute_name"] = "radius"
-    modifier[_identifier(group, MIN_CONF)] = 0.0
     modifier[_identifier(group, MATERIAL)] = material
-    ob["splat_count"] = count
+    ob["splat_count"] = len(splats["xyz"])
+    return ob
+
+
+def layer_collection(view_layer, collection: bpy.types.Collection):
+    """The view layer's entry of a collection (its exclude checkbox), searched depth first."""
+    stack = [view_layer.layer_collection]
+    while stack:
+        layer = stack.pop()
+        if layer.collection == collection:
+            return layer
+        stack.extend(layer.children)
+    return None
+
+
+def splat_layers(context) -> list:
+    """(collection, layer collection) of every splat layer in the view layer, in outliner order."""
+    found, stack = [], [context.view_layer.layer_collection]
+    while stack:
+        layer = stack.pop(0)
+        if layer.collection.get(LAYER_PROPERTY):
+            found.append((layer.collection, layer))
+        stack[:0] = list(layer.children)
+    return found
+
+
+def set_splats_visible(context, visible: bool, collection: bpy.types.Collection | None = None) -> int:
+    """Show or hide (viewport and render) one splat layer, or all of them; returns how many changed."""
+    changed = 0
+    for coll, layer in splat_layers(context):
+        if collection is None or coll == collection:
+            layer.exclude = not visible
+            changed += 1
+    return changed
+
+
+def create_splat_layer(context, data: BundleData, transform: WorldTransform,
+                       root: bpy.types.Collection) -> bpy.types.Object | None:
+    """The bundle's splats.ply (if any) as the "splats" object of a new, excluded "Splats" collection in root."""
+    path = Path(data.path) / SPLATS_FILE
+    if not path.is_file():
+        return None
+    collection = bpy.data.collections.new(COLLECTION)
+    collection[LAYER_PROPERTY] = 1
+    root.children.link(collection)
+    ob = create_splats(read_splats(path), transform, collection, {s.id: s.color for s in data.segments},
+                       {c.id: c.color for c in data.classes.values()})
+    layer = layer_collection(context.view_layer, collection)
+    if layer is not None:
+        layer.exclude = True  # hidden in viewport and render, and not evaluated until shown
     return ob

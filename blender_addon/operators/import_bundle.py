@@ -29,9 +29,13 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
                             description="Hide points whose confidence is below this value")
     cameras: BoolProperty(name="Cameras", default=True, description="Create one camera per photo")
     splats: BoolProperty(name="Splats", default=True,
-                         description="Import the bundle's Gaussian splats (if any) into a hidden 'Splats' collection")
+                         description="Import the bundle's Gaussian splats (if any) as a hidden 'Splats' layer")
     set_scene_camera: BoolProperty(name="Set Scene Camera", default=True,
                                    description="Use the reference photo's camera and resolution for rendering")
+    job_id: StringProperty(name="Engine Job", options={"HIDDEN", "SKIP_SAVE"},
+                           description="The engine job that made the bundle (set by Run; lets the engine render it)")
+    engine: StringProperty(name="Engine", options={"HIDDEN", "SKIP_SAVE"},
+                           description="'local', or the URL of the remote engine that ran the job")
 
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)
@@ -65,10 +69,13 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         except ValueError as exc:
             self.report({"ERROR"}, f"Cannot import the result: {exc}")
             return {"CANCELLED"}
+        if self.job_id:
+            result.collection["job_id"], result.collection["engine"] = self.job_id, self.engine
         if len(result.warnings) > 0:
             self.report({"WARNING"}, "; ".join(result.warnings))
         points = sum(ob["point_count"] for ob in result.objects)
-        splats = f", {result.splats['splat_count']} splats (hidden collection 'Splats')" if result.splats else ""
+        splats = (f", {result.splats['splat_count']} splats (hidden; tick Gaussian Splats in the panel to show them)"
+                  if result.splats else "")
         self.report({"INFO"}, f"Imported {len(result.objects)} objects ({points} points), "
                               f"{len(result.cameras)} cameras{splats} in {time.perf_counter() - started:.2f} s")
         return {"FINISHED"}

@@ -67,8 +67,12 @@ def finish(state: dict) -> None:
     elif state["state"] == "done" and state["kind"] == "run" and state["bundle"]:
         wm = bpy.context.window_manager
         override = {"window": wm.windows[0]} if wm.windows else {}
+        from ..preferences import get_preferences
+
+        prefs = get_preferences()
+        engine = prefs.remote_url.strip() if prefs.engine_mode == "REMOTE" else "local"
         with bpy.context.temp_override(**override):
-            bpy.ops.panst3r.import_bundle(directory=state["bundle"])
+            bpy.ops.panst3r.import_bundle(directory=state["bundle"], job_id=state["job_id"] or "", engine=engine)
     _redraw()
 
 

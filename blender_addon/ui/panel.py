@@ -118,6 +118,23 @@ class VIEW3D_PT_panst3r_display(_PanSt3RPanel, bpy.types.Panel):
         layout.prop(settings, "scale")
         layout.prop(settings, "level_floor")
         layout.operator("panst3r.import_bundle", icon="IMPORT")
+        _draw_splats(context, layout)
+
+
+def _draw_splats(context, layout) -> None:
+    """One checkbox per splat layer (its view-layer exclude, inverted) and the engine render button."""
+    from ..importers.splats import splat_layers
+
+    layers = splat_layers(context)
+    if not layers and not any(c.get("job_id") for c in context.scene.collection.children_recursive):
+        return
+    col = layout.column(heading="Splats")
+    for collection, layer in layers:
+        count = sum(ob.get("splat_count", 0) for ob in collection.objects)
+        parent = next((c.name for c in bpy.data.collections if collection.name in c.children), "")
+        text = f"Gaussian Splats ({count})" + (f" of {parent}" if len(layers) > 1 and parent else "")
+        col.prop(layer, "exclude", text=text, invert_checkbox=True)
+    layout.operator("panst3r.render_view_engine", icon="RENDER_STILL")
 
 
 class VIEW3D_PT_panst3r_tools(_PanSt3RPanel, bpy.types.Panel):

@@ -148,7 +148,10 @@ def estimate_background(bundle: Bundle, views: list[View]) -> Tensor:
     for view in views:
         mine = pts["view"] == by_stem[view.name]
         covered = torch.zeros(view.height, view.width)
-        pix = torch.as_tensor(pts["pixel"][mine].astype(np.int64))
+        # Point pixels are in processed-image pixels; the view may be a downscaled copy (CPU training).
+        width, height = bundle.manifest["images"][by_stem[view.name]]["processed_size"]
+        pix = np.floor((pts["pixel"][mine].astype(np.float64) + 0.5) * [view.width / width, view.height / height])
+        pix = torch.as_tensor(np.minimum(pix, [view.width - 1, view.height - 1]).astype(np.int64))
         covered[pix[:, 1], pix[:, 0]] = 1.0
         radius = min(8, max(1, round(math.sqrt(view.height * view.width / max(int(mine.sum()), 1)))))
         covered = F.max_pool2d(covered[None, None], 2 * radius + 1, stride=1, padding=radius)[0, 0]
