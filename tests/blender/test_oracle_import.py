@@ -11,6 +11,11 @@ def test_ground_truth_bundle_gives_one_object_per_instance(addon, scene, tmp_pat
     import subprocess
     import sys
 
+    import pytest
+
+    if addon.bpy.app.version < (5, 0, 0):
+        pytest.skip("the synthetic scene generator targets Blender 5.0 (bpy==5.0.1); the add-on itself supports 4.2+")
+
     from panst3r_engine.eval.dataset import read_scene
     from panst3r_engine.splats.from_scene import bundle_from_scene
 
