@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import bpy
 import numpy as np
 
+from .nodes import input_identifier, set_group_input, shared_node_group
+
 POINTS_GROUP = "PanSt3R Points"
 MODIFIER = "PanSt3R Points"
 RADIUS, MIN_CONF, MATERIAL = "Radius", "Min Confidence", "Material"
@@ -68,26 +70,13 @@ def _build_points_group(group: bpy.types.GeometryNodeTree) -> None:
 
 def points_group() -> bpy.types.GeometryNodeTree:
     """The shared display group, created on first use."""
-    group = bpy.data.node_groups.get(POINTS_GROUP)
-    if group is None or group.bl_idname != "GeometryNodeTree":
-        group = bpy.data.node_groups.new(POINTS_GROUP, "GeometryNodeTree")
-        _build_points_group(group)
-    return group
+    return shared_node_group(POINTS_GROUP, _build_points_group)
 
-
-def _identifier(group: bpy.types.GeometryNodeTree, name: str) -> str:
-    return next(item.identifier for item in group.interface.items_tree
-                if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name)
 
 
 def set_modifier_input(ob: bpy.types.Object, name: str, value) -> bool:
     """Set one input ("Radius", "Min Confidence", "Material") of an object's points modifier."""
-    modifier = ob.modifiers.get(MODIFIER)
-    if modifier is None or modifier.node_group is None:
-        return False
-    modifier[_identifier(modifier.node_group, name)] = value
-    ob.update_tag()
-    return True
+    return set_group_input(ob, MODIFIER, name, value)
 
 
 def write_mesh(name: str, points: PointSet) -> bpy.types.Mesh:
@@ -114,9 +103,9 @@ def create_object(name: str, points: PointSet, collection: bpy.types.Collection,
     group = points_group()
     modifier = ob.modifiers.new(MODIFIER, "NODES")
     modifier.node_group = group
-    modifier[_identifier(group, RADIUS)] = float(radius)
-    modifier[_identifier(group, MIN_CONF)] = float(min_conf)
-    modifier[_identifier(group, MATERIAL)] = material
+    modifier[input_identifier(group, RADIUS)] = float(radius)
+    modifier[input_identifier(group, MIN_CONF)] = float(min_conf)
+    modifier[input_identifier(group, MATERIAL)] = material
     return ob
 
 

@@ -31,6 +31,7 @@ from ..bundle.read import BundleData
 from ..bundle.splats import read_splats
 from .convert import WorldTransform, linear_rgba, srgb_to_linear
 from .materials import display_group
+from .nodes import input_identifier, set_group_input, shared_node_group
 
 SPLATS_FILE = "splats.ply"
 SPLATS_GROUP = "PanSt3R Splats"
@@ -103,26 +104,13 @@ def _build_splats_group(group: bpy.types.GeometryNodeTree) -> None:
 
 def splats_group() -> bpy.types.GeometryNodeTree:
     """The shared splat display group, created on first use."""
-    group = bpy.data.node_groups.get(SPLATS_GROUP)
-    if group is None or group.bl_idname != "GeometryNodeTree":
-        group = bpy.data.node_groups.new(SPLATS_GROUP, "GeometryNodeTree")
-        _build_splats_group(group)
-    return group
+    return shared_node_group(SPLATS_GROUP, _build_splats_group)
 
-
-def _identifier(group: bpy.types.GeometryNodeTree, name: str) -> str:
-    return next(item.identifier for item in group.interface.items_tree
-                if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name)
 
 
 def set_splats_input(ob: bpy.types.Object, name: str, value) -> bool:
     """Set one input ("Size", "Min Opacity", "Realize Instances", "Material") of a splats modifier."""
-    modifier = ob.modifiers.get(MODIFIER)
-    if modifier is None or modifier.node_group is None:
-        return False
-    modifier[_identifier(modifier.node_group, name)] = value
-    ob.update_tag()
-    return True
+    return set_group_input(ob, MODIFIER, name, value)
 
 
 # ---------------------------------------------------------------- material
@@ -241,7 +229,7 @@ def create_splats(splats: dict[str, np.ndarray], transform: WorldTransform, coll
     group = splats_group()
     modifier = ob.modifiers.new(MODIFIER, "NODES")
     modifier.node_group = group
-    modifier[_identifier(group, MATERIAL)] = material
+    modifier[input_identifier(group, MATERIAL)] = material
     ob["splat_count"] = len(splats["xyz"])
     return ob
 

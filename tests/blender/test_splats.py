@@ -166,7 +166,7 @@ def test_material_is_emission_mixed_with_transparency(addon, scene, splat_bundle
     ob = bpy.data.objects["splats"]
     material = ob.material_slots[0].material
     modifier = ob.modifiers[splats.MODIFIER]
-    assert modifier[splats._identifier(modifier.node_group, splats.MATERIAL)] == material
+    assert modifier[splats.input_identifier(modifier.node_group, splats.MATERIAL)] == material
     nodes = material.node_tree.nodes
     mix = nodes["Opacity"]
     linked = {link.from_node.bl_idname for link in mix.inputs[1].links + mix.inputs[2].links}
