@@ -79,6 +79,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    sys.stdout.flush()  # the table before the note, when both go to one terminal
     print(f"cache: {w.weights_dir()}  (set {w.ENV_HOME} to move it)", file=sys.stderr)
     return 0
 
