@@ -88,8 +88,8 @@ def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, op
     _check_memory(loaded, photos, keyframes, options)
     raw = _infer(loaded, photos, vocab.vectors, keyframes, options, progress)
     method = options.postprocess or loaded.config.postprocess_default
-    panoptic = _postprocess(raw, photos, method, options.seed, progress)
-    views, cameras = _cameras(raw, photos, progress)
+    panoptic = _postprocess(raw, method, options.seed, progress)
+    views, cameras = _cameras(raw, progress)
     return _write(out_dir, photos, views, cameras, panoptic, vocab, raw, loaded, options, method, progress)
 
 
@@ -157,7 +157,7 @@ def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_key
     return raw
 
 
-def _postprocess(raw: RawOutputs, photos: list[Photo], method: str, seed: int, progress: Progress):
+def _postprocess(raw: RawOutputs, method: str, seed: int, progress: Progress):
     from panst3r_engine.postprocess import postprocess
 
     progress("postprocess", 0.0, method)
@@ -166,7 +166,7 @@ def _postprocess(raw: RawOutputs, photos: list[Photo], method: str, seed: int, p
     return result
 
 
-def _cameras(raw: RawOutputs, photos: list[Photo], progress: Progress):
+def _cameras(raw: RawOutputs, progress: Progress):
     views, cameras = [], []
     for i, pointmap in enumerate(raw.pointmaps_raw):
         pts3d, local, conf = activate_pointmaps(pointmap.float())
