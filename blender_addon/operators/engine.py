@@ -5,12 +5,7 @@ from __future__ import annotations
 import bpy
 
 from .. import runtime
-from .run import start_polling
-
-
-def _capitalised(exc: Exception) -> str:
-    text = str(exc)
-    return text[:1].upper() + text[1:]
+from .run import start_task
 
 
 def _require_online(operator, what: str) -> bool:
@@ -33,7 +28,6 @@ class PANST3R_OT_create_engine_env(bpy.types.Operator):
         return not runtime.manager.busy
 
     def execute(self, context):
-        from ..client.engine import EngineError
         from ..client.environment import environment_steps, find_engine_source
         from ..client.jobs import CommandJob
         from ..preferences import addon_dir, get_preferences, user_dir
@@ -41,15 +35,12 @@ class PANST3R_OT_create_engine_env(bpy.types.Operator):
         if not _require_online(self, "torch and the engine's packages"):
             return {"CANCELLED"}
         prefs = get_preferences(context)
-        try:
+
+        def make_job() -> CommandJob:
             steps = environment_steps(user_dir("engine-env"), find_engine_source(addon_dir()), prefs.torch_variant)
-            runtime.manager.start(CommandJob("Engine environment", steps, user_dir("logs") / "setup.log"))
-        except EngineError as exc:
-            self.report({"ERROR"}, _capitalised(exc))
-            return {"CANCELLED"}
-        start_polling()
-        self.report({"INFO"}, "Creating the engine environment; this downloads several GB")
-        return {"FINISHED"}
+            return CommandJob("Engine environment", steps, user_dir("logs") / "setup.log")
+
+        return start_task(self, make_job, "Creating the engine environment; this downloads several GB")
 
 
 class PANST3R_OT_download_weights(bpy.types.Operator):
@@ -64,7 +55,6 @@ class PANST3R_OT_download_weights(bpy.types.Operator):
         return not runtime.manager.busy
 
     def execute(self, context):
-        from ..client.engine import EngineError
         from ..client.environment import weights_steps
         from ..client.jobs import CommandJob
         from ..preferences import WEIGHT_IDS, engine_python, get_preferences, user_dir
@@ -80,15 +70,9 @@ class PANST3R_OT_download_weights(bpy.types.Operator):
             return {"CANCELLED"}
         ids = [WEIGHT_IDS[prefs.weights]] + (["siglip-text"] if prefs.download_text_model else [])
         cache = bpy.path.abspath(prefs.cache_dir) if prefs.cache_dir else ""
-        try:
-            steps = weights_steps(engine_python(prefs), ids, cache)
-            runtime.manager.start(CommandJob("Weights", steps, user_dir("logs") / "weights.log"))
-        except EngineError as exc:
-            self.report({"ERROR"}, _capitalised(exc))
-            return {"CANCELLED"}
-        start_polling()
-        self.report({"INFO"}, f"Downloading {', '.join(ids)}")
-        return {"FINISHED"}
+        return start_task(self, lambda: CommandJob("Weights", weights_steps(engine_python(prefs), ids, cache),
+                                                   user_dir("logs") / "weights.log"),
+                          f"Downloading {', '.join(ids)}")
 
 
 class PANST3R_OT_engine_start(bpy.types.Operator):
@@ -103,7 +87,6 @@ class PANST3R_OT_engine_start(bpy.types.Operator):
         return not runtime.manager.busy
 
     def execute(self, context):
-        from ..client.engine import EngineError
         from ..client.jobs import CommandJob, Step
         from ..preferences import engine_settings, get_preferences, user_dir
 
@@ -111,14 +94,8 @@ class PANST3R_OT_engine_start(bpy.types.Operator):
         if settings.mode == "REMOTE":
             self.report({"INFO"}, "A remote engine is started on its own machine; nothing to start here")
             return {"CANCELLED"}
-        try:
-            step = Step("starting the engine", func=lambda: runtime.host.connect(settings))
-            runtime.manager.start(CommandJob("Engine", [step], user_dir("logs") / "setup.log"))
-        except EngineError as exc:
-            self.report({"ERROR"}, _capitalised(exc))
-            return {"CANCELLED"}
-        start_polling()
-        return {"FINISHED"}
+        step = Step("starting the engine", func=lambda: runtime.host.connect(settings))
+        return start_task(self, lambda: CommandJob("Engine", [step], user_dir("logs") / "setup.log"))
 
 
 class PANST3R_OT_engine_stop(bpy.types.Operator):

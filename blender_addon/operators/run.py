@@ -95,6 +95,32 @@ def start_polling() -> None:
         bpy.app.timers.register(tick, first_interval=POLL_SECONDS, persistent=True)
 
 
+def capitalised(exc: Exception) -> str:
+    """An exception's sentence with a capital first letter, for a Blender report."""
+    text = str(exc)
+    return text[:1].upper() + text[1:]
+
+
+def start_task(operator, make_job, message=None, errors: tuple = ()) -> set[str]:
+    """Build a background task with ``make_job()``, start it and poll it; a failure becomes one report.
+
+    ``message`` is the INFO report on success: a string, or a function of the started job.
+    """
+    from ..client.engine import EngineError
+
+    try:
+        job = make_job()
+        runtime.manager.start(job)
+    except (EngineError, *errors) as exc:
+        operator.report({"ERROR"}, capitalised(exc))
+        return {"CANCELLED"}
+    start_polling()
+    text = message(job) if callable(message) else message
+    if text:
+        operator.report({"INFO"}, text)
+    return {"FINISHED"}
+
+
 class PANST3R_OT_run(bpy.types.Operator):
     """Send the photos to the PanSt3R engine and import the result when it is done"""
 
@@ -131,7 +157,8 @@ class PANST3R_OT_run(bpy.types.Operator):
 
         settings = context.scene.panst3r
         prefs = get_preferences(context)
-        try:
+
+        def make_job() -> RunJob:
             engine = engine_settings(prefs)
             if engine.mode == "REMOTE" and not is_local_url(engine.url) and not bpy.app.online_access:
                 raise EngineError("online access is off, so the remote engine cannot be used; allow it in "
@@ -143,15 +170,11 @@ class PANST3R_OT_run(bpy.types.Operator):
             for old in uploads.iterdir():  # copies of .blend images from earlier runs (none is running)
                 shutil.rmtree(old, ignore_errors=True)
             photos = resolve_photos(settings, uploads)
-            job = RunJob(lambda: runtime.host.connect(engine), photos, options, user_dir("results"),
-                         title=f"PanSt3R ({len(photos)} photos)")
-            runtime.manager.start(job)
-        except (EngineError, PhotoError) as exc:
-            self.report({"ERROR"}, f"{str(exc)[:1].upper()}{str(exc)[1:]}")
-            return {"CANCELLED"}
-        start_polling()
-        self.report({"INFO"}, f"PanSt3R job started with {len(photos)} photos")
-        return {"FINISHED"}
+            return RunJob(lambda: runtime.host.connect(engine), photos, options, user_dir("results"),
+                          title=f"PanSt3R ({len(photos)} photos)")
+
+        return start_task(self, make_job, lambda job: f"PanSt3R job started with {len(job.images)} photos",
+                          errors=(PhotoError,))
 
 
 class PANST3R_OT_cancel(bpy.types.Operator):
