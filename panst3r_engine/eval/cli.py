@@ -68,16 +68,9 @@ def _add_run(sub) -> None:
 
 
 def _add_make_scene(sub) -> None:
-    m = sub.add_parser("make-scene", help="render a seeded synthetic room with ground truth (needs bpy)")
-    m.add_argument("out", help="scene folder to write (replaced if it already holds a scene)")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--views", type=int, default=6)
-    m.add_argument("--width", type=int, default=128)
-    m.add_argument("--height", type=int, default=96)
-    m.add_argument("--samples", type=int, default=8, help="Cycles samples for the photos")
-    m.add_argument("--path", choices=["orbit", "walk"], default="orbit", help="camera path")
-    m.add_argument("--fast", action="store_true", help="1 sample, no denoising (tests)")
-    m.set_defaults(func=cmd_make_scene)
+    from panst3r_engine.eval.synthetic import add_scene_arguments
+
+    add_scene_arguments(sub.add_parser("make-scene", help="render a seeded synthetic room with ground truth (needs bpy)"))
 
 
 def _fmt(x, pct: bool = True) -> str:
@@ -139,19 +132,6 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     path = write_report(report, args.json or out / "eval.json")
     print_report(to_json(report))
     print(f"\nbundle: {report['bundle']}\nnumbers: {path}")
-    return 0
-
-
-def cmd_make_scene(args: argparse.Namespace) -> int:
-    """Render a synthetic scene folder (delegates to :func:`panst3r_engine.eval.synthetic.generate_scene`)."""
-    from panst3r_engine.eval.synthetic import generate_scene
-
-    started = time.perf_counter()
-    out = _guarded(lambda: generate_scene(args.out, args.seed, args.views, args.width, args.height, args.samples,
-                                          args.path, args.fast))
-    if isinstance(out, int):
-        return out
-    print(f"wrote {out} ({args.views} views, {args.width}x{args.height}) in {time.perf_counter() - started:.1f} s")
     return 0
 
 

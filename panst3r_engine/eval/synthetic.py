@@ -108,20 +108,23 @@ def generate_scene(
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: render one synthetic scene folder and print where it went."""
-    p = argparse.ArgumentParser(prog="python -m panst3r_engine.eval.synthetic",
-                                description="Render a seeded synthetic room: photos, cameras, depth, panoptic labels.")
+def add_scene_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The generator's options, shared by this module's CLI and ``python -m panst3r_engine eval make-scene``."""
     p.add_argument("out", help="output scene folder (replaced if it already holds a scene)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--views", type=int, default=6)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--samples", type=int, default=8, help="Cycles samples for the photos")
-    p.add_argument("--path", choices=["orbit", "walk"], default="orbit")
+    p.add_argument("--path", choices=["orbit", "walk"], default="orbit", help="camera path")
     p.add_argument("--fast", action="store_true", help="1 sample, no denoising (for tests)")
     p.add_argument("--save-blend", action="store_true", help="also write scene.blend")
-    a = p.parse_args(argv)
+    p.set_defaults(func=run_from_args)
+    return p
+
+
+def run_from_args(a: argparse.Namespace) -> int:
+    """Render one scene from parsed options; one line on stderr and exit code 2 on failure."""
     from panst3r_engine.eval.blender_render import BlenderUnavailable  # noqa: PLC0415
     from panst3r_engine.eval.dataset import DatasetError  # noqa: PLC0415
 
@@ -133,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"wrote {out} ({a.views} views, {a.width}x{a.height}) in {time.perf_counter() - t:.1f} s")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: render one synthetic scene folder and print where it went."""
+    p = argparse.ArgumentParser(prog="python -m panst3r_engine.eval.synthetic",
+                                description="Render a seeded synthetic room: photos, cameras, depth, panoptic labels.")
+    return run_from_args(add_scene_arguments(p).parse_args(argv))
 
 
 if __name__ == "__main__":
