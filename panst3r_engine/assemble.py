@@ -65,9 +65,10 @@ def build_bundle(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, lo
     extra = {}
     with tempfile.TemporaryDirectory(prefix="panst3r-raw-") as tmp:
         if options.save_raw:
-            from panst3r_engine.raw import raw_arrays, save_raw
+            from panst3r_engine.raw import raw_arrays, save_npz
 
-            extra["raw.npz"] = save_raw(Path(tmp) / "raw.npz", raw_arrays(raw, vocab.names))
+            extra["raw.npz"] = save_npz(Path(tmp) / "raw.npz", raw_arrays(raw, vocab.names))
         path = write_bundle(out_dir, manifest, points.arrays(), dict(zip(stems, panoptic.pan)),
                             {s: p.rgb for s, p in zip(stems, photos)}, extra_files=extra)
-    return JobResult(path, manifest, timings)
+    labelled = int((points.segment > 0).sum())
+    return JobResult(path, manifest, timings, num_points=len(points.segment), num_labelled=labelled)

@@ -134,15 +134,11 @@ def print_summary(result, seconds: float, stream=sys.stdout) -> None:
     manifest = result.manifest
     names = {c["id"]: c["name"] for c in manifest["classes"]}
     per_class = Counter(names.get(s["class_id"], "?") for s in manifest["segments"])
-    from panst3r_engine.bundle import read_bundle
-
-    points = read_bundle(result.bundle).points
-    labelled = int((points["segment"] > 0).sum())
     w = stream.write
     w(f"\nbundle: {result.bundle}\n")
     w(f"photos: {len(manifest['images'])}   keyframes: {len(manifest['options']['keyframes_used'])}   "
       f"post-processing: {manifest['options']['postprocess']}\n")
-    w(f"points: {len(points['segment'])} (labelled {labelled})   segments: {len(manifest['segments'])}\n\n")
+    w(f"points: {result.num_points} (labelled {result.num_labelled})   segments: {len(manifest['segments'])}\n\n")
     if per_class:
         w(f"{'class':<28}{'segments':>9}\n")
         for name, count in per_class.most_common():
@@ -172,9 +168,9 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
         pan[v, :h, :w], conf[v, :h, :w] = result.pan[v], result.conf[v]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from panst3r_engine.raw import save_raw
+    from panst3r_engine.raw import save_npz
 
-    save_raw(out / "panoptic.npz", {"pan": pan, "conf": conf, "true_shape": shapes.astype(np.int32),
+    save_npz(out / "panoptic.npz", {"pan": pan, "conf": conf, "true_shape": shapes.astype(np.int32),
                                     "segment_ids": np.array([s["id"] for s in result.segments], dtype=np.int32),
                                     "segment_classes": np.array([s["category_id"] for s in result.segments], dtype=np.int32)})
     print(f"{args.method}: {len(result.segments)} segments in {time.perf_counter() - started:.2f} s -> {out / 'panoptic.npz'}")

@@ -64,6 +64,8 @@ class JobResult:
     bundle: Path
     manifest: dict
     timings: dict[str, float] = field(default_factory=dict)
+    num_points: int = 0  # rows of points.npz
+    num_labelled: int = 0  # of which carry a segment id
 
 
 def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, options: JobOptions,

@@ -62,8 +62,8 @@ def raw_arrays(outputs: RawOutputs, class_names: list[str]) -> dict[str, np.ndar
     }
 
 
-def save_raw(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
-    """Write ``raw.npz`` atomically (a temporary file renamed into place)."""
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an ``.npz`` (``raw.npz``, ``panoptic.npz``) atomically (a temporary file renamed into place)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".partial.npz")
     np.savez(tmp, **arrays)
