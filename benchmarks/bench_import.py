@@ -46,7 +46,7 @@ def write_bench_bundle(out: Path, points: int, segments: int) -> Path:
     """The synthetic room; with more than 5 segments, the furniture points are dealt into extra segments."""
     import numpy as np
 
-    from panst3r_engine.bundle import write_bundle
+    from panst3r_engine.bundle.write import write_bundle
     from tests.blender.room import room_inputs
 
     manifest, arrays, panoptic, photos = room_inputs(points)

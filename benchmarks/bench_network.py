@@ -18,8 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from panst3r_engine.checkpoints import random_state_dict  # noqa: E402
 from panst3r_engine.devices import resolve_device  # noqa: E402
+from panst3r_engine.model.checkpoints import random_state_dict  # noqa: E402
 from panst3r_engine.model.configs import model_config  # noqa: E402
 from panst3r_engine.model.inference import run_inference  # noqa: E402
 from panst3r_engine.model.panst3r import PanSt3R  # noqa: E402

@@ -20,9 +20,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from panst3r_engine.checkpoints import write_random_checkpoint  # noqa: E402
-from panst3r_engine.pipeline import JobOptions, run_job  # noqa: E402
-from panst3r_engine.progress import Progress  # noqa: E402
+from panst3r_engine.model.checkpoints import write_random_checkpoint  # noqa: E402
+from panst3r_engine.pipeline.options import JobOptions  # noqa: E402
+from panst3r_engine.pipeline.progress import Progress  # noqa: E402
+from panst3r_engine.pipeline.run import run_job  # noqa: E402
 
 
 def synthetic_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:

@@ -103,9 +103,8 @@ def run_numpy(args: argparse.Namespace, tmp: Path, devices: list[str]) -> list[d
 # ---------------------------------------------------------------- the Blender room
 def run_blender(args: argparse.Namespace, tmp: Path, devices: list[str]) -> list[dict]:
     from panst3r_engine.eval.dataset import read_scene  # noqa: PLC0415
+    from panst3r_engine.eval.ground_truth import bundle_from_scene, evaluate_views, holdout_split, majority_baseline  # noqa: PLC0415
     from panst3r_engine.eval.synthetic import generate_scene  # noqa: PLC0415
-    from panst3r_engine.splats.from_scene import (bundle_from_scene, evaluate_views, holdout_split,  # noqa: PLC0415
-                                                  majority_baseline)
 
     start = time.perf_counter()
     generate_scene(tmp / "scene", seed=args.scene_seed, num_views=args.views, width=args.width,

@@ -9,12 +9,13 @@ from collections import Counter
 from pathlib import Path
 
 from panst3r_engine import __version__
+from panst3r_engine.errors import Cancelled, OptionsError, PanSt3RError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as one line, exit code 2."""
+class CliError(OptionsError):
+    """A user-facing failure of the command line: printed as one line, exit code 2."""
 
 
 def expand_photos(items: list[str]) -> list[Path]:
@@ -68,7 +69,7 @@ def _add_postprocess(sub) -> None:
 
 
 def _add_weights(sub) -> None:
-    from panst3r_engine.weights_cli import add_weights_commands
+    from panst3r_engine.weights.cli import add_weights_commands
 
     p = sub.add_parser("weights", help="list, download, verify checkpoints; write random ones")
     wsub = p.add_subparsers(dest="weights_command", required=True)
@@ -107,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from panst3r_engine.pipeline import JobOptions, run_job
-    from panst3r_engine.progress import JsonProgress, TextProgress
+    from panst3r_engine.pipeline.options import JobOptions
+    from panst3r_engine.pipeline.progress import JsonProgress, TextProgress
+    from panst3r_engine.pipeline.run import run_job
 
     options = JobOptions(weights=args.weights, keyframes=args.keyframes, postprocess=args.postprocess,
                          vocab=args.vocab, vocab_embeddings=args.vocab_embeddings, conf_threshold=args.conf_threshold,
@@ -153,8 +155,8 @@ def print_summary(result, seconds: float, stream=sys.stdout) -> None:
 def cmd_postprocess(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from panst3r_engine.bundle.raw import load_raw
     from panst3r_engine.postprocess import postprocess
-    from panst3r_engine.raw import load_raw
 
     raw = load_raw(args.raw)
     shapes = raw["true_shape"].astype(int)
@@ -168,7 +170,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
         pan[v, :h, :w], conf[v, :h, :w] = result.pan[v], result.conf[v]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from panst3r_engine.raw import save_npz
+    from panst3r_engine.bundle.raw import save_npz
 
     save_npz(out / "panoptic.npz", {"pan": pan, "conf": conf, "true_shape": shapes.astype(np.int32),
                                     "segment_ids": np.array([s["id"] for s in result.segments], dtype=np.int32),
@@ -178,7 +180,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_random(args: argparse.Namespace) -> int:
-    from panst3r_engine.checkpoints import write_random_checkpoint
+    from panst3r_engine.model.checkpoints import write_random_checkpoint
 
     path = write_random_checkpoint(args.out, args.version, args.size, args.seed)
     print(f"wrote {args.size} {args.version} checkpoint with random weights to {path}")
@@ -186,20 +188,15 @@ def cmd_weights_random(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 a problem the message explains, 130 cancelled; a bug keeps its traceback (exit 1)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    from panst3r_engine.bundle import BundleError
-    from panst3r_engine.checkpoints import CheckpointError
-    from panst3r_engine.images import ImageError
-    from panst3r_engine.progress import Cancelled
-    from panst3r_engine.vocab import VocabularyError
-    from panst3r_engine.weights import WeightsError
-
     try:
         return args.func(args)
-    except (CliError, CheckpointError, ImageError, VocabularyError, WeightsError, BundleError, ValueError,
-            FileExistsError, FileNotFoundError, MemoryError) as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+    except PanSt3RError as exc:
+        print(f"\nerror: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, Cancelled):
         print("\ncancelled; nothing was written", file=sys.stderr)

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from panst3r_engine.bundle import (FORMAT_VERSION, BundleError, class_color, decode_panoptic, encode_panoptic,
-                                   instance_colors, make_stems, panoptic_segments_info, read_bundle, write_bundle)
-from panst3r_engine.bundle_format import check_stem
+from panst3r_engine.bundle.checks import BundleError, check_stem, panoptic_segments_info
+from panst3r_engine.bundle.read import read_bundle
+from panst3r_engine.bundle.spec import FORMAT_VERSION, decode_panoptic, encode_panoptic
+from panst3r_engine.bundle.write import make_stems, write_bundle
+from panst3r_engine.vocab.colors import class_color, hashed_class_color, instance_colors
 from tests.bundle_utils import SEGMENT_CLASSES, make_bundle_inputs
 
 
@@ -357,10 +359,16 @@ def test_make_stems_unique_and_safe() -> None:
 
 def test_class_colors_stable_and_not_extreme() -> None:
     names = [f"class {i}" for i in range(200)] + ["wall", "chair", "dining table"]
-    colors = np.array([class_color(n) for n in names])
+    colors = np.array([hashed_class_color(n) for n in names])
     assert class_color("Chair ") == class_color("chair")
     assert (colors.max(1) >= 160).all() and (colors.min(1) <= 130).all()  # never near-black or near-white
     assert len({tuple(c) for c in colors}) > 190
+
+
+def test_one_class_colour_everywhere() -> None:
+    """The writer's default colour of a preset class is its dataset's published colour, as the pipeline's."""
+    assert class_color("person") == (220, 20, 60)  # COCO panoptic
+    assert class_color("my own prop") == hashed_class_color("my own prop")
 
 
 def test_instance_colors_distinct() -> None:

@@ -10,8 +10,16 @@ import pickle
 import pytest
 import torch
 
-from panst3r_engine.checkpoints import (CheckpointError, build_model, load_model, official_to_ours, read_checkpoint,
-                                        random_state_dict, write_checkpoint, write_random_checkpoint)
+from panst3r_engine.model.checkpoints import (
+    CheckpointError,
+    build_model,
+    load_model,
+    official_to_ours,
+    random_state_dict,
+    read_checkpoint,
+    write_checkpoint,
+    write_random_checkpoint,
+)
 from panst3r_engine.model.configs import model_config
 
 

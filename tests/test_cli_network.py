@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from panst3r_engine.vocab import random_embeddings, save_embeddings
+from panst3r_engine.vocab.embeddings import random_embeddings, save_embeddings
 
 REPO = Path(__file__).resolve().parents[1]
 

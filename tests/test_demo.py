@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from panst3r_engine.bundle import read_bundle
-from panst3r_engine.checkpoints import write_random_checkpoint
-from panst3r_engine.vocab import cache_embeddings, load_vocabulary, random_embeddings
+from panst3r_engine.bundle.read import read_bundle
+from panst3r_engine.model.checkpoints import write_random_checkpoint
+from panst3r_engine.vocab.embeddings import cache_embeddings, random_embeddings
+from panst3r_engine.vocab.vocabularies import load_vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from panst3r_engine.bundle import Bundle, read_bundle, write_bundle
-from panst3r_engine.exports import export_coco_panoptic, export_glb, export_instance_plys
+from panst3r_engine.bundle.exports import export_coco_panoptic, export_glb, export_instance_plys
+from panst3r_engine.bundle.read import Bundle, read_bundle
+from panst3r_engine.bundle.write import write_bundle
 from tests.bundle_utils import SEGMENT_CLASSES, make_bundle_inputs
 
 PLY_TYPES = {"float": "<f4", "uchar": "u1", "int": "<i4"}

@@ -8,8 +8,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from panst3r_engine.images import (ImageError, crop_box_for, load_photo, load_photos, target_size_512,
-                                   to_photo_orientation)
+from panst3r_engine.pipeline.images import (
+    ImageError,
+    crop_box_for,
+    load_photo,
+    load_photos,
+    target_size_512,
+    to_photo_orientation,
+)
 
 
 @pytest.mark.parametrize("size, target, box", [

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from panst3r_engine.checkpoints import build_model
+from panst3r_engine.model.checkpoints import build_model
 from panst3r_engine.model.configs import model_config
-from panst3r_engine.resources import GiB, check_fits, estimate
+from panst3r_engine.pipeline.memory import GiB, InsufficientMemory, check_fits, estimate
 
 FULL = build_model(model_config("v2"))  # on the meta device: sizes only, no memory
 SIZE = (384, 512)
@@ -30,7 +30,7 @@ def test_a_job_that_fits_passes():
 def test_too_many_keyframes_suggests_fewer():
     sizes = [SIZE] * 200
     budget = estimate(FULL, sizes, 20).total - estimate(FULL, sizes, 20).weights + 1
-    with pytest.raises(MemoryError, match=r"use --keyframes (\d+) \(or fewer\)") as info:
+    with pytest.raises(InsufficientMemory, match=r"use --keyframes (\d+) \(or fewer\)") as info:
         check_fits(FULL, sizes, 200, torch.device("cpu"), available=budget)
     suggested = int(info.value.args[0].split("--keyframes ")[1].split(" ")[0])
     assert 2 <= suggested <= 20
@@ -38,5 +38,5 @@ def test_too_many_keyframes_suggests_fewer():
 
 
 def test_thousands_of_photos_are_refused_with_advice():
-    with pytest.raises(MemoryError, match="even with 2 keyframes; run fewer photos at once"):
+    with pytest.raises(InsufficientMemory, match="even with 2 keyframes; run fewer photos at once"):
         check_fits(FULL, [SIZE] * 5000, 50, torch.device("cpu"), available=1 * GiB)

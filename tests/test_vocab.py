@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from panst3r_engine import text_encoder, vocab
-from panst3r_engine.vocab import (PRESETS, TEXT_MODEL_ID, ClassEmbeddings, Vocabulary, VocabularyError,
-                                  class_color, embeddings_for, load_embeddings, load_vocabulary,
-                                  merge_vocabularies, random_embeddings, resolve_class_embeddings)
-
+from panst3r_engine.vocab import colors, embeddings, text_encoder, vocabularies
+from panst3r_engine.vocab.colors import class_color
+from panst3r_engine.vocab.embeddings import (
+    TEXT_MODEL_ID,
+    ClassEmbeddings,
+    embeddings_for,
+    load_embeddings,
+    random_embeddings,
+    resolve_class_embeddings,
+)
+from panst3r_engine.vocab.vocabularies import PRESETS, Vocabulary, VocabularyError, load_vocabulary, merge_vocabularies
 
 # ---------------------------------------------------------------- presets
 
@@ -85,7 +91,7 @@ def test_invalid_json_and_missing_and_too_many(tmp_path):
         load_vocabulary(tmp_path / "n.json")
     with pytest.raises(VocabularyError, match="neither a preset"):
         load_vocabulary(tmp_path / "missing.txt")
-    (tmp_path / "big.txt").write_text("\n".join(f"class {i}" for i in range(vocab.MAX_CLASSES + 1)))
+    (tmp_path / "big.txt").write_text("\n".join(f"class {i}" for i in range(vocabularies.MAX_CLASSES + 1)))
     with pytest.raises(VocabularyError, match="more than"):
         load_vocabulary(tmp_path / "big.txt")
 
@@ -117,7 +123,7 @@ def fake_model(tmp_path, monkeypatch):
 
     def fake_compute(names, model_dir, device="cpu", batch_size=32):
         calls.append(list(names))
-        return random_embeddings(names, 8, seed=len(calls))
+        return random_embeddings(names, 8, seed=len(calls)).vectors
 
     monkeypatch.setattr(text_encoder, "compute_embeddings", fake_compute)
     return model_dir, calls
@@ -161,7 +167,7 @@ def test_no_model_no_cache_says_what_to_do(tmp_path):
 
 def test_cache_dir_follows_panst3r_home(tmp_path, monkeypatch):
     monkeypatch.setenv("PANST3R_HOME", str(tmp_path / "home"))
-    assert vocab.embeddings_cache_dir() == tmp_path / "home" / "embeddings"
+    assert embeddings.embeddings_cache_dir() == tmp_path / "home" / "embeddings"
 
 
 def test_resolve_random_file_and_missing(tmp_path, monkeypatch):
@@ -169,7 +175,7 @@ def test_resolve_random_file_and_missing(tmp_path, monkeypatch):
     emb = resolve_class_embeddings("coco", "random", 32, seed=1)
     assert emb.vectors.shape == (133, 32) and emb.isthing == list(load_vocabulary("coco").isthing)
     path = tmp_path / "e.npz"
-    vocab.save_embeddings(path, ["wall", "cup"], np.eye(2, 32, dtype=np.float32))
+    embeddings.save_embeddings(path, ["wall", "cup"], np.eye(2, 32, dtype=np.float32))
     loaded = resolve_class_embeddings("scannetpp", str(path), 32)
     assert loaded.names == ["wall", "cup"] and loaded.isthing == [False, True]
     with pytest.raises(VocabularyError, match="siglip-text"):
@@ -199,7 +205,7 @@ def test_official_colours_for_preset_names():
 
 
 def test_hashed_colours_are_stable_saturated_and_distinct():
-    names = [n for n in load_vocabulary("scannetpp").names if n not in vocab._official_colors()]
+    names = [n for n in load_vocabulary("scannetpp").names if n not in colors._official_colors()]
     colours = [class_color(n) for n in names]
     assert colours == [class_color(n) for n in names] and len(set(colours)) == len(colours)
     for r, g, b in colours:

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from panst3r_engine import httpfetch
 from panst3r_engine import weights as w
-from panst3r_engine.weights_cli import ProgressBar
+from panst3r_engine.config import ENV_BASE_URL, ENV_HOME, ENV_OFFLINE
+from panst3r_engine.weights import http as httpfetch
+from panst3r_engine.weights.cli import ProgressBar, add_weights_commands
+from panst3r_engine.weights.licence import licence_record
 
 DATA = random.Random(0).randbytes(2_000_000)
 MD5 = hashlib.md5(DATA).hexdigest()
@@ -113,10 +115,10 @@ SIGLIP = {f"/siglip-base-patch16-224/{name}": (_safetensors() if name.endswith("
 
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
-    for name in (w.ENV_OFFLINE, w.ENV_BASE_URL):
+    for name in (ENV_OFFLINE, ENV_BASE_URL):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv(w.ENV_HOME, str(tmp_path / "home"))
+    monkeypatch.setenv(ENV_HOME, str(tmp_path / "home"))
     return tmp_path / "home"
 
 
@@ -235,13 +237,13 @@ def test_licence_must_be_accepted_once(server, home):
     assert "Non-Commercial" in str(exc.value) and "--accept-license" in str(exc.value)
     assert server.requests == [] and not w.weights_path(entry).exists()
     w.download(entry, accept_license=True)
-    assert "accepted 20" in w.licence_record("panst3r-noncommercial").read_text()
+    assert "accepted 20" in licence_record("panst3r-noncommercial").read_text()
     w.weights_path(entry).unlink()
     assert w.download(entry).read_bytes() == DATA  # remembered: no flag needed
 
 
 def test_offline_mode_names_the_file_and_place(entry, server, monkeypatch):
-    monkeypatch.setenv(w.ENV_OFFLINE, "1")
+    monkeypatch.setenv(ENV_OFFLINE, "1")
     with pytest.raises(w.WeightsError) as exc:
         w.download(entry)
     message = str(exc.value)
@@ -258,8 +260,8 @@ def test_offline_mode_names_the_file_and_place(entry, server, monkeypatch):
 
 def test_cache_location(home, monkeypatch, tmp_path):
     assert w.weights_path("v2") == home / "weights" / "panst3r_v2_512_5ds.pth"
-    assert w.licence_record("x") == home / "licenses" / "x.accepted"
-    monkeypatch.delenv(w.ENV_HOME)
+    assert licence_record("x") == home / "licenses" / "x.accepted"
+    monkeypatch.delenv(ENV_HOME)
     if sys.platform.startswith("linux"):
         monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
         assert w.weights_dir() == tmp_path / "xdg" / "panst3r" / "weights"
@@ -283,7 +285,7 @@ def test_resolve_weights_ids_aliases_and_paths(home, tmp_path):
 
 
 def test_base_url_environment_variable_points_to_a_mirror(entry, server, monkeypatch):
-    monkeypatch.setenv(w.ENV_BASE_URL, server.url + "/")
+    monkeypatch.setenv(ENV_BASE_URL, server.url + "/")
     unreachable = replace(entry, url="http://127.0.0.1:9/official/fake.pth")
     assert w.download(unreachable).read_bytes() == DATA
     assert server.requests == [("/fake.pth", None)]
@@ -322,7 +324,7 @@ def test_verify_and_list(entry, home):
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
     parser = argparse.ArgumentParser()
-    w.add_weights_commands(parser.add_subparsers(dest="weights_command", required=True))
+    add_weights_commands(parser.add_subparsers(dest="weights_command", required=True))
     args = parser.parse_args(argv)
     code = args.func(args)
     out, err = capsys.readouterr()

@@ -23,14 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
+from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.eval.camera_conventions import opencv_to_blender
 from panst3r_engine.eval.scene_layout import MaterialSpec, Part, RoomLayout, SceneObject
 
 NO_HIT_DEPTH = 1e9  # Cycles writes 1e10 for rays that leave the scene
 
 
-class BlenderUnavailable(RuntimeError):
+class BlenderUnavailable(PanSt3RError):
     """bpy (Blender as a Python module) is not importable here."""
+
+    code = "blender_unavailable"
 
 
 def require_bpy():

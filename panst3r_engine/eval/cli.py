@@ -12,7 +12,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TextIO
 
@@ -113,48 +112,25 @@ def print_report(report: dict, stream: TextIO | None = None) -> None:
 
 def cmd_eval_run(args: argparse.Namespace) -> int:
     """Run and score; numbers to ``--json`` and a table on stdout."""
+    from panst3r_engine.eval.dataset import DatasetError
     from panst3r_engine.eval.run import EvalOptions, run_evaluation
-    from panst3r_engine.progress import TextProgress
+    from panst3r_engine.pipeline.progress import TextProgress
 
     dataset = Path(args.dataset)
     if not dataset.is_dir():
-        return _fail(f"dataset folder {dataset} does not exist" if not dataset.exists()
-                     else f"{dataset} is not a folder (expected a scene folder)")
+        raise DatasetError(f"dataset folder {dataset} does not exist" if not dataset.exists()
+                           else f"{dataset} is not a folder (expected a scene folder)")
     out = Path(args.out) if args.out else Path(f"eval_{dataset.resolve().name}")
     opts = EvalOptions(weights=args.weights, protocol=args.protocol, holdout_every=args.holdout_every,
                        keyframes=args.keyframes, postprocess=args.postprocess, vocab_embeddings=args.vocab_embeddings,
                        device=args.device, resize=args.resize, conf_threshold=args.conf_threshold, seed=args.seed,
                        point_radius=args.point_radius, fill_radius=args.fill_radius, use_splats=not args.no_splats,
                        max_points=args.max_points, splat_steps=args.splat_steps, overwrite=args.overwrite)
-    report = _guarded(lambda: run_evaluation(dataset, out, opts, TextProgress(stream=sys.stderr)))
-    if isinstance(report, int):
-        return report
+    report = run_evaluation(dataset, out, opts, TextProgress(stream=sys.stderr))
     path = write_report(report, args.json or out / "eval.json")
     print_report(to_json(report))
     print(f"\nbundle: {report['bundle']}\nnumbers: {path}")
     return 0
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def _guarded(fn):
-    """Call ``fn``; expected failures become one line on stderr and exit code 2 (interrupt: 130)."""
-    from panst3r_engine.checkpoints import CheckpointError
-    from panst3r_engine.eval.blender_render import BlenderUnavailable
-    from panst3r_engine.progress import Cancelled
-    from panst3r_engine.weights import WeightsError
-
-    try:
-        return fn()
-    except (ValueError, FileExistsError, FileNotFoundError, MemoryError, CheckpointError, WeightsError,
-            BlenderUnavailable) as exc:  # DatasetError, ImageError, VocabularyError, BundleError are ValueErrors
-        return _fail(str(exc))
-    except (KeyboardInterrupt, Cancelled):
-        print("\ncancelled", file=sys.stderr)
-        return 130
 
 
 def to_json(value):
@@ -186,13 +162,3 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m panst3r_engine")
     add_eval_commands(parser.add_subparsers(dest="command", required=True))
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry: ``main(['eval', 'run', ...])`` behaves as the engine CLI's ``eval`` group."""
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,11 +35,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from panst3r_engine.errors import PanSt3RError
+
 FORMAT = "panst3r-synthetic-1"
 
 
-class DatasetError(ValueError):
+class DatasetError(PanSt3RError):
     """A scene folder that cannot be read or written, with the reason."""
+
+    code = "bad_dataset"
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def processing_frame(width: int, height: int, resize: str) -> tuple[Box, tuple[i
         return (0, 0, width, height), (width, height)
     import torch
 
-    from panst3r_engine.images import resize_512
+    from panst3r_engine.pipeline.images import resize_512
 
     out, box = resize_512(torch.zeros(1, height, width))
     return tuple(int(b) for b in box), (int(out.shape[-1]), int(out.shape[-2]))
@@ -404,7 +404,8 @@ def evaluate_prediction(scene: SceneDataset, pred: Prediction, inputs: list[int]
 
 def _run_pipeline(scene: SceneDataset, inputs: list[int], out_dir: Path, opts: EvalOptions, progress):
     """The job on the input views' decoded pixels (so GT and photo never disagree: EXIF, JPEG), plus splats."""
-    from panst3r_engine.pipeline import JobOptions, run_job
+    from panst3r_engine.pipeline.options import JobOptions
+    from panst3r_engine.pipeline.run import run_job
 
     with tempfile.TemporaryDirectory(prefix="panst3r-eval-") as tmp:
         photos = [Path(tmp) / f"{i:05d}.png" for i in range(len(inputs))]
@@ -432,7 +433,7 @@ def _run_pipeline(scene: SceneDataset, inputs: list[int], out_dir: Path, opts: E
 def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts: EvalOptions,
                    progress=None) -> dict:
     """Run the pipeline on the dataset's (input) photos into ``out_dir/bundle`` and score it; returns the report."""
-    from panst3r_engine.bundle import read_bundle
+    from panst3r_engine.bundle.read import read_bundle
 
     opts = opts.validate()
     started = time.perf_counter()

@@ -13,12 +13,24 @@ import ast
 from dataclasses import dataclass, field
 from typing import Any
 
-from panst3r_engine.model.configs import (DecoderConfig, DinoConfig, EncoderConfig, InputMixerConfig, LoftUpConfig,
-                                          MaskTransformerConfig, ModelConfig, PanopticConfig, PixelShuffleConfig)
+from panst3r_engine.errors import PanSt3RError
+from panst3r_engine.model.configs import (
+    DecoderConfig,
+    DinoConfig,
+    EncoderConfig,
+    InputMixerConfig,
+    LoftUpConfig,
+    MaskTransformerConfig,
+    ModelConfig,
+    PanopticConfig,
+    PixelShuffleConfig,
+)
 
 
-class ConstructorError(ValueError):
+class ConstructorError(PanSt3RError):
     """A constructor string we cannot (or will not) interpret."""
+
+    code = "weights"
 
 
 @dataclass

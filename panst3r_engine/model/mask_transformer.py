@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from panst3r_engine.model.configs import MaskTransformerConfig
 import panst3r_engine.model.layers.attention as attention_impl
+from panst3r_engine.model.configs import MaskTransformerConfig
 
 NORM_EPS = 1e-5
 LANG_EPS = 1e-7

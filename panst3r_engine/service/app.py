@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from panst3r_engine import __version__
 from panst3r_engine.devices import resolve_device
-from panst3r_engine.pipeline import JobOptions
+from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.service import API_VERSION, auth
 from panst3r_engine.service.download import zip_stream
 from panst3r_engine.service.errors import ApiError, error_body
@@ -47,7 +47,7 @@ bp = Blueprint("v1", __name__, url_prefix="/v1")
 
 
 def default_jobs_dir() -> Path:
-    from panst3r_engine.weights import cache_root
+    from panst3r_engine.config import cache_root
 
     return cache_root() / "jobs"
 

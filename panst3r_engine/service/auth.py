@@ -14,10 +14,17 @@ from pathlib import Path
 
 from flask import Flask, request
 
+from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.service.errors import ApiError
 
 MIN_TOKEN_LENGTH = 16
 
+
+
+class TokenError(PanSt3RError):
+    """A service token (or token file) that cannot be used."""
+
+    code = "bad_options"
 
 def generate_token() -> str:
     """A fresh random token (256 bits, URL-safe)."""
@@ -29,13 +36,13 @@ def read_token_file(path: str | os.PathLike) -> str:
     try:
         token = Path(path).expanduser().read_text("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read the token file {path}: {exc}") from exc
+        raise TokenError(f"cannot read the token file {path}: {exc}") from exc
     if len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"the token in {path} is {'empty' if not token else 'too short'}; use at least "
+        raise TokenError(f"the token in {path} is {'empty' if not token else 'too short'}; use at least "
                          f"{MIN_TOKEN_LENGTH} random characters (e.g. python -c \"import secrets; "
                          "print(secrets.token_urlsafe(32))\")")
     if any(ch.isspace() for ch in token):
-        raise ValueError(f"the token in {path} contains whitespace; put one token on one line")
+        raise TokenError(f"the token in {path} contains whitespace; put one token on one line")
     return token
 
 
@@ -52,7 +59,7 @@ def bearer_matches(header: str | None, token: str) -> bool:
 def install(app: Flask, token: str) -> None:
     """Require the token on every request, routed or not, before any view runs."""
     if len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"the service token must have at least {MIN_TOKEN_LENGTH} characters")
+        raise TokenError(f"the service token must have at least {MIN_TOKEN_LENGTH} characters")
 
     @app.before_request
     def _require_token() -> None:

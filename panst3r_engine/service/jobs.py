@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from panst3r_engine.models import ModelCache
-from panst3r_engine.pipeline import JobOptions, run_job
-from panst3r_engine.progress import Cancelled, Progress
+from panst3r_engine.model.loading import ModelCache
+from panst3r_engine.pipeline.options import JobOptions
+from panst3r_engine.pipeline.progress import Cancelled, Progress
+from panst3r_engine.pipeline.run import run_job
 from panst3r_engine.service.errors import ApiError
 from panst3r_engine.service.failures import describe_failure
 from panst3r_engine.service.options import ClientOptions, vocab_file_text

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from panst3r_engine.pipeline import POSTPROCESS_METHODS, JobOptions
+from panst3r_engine.errors import OptionsError
+from panst3r_engine.pipeline.options import POSTPROCESS_METHODS, JobOptions
 from panst3r_engine.service.errors import ApiError
-from panst3r_engine.vocab import PRESETS, VocabularyError, preset_name, validate_names
+from panst3r_engine.vocab.vocabularies import PRESETS, VocabularyError, preset_name, validate_names
 
 # name -> (accepted JSON types, what the user should send)
 FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -73,8 +74,8 @@ def parse_options(text: str | None) -> ClientOptions:
     options = ClientOptions(values, names, bool(values.get("splats", False)), values.get("splat_steps"))
     try:
         options.job_options(JobOptions())
-    except ValueError as exc:
-        raise _bad(str(exc)) from exc
+    except OptionsError as exc:
+        raise _bad(exc.message) from exc
     return options
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from panst3r_engine.bundle_format import encode_panoptic
+from panst3r_engine.bundle.spec import encode_panoptic
 from panst3r_engine.service.errors import ApiError
 
 SPLATS_FILE = "splats.ply"

@@ -27,6 +27,7 @@ import threading
 from typing import TYPE_CHECKING, TextIO
 
 from panst3r_engine import __version__
+from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.service import API_VERSION
 
 if TYPE_CHECKING:
@@ -35,8 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class ServeError(ValueError):
+class ServeError(PanSt3RError):
     """The engine cannot start serving; the message says what to change."""
+
+    code = "bad_options"
 
 
 class EngineServer:
@@ -130,7 +133,7 @@ def _configure_logging() -> None:
 
 def _check_weights(weights: str) -> None:
     """Warn at start (jobs will fail with the same sentence) when the weights are not there."""
-    from panst3r_engine.models import resolve_weights_path
+    from panst3r_engine.model.loading import resolve_weights_path
 
     try:
         path, _ = resolve_weights_path(weights)
@@ -197,19 +200,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.host, args.port, token, jobs_dir=args.jobs_dir, weights=args.weights, device=args.device,
                  preload=args.preload, max_upload_mb=args.max_upload_mb, max_images=args.max_images,
                  keep_jobs=args.keep_jobs, job_ttl_hours=args.job_ttl_hours)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``serve`` alone (tests, or before the engine's CLI has the sub-command)."""
-    parser = argparse.ArgumentParser(prog="panst3r_engine.service")
-    add_serve_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

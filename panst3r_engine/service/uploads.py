@@ -14,7 +14,7 @@ from typing import BinaryIO, Protocol
 
 from PIL import Image, UnidentifiedImageError
 
-from panst3r_engine import images as _images  # noqa: F401  (sets PIL's decompression-bomb limit)
+from panst3r_engine.pipeline import images as _images  # noqa: F401  (sets PIL's decompression-bomb limit)
 from panst3r_engine.service.errors import ApiError
 
 GB = 1 << 30

@@ -18,8 +18,14 @@ from panst3r_engine.splats.export import SplatsFileError, read_splats_ply, write
 from panst3r_engine.splats.fit import FitConfig, FitResult, add_splats_to_bundle, fit_bundle, fit_splats
 from panst3r_engine.splats.init import init_from_bundle, init_from_points
 from panst3r_engine.splats.model import SplatModel
-from panst3r_engine.splats.render import (RenderOutput, choose_backend, gsplat_cuda_available, rasterize, render,
-                                          render_view)
+from panst3r_engine.splats.render import (
+                                          RenderOutput,
+                                          choose_backend,
+                                          gsplat_cuda_available,
+                                          rasterize,
+                                          render,
+                                          render_view,
+)
 
 __all__ = ["FitConfig", "FitResult", "RenderOutput", "SplatModel", "SplatsFileError", "add_splats_to_bundle",
            "choose_backend", "fit_bundle", "fit_splats", "gsplat_cuda_available", "init_from_bundle",

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.splats.model import SplatModel, sh_degree_of
 
 PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
@@ -30,8 +31,10 @@ REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "
 MAX_HEADER = 1 << 20
 
 
-class SplatsFileError(ValueError):
+class SplatsFileError(PanSt3RError):
     """A splats PLY that cannot be read, with a sentence saying why."""
+
+    code = "bundle"
 
 
 def property_names(num_rest: int) -> list[str]:

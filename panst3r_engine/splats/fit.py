@@ -27,8 +27,9 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import remove, reset_opa
 from torch import Tensor
 
-from panst3r_engine.bundle import Bundle, BundleError, read_bundle
-from panst3r_engine.bundle_read import MANIFEST
+from panst3r_engine.bundle.checks import BundleError
+from panst3r_engine.bundle.read import Bundle, read_bundle
+from panst3r_engine.bundle.spec import MANIFEST
 from panst3r_engine.splats.export import write_splats_ply
 from panst3r_engine.splats.init import init_from_bundle
 from panst3r_engine.splats.model import SplatModel

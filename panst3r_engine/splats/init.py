@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from panst3r_engine.bundle import Bundle, BundleError, read_bundle
+from panst3r_engine.bundle.checks import BundleError
+from panst3r_engine.bundle.read import Bundle, read_bundle
 from panst3r_engine.splats.model import SplatModel, rgb_to_sh0
 
 INIT_OPACITY = 0.1

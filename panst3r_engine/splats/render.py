@@ -151,7 +151,7 @@ _CACHE_LOCK = threading.Lock()
 
 def load_bundle_splats(bundle_path: str | os.PathLike) -> SplatModel:
     """``<bundle>/splats.ply`` as a model on the render device, cached per (path, mtime, size)."""
-    from panst3r_engine.bundle import BundleError
+    from panst3r_engine.bundle.checks import BundleError
     from panst3r_engine.splats.export import read_splats_ply
 
     path = Path(bundle_path).resolve() / "splats.ply"

@@ -67,7 +67,7 @@ class Addon:
 @pytest.fixture(scope="session")
 def synthetic_bundle(tmp_path_factory) -> Path:
     """The 3-view, 5-segment bundle of tests/bundle_utils.py written by the engine's writer."""
-    from panst3r_engine.bundle import write_bundle
+    from panst3r_engine.bundle.write import write_bundle
     from tests.bundle_utils import make_bundle_inputs
 
     return write_bundle(tmp_path_factory.mktemp("bundles") / "synthetic", *make_bundle_inputs())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from panst3r_engine.bundle import write_bundle
+from panst3r_engine.bundle.write import write_bundle
 
 WIDTH, HEIGHT = 64, 48
 CLASSES = [{"id": 0, "name": "floor", "isthing": False}, {"id": 1, "name": "wall", "isthing": False},

@@ -21,7 +21,7 @@ def test_zip_layout(extension_zip: Path) -> None:
     for required in ("blender_manifest.toml", "__init__.py", "preferences.py", "client/engine.py", "bundle/read.py",
                      "importers/convert.py", "operators/run.py", "ui/panel.py", "engine/pyproject.toml",
                      "engine/LICENSE", "engine/README.md", "engine/panst3r_engine/__init__.py",
-                     "engine/panst3r_engine/service/server.py", "engine/panst3r_engine/vocabularies/coco.json"):
+                     "engine/panst3r_engine/service/server.py", "engine/panst3r_engine/vocab/data/coco.json"):
         assert required in names, required
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith(("blender_addon/", "tests/", "dist/"))]

@@ -14,7 +14,7 @@ from PIL import Image
 
 from blender_addon.bundle.png import PngError, read_png
 from blender_addon.bundle.read import BundleError, read_bundle
-from panst3r_engine.bundle import read_bundle as engine_read_bundle
+from panst3r_engine.bundle.read import read_bundle as engine_read_bundle
 
 
 def test_same_data_as_the_engine_reader(synthetic_bundle: Path) -> None:

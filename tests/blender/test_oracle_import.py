@@ -17,7 +17,7 @@ def test_ground_truth_bundle_gives_one_object_per_instance(addon, scene, tmp_pat
         pytest.skip("the synthetic scene generator targets Blender 5.0 (bpy==5.0.1); the add-on itself supports 4.2+")
 
     from panst3r_engine.eval.dataset import read_scene
-    from panst3r_engine.splats.from_scene import bundle_from_scene
+    from panst3r_engine.eval.ground_truth import bundle_from_scene
 
     # The generator resets Blender's state, so it renders in its own process.
     folder = tmp_path / "room"

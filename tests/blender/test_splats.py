@@ -23,7 +23,7 @@ FRONT_RGB = np.array([0.9, 0.2, 0.1])
 @pytest.fixture(scope="module")
 def splat_bundle(tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch")
-    from panst3r_engine.bundle import write_bundle
+    from panst3r_engine.bundle.write import write_bundle
     from panst3r_engine.splats.export import write_splats_ply
     from panst3r_engine.splats.model import SplatModel
     from tests.bundle_utils import SEGMENT_CLASSES, make_bundle_inputs

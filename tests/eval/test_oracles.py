@@ -19,14 +19,31 @@ import pytest
 import torch
 
 from panst3r_engine.eval.camera_conventions import look_at
-from panst3r_engine.eval.dataset import (ClassInfo, InstanceInfo, SceneDataset, View, depth_to_camera_points,
-                                         gt_pointmaps, panoptic_ground_truth, project, relative_poses)
+from panst3r_engine.eval.dataset import (
+    ClassInfo,
+    InstanceInfo,
+    SceneDataset,
+    View,
+    depth_to_camera_points,
+    gt_pointmaps,
+    panoptic_ground_truth,
+    project,
+    relative_poses,
+)
 from panst3r_engine.eval.geometry_metrics import apply_similarity
 from panst3r_engine.eval.metrics import panoptic_quality_scene
-from panst3r_engine.eval.run import (EvalOptions, Prediction, evaluate_prediction, processed_K, processing_frame,
-                                     to_processed, transform_pose, zbuffer_labels)
+from panst3r_engine.eval.run import (
+    EvalOptions,
+    Prediction,
+    evaluate_prediction,
+    processed_K,
+    processing_frame,
+    to_processed,
+    transform_pose,
+    zbuffer_labels,
+)
+from panst3r_engine.pipeline.cameras import ViewGeometry, recover_camera
 from panst3r_engine.postprocess import METHODS, postprocess
-from panst3r_engine.scene import ViewGeometry, recover_camera
 
 W, H, F = 128, 96, 80.0
 CLASSES = [ClassInfo(1, "wall", False), ClassInfo(2, "floor", False), ClassInfo(3, "ceiling", False),
@@ -262,7 +279,7 @@ def test_processed_maps_and_intrinsics_agree(room: SceneDataset, resize: str) ->
 def test_processing_frame_matches_the_loader(tmp_path) -> None:
     from PIL import Image
 
-    from panst3r_engine.images import load_photo
+    from panst3r_engine.pipeline.images import load_photo
 
     for w, h in [(300, 300), (640, 480), (240, 320), (128, 96)]:
         Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(tmp_path / "p.png")

@@ -14,11 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panst3r_engine.eval.cli import main, to_json
-from panst3r_engine.bundle import read_bundle
+from panst3r_engine.bundle.read import read_bundle
+from panst3r_engine.cli import main
+from panst3r_engine.eval.cli import to_json
 from panst3r_engine.eval.dataset import ClassInfo, DatasetError, SceneDataset, read_scene
-from panst3r_engine.eval.run import (EvalOptions, prediction_from_bundle, processing_frame, split_views,
-                                     vocabulary_lines, zbuffer_labels)
+from panst3r_engine.eval.run import (
+    EvalOptions,
+    prediction_from_bundle,
+    processing_frame,
+    split_views,
+    vocabulary_lines,
+    zbuffer_labels,
+)
 
 needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
                                reason="bpy (Blender as a module, pip install bpy==5.0.1, Python 3.11) is not installed")
@@ -117,7 +124,7 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from panst3r_engine.checkpoints import write_random_checkpoint
+    from panst3r_engine.model.checkpoints import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_v2.pth", "v2", "tiny", seed=5)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from panst3r_engine.checkpoints import random_state_dict
+from panst3r_engine.model.checkpoints import random_state_dict
 from panst3r_engine.model.configs import model_config
 from panst3r_engine.model.inference import memory_batches, run_inference, select_keyframes
 from panst3r_engine.model.panst3r import PanSt3R

@@ -12,7 +12,11 @@ import torch.nn.functional as F
 from panst3r_engine.model.configs import panst3r_v1
 from panst3r_engine.model.layers import use_fused_attention
 from panst3r_engine.model.mask_transformer import (
-    CrossAttentionLayer, MaskTransformer, sine_position_embedding, unblock_empty_rows)
+    CrossAttentionLayer,
+    MaskTransformer,
+    sine_position_embedding,
+    unblock_empty_rows,
+)
 
 CFG = panst3r_v1(tiny=True).panoptic.mask_transformer  # hidden 64, 4 heads, 2 layers, mask_dim 32
 SIZES = [(4, 6), (3, 5)]  # two views of different sizes (fpn grid); mask maps are 8x larger

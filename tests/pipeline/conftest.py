@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from panst3r_engine.checkpoints import write_random_checkpoint
+from panst3r_engine.model.checkpoints import write_random_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from panst3r_engine.bundle import BundleError, read_bundle
-from panst3r_engine.images import ImageError
-from panst3r_engine.pipeline import JobOptions, run_job
-from panst3r_engine.progress import Cancelled, Progress
+from panst3r_engine.bundle.checks import BundleError
+from panst3r_engine.bundle.read import read_bundle
+from panst3r_engine.errors import OptionsError
+from panst3r_engine.pipeline.images import ImageError
+from panst3r_engine.pipeline.options import JobOptions
+from panst3r_engine.pipeline.progress import Cancelled, Progress
+from panst3r_engine.pipeline.run import run_job
 
 
 def options(ckpt, **kw) -> JobOptions:
@@ -150,15 +153,14 @@ def test_cancel_stops_the_job_and_leaves_nothing(tiny_checkpoint, photo_dir, tmp
 
 
 def test_bad_options_are_refused_before_work(tiny_checkpoint, photo_dir, tmp_path):
-    with pytest.raises(ValueError, match="post-processing"):
+    with pytest.raises(OptionsError, match="post-processing"):
         run_job([photo_dir / "a_landscape.jpg"], tmp_path / "x", options(tiny_checkpoint, postprocess="magic"))
-    with pytest.raises(ValueError, match="confidence threshold"):
+    with pytest.raises(OptionsError, match="confidence threshold"):
         run_job([photo_dir / "a_landscape.jpg"], tmp_path / "x", options(tiny_checkpoint, conf_threshold=0.5))
 
 
 def test_splats_are_fitted_and_published_with_the_bundle(tiny_checkpoint, photo_dir, tmp_path):
     from panst3r_engine.splats import read_splats_ply, render_view
-
     from tests.pipeline.conftest import textured
 
     small = tmp_path / "small"

@@ -13,8 +13,8 @@ import pytest
 import requests
 from PIL import Image
 
-from panst3r_engine.checkpoints import write_random_checkpoint
-from panst3r_engine.models import ModelCache
+from panst3r_engine.model.checkpoints import write_random_checkpoint
+from panst3r_engine.model.loading import ModelCache
 from panst3r_engine.service.options import ClientOptions
 from panst3r_engine.service.records import Job, new_job_id, save_record
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from panst3r_engine.service.auth import MIN_TOKEN_LENGTH, bearer_matches, generate_token, read_token_file
+from panst3r_engine.service.auth import MIN_TOKEN_LENGTH, TokenError, bearer_matches, generate_token, read_token_file
 from tests.service.conftest import TOKEN
 
 
@@ -43,13 +43,13 @@ def test_token_file_is_stripped(tmp_path):
 def test_unusable_token_file_is_refused(tmp_path, content, message):
     path = tmp_path / "token.txt"
     path.write_text(content)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(TokenError, match=message):
         read_token_file(path)
     assert MIN_TOKEN_LENGTH >= 16
 
 
 def test_missing_token_file_is_named(tmp_path):
-    with pytest.raises(ValueError, match="nope.txt"):
+    with pytest.raises(TokenError, match="nope.txt"):
         read_token_file(tmp_path / "nope.txt")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from panst3r_engine.pipeline import JobOptions
+from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.service.jobs import JobManager
 from tests.service.conftest import FAST, make_record, photo_bytes
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from panst3r_engine.pipeline import JobOptions
+from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.service.errors import ApiError
 from panst3r_engine.service.options import parse_options, vocab_file_text
 

@@ -16,11 +16,12 @@ import pytest
 import requests
 
 from panst3r_engine import __version__
-from panst3r_engine.service.server import EngineServer, ServeError, add_serve_command, main
+from panst3r_engine.cli import main
+from panst3r_engine.service.server import EngineServer, ServeError, add_serve_command
 from tests.service.conftest import FAST, TOKEN, Client, photo_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
-START = "import sys; from panst3r_engine.service.server import main; sys.exit(main())"
+START = "import sys; from panst3r_engine.cli import main; sys.exit(main(['serve', *sys.argv[1:]]))"
 
 
 def start_process(tmp_path: Path, checkpoint: Path, *args: str) -> tuple[subprocess.Popen, dict]:
@@ -90,7 +91,7 @@ def test_shutdown_cancels_the_running_job_and_exits_0(tmp_path, tiny_checkpoint)
 def test_short_token_file_is_refused(tmp_path, capsys):
     token_file = tmp_path / "token.txt"
     token_file.write_text("secret\n")
-    assert main(["--token-file", str(token_file)]) == 2
+    assert main(["serve", "--token-file", str(token_file)]) == 2
     assert "too short" in capsys.readouterr().err
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from panst3r_engine.bundle import write_bundle
+from panst3r_engine.bundle.write import write_bundle
 
 SKY = np.array([0.85, 0.9, 1.0])
 LIGHT = np.array([0.4, -0.3, 0.87]) / np.linalg.norm([0.4, -0.3, 0.87])

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from panst3r_engine.bundle import read_bundle, write_bundle
+from panst3r_engine.bundle.read import read_bundle
+from panst3r_engine.bundle.write import write_bundle
 from panst3r_engine.splats import add_splats_to_bundle
 from panst3r_engine.splats.fit import CPU_TRAIN_SIDE
 

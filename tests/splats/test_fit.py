@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from panst3r_engine.bundle import read_bundle
+from panst3r_engine.bundle.read import read_bundle
 from panst3r_engine.splats import add_splats_to_bundle, fit_bundle, read_splats_ply, render, render_view
 from panst3r_engine.splats.fit import FixedDefaultStrategy, make_view, mean_psnr, ssim
 from panst3r_engine.splats.labels import pixel_accuracy

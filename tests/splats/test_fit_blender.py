@@ -29,11 +29,16 @@ import numpy as np
 import pytest
 import torch
 
-from panst3r_engine.bundle import read_bundle
+from panst3r_engine.bundle.read import read_bundle
 from panst3r_engine.eval.dataset import ClassInfo, InstanceInfo, SceneDataset, View, project
+from panst3r_engine.eval.ground_truth import (
+    bundle_from_scene,
+    evaluate_views,
+    holdout_split,
+    majority_baseline,
+    splat_K,
+)
 from panst3r_engine.splats import fit_bundle
-from panst3r_engine.splats.from_scene import (bundle_from_scene, evaluate_views, holdout_split, majority_baseline,
-                                              splat_K)
 
 SEED, VIEWS, W, H, SAMPLES = 0, 8, 96, 72, 4
 HOLDOUT_EVERY, STRIDE, STEPS, GAUSSIANS = 4, 1, 150, 5000

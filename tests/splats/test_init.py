@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from panst3r_engine.bundle import write_bundle
+from panst3r_engine.bundle.write import write_bundle
 from panst3r_engine.splats.init import choose_voxel, init_from_bundle, init_from_points, knn_scale, voxel_merge
 from panst3r_engine.splats.model import SH_C0
 from tests.bundle_utils import SEGMENT_CLASSES, make_bundle_inputs

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from panst3r_engine.bundle import BundleError, write_bundle
+from panst3r_engine.bundle.checks import BundleError
+from panst3r_engine.bundle.write import write_bundle
 from panst3r_engine.splats import choose_backend, gsplat_cuda_available, render, render_view, write_splats_ply
 from panst3r_engine.splats.init import init_from_bundle
 from tests.bundle_utils import make_bundle_inputs

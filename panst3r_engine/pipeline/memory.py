@@ -11,8 +11,16 @@ from dataclasses import dataclass
 
 import torch
 
+from panst3r_engine.errors import PanSt3RError
+
 GiB = 2**30
 
+
+
+class InsufficientMemory(PanSt3RError):
+    """A job that would not fit in the device's memory, with the keyframe count or group size that would."""
+
+    code = "out_of_memory"
 
 @dataclass(frozen=True)
 class MemoryEstimate:
@@ -65,7 +73,7 @@ def available_bytes(device: torch.device) -> int:
 
 def check_fits(model, sizes: list[tuple[int, int]], num_keyframes: int, device: torch.device,
                max_batch: int = 1, weights_loaded: bool = True, available: int | None = None) -> MemoryEstimate:
-    """Raise MemoryError with a suggested keyframe count when the job will not fit.
+    """Raise :class:`InsufficientMemory` with a suggested keyframe count when the job will not fit.
 
     ``available`` overrides the measured free memory (bytes), e.g. for a per-job budget.
     """
@@ -77,6 +85,6 @@ def check_fits(model, sizes: list[tuple[int, int]], num_keyframes: int, device: 
     where = "GPU memory" if device.type == "cuda" else "memory"
     need = f"this job needs about {est.total / GiB:.1f} GiB of {where} but only {free / GiB:.1f} GiB is available"
     if fitting:
-        raise MemoryError(f"{need}; use --keyframes {fitting[0]} (or fewer) to fit")
-    raise MemoryError(f"{need}, even with 2 keyframes; run fewer photos at once (e.g. split into groups of "
+        raise InsufficientMemory(f"{need}; use --keyframes {fitting[0]} (or fewer) to fit")
+    raise InsufficientMemory(f"{need}, even with 2 keyframes; run fewer photos at once (e.g. split into groups of "
                       f"{max(2, len(sizes) // 2)}) or use a machine with more memory")

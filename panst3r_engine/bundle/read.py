@@ -1,4 +1,4 @@
-"""Reading a result bundle (format documented in :mod:`panst3r_engine.bundle`).
+"""The engine's reader of a result bundle (the contract is :mod:`.spec`).
 
 The manifest and points are loaded and validated at once; panoptic maps and
 photos are decoded on demand, since a bundle of many views can hold hundreds
@@ -16,12 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from panst3r_engine import bundle_format as checks
-from panst3r_engine.bundle_format import BundleError, decode_panoptic
-
-MANIFEST = "manifest.json"
-POINTS = "points.npz"
-RESERVED_NAMES = {MANIFEST, POINTS, "panoptic", "images"}
+from panst3r_engine.bundle import checks
+from panst3r_engine.bundle.checks import BundleError
+from panst3r_engine.bundle.spec import MANIFEST, POINTS, RESERVED_NAMES, decode_panoptic, image_file
 
 
 @dataclass
@@ -71,11 +68,11 @@ class Bundle:
         return decode_panoptic(self._read_rgb(self.path / entry["file"], stem))
 
     def has_image(self, stem: str) -> bool:
-        return (self.path / "images" / f"{stem}.jpg").is_file()
+        return (self.path / image_file(stem)).is_file()
 
     def image(self, stem: str) -> np.ndarray:
         """uint8 [H, W, 3]: the processed photo."""
-        return self._read_rgb(self.path / "images" / f"{stem}.jpg", stem)
+        return self._read_rgb(self.path / image_file(stem), stem)
 
     def extra(self, name: str) -> Path | None:
         """Path of a pass-through file (``splats.ply``, ``raw.npz``), or None when absent."""

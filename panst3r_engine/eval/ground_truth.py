@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from panst3r_engine.bundle import write_bundle
+from panst3r_engine.bundle.write import write_bundle
 from panst3r_engine.eval.dataset import SceneDataset, View, gt_pointmaps, read_scene
 from panst3r_engine.splats.fit import psnr
 from panst3r_engine.splats.render import render

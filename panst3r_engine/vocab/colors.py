@@ -1,8 +1,9 @@
-"""Display colours for classes and segments.
+"""Display colours for classes and segments: the one place that decides them.
 
-Class colours are derived from the class *name* alone (an MD5 of the
-normalised name picks a hue and one of a few saturation/value tiers), so the
-same class has the same colour in every job, whatever the vocabulary or its
+A class takes its dataset's published colour when it has one (COCO panoptic,
+then ADE20k). Other classes get a colour derived from the *name* alone (an MD5
+of the normalised name picks a hue and one of a few saturation/value tiers), so
+the same class has the same colour in every job, whatever the vocabulary or its
 order. Segment (instance) colours walk the hue circle by the golden ratio, so
 neighbouring segment ids get well separated hues. Both stay clear of
 near-black and near-white: value >= 0.68 and saturation >= 0.5, so the
@@ -14,8 +15,11 @@ from __future__ import annotations
 import colorsys
 import hashlib
 from collections.abc import Iterable
+from functools import lru_cache
 
 import numpy as np
+
+from panst3r_engine.vocab.vocabularies import _preset_entries
 
 _CLASS_SATURATION = (0.55, 0.7, 0.85)
 _CLASS_VALUE = (0.92, 0.8, 0.68)
@@ -30,8 +34,26 @@ def _hsv_to_rgb8(hue: float, saturation: float, value: float) -> tuple[int, int,
     return round(r * 255), round(g * 255), round(b * 255)
 
 
+@lru_cache(maxsize=1)
+def _official_colors() -> dict[str, tuple[int, int, int]]:
+    """Name -> published colour: COCO panoptic first, then the ADE20k palette for names COCO lacks."""
+    table: dict[str, tuple[int, int, int]] = {}
+    for preset in ("coco", "ade20k"):
+        for entry in _preset_entries(preset):
+            if "color" in entry:
+                table.setdefault(entry["name"].strip().lower(), tuple(int(c) for c in entry["color"]))
+    return table
+
+
 def class_color(name: str) -> tuple[int, int, int]:
-    """Stable colour of a class: a function of its name only (case and surrounding spaces ignored)."""
+    """Stable (r, g, b) of a class name: the dataset's published colour for preset names, else
+    :func:`hashed_class_color`."""
+    color = _official_colors().get(name.strip().lower())
+    return color if color is not None else hashed_class_color(name)
+
+
+def hashed_class_color(name: str) -> tuple[int, int, int]:
+    """Colour of a class from its name only (case and surrounding spaces ignored)."""
     digest = hashlib.md5(name.strip().lower().encode("utf-8")).digest()
     hue = int.from_bytes(digest[:4], "little") / 2**32
     return _hsv_to_rgb8(hue, _CLASS_SATURATION[digest[4] % 3], _CLASS_VALUE[digest[5] % 3])

@@ -22,11 +22,13 @@ class_names        [C] str              the vocabulary, column order of pred_log
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from panst3r_engine.bundle.checks import BundleError
 from panst3r_engine.model.inference import RawOutputs, activate_pointmaps
 
 REQUIRED = ("pred_logits", "pred_masks", "true_shape")
@@ -75,10 +77,13 @@ def load_raw(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read ``raw.npz``, checking the arrays post-processing needs."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files}
+        raise BundleError(f"{path} does not exist; give the raw.npz written by 'run --save-raw'")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{path} cannot be read ({exc}); give the raw.npz written by 'run --save-raw'") from None
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}; it is not a raw.npz written by 'run --save-raw'")
+        raise BundleError(f"{path} lacks {', '.join(missing)}; it is not a raw.npz written by 'run --save-raw'")
     return arrays

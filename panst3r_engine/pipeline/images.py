@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from panst3r_engine.errors import PanSt3RError
+
 # (W, H) for landscape photos at 512, keyed by aspect ratio W / H.
 RESOLUTIONS_512 = {4 / 3: (512, 384), 32 / 21: (512, 336), 16 / 9: (512, 288), 2 / 1: (512, 256), 16 / 5: (512, 160)}
 MIN_SIDE = {"512": 64, "none": 32}  # smaller photos carry too little detail to reconstruct
@@ -28,8 +30,10 @@ MIN_SIDE = {"512": 64, "none": 32}  # smaller photos carry too little detail to 
 Image.MAX_IMAGE_PIXELS = 400_000_000  # allow large photos, still refuse decompression bombs
 
 
-class ImageError(ValueError):
+class ImageError(PanSt3RError):
     """A photo that cannot be used, naming the file and the reason."""
+
+    code = "bad_image"
 
 
 @dataclass(frozen=True)

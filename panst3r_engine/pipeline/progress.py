@@ -14,12 +14,10 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-STAGES = ("load_images", "load_model", "vocabulary", "encode", "memory", "render_keyframes", "decode_keyframes",
-          "render_views", "postprocess", "cameras", "write_bundle")
+from panst3r_engine.bundle.spec import STAGES
+from panst3r_engine.errors import Cancelled
 
-
-class Cancelled(Exception):
-    """Raised inside a job when its cancellation was requested."""
+__all__ = ["STAGES", "Cancelled", "JsonProgress", "Progress", "ProgressFn", "TextProgress"]
 
 
 class Progress:

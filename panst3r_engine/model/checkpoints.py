@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.model.configs import ModelConfig, Version, model_config
 from panst3r_engine.model.constructor_args import ConstructorError, args_from_config, config_from_args
 
@@ -34,8 +35,10 @@ _DINO_RENAMES = {
 }
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PanSt3RError):
     """A checkpoint that cannot be used, with a sentence saying why."""
+
+    code = "weights"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,7 @@
-"""The result bundle's format rules: version, panoptic id encoding and validation.
+"""Validation of the result bundle, shared by the writer and the engine's reader.
 
-Shared by the writer (:func:`panst3r_engine.bundle.write_bundle`) and the
-reader (:func:`panst3r_engine.bundle_read.read_bundle`) so both enforce the
-same contract. Every failure raises :class:`BundleError` with one sentence
-naming the field and what is wrong. The format itself is documented in
-:mod:`panst3r_engine.bundle`.
+Both enforce the contract of :mod:`.spec`. Every failure raises
+:class:`BundleError` with one sentence naming the field and what is wrong.
 """
 
 from __future__ import annotations
@@ -16,41 +13,18 @@ from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = "1.0"
-MAX_SEGMENT_ID = 2**24 - 1  # the largest id the RGB panoptic encoding can hold
-
-# name -> (dtype, per-point shape)
-POINT_ARRAYS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
-    "xyz": (np.dtype(np.float32), (3,)),
-    "rgb": (np.dtype(np.uint8), (3,)),
-    "conf": (np.dtype(np.float32), ()),
-    "segment": (np.dtype(np.int32), ()),
-    "view": (np.dtype(np.int16), ()),
-    "pixel": (np.dtype(np.uint16), (2,)),
-}
+from panst3r_engine.bundle.spec import FORMAT_VERSION, MAX_SEGMENT_ID, POINT_ARRAYS, panoptic_file
+from panst3r_engine.bundle.spec import parse_version as _parse_version
+from panst3r_engine.errors import PanSt3RError
 
 _STEM = re.compile(r"^[\w][\w.\-]{0,127}$")
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
-class BundleError(ValueError):
+class BundleError(PanSt3RError):
     """A result bundle that cannot be written or read, with a sentence a user can act on."""
 
-
-BundleError.__module__ = "panst3r_engine.bundle"
-
-
-# ---------------------------------------------------------------- panoptic id encoding
-def encode_panoptic(ids: np.ndarray) -> np.ndarray:
-    """int [H, W] segment ids -> uint8 [H, W, 3] with id = R + 256 G + 65536 B (COCO panoptic)."""
-    ids = np.asarray(ids, dtype=np.int64)
-    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
-
-
-def decode_panoptic(rgb: np.ndarray) -> np.ndarray:
-    """uint8 [H, W, 3] -> int32 [H, W] ids (inverse of :func:`encode_panoptic`)."""
-    rgb = np.asarray(rgb, dtype=np.int32)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    code = "bundle"
 
 
 def panoptic_segments_info(ids: np.ndarray, class_of: Mapping[int, int]) -> list[dict]:
@@ -142,10 +116,10 @@ def check_stem(stem: Any, where: str) -> str:
 
 def parse_version(version: Any) -> tuple[int, int]:
     """'1.0' -> (1, 0)."""
-    match = re.fullmatch(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
-    if match is None:
+    parsed = _parse_version(version)
+    if parsed is None:
         raise BundleError(f"the bundle's format_version {version!r} is not of the form 'MAJOR.MINOR'")
-    return int(match.group(1)), int(match.group(2))
+    return parsed
 
 
 def check_version(version: Any) -> None:
@@ -287,7 +261,7 @@ def check_panoptic_entries(panoptic: Any, stems: list[str], class_of: dict[int, 
     for stem, entry in panoptic.items():
         if stem not in stems:
             raise BundleError(f"manifest 'panoptic' has an entry for {stem!r}, which is not an image stem")
-        if need(entry, "file", f"panoptic entry {stem!r}") != f"panoptic/{stem}.png":
+        if need(entry, "file", f"panoptic entry {stem!r}") != panoptic_file(stem):
             raise BundleError(f"panoptic entry {stem!r} must name the file 'panoptic/{stem}.png'")
         info = need(entry, "segments_info", f"panoptic entry {stem!r}")
         for item in _check_list(info, f"panoptic[{stem!r}].segments_info"):

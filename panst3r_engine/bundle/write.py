@@ -1,56 +1,10 @@
-"""The result bundle: the versioned folder a job writes and the Blender add-on imports.
+"""The engine's bundle writer: validate, fill the derived fields, write into a folder, publish with one rename.
 
-Format version 1.0 (DESIGN.md §3). A bundle is a folder holding:
-
-``manifest.json`` (UTF-8, ASCII-escaped JSON, no NaN/Infinity)::
-
-    {"format_version": "1.0",
-     "engine":  {"name": "panst3r_engine", "version": str},
-     "model":   {"id": str, "version": "v1" | "v2", "checkpoint_md5": str | null},
-     "options": {...},                    # the job's options, free-form
-     "timings": {stage: seconds},
-     "created": "YYYY-MM-DDTHH:MM:SS+00:00",   # UTC, datetime.fromisoformat-compatible
-     "images":  [{"index": i,             # 0..V-1, listed in order
-                  "file": original file name,
-                  "stem": unique file-name-safe stem used for per-image files,
-                  "original_size": [W, H],     # after EXIF rotation
-                  "processed_size": [W, H],    # what the network saw
-                  "crop_box": [x0, y0, x1, y1],  # region of the original resized to processed_size
-                  "keyframe": bool}],
-     "cameras": [{"image": i,             # exactly one per image
-                  "K": 3x3,               # pixels of the processed image
-                  "cam_to_world": 4x4,    # OpenCV axes: x right, y down, z forward
-                  "focal": f, "confidence": median conf}],
-     "classes": [{"id": c, "name": str, "color": [r, g, b] 0-255, "isthing": bool}],
-     "segments": [{"id": s >= 1, "class_id": c, "score": float, "color": [r, g, b],
-                   "point_count": int,    # rows of points.npz with segment == s
-                   "views": [i, ...],     # images where s has points or panoptic pixels
-                   "bbox_min": [x, y, z], "bbox_max": [x, y, z]}],  # both null when point_count == 0
-     "panoptic": {stem: {"file": "panoptic/<stem>.png",
-                         "segments_info": [{"id": s, "category_id": c, "area": pixels,
-                                            "bbox": [x, y, w, h], "iscrowd": 0}]}}}
-
-``points.npz`` (uncompressed ``np.savez``, no pickles), all arrays sharing N:
-``xyz`` float32 (N, 3) world coordinates (OpenCV axes, world = the first
-keyframe's camera); ``rgb`` uint8 (N, 3); ``conf`` float32 (N,); ``segment``
-int32 (N,), 0 = unlabelled; ``view`` int16 (N,) image index; ``pixel``
-uint16 (N, 2), (x, y) in processed-image pixels.
-
-``panoptic/<stem>.png``: RGB PNG of the processed size, COCO-panoptic id
-encoding ``id = R + 256 G + 65536 B``; ids are segment ids, 0 = void. Present
-for the stems listed in ``manifest["panoptic"]``.
-
-``images/<stem>.jpg``: the processed photo as the network saw it, in the
-photo's own orientation (extension to DESIGN §3; usable as a camera
-background). Normally present for every image; readers check for the file.
-
-Optional pass-through files: ``splats.ply``, ``raw.npz`` (see
-:mod:`panst3r_engine.raw`).
-
-Readers accept any 1.x version and ignore fields they do not know; a new
-major version means an incompatible change. Writing is atomic: everything goes
-to a sibling ``.<name>.tmp-<random>`` folder which is renamed into place.
-"""
+The contract is :mod:`.spec` (and the README's "Result bundle" section). The
+writer fills ``format_version``, ``created``, ``engine``, colours, each
+segment's ``point_count``/``views``/``bbox_*`` and the ``panoptic`` entries when
+they are absent, validates everything with :mod:`.checks` before touching the
+disk, and never leaves a partial bundle at the destination."""
 
 from __future__ import annotations
 
@@ -68,17 +22,21 @@ import numpy as np
 from PIL import Image
 
 from panst3r_engine import __version__
-from panst3r_engine import bundle_format as checks
-from panst3r_engine.bundle_format import (FORMAT_VERSION, MAX_SEGMENT_ID, BundleError, decode_panoptic,
-                                          encode_panoptic, panoptic_segments_info)
-from panst3r_engine.bundle_read import MANIFEST, POINTS, RESERVED_NAMES, Bundle, read_bundle
-from panst3r_engine.colors import class_color, class_colors, instance_color, instance_colors
-
-__all__ = ["FORMAT_VERSION", "BundleError", "Bundle", "write_bundle", "read_bundle", "publish_bundle", "staging_path",
-           "check_output_folder",
-           "encode_panoptic",
-           "decode_panoptic", "panoptic_segments_info", "make_stems", "class_color", "class_colors",
-           "instance_color", "instance_colors"]
+from panst3r_engine.bundle import checks
+from panst3r_engine.bundle.checks import BundleError, panoptic_segments_info
+from panst3r_engine.bundle.spec import (
+    FORMAT_VERSION,
+    IMAGES_DIR,
+    MANIFEST,
+    MAX_SEGMENT_ID,
+    PANOPTIC_DIR,
+    POINTS,
+    RESERVED_NAMES,
+    encode_panoptic,
+    image_file,
+    panoptic_file,
+)
+from panst3r_engine.vocab.colors import class_color, instance_color
 
 JPEG_QUALITY = 95
 
@@ -210,7 +168,7 @@ def _fill_panoptic_entries(entries: Any, maps: dict[str, np.ndarray], class_of: 
         raise BundleError(f"manifest 'panoptic' has an entry for {orphans[0]!r} but no panoptic map was given for it")
     for stem, ids in maps.items():
         entry = entries.setdefault(stem, {})
-        entry.setdefault("file", f"panoptic/{stem}.png")
+        entry.setdefault("file", panoptic_file(stem))
         if "segments_info" not in entry:
             entry["segments_info"] = panoptic_segments_info(ids, class_of)
 
@@ -268,13 +226,13 @@ def _write_contents(folder: Path, text: str, arrays: dict, maps: dict, photos: d
     with open(folder / POINTS, "wb") as fh:
         np.savez(fh, **arrays)
     if maps:
-        (folder / "panoptic").mkdir()
+        (folder / PANOPTIC_DIR).mkdir()
     for stem, ids in maps.items():
-        Image.fromarray(encode_panoptic(ids), "RGB").save(folder / "panoptic" / f"{stem}.png", format="PNG")
+        Image.fromarray(encode_panoptic(ids), "RGB").save(folder / panoptic_file(stem), format="PNG")
     if photos:
-        (folder / "images").mkdir()
+        (folder / IMAGES_DIR).mkdir()
     for stem, rgb in photos.items():
-        Image.fromarray(rgb, "RGB").save(folder / "images" / f"{stem}.jpg", format="JPEG", quality=JPEG_QUALITY)
+        Image.fromarray(rgb, "RGB").save(folder / image_file(stem), format="JPEG", quality=JPEG_QUALITY)
     for name, src in extra.items():
         shutil.copyfile(src, folder / name)
     (folder / MANIFEST).write_text(text, encoding="utf-8")

@@ -1,7 +1,4 @@
-"""Photos in, panoptic 3D result bundle out: the engine's main job.
-
-:func:`run_job` reads as the stage sequence; each stage lives in its own
-module. Options are one frozen dataclass validated once at the entry point.
+"""Photos in, panoptic 3D result bundle out: the engine's main job, read top to bottom as its stages.
 """
 
 from __future__ import annotations
@@ -13,50 +10,12 @@ from pathlib import Path
 import torch
 
 from panst3r_engine import __version__
-from panst3r_engine.images import Photo, load_photos, to_photo_orientation
 from panst3r_engine.model.inference import RawOutputs, activate_pointmaps, run_inference
-from panst3r_engine.models import ModelCache, LoadedModel
-from panst3r_engine.progress import Progress
-from panst3r_engine.scene import ViewGeometry, recover_camera
-
-POSTPROCESS_METHODS = ("standard_v1", "standard_v2", "qubo")
-DEFAULT_MAX_KEYFRAMES = 50  # the official demo's default; memory grows linearly with keyframes
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """Everything a job can be asked for; ``validate`` runs once at the entry point."""
-
-    weights: str = "v2"
-    keyframes: int | None = None
-    postprocess: str | None = None  # None: the checkpoint's default
-    vocab: str = "scannetpp"
-    vocab_embeddings: str | None = None  # .npz path, 'random', or None (computed/cached)
-    conf_threshold: float = 3.0
-    device: str = "auto"
-    resize: str = "512"
-    max_batch: int = 1
-    seed: int = 0
-    save_raw: bool = False
-    amp: bool = False
-    overwrite: bool = False
-    splats: bool = False  # also fit 3D Gaussians (splats.ply) for novel-view review
-    splat_steps: int = 300
-
-    def validate(self) -> "JobOptions":
-        if self.keyframes is not None and self.keyframes < 1:
-            raise ValueError("keyframes must be at least 1")
-        if self.postprocess is not None and self.postprocess not in POSTPROCESS_METHODS:
-            raise ValueError(f"unknown post-processing {self.postprocess!r}; choose one of {', '.join(POSTPROCESS_METHODS)}")
-        if not (self.conf_threshold >= 1.0):
-            raise ValueError(f"the confidence threshold must be >= 1 (confidence is 1 + exp(c)), got {self.conf_threshold}")
-        if self.resize not in ("512", "none"):
-            raise ValueError(f"resize must be '512' or 'none', got {self.resize!r}")
-        if self.max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        if self.splat_steps < 0:
-            raise ValueError("splat_steps must be >= 0")
-        return self
+from panst3r_engine.model.loading import LoadedModel, ModelCache
+from panst3r_engine.pipeline.cameras import ViewGeometry, recover_camera
+from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientation
+from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
+from panst3r_engine.pipeline.progress import Progress
 
 
 @dataclass
@@ -75,7 +34,7 @@ def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, op
     progress = progress or Progress()
     models = models or ModelCache()
     out_dir = Path(out_dir)
-    from panst3r_engine.bundle import check_output_folder
+    from panst3r_engine.bundle.write import check_output_folder
 
     check_output_folder(out_dir, options.overwrite)
     if not photo_paths:
@@ -100,8 +59,8 @@ def _write(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, loaded: 
     """Write the bundle in a hidden staging folder (plus splats), then publish it in one rename."""
     import shutil
 
-    from panst3r_engine.assemble import build_bundle
-    from panst3r_engine.bundle import publish_bundle, staging_path
+    from panst3r_engine.bundle.write import publish_bundle, staging_path
+    from panst3r_engine.pipeline.assemble import build_bundle
 
     progress("write_bundle", 0.0)
     staging = staging_path(out_dir)
@@ -121,7 +80,7 @@ def _write(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, loaded: 
 
 
 def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress):
-    from panst3r_engine.vocab import resolve_class_embeddings
+    from panst3r_engine.vocab.embeddings import resolve_class_embeddings
 
     progress("vocabulary", 0.0)
     vocab = resolve_class_embeddings(options.vocab, options.vocab_embeddings, loaded.model.text_dim, options.seed)
@@ -134,7 +93,7 @@ def _keyframes(num_photos: int, requested: int | None) -> int:
 
 
 def _check_memory(loaded: LoadedModel, photos: list[Photo], num_keyframes: int, options: JobOptions) -> None:
-    from panst3r_engine.resources import check_fits
+    from panst3r_engine.pipeline.memory import check_fits
 
     sizes = [tuple(p.tensor.shape[-2:]) for p in photos]
     check_fits(loaded.model, sizes, num_keyframes, loaded.device, options.max_batch)

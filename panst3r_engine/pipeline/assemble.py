@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from panst3r_engine.bundle import make_stems, write_bundle
-from panst3r_engine.colors import instance_color
-from panst3r_engine.vocab import class_color
-from panst3r_engine.scene import collect_points
+from panst3r_engine.bundle.write import make_stems, write_bundle
+from panst3r_engine.pipeline.points import collect_points
+from panst3r_engine.vocab.colors import class_color, instance_color
 
 
 def _images(photos, stems, keyframes) -> list[dict]:
@@ -48,7 +47,7 @@ def _segments(panoptic) -> list[dict]:
 def build_bundle(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, loaded, options, method: str,
                  timings: dict, version: str):
     """Write the bundle atomically and return a :class:`~panst3r_engine.pipeline.JobResult`."""
-    from panst3r_engine.pipeline import JobResult
+    from panst3r_engine.pipeline.run import JobResult
 
     stems = make_stems([p.path.name for p in photos])
     points = collect_points(views, [p.rgb for p in photos], panoptic.pan, options.conf_threshold)
@@ -65,7 +64,7 @@ def build_bundle(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, lo
     extra = {}
     with tempfile.TemporaryDirectory(prefix="panst3r-raw-") as tmp:
         if options.save_raw:
-            from panst3r_engine.raw import raw_arrays, save_npz
+            from panst3r_engine.bundle.raw import raw_arrays, save_npz
 
             extra["raw.npz"] = save_npz(Path(tmp) / "raw.npz", raw_arrays(raw, vocab.names))
         path = write_bundle(out_dir, manifest, points.arrays(), dict(zip(stems, panoptic.pan)),

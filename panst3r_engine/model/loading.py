@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from panst3r_engine.checkpoints import file_md5, load_model
 from panst3r_engine.devices import resolve_device
+from panst3r_engine.model.checkpoints import file_md5, load_model
 from panst3r_engine.model.configs import ModelConfig
 
 
@@ -52,7 +52,7 @@ def resolve_weights_path(spec: str) -> tuple[Path, str]:
     candidate = Path(os.path.expanduser(spec))
     if candidate.suffix in (".pth", ".pt") or candidate.exists() or os.sep in spec:
         return candidate, candidate.name
-    from panst3r_engine.weights import resolve_weights
+    from panst3r_engine.weights.registry import resolve_weights
 
     path = resolve_weights(spec)
     return path, path.name

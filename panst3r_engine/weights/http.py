@@ -21,12 +21,15 @@ import requests
 import urllib3
 
 from panst3r_engine import __version__
+from panst3r_engine.errors import PanSt3RError
 
 Progress = Callable[[int, int | None], None]
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PanSt3RError):
     """A download that failed, with one sentence saying what to do."""
+
+    code = "download"
 
 
 @dataclass

@@ -1,40 +1,33 @@
-"""Class vocabularies, their text embeddings, an embedding cache, and class colours.
+"""Class text embeddings: files, the on-disk cache, and the job's embeddings.
 
-The classifier compares each query with one unit-norm text embedding per
-class. Embeddings are read from an ``.npz`` holding ``names`` [C] and
-``embeddings`` [C, D] (D = 768 for the SigLIP text tower of the released models).
-
-Vocabularies are the three presets of the official demo, in the official order
-(``vocabularies/*.json``, provenance in ``vocabularies/README.md``), or a user file.
-The embeddings of a vocabulary are cached under ``<cache>/embeddings/`` and computed with
-the SigLIP text tower (:mod:`panst3r_engine.text_encoder`) when they are missing.
+The classifier compares each query with one unit-norm text embedding per class. Embeddings are read
+from an ``.npz`` holding ``names`` [C] and ``embeddings`` [C, D] (D = 768 for the SigLIP text tower of
+the released models). The embeddings of a vocabulary are cached under ``<cache>/embeddings/`` and
+computed with the SigLIP text tower (:mod:`.text_encoder`) when they are missing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-PRESETS = ("scannetpp", "coco", "ade20k")
-PRESET_ALIASES = {"scannet": "scannetpp", "scannet++": "scannetpp", "ade": "ade20k", "ade20k-150": "ade20k"}
-MAX_CLASSES = 4096
+from panst3r_engine.config import cache_root
+from panst3r_engine.vocab import text_encoder
+from panst3r_engine.vocab.text_encoder import normalise
+from panst3r_engine.vocab.vocabularies import Vocabulary, VocabularyError, load_vocabulary
+from panst3r_engine.weights.registry import weights_path
+
 TEXT_MODEL_ID = "google/siglip-base-patch16-224"
+
+
 # Bump when the embedding recipe changes, so old cache entries stop matching.
 EMBEDDING_RECIPE = "siglip-text prompt='This is a photo of {}.' padding=max_length:64 attention_mask pooler_output l2"
-_STUFF_SUFFIX, _THING_SUFFIX = ";stuff", ";thing"
-
-
-class VocabularyError(ValueError):
-    """A vocabulary or embedding file that cannot be used, with the reason."""
 
 
 @dataclass(frozen=True)
@@ -45,23 +38,6 @@ class ClassEmbeddings:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Ordered class names (the column order of the class logits) and their thing/stuff flags."""
-
-    names: tuple[str, ...]
-    isthing: tuple[bool, ...]
-    source: str = ""
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-
-def normalise(vectors: torch.Tensor) -> torch.Tensor:
-    """L2-normalise rows (the official text encoder's output convention)."""
-    return vectors / vectors.norm(dim=-1, keepdim=True)
 
 
 def load_embeddings(path: str | os.PathLike, expected_dim: int | None = None) -> ClassEmbeddings:
@@ -103,120 +79,9 @@ def random_embeddings(names: list[str], dim: int, seed: int = 0) -> ClassEmbeddi
     return ClassEmbeddings(list(names), normalise(torch.randn(len(names), dim, generator=gen)))
 
 
-# ---------------------------------------------------------------- vocabularies
-
-
-def validate_names(names: list[str], where: str) -> None:
-    """Reject what would make columns ambiguous or prompts malformed: empty, duplicate, multi-line names."""
-    if not names:
-        raise VocabularyError(f"{where}: the vocabulary is empty")
-    if len(names) > MAX_CLASSES:
-        raise VocabularyError(f"{where}: {len(names)} classes, more than the supported {MAX_CLASSES}")
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if not isinstance(name, str) or not name.strip():
-            raise VocabularyError(f"{where}: class {i} has an empty name")
-        if "\n" in name or "\r" in name:
-            raise VocabularyError(f"{where}: class {i} ({name!r}) contains a line break")
-        if name in seen:
-            raise VocabularyError(f"{where}: duplicate class name {name!r} (class {i})")
-        seen.add(name)
-
-
-def _make(names: list[str], isthing: list[bool], source: str) -> Vocabulary:
-    validate_names(names, source)
-    return Vocabulary(tuple(names), tuple(bool(t) for t in isthing), source)
-
-
-def _entries_from_json(data: object, where: str) -> tuple[list[str], list[bool]]:
-    """A JSON list of names, or of ``{"name", "isthing"}`` objects (isthing defaults to True)."""
-    if not isinstance(data, list):
-        raise VocabularyError(f"{where}: expected a JSON list of class names or {{'name', 'isthing'}} objects")
-    names, things = [], []
-    for i, item in enumerate(data):
-        if isinstance(item, dict) and isinstance(item.get("name"), str):
-            names.append(item["name"])
-            things.append(bool(item.get("isthing", True)))
-        elif isinstance(item, str):
-            names.append(item)
-            things.append(True)
-        else:
-            raise VocabularyError(f"{where}: entry {i} is neither a name nor an object with a 'name' string")
-    return names, things
-
-
-def _entries_from_text(text: str) -> tuple[list[str], list[bool]]:
-    """One class per line; '#' starts a comment; a ';stuff' (or ';thing') suffix sets the flag."""
-    names, things = [], []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        thing = True
-        for suffix, flag in ((_STUFF_SUFFIX, False), (_THING_SUFFIX, True)):
-            if line.lower().endswith(suffix):
-                line, thing = line[: -len(suffix)].strip(), flag
-        names.append(line)
-        things.append(thing)
-    return names, things
-
-
-@lru_cache(maxsize=None)
-def _preset_entries(preset: str) -> tuple[dict, ...]:
-    """The packaged JSON entries of a preset (name, isthing, optional official colour)."""
-    text = (resources.files("panst3r_engine") / "vocabularies" / f"{preset}.json").read_text("utf-8")
-    return tuple(json.loads(text))
-
-
-def preset_name(spec: str) -> str | None:
-    """The canonical preset for a spec ('scannet' -> 'scannetpp'), or None if it is not a preset."""
-    key = spec.strip().lower()
-    key = PRESET_ALIASES.get(key, key)
-    return key if key in PRESETS else None
-
-
-def load_vocabulary(spec: str | os.PathLike) -> Vocabulary:
-    """A preset name (``scannetpp``/``scannet``, ``coco``, ``ade20k``) or a ``.txt``/``.json`` class file."""
-    preset = preset_name(str(spec)) if isinstance(spec, str) else None
-    if preset is not None:
-        names, things = _entries_from_json(list(_preset_entries(preset)), preset)
-        return _make(names, things, preset)
-    path = Path(spec)
-    if not path.is_file():
-        raise VocabularyError(f"vocabulary {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) "
-                              "nor an existing file")
-    try:
-        text = path.read_text("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise VocabularyError(f"cannot read vocabulary file {path}: {exc}") from exc
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise VocabularyError(f"{path} is not valid JSON: {exc}") from exc
-        names, things = _entries_from_json(data, str(path))
-    else:
-        names, things = _entries_from_text(text)
-    return _make(names, things, str(path))
-
-
-def merge_vocabularies(vocabularies: list[Vocabulary]) -> Vocabulary:
-    """Union keeping first occurrences in order (the demo uses ``list(set(...))``, whose order is random)."""
-    seen: dict[str, bool] = {}
-    for vocab in vocabularies:
-        for name, thing in zip(vocab.names, vocab.isthing):
-            seen.setdefault(name, thing)
-    return _make(list(seen), list(seen.values()), "+".join(v.source for v in vocabularies))
-
-
-# ---------------------------------------------------------------- embedding cache
-
-
 def embeddings_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """``<cache>/embeddings``; ``<cache>`` defaults to the engine's cache root (``$PANST3R_HOME`` ...)."""
     if cache_dir is None:
-        from panst3r_engine.weights import cache_root
-
         cache_dir = cache_root()
     return Path(cache_dir) / "embeddings"
 
@@ -318,9 +183,8 @@ def embeddings_for(vocabulary: Vocabulary, model_dir: str | os.PathLike | None =
     if cached is None and not have_model:
         raise VocabularyError(_missing_model_message(vocabulary, model_dir))
     if cached is None:
-        from panst3r_engine.text_encoder import compute_embeddings
-
-        cached = compute_embeddings(list(vocabulary.names), model_dir, device=device)
+        vectors = text_encoder.compute_embeddings(list(vocabulary.names), model_dir, device=device)
+        cached = ClassEmbeddings(list(vocabulary.names), vectors)
         _write_cache(path, cached, model_id, fingerprint)
     return ClassEmbeddings(list(vocabulary.names), cached.vectors, list(vocabulary.isthing))
 
@@ -328,8 +192,6 @@ def embeddings_for(vocabulary: Vocabulary, model_dir: str | os.PathLike | None =
 def default_text_model_dir() -> Path | None:
     """The SigLIP text tower fetched by ``weights download siglip-text``, if it is there."""
     try:
-        from panst3r_engine.weights import weights_path
-
         path = weights_path("siglip-text")
     except Exception:  # registry missing or renamed: behave as if nothing was downloaded
         return None
@@ -353,28 +215,3 @@ def resolve_class_embeddings(vocab: str, vocab_embeddings: str | None, text_dim:
                               f"but the model expects {text_dim}-d")
     return emb
 
-
-# ---------------------------------------------------------------- colours
-
-
-@lru_cache(maxsize=1)
-def _official_colors() -> dict[str, tuple[int, int, int]]:
-    """Name -> published colour: COCO panoptic first, then the ADE20k palette for names COCO lacks."""
-    table: dict[str, tuple[int, int, int]] = {}
-    for preset in ("coco", "ade20k"):
-        for entry in _preset_entries(preset):
-            if "color" in entry:
-                table.setdefault(entry["name"], tuple(int(c) for c in entry["color"]))
-    return table
-
-
-def class_color(name: str) -> tuple[int, int, int]:
-    """Stable (r, g, b) of a class name: the dataset's published colour for preset names, else a
-    hash of the name mapped to a well saturated, mid-to-bright HSV colour."""
-    official = _official_colors()
-    color = official.get(name) or official.get(name.strip())
-    if color is not None:
-        return color
-    from panst3r_engine.colors import class_color as hashed_color
-
-    return hashed_color(name)

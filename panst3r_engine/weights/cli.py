@@ -14,7 +14,22 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from panst3r_engine import weights as w
+from panst3r_engine.config import ENV_BASE_URL, ENV_HOME, offline
+from panst3r_engine.weights.download import download, verify
+from panst3r_engine.weights.http import human_size
+from panst3r_engine.weights.licence import is_accepted, licence_record, licence_text, require_licence
+from panst3r_engine.weights.registry import (
+    ALIASES,
+    REGISTRY,
+    WeightsError,
+    get_entry,
+    is_present,
+    licence_of,
+    list_weights,
+    manual_instructions,
+    weights_dir,
+    weights_path,
+)
 
 
 class ProgressBar:
@@ -47,12 +62,12 @@ class ProgressBar:
     def line(self, done: int, total: int | None, now: float) -> str:
         """The bar text: bar and percentage when the size is known, bytes and rate always."""
         elapsed = max(now - self._start_time, 1e-9)
-        rate = f"{w.human_size((done - self._start_bytes) / elapsed)}/s" if elapsed > 0.05 else ""
+        rate = f"{human_size((done - self._start_bytes) / elapsed)}/s" if elapsed > 0.05 else ""
         if not total:
-            return f"{w.human_size(done)}  {rate}".rstrip()
+            return f"{human_size(done)}  {rate}".rstrip()
         filled = int(self.width * min(done / total, 1.0))
         bar = "#" * filled + "." * (self.width - filled)
-        return f"[{bar}] {100 * done / total:5.1f}%  {w.human_size(done)} / {w.human_size(total)}  {rate}".rstrip()
+        return f"[{bar}] {100 * done / total:5.1f}%  {human_size(done)} / {human_size(total)}  {rate}".rstrip()
 
     def finish(self) -> None:
         """End the bar's line so the next message starts on a fresh one."""
@@ -70,17 +85,17 @@ def _error(exc: Exception) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the registry as a table: id, file, present, size, path."""
-    rows = w.list_weights()
+    rows = list_weights()
     table = [("ID", "FILE", "PRESENT", "SIZE", "PATH")]
     for r in rows:
-        hint = w.get_entry(r.id).size_hint
-        size = w.human_size(r.size) if r.present else (f"~{w.human_size(hint)}" if hint else "-")
+        hint = get_entry(r.id).size_hint
+        size = human_size(r.size) if r.present else (f"~{human_size(hint)}" if hint else "-")
         table.append((r.id, r.file, "yes" if r.present else "no", size, str(r.path)))
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
     sys.stdout.flush()  # the table before the note, when both go to one terminal
-    print(f"cache: {w.weights_dir()}  (set {w.ENV_HOME} to move it)", file=sys.stderr)
+    print(f"cache: {weights_dir()}  (set {ENV_HOME} to move it)", file=sys.stderr)
     return 0
 
 
@@ -88,16 +103,16 @@ def cmd_download(args: argparse.Namespace) -> int:
     """Download one item into the cache, showing the licence on first acceptance and a progress bar."""
     bar = ProgressBar()
     try:
-        entry = w.get_entry(args.id)
-        lic = w.licence_of(entry)
-        if args.accept_license and lic.needs_acceptance and not w.is_accepted(lic.id):
-            print(f"{w.licence_text(lic)}\nAccepted; this is recorded in {w.licence_record(lic.id)}.",
+        entry = get_entry(args.id)
+        lic = licence_of(entry)
+        if args.accept_license and lic.needs_acceptance and not is_accepted(lic.id):
+            print(f"{licence_text(lic)}\nAccepted; this is recorded in {licence_record(lic.id)}.",
                   file=sys.stderr)
-        if not w.is_present(entry) and not w.offline():
-            w.require_licence(entry, args.accept_license)
-            print(f"downloading {entry.id} to {w.weights_path(entry)}", file=sys.stderr)
-        path = w.download(entry, accept_license=args.accept_license, progress=bar, base_url=args.base_url)
-    except w.WeightsError as exc:
+        if not is_present(entry) and not offline():
+            require_licence(entry, args.accept_license)
+            print(f"downloading {entry.id} to {weights_path(entry)}", file=sys.stderr)
+        path = download(entry, accept_license=args.accept_license, progress=bar, base_url=args.base_url)
+    except WeightsError as exc:
         bar.finish()
         return _error(exc)
     except KeyboardInterrupt:
@@ -112,15 +127,15 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Check one item (or every downloaded one) against the registry; exit 1 on any failure."""
     try:
-        entries = [w.get_entry(args.id)] if args.id else [e for e in w.REGISTRY.values() if w.is_present(e)]
-    except w.WeightsError as exc:
+        entries = [get_entry(args.id)] if args.id else [e for e in REGISTRY.values() if is_present(e)]
+    except WeightsError as exc:
         return _error(exc)
     if not entries:
-        print(f"no weights downloaded yet in {w.weights_dir()}", file=sys.stderr)
+        print(f"no weights downloaded yet in {weights_dir()}", file=sys.stderr)
         return 0
     failed = False
     for entry in entries:
-        ok, message = w.verify(entry)
+        ok, message = verify(entry)
         print(("ok      " if ok else "FAILED  ") + message)
         failed |= not ok
     return 1 if failed else 0
@@ -129,19 +144,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_path(args: argparse.Namespace) -> int:
     """Print where the item is (or would be); exit 1, with a hint on stderr, when it is not downloaded."""
     try:
-        entry = w.get_entry(args.id)
-    except w.WeightsError as exc:
+        entry = get_entry(args.id)
+    except WeightsError as exc:
         return _error(exc)
-    print(w.weights_path(entry))
-    if w.is_present(entry):
+    print(weights_path(entry))
+    if is_present(entry):
         return 0
-    print(f"not downloaded yet: {w.manual_instructions(entry)}", file=sys.stderr)
+    print(f"not downloaded yet: {manual_instructions(entry)}", file=sys.stderr)
     return 1
 
 
 def add_weights_commands(weights_subparsers) -> None:
     """Register the commands on the ``weights`` sub-parsers object (``add_subparsers()`` result)."""
-    ids = ", ".join([*w.REGISTRY, *w.ALIASES])
+    ids = ", ".join([*REGISTRY, *ALIASES])
     p = weights_subparsers.add_parser("list", help="show the known weights and whether they are downloaded")
     p.set_defaults(func=cmd_list)
     p = weights_subparsers.add_parser("download", help="download weights into the cache (resumable, MD5-checked)")
@@ -149,7 +164,7 @@ def add_weights_commands(weights_subparsers) -> None:
     p.add_argument("--accept-license", action="store_true",
                    help="accept the weights' licence (shown once, then remembered in the cache)")
     p.add_argument("--base-url", default=None,
-                   help=f"mirror laid out like the cache's weights/ folder (default: ${w.ENV_BASE_URL} or official)")
+                   help=f"mirror laid out like the cache's weights/ folder (default: ${ENV_BASE_URL} or official)")
     p.set_defaults(func=cmd_download)
     p = weights_subparsers.add_parser("verify", help="check downloaded weights (MD5) against the registry")
     p.add_argument("id", nargs="?", default=None, help="weights id (default: every downloaded one)")

@@ -18,13 +18,18 @@ from typing import Any
 
 import torch
 
-from panst3r_engine.vocab import ClassEmbeddings, VocabularyError, normalise
+from panst3r_engine.vocab.vocabularies import VocabularyError
 
 DEFAULT_TEXT_MODEL = "google/siglip-base-patch16-224"
 PROMPT_TEMPLATE = "This is a photo of {}."
 MAX_LENGTH = 64  # SigLIP text positions; the official tokenizer call pads to this length
 BATCH_SIZE = 32  # the official encoder's batch size
 INSTALL_HINT = "pip install 'panst3r-engine[text]' (transformers, sentencepiece, protobuf)"
+
+
+def normalise(vectors: torch.Tensor) -> torch.Tensor:
+    """L2-normalise rows (the official text encoder's output convention)."""
+    return vectors / vectors.norm(dim=-1, keepdim=True)
 
 
 def prompts(names: list[str]) -> list[str]:
@@ -91,10 +96,10 @@ def embed_tokens(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
 
 
 def compute_embeddings(names: list[str], model_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                       batch_size: int = BATCH_SIZE) -> ClassEmbeddings:
-    """Text embeddings of ``names`` (in order) with the SigLIP text tower stored in ``model_dir``."""
+                       batch_size: int = BATCH_SIZE) -> torch.Tensor:
+    """[C, D] unit-norm text embeddings of ``names`` (in order) with the SigLIP text tower in ``model_dir``."""
     if not names:
         raise VocabularyError("the vocabulary is empty: give at least one class")
     model, tokenizer = load_text_model(model_dir, device)
     input_ids, attention_mask = tokenize(tokenizer, list(names))
-    return ClassEmbeddings(list(names), embed_tokens(model, input_ids, attention_mask, batch_size))
+    return embed_tokens(model, input_ids, attention_mask, batch_size)

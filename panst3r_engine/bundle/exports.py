@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from panst3r_engine import __version__
-from panst3r_engine.bundle_read import Bundle
+from panst3r_engine.bundle.read import Bundle
 
 OPENCV_TO_Y_UP = np.array([1.0, -1.0, -1.0], dtype=np.float32)  # x, -y, -z: OpenCV camera axes -> glTF axes
 UNLABELLED = "unlabelled"

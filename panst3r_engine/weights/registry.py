@@ -1,0 +1,174 @@
+"""The weights registry: what can be downloaded, from where, under which licence, and where it lives in the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from panst3r_engine.config import ENV_BASE_URL, cache_root
+from panst3r_engine.errors import PanSt3RError
+
+DOWNLOAD_HINT = "python -m panst3r_engine weights download {id} --accept-license"
+
+
+class WeightsError(PanSt3RError):
+    """Weights that cannot be found, fetched or trusted, with one sentence saying what to do."""
+
+    code = "weights"
+
+
+class LicenseNotAccepted(WeightsError):
+    """A download refused because its licence has not been accepted yet."""
+
+
+@dataclass(frozen=True)
+class Licence:
+    id: str
+    name: str
+    summary: str
+    url: str
+    needs_acceptance: bool = True
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    """One downloadable item: a single file, or (``files`` non-empty) a folder of files under ``url``."""
+
+    id: str
+    filename: str
+    url: str
+    md5: str | None
+    size_hint: int | None
+    licence_id: str
+    description: str
+    files: tuple[str, ...] = field(default=())
+
+    @property
+    def is_folder(self) -> bool:
+        return bool(self.files)
+
+
+LICENCES = {lic.id: lic for lic in (
+    Licence("panst3r-noncommercial", "PanSt3R Non-Commercial License (NAVER LABS Europe)",
+            "The PanSt3R checkpoints are published by NAVER LABS Europe under the PanSt3R Non-Commercial License: "
+            "you may use them for non-commercial purposes only. They are not part of this MIT-licensed engine, "
+            "which never bundles them; read the full terms before use.",
+            "https://github.com/naver/panst3r (LICENSE)"),
+    Licence("apache-2.0", "Apache License 2.0",
+            "The SigLIP model google/siglip-base-patch16-224 is published by Google under the Apache License 2.0.",
+            "https://www.apache.org/licenses/LICENSE-2.0", needs_acceptance=False),
+)}
+
+
+_NAVER = "https://download.europe.naverlabs.com/ComputerVision/PanSt3R"
+
+
+_SIGLIP = "https://huggingface.co/google/siglip-base-patch16-224/resolve/main"
+
+
+# size hints: fp32 parameter counts from the reference sheet (§1), not published sizes.
+REGISTRY = {e.id: e for e in (
+    WeightsEntry("panst3r-v1-512", "panst3r_v1_512_5ds.pth", f"{_NAVER}/panst3r_v1_512_5ds.pth",
+                 "901ac0e17153f9b15decaa796511b1be", 3_500_000_000, "panst3r-noncommercial",
+                 "PanSt3R v1 (PixelShuffle upscaler), 512 px, 5 training datasets"),
+    WeightsEntry("panst3r-v2-512", "panst3r_v2_512_5ds.pth", f"{_NAVER}/panst3r_v2_512_5ds.pth",
+                 "6a7a47a2ea635de05af45ded8dcabd57", 3_200_000_000, "panst3r-noncommercial",
+                 "PanSt3R v2 (LoftUp upscaler), 512 px, 5 training datasets"),
+    WeightsEntry("siglip-text", "siglip-base-patch16-224", _SIGLIP, None, 813_000_000, "apache-2.0",
+                 "SigLIP base text tower for class embeddings (Hugging Face google/siglip-base-patch16-224)",
+                 files=("config.json", "model.safetensors", "spiece.model", "tokenizer_config.json",
+                        "special_tokens_map.json")),
+)}
+
+
+ALIASES = {"v1": "panst3r-v1-512", "v2": "panst3r-v2-512", "siglip": "siglip-text"}
+
+
+_SUPERSEDED_MD5 = {"c3836c108f1bf441fe53776e825cd1ac": "the first PanSt3R v1 release, replaced on 2025-11-26"}
+
+
+class WeightsRow(NamedTuple):
+    id: str
+    file: str
+    present: bool
+    size: int | None
+    path: Path
+
+
+def weights_dir() -> Path:
+    return cache_root() / "weights"
+
+
+def get_entry(spec: str | WeightsEntry) -> WeightsEntry:
+    """A registry entry from an id or alias; entries pass through so tests and mirrors can use their own."""
+    if isinstance(spec, WeightsEntry):
+        return spec
+    entry = REGISTRY.get(ALIASES.get(spec, spec))
+    if entry is None:
+        raise WeightsError(f"unknown weights id '{spec}'; known ids: {', '.join([*REGISTRY, *ALIASES])}")
+    return entry
+
+
+def licence_of(entry: WeightsEntry) -> Licence:
+    return LICENCES.get(entry.licence_id) or Licence(entry.licence_id, entry.licence_id,
+                                                     f"These weights are under the licence '{entry.licence_id}'.", "")
+
+
+def weights_path(spec: str | WeightsEntry) -> Path:
+    """Where the file (or folder) of ``spec`` is, or will be after a download."""
+    return weights_dir() / get_entry(spec).filename
+
+
+def is_present(spec: str | WeightsEntry) -> bool:
+    entry, path = get_entry(spec), weights_path(spec)
+    return all((path / f).is_file() for f in entry.files) if entry.is_folder else path.is_file()
+
+
+def source_url(entry: WeightsEntry, name: str | None = None, base_url: str | None = None) -> str:
+    """URL of the file (``name`` inside a folder entry); a base URL mirrors the ``weights/`` folder layout."""
+    base = base_url or os.environ.get(ENV_BASE_URL)
+    if entry.is_folder:
+        folder = f"{base.rstrip('/')}/{entry.filename}" if base else entry.url.rstrip("/")
+        return f"{folder}/{name or ''}"
+    return f"{base.rstrip('/')}/{entry.filename}" if base else entry.url
+
+
+def _place_by_hand(entry: WeightsEntry) -> str:
+    """Which file to download from which URL, and where to put it."""
+    path = weights_path(entry)
+    if entry.is_folder:
+        return f"download {', '.join(entry.files)} from {source_url(entry, '')} into the folder {path}"
+    return f"download {entry.filename} from {source_url(entry)} and place it at {path}"
+
+
+def manual_instructions(entry: WeightsEntry) -> str:
+    """How to get the weights: by hand, or with the download command."""
+    return f"{_place_by_hand(entry)}, or run `{DOWNLOAD_HINT.format(id=entry.id)}`"
+
+
+def resolve_weights(spec: str | os.PathLike) -> Path:
+    """A usable weights path from a registry id, an alias ('v1', 'v2') or a file path; never downloads."""
+    if isinstance(spec, str) and ALIASES.get(spec, spec) in REGISTRY:
+        entry = get_entry(spec)
+        if is_present(entry):
+            return weights_path(entry)
+        raise WeightsError(f"weights '{entry.id}' are not in the cache: {manual_instructions(entry)}")
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    raise WeightsError(f"'{spec}' is neither an existing file nor a weights id ({', '.join([*REGISTRY, *ALIASES])})")
+
+
+def list_weights(entries: list[WeightsEntry] | None = None) -> list[WeightsRow]:
+    """One row per registry entry: whether it is cached, its size on disk, and its path."""
+    rows = []
+    for entry in entries or list(REGISTRY.values()):
+        path, present = weights_path(entry), is_present(entry)
+        files = [path / f for f in entry.files] if entry.is_folder else [path]
+        size = sum(f.stat().st_size for f in files if f.is_file()) if present else None
+        rows.append(WeightsRow(entry.id, entry.filename + ("/" if entry.is_folder else ""), present, size, path))
+    return rows
+
