@@ -281,6 +281,9 @@ def check_manifest(manifest: Any) -> tuple[list[str], np.ndarray, dict[int, int]
     class_ids = check_classes(need(manifest, "classes", "the manifest"))
     class_of = check_segments(need(manifest, "segments", "the manifest"), class_ids, len(stems))
     check_panoptic_entries(need(manifest, "panoptic", "the manifest"), stems, class_of)
+    warnings = manifest.get("warnings", [])
+    if not isinstance(warnings, list) or not all(isinstance(w, str) for w in warnings):
+        raise BundleError("manifest 'warnings' must be a list of sentences")
     return stems, processed_sizes(manifest["images"]), class_of
 
 

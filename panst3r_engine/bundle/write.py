@@ -11,9 +11,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -110,13 +111,16 @@ def _check_photos(images: Any, stems: list[str], sizes: np.ndarray) -> dict[str,
     return dict(images)
 
 
-def _check_extra(extra_files: Mapping[str, Any] | None) -> dict[str, Path]:
-    """Pass-through files: plain, non-reserved names whose sources exist."""
-    out = {}
+def _check_extra(extra_files: Mapping[str, Any] | None) -> dict[str, Path | Callable[[Path], Any]]:
+    """Extra files: plain, non-reserved names; each a source file to copy or a function that writes the file."""
+    out: dict[str, Path | Callable[[Path], Any]] = {}
     for name, src in (extra_files or {}).items():
         checks.check_stem(name, "extra file name")
         if name in RESERVED_NAMES:
             raise BundleError(f"extra file name {name!r} is reserved by the bundle format")
+        if callable(src):
+            out[name] = src
+            continue
         if not Path(src).is_file():
             raise BundleError(f"extra file {name!r}: {src} does not exist")
         out[name] = Path(src)
@@ -234,7 +238,10 @@ def _write_contents(folder: Path, text: str, arrays: dict, maps: dict, photos: d
     for stem, rgb in photos.items():
         Image.fromarray(rgb, "RGB").save(folder / image_file(stem), format="JPEG", quality=JPEG_QUALITY)
     for name, src in extra.items():
-        shutil.copyfile(src, folder / name)
+        if callable(src):
+            src(folder / name)  # written in place: the folder is private until it is published
+        else:
+            shutil.copyfile(src, folder / name)
     (folder / MANIFEST).write_text(text, encoding="utf-8")
 
 
@@ -274,10 +281,44 @@ def publish_bundle(staging: str | os.PathLike, out_dir: str | os.PathLike, overw
     return out_dir
 
 
+_STAGING = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{12}")
+
+
 def staging_path(out_dir: str | os.PathLike) -> Path:
-    """A hidden sibling of ``out_dir`` to build a bundle in (same file system, so the final rename is atomic)."""
+    """A hidden sibling of ``out_dir`` to build a bundle in (same file system, so the final rename is atomic).
+
+    Its name carries this process's id, so a later run can tell an abandoned one (see :func:`remove_stale_staging`).
+    """
     out_dir = Path(out_dir)
-    return out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(6)}")
+    return out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (or cannot tell): leave it alone
+    return True
+
+
+def remove_stale_staging(out_dir: str | os.PathLike) -> list[Path]:
+    """Delete staging folders of ``out_dir`` left by processes that no longer run (killed mid-job).
+
+    Only folders named exactly as :func:`staging_path` names them, for this ``out_dir``, are considered.
+    """
+    out_dir = Path(out_dir)
+    removed = []
+    if not out_dir.parent.is_dir():
+        return removed
+    for entry in out_dir.parent.iterdir():
+        match = _STAGING.fullmatch(entry.name)
+        if match and match["name"] == out_dir.name and entry.is_dir() and not entry.is_symlink() \
+                and not _alive(int(match["pid"])):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _os_error(exc: OSError, out_dir: Path) -> BundleError:
@@ -289,9 +330,30 @@ def _os_error(exc: OSError, out_dir: Path) -> BundleError:
                        "check that the folder is writable")
 
 
+def write_bundle_files(folder: str | os.PathLike, manifest: dict, points: dict[str, np.ndarray],
+                       panoptic: dict[str, np.ndarray], images: dict[str, np.ndarray],
+                       extra_files: Mapping[str, Path | Callable[[Path], Any]] | None = None) -> dict:
+    """Validate, then write every file of a bundle into ``folder`` (an existing, empty, private folder).
+
+    The arguments are those of :func:`write_bundle`. Returns the manifest as written. Nothing is renamed: the
+    caller publishes the folder (:func:`publish_bundle`) once everything else is there.
+    """
+    return _write_prepared(Path(folder), _prepare(manifest, points, panoptic, images, extra_files))
+
+
+def _write_prepared(folder: Path, prepared: tuple) -> dict:
+    text = prepared[0]
+    try:
+        _write_contents(folder, *prepared)
+    except OSError as exc:
+        raise _os_error(exc, folder) from exc
+    return json.loads(text)
+
+
 def write_bundle(out_dir: str | os.PathLike, manifest: dict, points: dict[str, np.ndarray],
                  panoptic: dict[str, np.ndarray], images: dict[str, np.ndarray],
-                 extra_files: dict[str, Path] | None = None, overwrite: bool = False) -> Path:
+                 extra_files: Mapping[str, Path | Callable[[Path], Any]] | None = None,
+                 overwrite: bool = False) -> Path:
     """Validate and write a result bundle atomically.
 
     Args:
@@ -302,26 +364,22 @@ def write_bundle(out_dir: str | os.PathLike, manifest: dict, points: dict[str, n
         points: the six arrays of the format (lossless casts to the format's dtypes are made).
         panoptic: image stem -> int [H, W] segment ids (0 = void) at the processed size.
         images: image stem -> uint8 [H, W, 3] processed photo.
-        extra_files: bundle file name -> source path, copied as is (``splats.ply``, ``raw.npz``).
+        extra_files: bundle file name -> source path copied as is, or a function writing that file
+            (``splats.ply``, ``raw.npz``).
         overwrite: replace an existing bundle at out_dir, only once the new one is complete.
     Returns:
         out_dir as a Path. Raises :class:`BundleError` (nothing is left behind) on any problem.
     """
     out_dir = Path(out_dir)
-    _check_target(out_dir, overwrite)
-    text, arrays, maps, photos, extra = _prepare(manifest, points, panoptic, images, extra_files)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(6)}")
+    check_output_folder(out_dir, overwrite)
+    prepared = _prepare(manifest, points, panoptic, images, extra_files)  # decide before touching the disk
+    staging = staging_path(out_dir)
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-        _write_contents(tmp, text, arrays, maps, photos, extra)
-        _check_target(out_dir, overwrite)
-        _move_into_place(tmp, out_dir)
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise _os_error(exc, out_dir) from exc
-        raise
-    return out_dir
-
-
+        staging.mkdir()
+        _write_prepared(staging, prepared)
+        return publish_bundle(staging, out_dir, overwrite)
+    except OSError as exc:
+        raise _os_error(exc, out_dir) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

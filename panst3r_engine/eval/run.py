@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from panst3r_engine.errors import OptionsError
 from panst3r_engine.eval.dataset import DatasetError, SceneDataset, gt_pointmaps, project, read_scene
 from panst3r_engine.eval.geometry_metrics import apply_similarity, camera_errors, chamfer, focal_error, umeyama
 from panst3r_engine.eval.metrics import mean_iou, panoptic_quality_per_view, panoptic_quality_scene
@@ -65,11 +66,11 @@ class EvalOptions:
 
     def validate(self) -> "EvalOptions":
         if self.protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+            raise OptionsError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.holdout_every < 2:
-            raise ValueError("holdout_every must be at least 2 (1 would hold out every view)")
+            raise OptionsError("holdout_every must be at least 2 (1 would hold out every view)")
         if self.point_radius < 0 or self.fill_radius < 0 or self.max_points < 3 or self.splat_steps < 0:
-            raise ValueError("point_radius, fill_radius and splat_steps must be >= 0 and max_points >= 3")
+            raise OptionsError("point_radius, fill_radius and splat_steps must be >= 0 and max_points >= 3")
         return self
 
 
@@ -117,7 +118,7 @@ def split_views(n: int, every: int, test_stems: list[str] | None = None,
     held = [i for i, s in enumerate(stems or []) if s in set(test_stems)] if test_stems else list(range(0, n, every))
     inputs = [i for i in range(n) if i not in set(held)]
     if len(inputs) < 2 or not held:
-        raise ValueError(f"{n} views with holdout every {every}: need >= 2 input and >= 1 held-out view")
+        raise DatasetError(f"{n} views with holdout every {every}: need >= 2 input and >= 1 held-out view")
     return inputs, held
 
 
@@ -415,19 +416,9 @@ def _run_pipeline(scene: SceneDataset, inputs: list[int], out_dir: Path, opts: E
         vocab.write_text(vocabulary_lines(scene), encoding="utf-8")
         job = JobOptions(weights=opts.weights, keyframes=opts.keyframes, postprocess=opts.postprocess,
                          vocab=str(vocab), vocab_embeddings=opts.vocab_embeddings, conf_threshold=opts.conf_threshold,
-                         device=opts.device, resize=opts.resize, seed=opts.seed, overwrite=opts.overwrite)
-        result = run_job(photos, out_dir / "bundle", job, progress)
-    if opts.splat_steps > 0:
-        import torch
-
-        from panst3r_engine.splats.fit import add_splats_to_bundle
-
-        device = opts.device if opts.device.startswith("cuda") else "cpu"
-        device = "cuda" if opts.device == "auto" and torch.cuda.is_available() else device
-        started = time.perf_counter()
-        add_splats_to_bundle(result.bundle, steps=opts.splat_steps, device=device, progress=progress)
-        result.timings["splats"] = time.perf_counter() - started
-    return result
+                         device=opts.device, resize=opts.resize, seed=opts.seed, overwrite=opts.overwrite,
+                         splats=opts.splat_steps > 0, splat_steps=opts.splat_steps or None)
+        return run_job(photos, out_dir / "bundle", job, progress)
 
 
 def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts: EvalOptions,

@@ -1,73 +1,78 @@
-"""The last pipeline stage: collect cameras, points and segments into a result bundle."""
+"""The last stage: a :class:`Reconstruction` and the job's metadata become the bundle's files, written once."""
 
 from __future__ import annotations
 
-import tempfile
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from panst3r_engine.bundle.write import make_stems, write_bundle
-from panst3r_engine.pipeline.points import collect_points
+from panst3r_engine.bundle.write import make_stems, write_bundle_files
+from panst3r_engine.pipeline.reconstruction import Reconstruction
 from panst3r_engine.vocab.colors import class_color, instance_color
 
 
-def _images(photos, stems, keyframes) -> list[dict]:
+@dataclass
+class JobMeta:
+    """What the manifest says about the job rather than the scene."""
+
+    engine_version: str
+    model: dict  # {"id", "version", "checkpoint_md5"}
+    options: dict  # the options used, as plain JSON values
+    timings: dict[str, float]  # seconds per stage
+    warnings: list[str] = field(default_factory=list)
+    splats: dict | None = None  # manifest["splats"] when splats.ply is written
+
+
+def _images(recon: Reconstruction, stems: list[str]) -> list[dict]:
+    keyframes = set(recon.keyframes)
     return [{"index": i, "file": p.path.name, "stem": stem, "original_size": list(p.original_size),
              "processed_size": list(p.processed_size), "crop_box": list(p.crop_box), "keyframe": i in keyframes,
              "transposed_for_network": p.transposed}
-            for i, (p, stem) in enumerate(zip(photos, stems))]
+            for i, (p, stem) in enumerate(zip(recon.photos, stems))]
 
 
-def _cameras(cameras, views) -> list[dict]:
-    out = []
-    for i, ((K, pose, focal, ok), view) in enumerate(zip(cameras, views)):
-        out.append({"image": i, "K": np.asarray(K).tolist(), "cam_to_world": np.asarray(pose).tolist(),
-                    "focal": float(focal), "confidence": float(np.median(view.conf)), "valid": ok})
-    return out
+def _cameras(recon: Reconstruction) -> list[dict]:
+    return [{"image": i, "K": cam.K.tolist(), "cam_to_world": cam.cam_to_world.tolist(), "focal": cam.focal,
+             "confidence": cam.confidence, "valid": cam.valid}
+            for i, cam in enumerate(recon.cameras)]
 
 
-def _classes(vocab) -> list[dict]:
-    isthing = getattr(vocab, "isthing", None) or [True] * len(vocab.names)
+def _classes(recon: Reconstruction) -> list[dict]:
+    isthing = recon.vocab.isthing or [True] * len(recon.vocab.names)
     return [{"id": c, "name": name, "color": list(class_color(name)), "isthing": bool(thing)}
-            for c, (name, thing) in enumerate(zip(vocab.names, isthing))]
+            for c, (name, thing) in enumerate(zip(recon.vocab.names, isthing))]
 
 
-def _segments(panoptic) -> list[dict]:
-    out = []
-    for seg in panoptic.segments:
-        sid = int(seg["id"])
-        out.append({"id": sid, "class_id": int(seg["category_id"]),
-                    "score": float(seg.get("score", seg.get("class_prob", 0.0))),
-                    "query": int(seg.get("query", seg.get("query_id", -1))), "color": list(instance_color(sid))})
-    return out
+def _segments(recon: Reconstruction) -> list[dict]:
+    return [{"id": s.id, "class_id": s.class_id, "score": s.score, "query": s.query,
+             "color": list(instance_color(s.id))} for s in recon.segments]
 
 
-def build_bundle(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, loaded, options, method: str,
-                 timings: dict, version: str):
-    """Write the bundle atomically and return a :class:`~panst3r_engine.pipeline.JobResult`."""
-    from panst3r_engine.pipeline.run import JobResult
-
-    stems = make_stems([p.path.name for p in photos])
-    points = collect_points(views, [p.rgb for p in photos], panoptic.pan, options.conf_threshold)
+def build_manifest(recon: Reconstruction, meta: JobMeta, stems: list[str]) -> dict:
+    """The manifest's content; the writer fills the derived fields (point counts, boxes, panoptic entries)."""
     manifest = {
-        "engine": {"name": "panst3r_engine", "version": version},
-        "model": {"id": loaded.model_id, "version": loaded.config.version, "checkpoint_md5": loaded.md5},
-        "options": {**asdict(options), "postprocess": method, "keyframes_used": list(raw.keyframes)},
-        "timings": {k: round(v, 4) for k, v in timings.items()},
-        "images": _images(photos, stems, set(raw.keyframes)),
-        "cameras": _cameras(cameras, views),
-        "classes": _classes(vocab),
-        "segments": _segments(panoptic),
+        "engine": {"name": "panst3r_engine", "version": meta.engine_version},
+        "model": meta.model,
+        "options": {**meta.options, "postprocess": recon.postprocess, "keyframes_used": list(recon.keyframes)},
+        "timings": {k: round(v, 4) for k, v in meta.timings.items()},
+        "images": _images(recon, stems),
+        "cameras": _cameras(recon),
+        "classes": _classes(recon),
+        "segments": _segments(recon),
+        "warnings": list(meta.warnings),
     }
-    extra = {}
-    with tempfile.TemporaryDirectory(prefix="panst3r-raw-") as tmp:
-        if options.save_raw:
-            from panst3r_engine.bundle.raw import raw_arrays, save_npz
+    if meta.splats is not None:
+        manifest["splats"] = meta.splats
+    return manifest
 
-            extra["raw.npz"] = save_npz(Path(tmp) / "raw.npz", raw_arrays(raw, vocab.names))
-        path = write_bundle(out_dir, manifest, points.arrays(), dict(zip(stems, panoptic.pan)),
-                            {s: p.rgb for s, p in zip(stems, photos)}, extra_files=extra)
-    labelled = int((points.segment > 0).sum())
-    return JobResult(path, manifest, timings, num_points=len(points.segment), num_labelled=labelled)
+
+def build_bundle(folder: Path, recon: Reconstruction, meta: JobMeta,
+                 files: Mapping[str, Callable[[Path], object]] | None = None) -> dict:
+    """Write the bundle's files into ``folder`` (empty, private; published by the caller); returns the manifest.
+
+    ``files``: extra bundle files (``splats.ply``, ``raw.npz``) as functions that write them in place.
+    """
+    stems = make_stems([p.path.name for p in recon.photos])
+    return write_bundle_files(folder, build_manifest(recon, meta, stems), recon.points.arrays(),
+                              dict(zip(stems, recon.panoptic)), {s: p.rgb for s, p in zip(stems, recon.photos)},
+                              files)

@@ -31,7 +31,7 @@ class JobOptions:
     amp: bool = False
     overwrite: bool = False
     splats: bool = False  # also fit 3D Gaussians (splats.ply) for novel-view review
-    splat_steps: int = 300
+    splat_steps: int | None = None  # None: by device (splats/fit.py device_budget)
 
     def validate(self) -> "JobOptions":
         if self.keyframes is not None and self.keyframes < 1:
@@ -44,7 +44,7 @@ class JobOptions:
             raise OptionsError(f"resize must be '512' or 'none', got {self.resize!r}")
         if self.max_batch < 1:
             raise OptionsError("max_batch must be at least 1")
-        if self.splat_steps < 0:
-            raise OptionsError("splat_steps must be >= 0")
+        if self.splat_steps is not None and self.splat_steps < 1:
+            raise OptionsError("splat_steps must be >= 1 (or left out for the default)")
         return self
 

@@ -43,3 +43,15 @@ def collect_points(views: list[ViewGeometry], photos_rgb: list[np.ndarray], pan:
               "pixel": np.uint16}
     return PointCloud(**{k: np.concatenate(v) if v else np.zeros(empty[k], dtypes[k]) for k, v in parts.items()})
 
+
+
+def confidence_warnings(views: list[ViewGeometry], kept: int, threshold: float) -> list[str]:
+    """A sentence when the threshold kept no point (or almost none), naming a threshold that keeps about half."""
+    conf = np.concatenate([v.conf.ravel() for v in views]) if views else np.zeros(0)
+    if conf.size == 0 or kept >= 0.01 * conf.size:
+        return []
+    suggestion = max(1.0, float(np.floor(np.median(conf) * 100) / 100))
+    what = "no point" if kept == 0 else f"only {kept} of {conf.size} pixels"
+    return [f"{what} reached the confidence threshold {threshold:g} (the highest confidence is {conf.max():.3g}); "
+            f"run again with --conf-threshold {suggestion:g} to keep about half of the pixels "
+            "(very low confidences usually mean untrained or mismatched weights)"]

@@ -1,102 +1,92 @@
 """Photos in, panoptic 3D result bundle out: the engine's main job, read top to bottom as its stages.
+
+The order is PanSt3R's (arXiv 2506.21348, §3): MUSt3R encodes every photo, builds its memory from the
+keyframes (MUSt3R, arXiv 2503.01661, §3) and renders every view against it; the mask transformer decodes
+the keyframes' queries, which then segment every view; post-processing merges the masks into panoptic
+segments shared by all views. Cameras and points follow from the pointmaps; optional splats are fitted in
+memory; the bundle is written once, in a private staging folder, and published with one rename.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import asdict, dataclass, field
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from panst3r_engine import __version__
+from panst3r_engine.bundle.raw import raw_arrays
+from panst3r_engine.bundle.spec import RAW_FILE, SPLATS_FILE
+from panst3r_engine.bundle.write import check_output_folder, publish_bundle, remove_stale_staging, staging_path
+from panst3r_engine.errors import Cancelled, OptionsError
 from panst3r_engine.model.inference import RawOutputs, activate_pointmaps, run_inference
 from panst3r_engine.model.loading import LoadedModel, ModelCache
-from panst3r_engine.pipeline.cameras import ViewGeometry, recover_camera
+from panst3r_engine.pipeline.assemble import JobMeta, build_bundle
+from panst3r_engine.pipeline.cameras import Camera, ViewGeometry, recover_camera
 from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientation
+from panst3r_engine.pipeline.memory import check_fits
 from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
+from panst3r_engine.pipeline.points import collect_points, confidence_warnings
 from panst3r_engine.pipeline.progress import Progress
+from panst3r_engine.pipeline.reconstruction import JobResult, Reconstruction, Segment
+from panst3r_engine.postprocess import postprocess
+from panst3r_engine.vocab.embeddings import ClassEmbeddings, resolve_class_embeddings
 
-
-@dataclass
-class JobResult:
-    bundle: Path
-    manifest: dict
-    timings: dict[str, float] = field(default_factory=dict)
-    num_points: int = 0  # rows of points.npz
-    num_labelled: int = 0  # of which carry a segment id
+log = logging.getLogger(__name__)
 
 
 def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, options: JobOptions,
             progress: Progress | None = None, models: ModelCache | None = None) -> JobResult:
     """Run the whole pipeline; the bundle appears at ``out_dir`` only when complete."""
-    options = options.validate()
-    progress = progress or Progress()
-    models = models or ModelCache()
-    out_dir = Path(out_dir)
-    from panst3r_engine.bundle.write import check_output_folder
-
+    options, progress, models, out_dir = options.validate(), progress or Progress(), models or ModelCache(), Path(out_dir)
     check_output_folder(out_dir, options.overwrite)
+    remove_stale_staging(out_dir)
     if not photo_paths:
-        raise ValueError("no photos given")
-
-    progress("load_images", 0.0, f"{len(photo_paths)} photos")
-    photos = load_photos(list(photo_paths), options.resize)
-    progress("load_images", 1.0)
+        raise OptionsError("no photos given")
+    photos = _load_images(photo_paths, options, progress)
     loaded = models.get(options.weights, options.device, progress)
     vocab = _vocabulary(loaded, options, progress)
-    keyframes = _keyframes(len(photos), options.keyframes)
-    _check_memory(loaded, photos, keyframes, options)
+    keyframes, warnings = _keyframes(len(photos), options.keyframes)
+    check_fits(loaded.model, [tuple(p.tensor.shape[-2:]) for p in photos], keyframes, loaded.device, options.max_batch)
     raw = _infer(loaded, photos, vocab.vectors, keyframes, options, progress)
     method = options.postprocess or loaded.config.postprocess_default
-    panoptic = _postprocess(raw, method, options.seed, progress)
+    panoptic, segments = _postprocess(raw, method, options.seed, progress)
     views, cameras = _cameras(raw, progress)
-    return _write(out_dir, photos, views, cameras, panoptic, vocab, raw, loaded, options, method, progress)
+    points = collect_points(views, [p.rgb for p in photos], panoptic, options.conf_threshold)
+    warnings += confidence_warnings(views, len(points.segment), options.conf_threshold)
+    recon = Reconstruction(photos, views, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method)
+    splats, splat_warnings = _splats(recon, options, loaded.device, progress)
+    meta = JobMeta(__version__, _model_info(loaded), asdict(options), dict(progress.timings),
+                   warnings + splat_warnings, splats[1] if splats else None)
+    return _write(out_dir, recon, meta, raw if options.save_raw else None, splats, options.overwrite, progress)
 
 
-def _write(out_dir: Path, photos, views, cameras, panoptic, vocab, raw, loaded: LoadedModel, options: JobOptions,
-           method: str, progress: Progress) -> JobResult:
-    """Write the bundle in a hidden staging folder (plus splats), then publish it in one rename."""
-    import shutil
-
-    from panst3r_engine.bundle.write import publish_bundle, staging_path
-    from panst3r_engine.pipeline.assemble import build_bundle
-
-    progress("write_bundle", 0.0)
-    staging = staging_path(out_dir)
-    try:
-        result = build_bundle(staging, photos, views, cameras, panoptic, vocab, raw, loaded, options, method,
-                              dict(progress.timings), __version__)
-        progress("write_bundle", 1.0)
-        if options.splats:
-            from panst3r_engine.splats import add_splats_to_bundle
-
-            add_splats_to_bundle(staging, steps=options.splat_steps, device=str(loaded.device), progress=progress)
-        result.bundle = publish_bundle(staging, out_dir, overwrite=options.overwrite)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    result.timings = dict(progress.timings)
-    return result
+def _load_images(paths: list, options: JobOptions, progress: Progress) -> list[Photo]:
+    progress("load_images", 0.0, f"{len(paths)} photos")
+    photos = load_photos(list(paths), options.resize)
+    progress("load_images", 1.0)
+    return photos
 
 
-def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress):
-    from panst3r_engine.vocab.embeddings import resolve_class_embeddings
-
+def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress) -> ClassEmbeddings:
     progress("vocabulary", 0.0)
     vocab = resolve_class_embeddings(options.vocab, options.vocab_embeddings, loaded.model.text_dim, options.seed)
     progress("vocabulary", 1.0, f"{len(vocab.names)} classes")
     return vocab
 
 
-def _keyframes(num_photos: int, requested: int | None) -> int:
-    return min(num_photos, requested or DEFAULT_MAX_KEYFRAMES)
-
-
-def _check_memory(loaded: LoadedModel, photos: list[Photo], num_keyframes: int, options: JobOptions) -> None:
-    from panst3r_engine.pipeline.memory import check_fits
-
-    sizes = [tuple(p.tensor.shape[-2:]) for p in photos]
-    check_fits(loaded.model, sizes, num_keyframes, loaded.device, options.max_batch)
+def _keyframes(num_photos: int, requested: int | None) -> tuple[int, list[str]]:
+    """Keyframe count (None or 0: all photos, at most DEFAULT_MAX_KEYFRAMES) and a warning when it was capped."""
+    if not requested:
+        return min(num_photos, DEFAULT_MAX_KEYFRAMES), []
+    if requested > num_photos:
+        return num_photos, [f"{requested} keyframes were asked for but there are only {num_photos} photos; "
+                            f"all {num_photos} are keyframes"]
+    return requested, []
 
 
 def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_keyframes: int,
@@ -118,16 +108,17 @@ def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_key
     return raw
 
 
-def _postprocess(raw: RawOutputs, method: str, seed: int, progress: Progress):
-    from panst3r_engine.postprocess import postprocess
-
+def _postprocess(raw: RawOutputs, method: str, seed: int, progress: Progress) -> tuple[list[np.ndarray], list[Segment]]:
+    """Per-view panoptic maps and the segments they share."""
     progress("postprocess", 0.0, method)
     result = postprocess(raw.pred_logits, raw.pred_masks, raw.true_shapes, method=method, seed=seed)
-    progress("postprocess", 1.0, f"{len(result.segments)} segments")
-    return result
+    segments = [Segment(int(s["id"]), int(s["category_id"]), float(s["score"]), int(s["query"]))
+                for s in result.segments]
+    progress("postprocess", 1.0, f"{len(segments)} segments")
+    return result.pan, segments
 
 
-def _cameras(raw: RawOutputs, progress: Progress):
+def _cameras(raw: RawOutputs, progress: Progress) -> tuple[list[ViewGeometry], list[Camera]]:
     views, cameras = [], []
     for i, pointmap in enumerate(raw.pointmaps_raw):
         pts3d, local, conf = activate_pointmaps(pointmap.float())
@@ -138,6 +129,55 @@ def _cameras(raw: RawOutputs, progress: Progress):
     return views, cameras
 
 
-def options_dict(options: JobOptions) -> dict:
-    return asdict(options)
+def _splats(recon: Reconstruction, options: JobOptions, device: torch.device,
+            progress: Progress) -> tuple[tuple | None, list[str]]:
+    """((model, manifest entry) or None, warnings). Splats are optional: a failed fit never costs the job."""
+    if not options.splats:
+        return None, []
+    from panst3r_engine.splats.fit import SplatInputs, device_budget, fit_inputs
 
+    progress("splats", 0.0)
+    inputs = SplatInputs([p.path.name for p in recon.photos], [p.rgb for p in recon.photos],
+                         [(c.K, c.cam_to_world) for c in recon.cameras], recon.points.arrays(),
+                         {s.id: s.class_id for s in recon.segments})
+    try:
+        result = fit_inputs(inputs, device=str(device), progress=progress, seed=options.seed,
+                            **device_budget(device, options.splat_steps))
+    except Cancelled:
+        raise
+    except Exception as exc:  # noqa: BLE001 - an optional stage: report it and keep the job's result
+        log.warning("splat fit failed", exc_info=exc)
+        reason = getattr(exc, "message", None) or f"the fit failed ({type(exc).__name__}: {exc})"
+        progress("splats", 1.0, "skipped")
+        return None, [f"splats were skipped: {reason}"]
+    progress("splats", 1.0, f"{result.stats['count']} Gaussians")
+    return (result.model, {"file": SPLATS_FILE, **result.stats}), []
+
+
+def _model_info(loaded: LoadedModel) -> dict:
+    return {"id": loaded.model_id, "version": loaded.config.version, "checkpoint_md5": loaded.md5}
+
+
+def _write(out_dir: Path, recon: Reconstruction, meta: JobMeta, raw: RawOutputs | None, splats: tuple | None,
+           overwrite: bool, progress: Progress) -> JobResult:
+    """Write every file once into a private staging folder, then publish it with one rename."""
+    progress("write_bundle", 0.0)
+    files = {}
+    if raw is not None:
+        files[RAW_FILE] = lambda path: np.savez(path, **raw_arrays(raw, list(recon.vocab.names)))
+    if splats is not None:
+        from panst3r_engine.splats.export import write_splats_ply
+
+        files[SPLATS_FILE] = lambda path: write_splats_ply(splats[0], path, atomic=False)
+    staging = staging_path(out_dir)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        manifest = build_bundle(staging, recon, meta, files)
+        progress("write_bundle", 1.0)
+        bundle = publish_bundle(staging, out_dir, overwrite=overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    labelled = int((recon.points.segment > 0).sum())
+    return JobResult(bundle, manifest, dict(progress.timings), num_points=len(recon.points.segment),
+                     num_labelled=labelled, warnings=list(meta.warnings))

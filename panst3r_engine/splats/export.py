@@ -66,20 +66,22 @@ def splats_to_array(model: SplatModel) -> np.ndarray:
     return rec
 
 
-def write_splats_ply(model: SplatModel, path: str | os.PathLike) -> Path:
-    """Write ``model`` to ``path`` atomically (a sibling temp file renamed into place)."""
+def write_splats_ply(model: SplatModel, path: str | os.PathLike, atomic: bool = True) -> Path:
+    """Write ``model`` to ``path``; atomically (a sibling temp file renamed into place) unless ``atomic`` is
+    False, for a folder nobody reads yet (a job's staging folder)."""
     path = Path(path)
     rec = splats_to_array(model)
     bg = " ".join(repr(float(v)) for v in _to_numpy(model.background, "<f4"))
     header = ["ply", "format binary_little_endian 1.0", f"comment background {bg}", f"element vertex {len(rec)}"]
     header += [f"property {'int' if rec.dtype[name].kind == 'i' else 'float'} {name}" for name in rec.dtype.names]
     header.append("end_header")
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}") if atomic else path
     try:
         with open(tmp, "wb") as fh:
             fh.write(("\n".join(header) + "\n").encode("ascii"))
             fh.write(rec.tobytes())
-        os.replace(tmp, path)
+        if atomic:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -29,19 +29,31 @@ from torch import Tensor
 
 from panst3r_engine.bundle.checks import BundleError
 from panst3r_engine.bundle.read import Bundle, read_bundle
-from panst3r_engine.bundle.spec import MANIFEST
+from panst3r_engine.bundle.spec import MANIFEST, SPLATS_FILE
+from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.splats.export import write_splats_ply
-from panst3r_engine.splats.init import init_from_bundle
+from panst3r_engine.splats.init import init_from_points, segment_classes
 from panst3r_engine.splats.model import SplatModel
 from panst3r_engine.splats.render import choose_backend, rasterize
 
 ProgressFn = Callable[[str, float, str], None]
 STAGE = "splats"
-SPLATS_FILE = "splats.ply"
 
 
+# Budgets by device when the caller gives no step count ("auto"). On a CPU a step at 256 px with 60k Gaussians
+# takes 0.1-0.2 s on a quiet 2-core machine but seconds under load, so the CPU fit is bounded by time.
 CPU_MAX_GAUSSIANS = 60_000
 CPU_TRAIN_SIDE = 256
+CPU_TIME_BUDGET_S = 300.0
+GPU_MAX_GAUSSIANS = 200_000
+GPU_STEPS = 2000
+MIN_STEPS = 10
+
+
+class SplatsSkipped(PanSt3RError):
+    """The splats of a job could not be made; the job's main result still stands."""
+
+    code = "splats_skipped"
 
 
 class FixedDefaultStrategy(DefaultStrategy):
@@ -77,6 +89,8 @@ class FitConfig:
     reset_every: int = 3000
     max_gaussians: int = 200_000  # densification never grows past this (lowest opacities are dropped)
     backend: str = "auto"
+    # Stop after this many seconds (the step count is re-planned after the first steps); None: run all steps.
+    time_budget_s: float | None = None
 
 
 @dataclass
@@ -129,28 +143,53 @@ def _downscaled(image: np.ndarray, K, max_side: int | None) -> tuple[np.ndarray,
     return small, K
 
 
-def bundle_views(bundle: Bundle, device: str | torch.device = "cpu", max_side: int | None = None) -> list[View]:
+@dataclass
+class SplatInputs:
+    """What a fit needs, whether it comes from a job in memory or from a bundle on disk."""
+
+    names: list[str]  # one per photo
+    photos: list[np.ndarray]  # uint8 [H, W, 3] processed photos
+    cameras: list[tuple[np.ndarray, np.ndarray]]  # (K [3, 3], cam_to_world [4, 4]) per photo
+    points: dict[str, np.ndarray]  # the bundle's point arrays (xyz, rgb, segment, view, pixel)
+    segment_class: dict[int, int]  # segment id -> class id
+
+
+def inputs_from_bundle(bundle: Bundle) -> SplatInputs:
     """The bundle's photos (``images/<stem>.jpg``) with their cameras; images without a photo are skipped."""
-    views = []
+    names, photos, cameras = [], [], []
     for cam in bundle.manifest["cameras"]:
         stem = bundle.stems[cam["image"]]
         if bundle.has_image(stem):
-            image, K = _downscaled(bundle.image(stem), cam["K"], max_side)
-            views.append(make_view(stem, image, K, cam["cam_to_world"], device))
-    if not views:
+            names.append(stem)
+            photos.append(bundle.image(stem))
+            cameras.append((np.asarray(cam["K"]), np.asarray(cam["cam_to_world"])))
+    keep = [bundle.stems.index(n) for n in names]
+    points = dict(bundle.points)
+    lookup = np.full(len(bundle.stems), -1, np.int64)
+    lookup[keep] = np.arange(len(keep))
+    points["view"] = lookup[points["view"].astype(np.int64)]  # photo index within the inputs, -1: no photo
+    if not photos:
         raise BundleError(f"the bundle {bundle.path} has no photos in images/, so the splats cannot be fitted")
+    return SplatInputs(names, photos, cameras, points, segment_classes(bundle))
+
+
+def make_views(inputs: SplatInputs, device: str | torch.device = "cpu", max_side: int | None = None) -> list[View]:
+    """Training views, downscaled to at most ``max_side`` pixels per side."""
+    views = []
+    for name, photo, (K, cam_to_world) in zip(inputs.names, inputs.photos, inputs.cameras):
+        image, K = _downscaled(photo, K, max_side)
+        views.append(make_view(name, image, K, cam_to_world, device))
     return views
 
 
-def estimate_background(bundle: Bundle, views: list[View]) -> Tensor:
+def estimate_background(inputs: SplatInputs, views: list[View]) -> Tensor:
     """[3] median colour of the pixels no point falls on (coverage dilated by the point spacing); black if none."""
-    pts, samples = bundle.points, []
-    by_stem = {stem: i for i, stem in enumerate(bundle.stems)}
-    for view in views:
-        mine = pts["view"] == by_stem[view.name]
+    pts, samples = inputs.points, []
+    for index, (view, photo) in enumerate(zip(views, inputs.photos)):
+        mine = pts["view"] == index
         covered = torch.zeros(view.height, view.width)
         # Point pixels are in processed-image pixels; the view may be a downscaled copy (CPU training).
-        width, height = bundle.manifest["images"][by_stem[view.name]]["processed_size"]
+        height, width = photo.shape[:2]
         pix = np.floor((pts["pixel"][mine].astype(np.float64) + 0.5) * [view.width / width, view.height / height])
         pix = torch.as_tensor(np.minimum(pix, [view.width - 1, view.height - 1]).astype(np.int64))
         covered[pix[:, 1], pix[:, 0]] = 1.0
@@ -229,8 +268,8 @@ def _cap(params: dict, optimizers: dict, state: dict, max_gaussians: int) -> Non
 
 
 def fit_model(model: SplatModel, views: list[View], cfg: FitConfig, progress: ProgressFn | None = None,
-              seed: int = 0) -> SplatModel:
-    """Optimise ``model`` (on the views' device) against ``views``; returns a detached copy."""
+              seed: int = 0) -> tuple[SplatModel, int]:
+    """Optimise ``model`` (on the views' device) against ``views``; returns a detached copy and the steps run."""
     device = views[0].image.device
     backend = choose_backend(device, cfg.backend)
     scale = scene_scale(model, views)
@@ -244,9 +283,13 @@ def fit_model(model: SplatModel, views: list[View], cfg: FitConfig, progress: Pr
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=scale)
     rng = np.random.default_rng(seed)
+    started, steps = time.perf_counter(), cfg.steps
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        for step in range(cfg.steps):
+        step = 0
+        while step < steps:
+            if cfg.time_budget_s is not None and step == MIN_STEPS:
+                steps = _replan(steps, time.perf_counter() - started, cfg.time_budget_s, strategy, decay)
             view = views[int(rng.integers(len(views)))]
             current = SplatModel(**{k: params[k] for k in splat_params}, background=background)
             quats, scales, opacities = current.activated()
@@ -267,36 +310,72 @@ def fit_model(model: SplatModel, views: list[View], cfg: FitConfig, progress: Pr
             if cfg.densify and info["means2d"].grad is not None:
                 strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
                 _cap(params, optimizers, state, cfg.max_gaussians)
-            if progress is not None and (step % 10 == 0 or step == cfg.steps - 1):
-                progress(STAGE, (step + 1) / cfg.steps, f"step {step + 1}/{cfg.steps}, {len(params['means'])} "
+            if progress is not None and (step % 10 == 0 or step == steps - 1):
+                progress(STAGE, (step + 1) / steps, f"step {step + 1}/{steps}, {len(params['means'])} "
                          f"Gaussians, loss {loss.item():.4f}")
+            step += 1
     with torch.no_grad():
         params["background"] = background.clamp(0, 1)
-        return SplatModel(**{k: params[k] for k in (*splat_params, "background")}).detach()
+        return SplatModel(**{k: params[k] for k in (*splat_params, "background")}).detach(), steps
 
 
-def fit_bundle(bundle_path, steps: int = 300, device: str = "cpu", max_gaussians: int = 200_000,
+def _replan(planned: int, elapsed: float, budget: float, strategy: DefaultStrategy, decay) -> int:
+    """Steps that fit the time budget, measured on the first MIN_STEPS; the refine schedule and the
+    learning-rate decay follow the new length."""
+    per_step = elapsed / MIN_STEPS
+    steps = int(min(planned, max(MIN_STEPS + 1, budget / max(per_step, 1e-6))))
+    strategy.refine_start_iter, strategy.refine_stop_iter = steps // 3, int(0.8 * steps)
+    decay.gamma = 0.01 ** (1.0 / steps)
+    return steps
+
+
+def device_budget(device: str | torch.device, steps: int | None) -> dict:
+    """Fit settings for a device: CPUs get fewer Gaussians, photos of at most 256 px and (without an explicit
+    step count) a time budget; GPUs train at full size for GPU_STEPS."""
+    on_cpu = torch.device(device).type == "cpu"
+    budget = {"max_gaussians": CPU_MAX_GAUSSIANS if on_cpu else GPU_MAX_GAUSSIANS,
+              "max_side": CPU_TRAIN_SIDE if on_cpu else None, "steps": steps or GPU_STEPS, "time_budget_s": None}
+    if steps is None and on_cpu:
+        budget["time_budget_s"] = CPU_TIME_BUDGET_S
+    return budget
+
+
+def fit_inputs(inputs: SplatInputs, steps: int = 300, device: str = "cpu", max_gaussians: int = 200_000,
                voxel: float | None = None, progress: ProgressFn | None = None, seed: int = 0,
-               config: FitConfig | None = None, max_side: int | None = None) -> FitResult:
-    """Initialise from the bundle's points, fit to its photos; PSNRs are over those same photos.
+               config: FitConfig | None = None, max_side: int | None = None,
+               time_budget_s: float | None = None) -> FitResult:
+    """Initialise from the points, fit to the photos; PSNRs are over those same photos.
 
-    ``max_side`` trains on photos downscaled to at most that many pixels per side.
+    ``max_side`` trains on photos downscaled to at most that many pixels per side; ``time_budget_s`` stops the
+    fit after about that long (at least MIN_STEPS + 1 steps).
     """
     start = time.perf_counter()
-    bundle = read_bundle(bundle_path)
-    cfg = replace(config or FitConfig(), steps=int(steps), max_gaussians=int(max_gaussians))
-    views = bundle_views(bundle, device, max_side)
-    initial = init_from_bundle(bundle, max_gaussians=max_gaussians, voxel=voxel)
-    initial = replace(initial, background=estimate_background(bundle, views))
+    cfg = replace(config or FitConfig(), steps=int(steps), max_gaussians=int(max_gaussians),
+                  time_budget_s=time_budget_s)
+    views = make_views(inputs, device, max_side)
+    pts = inputs.points
+    if len(pts["xyz"]) == 0:
+        raise SplatsSkipped("no point passed the confidence threshold, so there is nothing to make splats from")
+    initial = init_from_points(pts["xyz"], pts["rgb"], pts["segment"], inputs.segment_class, max_gaussians, voxel)
+    initial = replace(initial, background=estimate_background(inputs, views))
     backend = choose_backend(torch.device(device), cfg.backend)
     before = mean_psnr(initial.to(device), views, backend)
     if progress is not None:
         progress(STAGE, 0.0, f"fitting {len(initial)} Gaussians to {len(views)} photos")
-    fitted = fit_model(initial, views, cfg, progress, seed)
+    fitted, steps_run = fit_model(initial, views, cfg, progress, seed)
     after = mean_psnr(fitted, views, backend)
-    stats = {"count": len(fitted), "steps": cfg.steps, "psnr_before": round(before, 3),
+    stats = {"count": len(fitted), "steps": steps_run, "psnr_before": round(before, 3),
              "psnr_after": round(after, 3), "seconds": round(time.perf_counter() - start, 3)}
     return FitResult(fitted.to("cpu"), initial, stats)
+
+
+def fit_bundle(bundle_path, steps: int = 300, device: str = "cpu", max_gaussians: int = 200_000,
+               voxel: float | None = None, progress: ProgressFn | None = None, seed: int = 0,
+               config: FitConfig | None = None, max_side: int | None = None,
+               time_budget_s: float | None = None) -> FitResult:
+    """:func:`fit_inputs` on a bundle read from disk."""
+    return fit_inputs(inputs_from_bundle(read_bundle(bundle_path)), steps, device, max_gaussians, voxel, progress,
+                      seed, config, max_side, time_budget_s)
 
 
 def fit_splats(bundle_path, steps: int = 300, device: str = "cpu", max_gaussians: int = 200_000,
@@ -315,21 +394,18 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
-def add_splats_to_bundle(bundle_path, steps: int = 300, device: str = "cpu",
+def add_splats_to_bundle(bundle_path, steps: int | None = None, device: str = "cpu",
                          progress: ProgressFn | None = None) -> Path:
-    """Fit splats for a bundle, write ``<bundle>/splats.ply`` and record them in ``manifest["splats"]``.
+    """Re-fit splats for an existing bundle: write ``<bundle>/splats.ply`` and record them in ``manifest["splats"]``.
 
-    Both files are replaced atomically (temp file + rename); the PLY goes first, so a manifest that lists
-    splats always has its file. Returns the PLY's path.
+    A job fits its splats in memory before its bundle is written (:mod:`panst3r_engine.pipeline.run`); this is
+    for a bundle that already exists. Both files are replaced atomically (temp file + rename); the PLY goes
+    first, so a manifest that lists splats always has its file. Returns the PLY's path.
     """
     root = Path(bundle_path)
     if root.name == MANIFEST:
         root = root.parent
-    on_cpu = torch.device(device).type == "cpu"
-    # CPU budget: fewer Gaussians, photos at most 256 px (about 0.1-0.2 s a step); GPUs train at full size.
-    result = fit_bundle(root, steps=steps, device=device, progress=progress,
-                        max_gaussians=CPU_MAX_GAUSSIANS if on_cpu else 200_000,
-                        max_side=CPU_TRAIN_SIDE if on_cpu else None)
+    result = fit_bundle(root, device=device, progress=progress, **device_budget(device, steps))
     ply = write_splats_ply(result.model, root / SPLATS_FILE)
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     manifest["splats"] = {"file": SPLATS_FILE, **result.stats}

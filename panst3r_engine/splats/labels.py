@@ -45,24 +45,6 @@ def labels_from_ids(ids: Tensor, alpha: Tensor, segment: Tensor, class_id: Tenso
     return seg, cls
 
 
-@torch.no_grad()
-def render_onehot_labels(model: SplatModel, viewmats: Tensor, Ks: Tensor, width: int, height: int,
-                         backend: str = "auto") -> tuple[Tensor, Tensor]:
-    """(segment [H, W] int32, class [H, W] int32) by compositing one-hot segment channels and taking argmax."""
-    from panst3r_engine.splats.render import rasterize
-
-    segs, classes = segment_class_table(model.segment, model.class_id)  # [L], [L]
-    channel = torch.searchsorted(segs, model.segment.to(segs.dtype))  # [N] channel of each Gaussian
-    onehot = torch.nn.functional.one_hot(channel, len(segs)).to(model.means.dtype)  # [N, L]
-    background = torch.zeros(1, len(segs), dtype=model.means.dtype, device=model.device)
-    background[0, 0] = 1.0  # the uncovered part of a pixel votes void
-    quats, scales, opacities = model.activated()
-    feats, _, _ = rasterize(model.means, quats, scales, opacities, onehot, viewmats, Ks, width, height,
-                            backend=backend, backgrounds=background)
-    best = feats[0].argmax(-1)  # [H, W]
-    return segs[best].to(torch.int32), classes[best].to(torch.int32)
-
-
 def pixel_accuracy(pred: np.ndarray, truth: np.ndarray, ignore: int | None = None) -> float:
     """Fraction of pixels where ``pred == truth`` (pixels whose truth is ``ignore`` left out)."""
     mask = np.ones(truth.shape, bool) if ignore is None else truth != ignore

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from panst3r_engine.config import ENV_SPLAT_BACKEND, splat_backend
 from panst3r_engine.splats import _torch_render
+from panst3r_engine.splats.labels import labels_from_ids, segment_class_table
 from panst3r_engine.splats.model import SplatModel
 
-BACKEND_ENV = "PANST3R_SPLAT_BACKEND"
+BACKEND_ENV = ENV_SPLAT_BACKEND
 BACKENDS = ("auto", "torch", "gsplat")
 MAX_SIDE = 8192  # refuse absurd render sizes (the HTTP service forwards user input)
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ def choose_backend(device: torch.device | str, backend: str = "auto") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        backend = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+        backend = splat_backend()
         if backend not in BACKENDS:
             raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}")
     on_cuda = torch.device(device).type == "cuda"
@@ -118,8 +120,6 @@ def render(model: SplatModel, K: Any, cam_to_world: Any, width: int, height: int
     labels: 'maxweight' (label of the Gaussian with the largest blending weight; torch backend), 'onehot'
         (composited one-hot channels + argmax; any backend) or 'auto' (maxweight on torch, onehot on gsplat).
     """
-    from panst3r_engine.splats import labels as labels_mod
-
     chosen = choose_backend(model.device, backend)
     if labels == "auto":
         labels = "maxweight" if chosen == "torch" else "onehot"
@@ -134,14 +134,30 @@ def render(model: SplatModel, K: Any, cam_to_world: Any, width: int, height: int
                                   render_mode="RGB+ED", **extra)
     alpha = alphas[0, ..., 0]  # [H, W]
     if labels == "maxweight":
-        segment, class_id = labels_mod.labels_from_ids(meta["max_weight_ids"][0], alpha, model.segment,
+        segment, class_id = labels_from_ids(meta["max_weight_ids"][0], alpha, model.segment,
                                                        model.class_id)
     else:
-        segment, class_id = labels_mod.render_onehot_labels(model, viewmats, Ks, width, height, chosen)
+        segment, class_id = render_onehot_labels(model, viewmats, Ks, width, height, chosen)
     return RenderOutput(rgb=out[0, ..., :3].clamp(0, 1).float().cpu().numpy(),
                         alpha=alpha.float().cpu().numpy(), depth=out[0, ..., 3].float().cpu().numpy(),
                         segment=segment.cpu().numpy().astype(np.int32),
                         class_id=class_id.cpu().numpy().astype(np.int32), backend=chosen)
+
+
+@torch.no_grad()
+def render_onehot_labels(model: SplatModel, viewmats: Tensor, Ks: Tensor, width: int, height: int,
+                         backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """(segment [H, W] int32, class [H, W] int32) by compositing one-hot segment channels and taking argmax."""
+    segs, classes = segment_class_table(model.segment, model.class_id)  # [L], [L]
+    channel = torch.searchsorted(segs, model.segment.to(segs.dtype))  # [N] channel of each Gaussian
+    onehot = torch.nn.functional.one_hot(channel, len(segs)).to(model.means.dtype)  # [N, L]
+    background = torch.zeros(1, len(segs), dtype=model.means.dtype, device=model.device)
+    background[0, 0] = 1.0  # the uncovered part of a pixel votes void
+    quats, scales, opacities = model.activated()
+    feats, _, _ = rasterize(model.means, quats, scales, opacities, onehot, viewmats, Ks, width, height,
+                            backend=backend, backgrounds=background)
+    best = feats[0].argmax(-1)  # [H, W]
+    return segs[best].to(torch.int32), classes[best].to(torch.int32)
 
 
 _CACHE: OrderedDict[tuple, SplatModel] = OrderedDict()

@@ -184,10 +184,10 @@ def test_gt_pointmaps_through_recover_camera_give_true_cameras(room: SceneDatase
     for i, v in enumerate(room.views):
         local = depth_to_camera_points(v.depth, v.K)
         view = ViewGeometry(gt_pointmaps(room, i, reference=0), local, np.full(v.depth.shape, 10.0))
-        K, c2w, focal, ok = recover_camera(view)
-        assert ok and focal == pytest.approx(F, rel=1e-6)
-        np.testing.assert_allclose(K, v.K, atol=1e-5)
-        np.testing.assert_allclose(c2w, rel[i], atol=1e-6)
+        cam = recover_camera(view)
+        assert cam.valid and cam.focal == pytest.approx(F, rel=1e-6)
+        np.testing.assert_allclose(cam.K, v.K, atol=1e-5)
+        np.testing.assert_allclose(cam.cam_to_world, rel[i], atol=1e-6)
 
 
 # --------------------------------------------------------------------------- evaluation-driver oracle

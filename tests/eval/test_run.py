@@ -16,6 +16,7 @@ import pytest
 
 from panst3r_engine.bundle.read import read_bundle
 from panst3r_engine.cli import main
+from panst3r_engine.errors import OptionsError
 from panst3r_engine.eval.cli import to_json
 from panst3r_engine.eval.dataset import ClassInfo, DatasetError, SceneDataset, read_scene
 from panst3r_engine.eval.run import (
@@ -50,9 +51,9 @@ def test_folder_that_is_no_scene_exits_2(tmp_path: Path, capsys) -> None:
 def test_split_views_holds_out_every_kth_from_zero() -> None:
     assert split_views(6, 4) == ([1, 2, 3, 5], [0, 4])
     assert split_views(5, 4, ["b", "d"], list("abcde")) == ([0, 2, 4], [1, 3])
-    with pytest.raises(ValueError, match="need >= 2 input"):
+    with pytest.raises(DatasetError, match="need >= 2 input"):
         split_views(2, 2)
-    with pytest.raises(ValueError, match="holdout_every"):
+    with pytest.raises(OptionsError, match="holdout_every"):
         EvalOptions(holdout_every=1).validate()
 
 

@@ -6,13 +6,13 @@ An explicit-softmax twin is kept beside the fused path (switch with
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_FUSED = os.environ.get("PANST3R_FUSED_ATTN", "1") != "0"
+from panst3r_engine.config import fused_attention_default
+
+_FUSED = fused_attention_default()
 
 
 def use_fused_attention(enabled: bool) -> None:
