@@ -232,7 +232,7 @@ def test_intrinsics_and_fov():
 
 
 def _focal_as_in_reference(pts: torch.Tensor) -> float:
-    """must3r_model.md §5.1 written out literally (torch, means over all pixels, clip at 0)."""
+    """The Weiszfeld focal of DUSt3R (arXiv 2312.14132) written out literally (torch, means over all pixels, clip at 0)."""
     h, w, _ = pts.shape
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     pix = torch.stack([cols - w / 2, rows - h / 2], -1).reshape(-1, 2).double()

@@ -1,6 +1,6 @@
 """The one place where engine coordinates become Blender coordinates (batch numpy, no bpy).
 
-Engine (DESIGN.md §4): OpenCV axes (camera x right, y down, z forward), world =
+Engine (README, "Result bundle"): OpenCV axes (camera x right, y down, z forward), world =
 the reference camera's frame, network units. Blender: Z up; a camera looks
 down its local -Z with +Y up. The import:
 

@@ -1,6 +1,6 @@
 """Evaluation driver: run the pipeline on a benchmark scene and score it against its ground truth.
 
-Protocols (anchors §2):
+Protocols (PanSt3R, arXiv 2506.21348, evaluation; Panoptic Lifting, arXiv 2212.09802):
 
 - ``input-views``: the job sees every view; its panoptic maps are scored on
   the same views. GT maps are brought into the processed-image frame exactly

@@ -3,7 +3,7 @@
 Module and parameter names follow Hugging Face ``Dinov2Model`` of
 transformers 4.x (``attention.attention.query`` ...), the spelling inside the
 official PanSt3R checkpoints. The wrapper reproduces how PanSt3R feeds it
-(``panst3r_model.md`` §4): undo the [-1, 1] normalisation, apply ImageNet
+(as PanSt3R feeds DINOv2, arXiv 2506.21348 and naver/panst3r): undo the [-1, 1] normalisation, apply ImageNet
 statistics, resize bilinearly to ``(H/16*14, W/16*14)`` so the 14-px DINO grid
 equals the 16-px MUSt3R grid, and return the patch tokens after the final norm.
 """

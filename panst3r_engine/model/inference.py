@@ -1,4 +1,4 @@
-"""Multi-view inference in the official order (``panst3r_model.md`` §7.4).
+"""Multi-view inference in the official order (PanSt3R, arXiv 2506.21348; the order of the public demo in naver/panst3r).
 
 1. encode every image with the MUSt3R encoder;
 2. build the MUSt3R memory on the keyframes, in batches [2, 1, 1, ...];

@@ -1,7 +1,7 @@
 """MUSt3R decoder: a shared ViT-B stack with one token memory per layer.
 
 Reproduces ``MUSt3R`` with ``feedback_type='single_mlp'`` and
-``memory_mode='norm_y'`` (``must3r_model.md`` §2-3):
+``memory_mode='norm_y'`` (MUSt3R, arXiv 2503.01661, the memory mechanism; naver/must3r):
 
 * **update** pass: new images cross-attend to the memory plus the *other*
   new images (never to themselves, except a lone first image), then their

@@ -1,6 +1,6 @@
 """MUSt3R image encoder: a ViT-L/16 with 2D RoPE, no cls token, no absolute positions.
 
-Reproduces ``Dust3rEncoder`` of the official MUSt3R release (``must3r_model.md`` §1):
+Reproduces ``Dust3rEncoder`` of the official MUSt3R release (MUSt3R, arXiv 2503.01661; naver/must3r):
 a 16x16 conv patch embedding, pre-norm blocks whose self-attention rotates q/k
 by the (row, col) patch position, and a final ``norm_enc``.
 """

@@ -2,7 +2,7 @@
 
 The network takes RGB in [-1, 1] (``(u8 / 255 - 0.5) / 0.5``, DUSt3R's
 ``ImgNorm``) with both sides multiples of 16. ``--resize 512`` reproduces the
-official loader (``panst3r_model.md`` §7.2): normalise first, then centre-crop
+official loader (the public PanSt3R/DUSt3R image loader, naver/panst3r): normalise first, then centre-crop
 to the nearest allowed aspect ratio and resize (bilinear, antialiased) to one of
 512x384, 512x336, 512x288, 512x256, 512x160 (transposed for portrait photos).
 

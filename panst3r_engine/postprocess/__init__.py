@@ -1,4 +1,4 @@
-"""Panoptic post-processing of PanSt3R predictions (model doc §8).
+"""Panoptic post-processing of PanSt3R predictions (PanSt3R, arXiv 2506.21348; Mask2Former, arXiv 2112.01527).
 
 ``postprocess(pred_logits [Q, C], pred_masks per view [Q, h_v, w_v], true_shapes [V, 2], method)``
 returns a :class:`PanopticResult` whose ids are shared across views (same id = same instance).

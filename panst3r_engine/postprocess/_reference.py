@@ -1,4 +1,4 @@
-"""Plain twin of the official simulated annealer (model doc §8.3 step 4, parity README).
+"""Plain twin of the official simulated annealer (PanSt3R, arXiv 2506.21348: QUBO solved by simulated annealing).
 
 Used by tests to compare objectives and to reproduce the fixture's QUBO output; slow on purpose
 (one Python iteration per flip). Draws from numpy's *legacy global* RNG in the official order:

@@ -1,4 +1,4 @@
-"""Shared preamble of every panoptic post-processing (model doc §8, "Common preamble").
+"""Shared preamble of every panoptic post-processing (PanSt3R, arXiv 2506.21348, panoptic inference).
 
 Shapes: Q queries, C classes, V views, mask logits per view [Q, h_v, w_v] (stride 2),
 output size per view (H_v, W_v), padded size (H_max, W_max) = per-axis maxima.

@@ -1,4 +1,4 @@
-"""QUBO panoptic inference (model doc §8.3): the official objective, a deterministic solver.
+"""QUBO panoptic inference (PanSt3R, arXiv 2506.21348): the official objective, a deterministic solver.
 
 Objective over x ∈ {0,1}^Q (all queries, class-agnostic), N = H_max·W_max·V:
     E(x) = xᵀAx + 1e-3·mean(x),  A_ii = -a_i / N,  A_ij = o_ij / N.

@@ -1,4 +1,4 @@
-"""Deterministic minimiser of E(x) = xᵀAx + λ·mean(x) over x ∈ {0,1}^n (model doc §8.3, step 3).
+"""Deterministic minimiser of E(x) = xᵀAx + λ·mean(x) over x ∈ {0,1}^n (PanSt3R, arXiv 2506.21348, QUBO mask merging).
 
 Rewritten as E(x) = dᵀx + ½ xᵀCx with d = diag(A) + λ/n and C = A + Aᵀ (zero diagonal).
 Steps:

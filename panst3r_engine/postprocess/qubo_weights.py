@@ -1,4 +1,4 @@
-"""QUBO weights (model doc §8.3, step 2): soft areas a_i and soft overlaps o_ij.
+"""QUBO weights (PanSt3R, arXiv 2506.21348): soft areas a_i and soft overlaps o_ij.
 
 a_i = Σ M_i and o_ij = Σ min(M_i, M_j) over every pixel of every view, where M is the
 full-resolution probability (sigmoid at stride 2, then bilinear resize); padding is 0 and adds

@@ -1,4 +1,4 @@
-"""'standard_v1' / 'standard_v2' panoptic inference (model doc §8.1, §8.2).
+"""'standard_v1' / 'standard_v2' panoptic inference (Mask2Former-style, arXiv 2112.01527, as PanSt3R applies it).
 
 One algorithm with two threshold sets: keep queries whose best class probability passes
 ``cls_threshold``; per pixel the score-weighted mask argmax wins; a candidate survives if the

@@ -78,7 +78,7 @@ class FitConfig:
     ssim_weight: float = 0.2  # 0 gives a pure L1 loss
     # Multiplies every learning rate. gsplat's rates are tuned for 30k steps; for a few hundred steps 3x
     # measured better on the synthetic scene (held-out PSNR 21.8 -> 22.4 dB, label accuracy 0.963 -> 0.977
-    # at 10k Gaussians, 300 steps; gsplat.md saw the same at 100 steps). Use 1 for long runs.
+    # at 10k Gaussians, 300 steps; the same held at 100 steps). Use 1 for long runs.
     lr_scale: float = 3.0
     lrs: dict[str, float] = field(default_factory=lambda: {
         "means": 1.6e-4, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2, "sh0": 2.5e-3, "shN": 2.5e-3 / 20,

@@ -1,6 +1,6 @@
 """Panoptic label images from labelled Gaussians: segment 0 / class -1 mean void.
 
-Two resolvers, equally accurate on the reference scene (0.975 vs 0.974 pixel accuracy, gsplat.md §4):
+Two resolvers, equally accurate on the reference scene (0.975 vs 0.974 pixel accuracy, benchmarks/bench_splats.py):
 
 * max-weight: each pixel takes the labels of the Gaussian with the largest blending weight ``alpha * T``;
   void where none contributes or the accumulated alpha is below ``min_alpha``. Its cost does not grow with

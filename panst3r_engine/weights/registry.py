@@ -69,7 +69,7 @@ _NAVER = "https://download.europe.naverlabs.com/ComputerVision/PanSt3R"
 _SIGLIP = "https://huggingface.co/google/siglip-base-patch16-224/resolve/main"
 
 
-# size hints: fp32 parameter counts from the reference sheet (§1), not published sizes.
+# size hints: fp32 parameter counts of the published architectures (ViT-L encoder/decoder, DINOv2-L), not published sizes.
 REGISTRY = {e.id: e for e in (
     WeightsEntry("panst3r-v1-512", "panst3r_v1_512_5ds.pth", f"{_NAVER}/panst3r_v1_512_5ds.pth",
                  "901ac0e17153f9b15decaa796511b1be", 3_500_000_000, "panst3r-noncommercial",

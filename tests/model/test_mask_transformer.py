@@ -74,7 +74,7 @@ def _ref_heads(mt: MaskTransformer, q, feats, emb):
 
 
 def _ref_decode(mt: MaskTransformer, fpn, feats, emb):
-    """Independent re-statement of the decode loop (spec §5.5) with explicit attention."""
+    """Independent re-statement of the decode loop (Mask2Former, arXiv 2112.01527: masked attention) with explicit attention."""
     src = torch.cat([f.flatten(1).T for f in fpn]) + mt.level_embed.weight[0]
     pos = torch.cat([_ref_pe(f.shape[1], f.shape[2], f.shape[0]).float() for f in fpn])
     q, qpos = mt.query_feat.weight, mt.query_embed.weight
