@@ -7,7 +7,8 @@ reader activates them the way a 3DGS rasteriser does: standard deviations are
 rotations the normalised ``rot_0..3`` (w, x, y, z) quaternions and the colour the
 DC spherical-harmonic term, ``0.5 + C0 * f_dc`` clamped to 0-1 (view-dependent
 ``f_rest`` terms are not read). Everything stays in the engine's world frame;
-``importers/convert.py`` moves it into Blender's.
+``importers/convert.py`` moves it into Blender's. Property names, types and
+the header limit come from ``_spec`` (the engine's contract, vendored).
 """
 
 from __future__ import annotations
@@ -16,14 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._spec import PLY_MAX_HEADER, PLY_REQUIRED, PLY_TYPES, SH_C0
 from .read import BundleError
-
-SH_C0 = 0.28209479177387814
-PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-             "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-             "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
-REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-            "rot_0", "rot_1", "rot_2", "rot_3")
 
 
 def _header(path: Path) -> tuple[int, np.dtype, int]:
@@ -35,7 +30,7 @@ def _header(path: Path) -> tuple[int, np.dtype, int]:
             raise BundleError(f"{path} is not a PLY file")
         while True:
             line = fh.readline()
-            if not line or fh.tell() > 1 << 20:
+            if not line or fh.tell() > PLY_MAX_HEADER:
                 raise BundleError(f"{path} has no end of PLY header")
             words = line.decode("ascii", "replace").split()
             if not words or words[0] in ("comment", "obj_info"):
@@ -80,7 +75,7 @@ def read_splats(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     count, dtype, offset = _header(path)
-    missing = [name for name in REQUIRED if name not in dtype.names]
+    missing = [name for name in PLY_REQUIRED if name not in dtype.names]
     if missing:
         raise BundleError(f"{path} is not a Gaussian splat PLY: it lacks {', '.join(missing)}")
     data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
