@@ -19,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from ._spec import FORMAT_MAJOR, MANIFEST, POINT_ARRAYS, POINTS, decode_panoptic, image_file, parse_version
+from ._spec import (
+    FORMAT_MAJOR,
+    MANIFEST,
+    POINT_ARRAYS,
+    POINTS,
+    decode_panoptic,
+    image_file,
+    is_safe_stem,
+    panoptic_file,
+    parse_version,
+)
 from .png import PngError, read_png
 
 # dtype kinds accepted per target kind: integers may arrive signed or unsigned and are cast
@@ -90,12 +100,15 @@ class BundleData:
         return next((img.index for img in self.images if img.keyframe), 0)
 
     def panoptic(self, stem: str) -> np.ndarray:
-        """int32 [H, W] segment ids of one image (0 = void), COCO-panoptic decoded."""
-        entry = self.manifest.get("panoptic", {}).get(stem)
-        if entry is None:
+        """int32 [H, W] segment ids of one image (0 = void), COCO-panoptic decoded.
+
+        The file is ``panoptic/<stem>.png`` of a checked image stem, whatever the manifest entry names.
+        """
+        panoptic = self.manifest.get("panoptic")
+        if stem not in {img.stem for img in self.images} or not isinstance(panoptic, dict) or stem not in panoptic:
             raise BundleError(f"the bundle {self.path} has no panoptic map for image {stem!r}")
         try:
-            rgb = read_png(self.path / entry["file"])
+            rgb = read_png(self.path / panoptic_file(stem))
         except PngError as exc:
             raise BundleError(f"{exc}; the bundle is incomplete or corrupt, run the job again") from None
         if rgb.shape[2] < 3:
@@ -135,10 +148,16 @@ def _images(manifest: dict) -> list[ImageInfo]:
     for i, entry in enumerate(_need(manifest, "images", "the manifest")):
         where = f"manifest images[{i}]"
         width, height = (int(v) for v in _need(entry, "processed_size", where))
-        out.append(ImageInfo(i, str(_need(entry, "file", where)), str(_need(entry, "stem", where)),
-                             (width, height), bool(entry.get("keyframe", i == 0))))
+        stem = _need(entry, "stem", where)
+        if not is_safe_stem(stem):
+            raise BundleError(f"{where} has the stem {stem!r}, which is not a plain file name; the bundle is "
+                              "corrupt, run the job again")
+        out.append(ImageInfo(i, str(_need(entry, "file", where)), stem, (width, height),
+                             bool(entry.get("keyframe", i == 0))))
     if not out:
         raise BundleError("the bundle lists no images")
+    if len({img.stem.casefold() for img in out}) != len(out):
+        raise BundleError("the bundle lists an image stem twice; it is corrupt, run the job again")
     return out
 
 
