@@ -40,7 +40,11 @@ def _header(path: Path) -> tuple[int, np.dtype, int]:
                 break
             if words[0] == "format":
                 endian = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(words[1] if len(words) > 1 else "")
-            elif words[0] == "element" and len(words) == 3:
+                if endian is None:
+                    raise BundleError(f"{path} must be a binary PLY file")
+            elif endian is None:
+                raise BundleError(f"{path} does not give its PLY format before its elements; it is corrupt")
+            elif words[0] == "element" and len(words) == 3 and words[2].isdecimal():
                 elements.append((words[1], int(words[2]), []))
             elif words[0] == "property" and elements and len(words) == 3 and words[1] in PLY_TYPES:
                 elements[-1][2].append((words[2], PLY_TYPES[words[1]]))
@@ -48,7 +52,15 @@ def _header(path: Path) -> tuple[int, np.dtype, int]:
                 raise BundleError(f"{path} has an unsupported PLY header line {line.strip()[:60]!r}")
     if endian is None:
         raise BundleError(f"{path} must be a binary PLY file")
+    return _vertex_layout(path, elements, endian, offset)
+
+
+def _vertex_layout(path: Path, elements: list[tuple[str, int, list]], endian: str, offset: int
+                   ) -> tuple[int, np.dtype, int]:
+    """(count, dtype, byte offset) of the vertex element, skipping the elements stored before it."""
     for name, count, props in elements:
+        if len({prop for prop, _ in props}) != len(props):
+            raise BundleError(f"{path} names a PLY property twice in element {name!r}; it is corrupt")
         dtype = np.dtype([(prop, endian + kind) for prop, kind in props])
         if name == "vertex":
             return count, dtype, offset

@@ -105,17 +105,23 @@ def _parse_header(fh) -> tuple[list[tuple[str, int, np.dtype]], list[str], int]:
                 raise SplatsFileError(f"PLY format {fmt!r} is not supported; splats must be binary PLY")
         elif words[0] in ("comment", "obj_info"):
             comments.append(" ".join(words[1:]))
-        elif words[0] == "element" and len(words) == 3:
+        elif endian is None:
+            raise SplatsFileError("the PLY header does not give its format before its elements; the file is corrupt")
+        elif words[0] == "element" and len(words) == 3 and words[2].isdecimal():
             elements.append((words[1], int(words[2]), []))
         elif words[0] == "property" and elements:
-            if words[1] == "list" or len(words) != 3 or words[1] not in PLY_TYPES:
+            if len(words) != 3 or words[1] not in PLY_TYPES:
                 raise SplatsFileError(f"PLY property {' '.join(words[1:])!r} is not supported in a splats file")
-            elements[-1][2].append((words[2], endian + PLY_TYPES[words[1]]))
+            elements[-1][2].append((words[2], PLY_TYPES[words[1]]))
         else:
             raise SplatsFileError(f"unexpected PLY header line {line.strip()[:80]!r}")
     if endian is None:
         raise SplatsFileError("the PLY header has no format line")
-    return [(name, count, np.dtype(props)) for name, count, props in elements], comments, fh.tell()
+    for name, _, props in elements:
+        if len({prop for prop, _ in props}) != len(props):
+            raise SplatsFileError(f"the PLY header names a property twice in element {name!r}")
+    return ([(name, count, np.dtype([(prop, endian + kind) for prop, kind in props]))
+             for name, count, props in elements], comments, fh.tell())
 
 
 def read_splats_array(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
