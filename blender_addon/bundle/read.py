@@ -197,6 +197,18 @@ def _classes_and_segments(manifest: dict) -> tuple[dict[int, ClassInfo], list[Se
     return classes, segments
 
 
+def _point_array(name: str, arr: np.ndarray) -> np.ndarray:
+    """One points.npz array as the format's dtype; a cast that would change values is refused."""
+    dtype, tail = POINT_ARRAYS[name]
+    if arr.dtype.kind not in ACCEPTED_KINDS[dtype.kind] or arr.shape[1:] != tail or arr.ndim != 1 + len(tail):
+        raise BundleError(f"{POINTS} array '{name}' has dtype {arr.dtype.name} and shape {arr.shape}; "
+                          f"expected {dtype.name} (N{''.join(f', {t}' for t in tail)})")
+    if dtype.kind in "iu" and arr.size and (arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max):
+        raise BundleError(f"{POINTS} array '{name}' holds values outside the range of {dtype.name}; "
+                          "the bundle is corrupt, run the job again")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
 def _load_points(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise BundleError(f"the bundle has no {POINTS} ({path}); it is incomplete, run the job again")
@@ -205,15 +217,10 @@ def _load_points(path: Path) -> dict[str, np.ndarray]:
             raw = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BundleError(f"{path} cannot be read ({exc}); the bundle is corrupt, run the job again") from None
-    out = {}
-    for name, (dtype, tail) in POINT_ARRAYS.items():
-        if name not in raw:
-            raise BundleError(f"{path} lacks the array '{name}'; the bundle is corrupt, run the job again")
-        arr = raw[name]
-        if arr.dtype.kind not in ACCEPTED_KINDS[dtype.kind] or arr.shape[1:] != tail or arr.ndim != 1 + len(tail):
-            raise BundleError(f"{POINTS} array '{name}' has dtype {arr.dtype.name} and shape {arr.shape}; "
-                              f"expected {dtype.name} (N{''.join(f', {t}' for t in tail)})")
-        out[name] = np.ascontiguousarray(arr, dtype=dtype)
+    missing = [name for name in POINT_ARRAYS if name not in raw]
+    if missing:
+        raise BundleError(f"{path} lacks the array '{missing[0]}'; the bundle is corrupt, run the job again")
+    out = {name: _point_array(name, raw[name]) for name in POINT_ARRAYS}
     if len({len(arr) for arr in out.values()}) != 1:
         raise BundleError(f"the arrays of {POINTS} disagree on the number of points; the bundle is corrupt")
     return out

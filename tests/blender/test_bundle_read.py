@@ -171,3 +171,12 @@ def test_panoptic_file_comes_from_the_stem_not_the_manifest(synthetic_bundle: Pa
     np.testing.assert_array_equal(data.panoptic(stem), expected)
     with pytest.raises(BundleError, match="no panoptic map"):
         data.panoptic("../outside")
+
+
+def test_refuses_integers_that_do_not_fit_the_format_dtype(synthetic_bundle: Path, tmp_path: Path) -> None:
+    bundle = _copy(synthetic_bundle, tmp_path)
+    points = dict(np.load(bundle / "points.npz"))
+    points["segment"] = points["segment"].astype(np.int64) + np.where(points["segment"] > 0, 2**32, 0)
+    np.savez(bundle / "points.npz", **points)  # would wrap back to the listed ids in int32
+    with pytest.raises(BundleError, match="'segment' holds values outside the range of int32"):
+        read_bundle(bundle)
