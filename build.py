@@ -3,7 +3,10 @@
 The zip holds the add-on (``blender_addon/*`` at its root, with
 blender_manifest.toml) and the engine source under ``engine/``
 (``panst3r_engine/``, pyproject.toml, LICENSE, README.md), which the add-on's
-"Create Engine Environment" button pip-installs into its own venv. The
+"Create Engine Environment" button pip-installs into its own venv. The bundle
+format's contract, ``panst3r_engine/bundle/spec.py``, is vendored into the
+add-on as ``bundle/_spec.py`` (the add-on never imports the engine): ``main``
+refreshes the committed copy and the zip always takes the engine's file. The
 manifest is validated in Python (required keys, semver, SPDX licences,
 permission reasons), then by Blender's own validator when one is available
 (``blender --command extension validate``, or the ``blender_ext.py`` inside the
@@ -25,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 ADDON = ROOT / "blender_addon"
 ENGINE = ROOT / "panst3r_engine"
+SPEC = ENGINE / "bundle" / "spec.py"
+VENDORED_SPEC = "bundle/_spec.py"  # relative to ADDON
 REQUIRED = {"schema_version": str, "id": str, "version": str, "name": str, "tagline": str, "maintainer": str,
             "type": str, "license": list, "blender_version_min": str}
 PERMISSIONS = {"files", "network", "clipboard", "camera", "microphone"}
@@ -88,6 +93,16 @@ def _included(path: Path, base: Path) -> bool:
             and not any(part in EXCLUDED_DIRS or part.endswith(".egg-info") for part in relative.parts))
 
 
+def vendor_spec(target: Path | None = None) -> bool:
+    """Copy the engine's bundle spec into the add-on byte for byte; True when the copy changed."""
+    target = target or ADDON / VENDORED_SPEC
+    data = SPEC.read_bytes()
+    if target.is_file() and target.read_bytes() == data:
+        return False
+    target.write_bytes(data)
+    return True
+
+
 def build(out_dir: Path) -> Path:
     """Write dist/<id>-<version>.zip; raises ManifestError on an invalid manifest."""
     manifest = tomllib.loads((ADDON / "blender_manifest.toml").read_text(encoding="utf-8"))
@@ -99,8 +114,9 @@ def build(out_dir: Path) -> Path:
     tmp = target.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(ADDON.rglob("*")):
-            if _included(path, ADDON):
+            if _included(path, ADDON) and path.relative_to(ADDON).as_posix() != VENDORED_SPEC:
                 zf.write(path, path.relative_to(ADDON).as_posix())
+        zf.write(SPEC, VENDORED_SPEC)  # the engine's contract, even when the committed copy is stale
         for path in sorted(ENGINE.rglob("*")):
             if _included(path, ROOT):
                 zf.write(path, f"engine/{path.relative_to(ROOT).as_posix()}")
@@ -145,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-blender-validate", action="store_true",
                         help="only the Python manifest checks, not Blender's validator")
     args = parser.parse_args(argv)
+    if vendor_spec():
+        print(f"refreshed blender_addon/{VENDORED_SPEC} from {SPEC.relative_to(ROOT).as_posix()}")
     try:
         path = build(args.out)
         how = ("validated in Python" if args.skip_blender_validate else validate_with_blender(path))

@@ -2,14 +2,16 @@
 
 manifest.json + points.npz (+ panoptic PNGs on demand) -> plain dataclasses and
 numpy arrays. json + numpy only: no bpy, no Pillow, never the engine package.
-Any 1.x version is read (unknown fields are ignored); other major versions are
-refused with a sentence telling the user what to update.
+Names, dtypes and encodings come from ``_spec`` (the engine's
+``bundle/spec.py``, vendored by build.py); the checks stay here, because a
+bundle comes from outside. Any 1.x version is read (unknown fields are
+ignored); other major versions are refused with a sentence telling the user
+what to update.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,20 +19,21 @@ from typing import Any
 
 import numpy as np
 
+from ._spec import (
+    FORMAT_MAJOR,
+    MANIFEST,
+    POINT_ARRAYS,
+    POINTS,
+    decode_panoptic,
+    image_file,
+    is_safe_stem,
+    panoptic_file,
+    parse_version,
+)
 from .png import PngError, read_png
 
-FORMAT_MAJOR = 1
-MANIFEST = "manifest.json"
-POINTS = "points.npz"
-# name -> (dtype kind accepted, target dtype, per-point shape)
-POINT_ARRAYS = {
-    "xyz": ("f", np.float32, (3,)),
-    "rgb": ("u", np.uint8, (3,)),
-    "conf": ("f", np.float32, ()),
-    "segment": ("iu", np.int32, ()),
-    "view": ("iu", np.int16, ()),
-    "pixel": ("u", np.uint16, (2,)),
-}
+# dtype kinds accepted per target kind: integers may arrive signed or unsigned and are cast
+ACCEPTED_KINDS = {"f": "f", "u": "u", "i": "iu"}
 
 
 class BundleError(RuntimeError):
@@ -97,17 +100,20 @@ class BundleData:
         return next((img.index for img in self.images if img.keyframe), 0)
 
     def panoptic(self, stem: str) -> np.ndarray:
-        """int32 [H, W] segment ids of one image (0 = void), COCO-panoptic decoded."""
-        entry = self.manifest.get("panoptic", {}).get(stem)
-        if entry is None:
+        """int32 [H, W] segment ids of one image (0 = void), COCO-panoptic decoded.
+
+        The file is ``panoptic/<stem>.png`` of a checked image stem, whatever the manifest entry names.
+        """
+        panoptic = self.manifest.get("panoptic")
+        if stem not in {img.stem for img in self.images} or not isinstance(panoptic, dict) or stem not in panoptic:
             raise BundleError(f"the bundle {self.path} has no panoptic map for image {stem!r}")
         try:
-            rgb = read_png(self.path / entry["file"]).astype(np.int32)
+            rgb = read_png(self.path / panoptic_file(stem))
         except PngError as exc:
             raise BundleError(f"{exc}; the bundle is incomplete or corrupt, run the job again") from None
         if rgb.shape[2] < 3:
             raise BundleError(f"the panoptic map of {stem!r} must be an RGB PNG")
-        return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        return decode_panoptic(rgb[..., :3])
 
 
 def _need(obj: Any, key: str, where: str) -> Any:
@@ -117,11 +123,11 @@ def _need(obj: Any, key: str, where: str) -> Any:
 
 
 def check_version(version: Any) -> str:
-    """Refuse a format major version other than 1."""
-    match = re.fullmatch(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
-    if match is None:
+    """Refuse a format major version other than the one this add-on reads."""
+    parsed = parse_version(version)
+    if parsed is None:
         raise BundleError(f"the bundle's format_version {version!r} is not of the form 'MAJOR.MINOR'")
-    if int(match.group(1)) != FORMAT_MAJOR:
+    if parsed[0] != FORMAT_MAJOR:
         raise BundleError(f"this bundle has format version {version}, but this add-on reads format "
                           f"{FORMAT_MAJOR}.x only; update the PanSt3R add-on to import it")
     return version
@@ -142,10 +148,16 @@ def _images(manifest: dict) -> list[ImageInfo]:
     for i, entry in enumerate(_need(manifest, "images", "the manifest")):
         where = f"manifest images[{i}]"
         width, height = (int(v) for v in _need(entry, "processed_size", where))
-        out.append(ImageInfo(i, str(_need(entry, "file", where)), str(_need(entry, "stem", where)),
-                             (width, height), bool(entry.get("keyframe", i == 0))))
+        stem = _need(entry, "stem", where)
+        if not is_safe_stem(stem):
+            raise BundleError(f"{where} has the stem {stem!r}, which is not a plain file name; the bundle is "
+                              "corrupt, run the job again")
+        out.append(ImageInfo(i, str(_need(entry, "file", where)), stem, (width, height),
+                             bool(entry.get("keyframe", i == 0))))
     if not out:
         raise BundleError("the bundle lists no images")
+    if len({img.stem.casefold() for img in out}) != len(out):
+        raise BundleError("the bundle lists an image stem twice; it is corrupt, run the job again")
     return out
 
 
@@ -157,7 +169,7 @@ def _cameras(manifest: dict, images: list[ImageInfo], root: Path) -> list[Camera
         if not 0 <= index < len(images) or index in by_image:
             raise BundleError(f"{where} refers to image {index}, which is unknown or already has a camera")
         img = images[index]
-        photo = root / "images" / f"{img.stem}.jpg"
+        photo = root / image_file(img.stem)
         by_image[index] = CameraInfo(index, img.stem, _matrix(_need(cam, "K", where), (3, 3), f"{where} K"),
                                      _matrix(_need(cam, "cam_to_world", where), (4, 4), f"{where} cam_to_world"),
                                      *img.processed_size, photo if photo.is_file() else None)
@@ -185,6 +197,18 @@ def _classes_and_segments(manifest: dict) -> tuple[dict[int, ClassInfo], list[Se
     return classes, segments
 
 
+def _point_array(name: str, arr: np.ndarray) -> np.ndarray:
+    """One points.npz array as the format's dtype; a cast that would change values is refused."""
+    dtype, tail = POINT_ARRAYS[name]
+    if arr.dtype.kind not in ACCEPTED_KINDS[dtype.kind] or arr.shape[1:] != tail or arr.ndim != 1 + len(tail):
+        raise BundleError(f"{POINTS} array '{name}' has dtype {arr.dtype.name} and shape {arr.shape}; "
+                          f"expected {dtype.name} (N{''.join(f', {t}' for t in tail)})")
+    if dtype.kind in "iu" and arr.size and (arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max):
+        raise BundleError(f"{POINTS} array '{name}' holds values outside the range of {dtype.name}; "
+                          "the bundle is corrupt, run the job again")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
 def _load_points(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise BundleError(f"the bundle has no {POINTS} ({path}); it is incomplete, run the job again")
@@ -193,15 +217,10 @@ def _load_points(path: Path) -> dict[str, np.ndarray]:
             raw = {name: npz[name] for name in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BundleError(f"{path} cannot be read ({exc}); the bundle is corrupt, run the job again") from None
-    out = {}
-    for name, (kinds, dtype, tail) in POINT_ARRAYS.items():
-        if name not in raw:
-            raise BundleError(f"{path} lacks the array '{name}'; the bundle is corrupt, run the job again")
-        arr = raw[name]
-        if arr.dtype.kind not in kinds or arr.shape[1:] != tail or arr.ndim != 1 + len(tail):
-            raise BundleError(f"{POINTS} array '{name}' has dtype {arr.dtype.name} and shape {arr.shape}; "
-                              f"expected {np.dtype(dtype).name} (N{''.join(f', {t}' for t in tail)})")
-        out[name] = np.ascontiguousarray(arr, dtype=dtype)
+    missing = [name for name in POINT_ARRAYS if name not in raw]
+    if missing:
+        raise BundleError(f"{path} lacks the array '{missing[0]}'; the bundle is corrupt, run the job again")
+    out = {name: _point_array(name, raw[name]) for name in POINT_ARRAYS}
     if len({len(arr) for arr in out.values()}) != 1:
         raise BundleError(f"the arrays of {POINTS} disagree on the number of points; the bundle is corrupt")
     return out

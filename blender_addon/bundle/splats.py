@@ -7,7 +7,8 @@ reader activates them the way a 3DGS rasteriser does: standard deviations are
 rotations the normalised ``rot_0..3`` (w, x, y, z) quaternions and the colour the
 DC spherical-harmonic term, ``0.5 + C0 * f_dc`` clamped to 0-1 (view-dependent
 ``f_rest`` terms are not read). Everything stays in the engine's world frame;
-``importers/convert.py`` moves it into Blender's.
+``importers/convert.py`` moves it into Blender's. Property names, types and
+the header limit come from ``_spec`` (the engine's contract, vendored).
 """
 
 from __future__ import annotations
@@ -16,14 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._spec import PLY_MAX_HEADER, PLY_REQUIRED, PLY_TYPES, SH_C0
 from .read import BundleError
-
-SH_C0 = 0.28209479177387814
-PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-             "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-             "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
-REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-            "rot_0", "rot_1", "rot_2", "rot_3")
 
 
 def _header(path: Path) -> tuple[int, np.dtype, int]:
@@ -35,7 +30,7 @@ def _header(path: Path) -> tuple[int, np.dtype, int]:
             raise BundleError(f"{path} is not a PLY file")
         while True:
             line = fh.readline()
-            if not line or fh.tell() > 1 << 20:
+            if not line or fh.tell() > PLY_MAX_HEADER:
                 raise BundleError(f"{path} has no end of PLY header")
             words = line.decode("ascii", "replace").split()
             if not words or words[0] in ("comment", "obj_info"):
@@ -45,7 +40,11 @@ def _header(path: Path) -> tuple[int, np.dtype, int]:
                 break
             if words[0] == "format":
                 endian = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(words[1] if len(words) > 1 else "")
-            elif words[0] == "element" and len(words) == 3:
+                if endian is None:
+                    raise BundleError(f"{path} must be a binary PLY file")
+            elif endian is None:
+                raise BundleError(f"{path} does not give its PLY format before its elements; it is corrupt")
+            elif words[0] == "element" and len(words) == 3 and words[2].isdecimal():
                 elements.append((words[1], int(words[2]), []))
             elif words[0] == "property" and elements and len(words) == 3 and words[1] in PLY_TYPES:
                 elements[-1][2].append((words[2], PLY_TYPES[words[1]]))
@@ -53,7 +52,15 @@ def _header(path: Path) -> tuple[int, np.dtype, int]:
                 raise BundleError(f"{path} has an unsupported PLY header line {line.strip()[:60]!r}")
     if endian is None:
         raise BundleError(f"{path} must be a binary PLY file")
+    return _vertex_layout(path, elements, endian, offset)
+
+
+def _vertex_layout(path: Path, elements: list[tuple[str, int, list]], endian: str, offset: int
+                   ) -> tuple[int, np.dtype, int]:
+    """(count, dtype, byte offset) of the vertex element, skipping the elements stored before it."""
     for name, count, props in elements:
+        if len({prop for prop, _ in props}) != len(props):
+            raise BundleError(f"{path} names a PLY property twice in element {name!r}; it is corrupt")
         dtype = np.dtype([(prop, endian + kind) for prop, kind in props])
         if name == "vertex":
             return count, dtype, offset
@@ -80,7 +87,7 @@ def read_splats(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     count, dtype, offset = _header(path)
-    missing = [name for name in REQUIRED if name not in dtype.names]
+    missing = [name for name in PLY_REQUIRED if name not in dtype.names]
     if missing:
         raise BundleError(f"{path} is not a Gaussian splat PLY: it lacks {', '.join(missing)}")
     data = np.fromfile(path, dtype=dtype, count=count, offset=offset)

@@ -9,6 +9,9 @@ blocks. The state dict::
      "downloading" | "done" | "failed" | "cancelled", "stage": str, "fraction": float (stage),
      "progress": float (whole job, 0..1), "message": str, "error": str | None,
      "bundle": str | None, "job_id": str | None, "title": str}
+
+A run's ``progress`` maps the engine's (stage, fraction) through the bundle
+contract's stage list (``bundle/_spec.py``), so add-on and engine agree on it.
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..bundle._spec import STAGES, overall_progress
 from .engine import EngineClient, EngineError, kill_process_group, process_group_kwargs
 
 TERMINAL = ("done", "failed", "cancelled")
-ENGINE_STAGES = ("load_images", "load_model", "vocabulary", "encode", "memory", "render_keyframes",
-                 "decode_keyframes", "render_views", "postprocess", "cameras", "splats", "write_bundle")
 _IDLE = {"kind": None, "title": "", "state": "idle", "stage": "", "fraction": 0.0, "progress": 0.0, "message": "",
          "error": None, "bundle": None, "job_id": None}
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
@@ -86,13 +88,6 @@ class Job:
         return self.poll()
 
 
-def overall_progress(stage: str, fraction: float) -> float:
-    """Whole-job progress from the engine's stage and its fraction."""
-    if stage in ENGINE_STAGES:
-        return (ENGINE_STAGES.index(stage) + max(0.0, min(1.0, fraction))) / len(ENGINE_STAGES)
-    return max(0.0, min(1.0, fraction))
-
-
 class RunJob(Job):
     """Photos -> engine job -> downloaded bundle folder."""
 
@@ -124,7 +119,7 @@ class RunJob(Job):
             state, stage = status.get("state"), str(status.get("stage") or "")
             fraction = float(status.get("fraction") or 0.0)
             self._set(state=state if state in ("queued", "running") else "running", stage=stage,
-                      fraction=fraction, progress=overall_progress(stage, fraction),
+                      fraction=fraction, progress=self._progress(stage, fraction),
                       message=str(status.get("message") or ""))
             if state == "done":
                 break
@@ -139,6 +134,10 @@ class RunJob(Job):
         self._set(state="downloading", message="downloading the result", progress=1.0)
         bundle = client.download_bundle(job_id, self.results_dir / job_id)
         self._set(state="done", bundle=str(bundle), message=f"result in {bundle}", fraction=1.0, progress=1.0)
+
+    def _progress(self, stage: str, fraction: float) -> float:
+        """The whole job's fraction; a stage this add-on does not know (a newer engine) keeps the last one."""
+        return overall_progress(stage, fraction) if stage in STAGES else self.poll()["progress"]
 
 
 @dataclass

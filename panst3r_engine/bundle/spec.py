@@ -48,6 +48,10 @@ SPLATS_FILE = "splats.ply"
 RAW_FILE = "raw.npz"
 RESERVED_NAMES = frozenset({MANIFEST, POINTS, IMAGES_DIR, PANOPTIC_DIR})
 OPTIONAL_FILES = (SPLATS_FILE, RAW_FILE)
+# Image stems name files (images/<stem>.jpg, panoptic/<stem>.png): see is_safe_stem
+STEM_PATTERN = re.compile(r"\w[\w.\-]{0,127}")
+WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                              *(f"LPT{i}" for i in range(1, 10))})
 
 # points.npz: name -> (dtype, per-point shape)
 POINT_ARRAYS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
@@ -81,6 +85,16 @@ STAGES = ("load_images", "load_model", "vocabulary", "encode", "memory", "render
 def ply_property_names(num_rest: int) -> list[str]:
     """Vertex property names in file order for ``num_rest`` f_rest values (3 * K)."""
     return [*PLY_LEADING, *(f"f_rest_{i}" for i in range(num_rest)), *PLY_TRAILING]
+
+
+def is_safe_stem(stem: object) -> bool:
+    """Whether a received stem is a plain file name on Linux, macOS and Windows (so paths can be built from it).
+
+    Letters, digits, '_', '-' and '.', at most 128 characters, not starting with '.' or '-', not ending with
+    '.', not a reserved Windows device name.
+    """
+    return (isinstance(stem, str) and STEM_PATTERN.fullmatch(stem) is not None and not stem.endswith(".")
+            and stem.split(".")[0].upper() not in WINDOWS_RESERVED)
 
 
 def image_file(stem: str) -> str:

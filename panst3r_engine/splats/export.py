@@ -7,7 +7,8 @@ coefficients then G then B; normals written as 0), then ``segment`` and ``class`
 ``comment background r g b`` header line, which viewers ignore.
 
 The reader also takes plain INRIA or gsplat files (no normals, no labels: segment 0, class -1) and any fixed-size
-scalar types, converting to float32 / int32.
+scalar types, converting to float32 / int32. Names, types and limits come from the bundle's contract,
+:mod:`panst3r_engine.bundle.spec`, which the add-on's reader shares.
 """
 
 from __future__ import annotations
@@ -20,28 +21,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from panst3r_engine.bundle.spec import (
+    PLY_INT_PROPERTIES,
+    PLY_MAX_HEADER,
+    PLY_REQUIRED,
+    PLY_TYPES,
+    ply_property_names,
+)
 from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.splats.model import SplatModel, sh_degree_of
 
-PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-             "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-             "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
-REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-            "rot_0", "rot_1", "rot_2", "rot_3"]
-MAX_HEADER = 1 << 20
+property_names = ply_property_names  # the name this module used before the contract moved to bundle/spec.py
 
 
 class SplatsFileError(PanSt3RError):
     """A splats PLY that cannot be read, with a sentence saying why."""
 
     code = "bundle"
-
-
-def property_names(num_rest: int) -> list[str]:
-    """Vertex property names in file order for ``num_rest`` f_rest values (3 * K)."""
-    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-            + [f"f_rest_{i}" for i in range(num_rest)]
-            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3", "segment", "class"])
 
 
 def _to_numpy(t: torch.Tensor, dtype: str) -> np.ndarray:
@@ -51,8 +47,8 @@ def _to_numpy(t: torch.Tensor, dtype: str) -> np.ndarray:
 def splats_to_array(model: SplatModel) -> np.ndarray:
     """The structured vertex array (one record per Gaussian) of the file."""
     n, k = len(model), model.shN.shape[1]
-    names = property_names(3 * k)
-    dtype = np.dtype([(name, "<i4" if name in ("segment", "class") else "<f4") for name in names])
+    names = ply_property_names(3 * k)
+    dtype = np.dtype([(name, "<i4" if name in PLY_INT_PROPERTIES else "<f4") for name in names])
     rec = np.zeros(n, dtype)
     cols = {"x": model.means[:, 0], "y": model.means[:, 1], "z": model.means[:, 2], "opacity": model.opacities,
             "segment": model.segment, "class": model.class_id}
@@ -97,7 +93,7 @@ def _parse_header(fh) -> tuple[list[tuple[str, int, np.dtype]], list[str], int]:
     endian = None
     while True:
         line = fh.readline()
-        if not line or fh.tell() > MAX_HEADER:
+        if not line or fh.tell() > PLY_MAX_HEADER:
             raise SplatsFileError("the PLY header has no end_header line")
         words = line.decode("ascii", "replace").split()
         if not words:
@@ -111,17 +107,23 @@ def _parse_header(fh) -> tuple[list[tuple[str, int, np.dtype]], list[str], int]:
                 raise SplatsFileError(f"PLY format {fmt!r} is not supported; splats must be binary PLY")
         elif words[0] in ("comment", "obj_info"):
             comments.append(" ".join(words[1:]))
-        elif words[0] == "element" and len(words) == 3:
+        elif endian is None:
+            raise SplatsFileError("the PLY header does not give its format before its elements; the file is corrupt")
+        elif words[0] == "element" and len(words) == 3 and words[2].isdecimal():
             elements.append((words[1], int(words[2]), []))
         elif words[0] == "property" and elements:
-            if words[1] == "list" or len(words) != 3 or words[1] not in PLY_TYPES:
+            if len(words) != 3 or words[1] not in PLY_TYPES:
                 raise SplatsFileError(f"PLY property {' '.join(words[1:])!r} is not supported in a splats file")
-            elements[-1][2].append((words[2], endian + PLY_TYPES[words[1]]))
+            elements[-1][2].append((words[2], PLY_TYPES[words[1]]))
         else:
             raise SplatsFileError(f"unexpected PLY header line {line.strip()[:80]!r}")
     if endian is None:
         raise SplatsFileError("the PLY header has no format line")
-    return [(name, count, np.dtype(props)) for name, count, props in elements], comments, fh.tell()
+    for name, _, props in elements:
+        if len({prop for prop, _ in props}) != len(props):
+            raise SplatsFileError(f"the PLY header names a property twice in element {name!r}")
+    return ([(name, count, np.dtype([(prop, endian + kind) for prop, kind in props]))
+             for name, count, props in elements], comments, fh.tell())
 
 
 def read_splats_array(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
@@ -142,7 +144,7 @@ def read_splats_ply(path: str | os.PathLike) -> SplatModel:
     """Read a splats PLY (ours, INRIA's or gsplat's) into a CPU :class:`SplatModel`."""
     rec, comments = read_splats_array(path)
     names = rec.dtype.names or ()
-    missing = [name for name in REQUIRED if name not in names]
+    missing = [name for name in PLY_REQUIRED if name not in names]
     if missing:
         raise SplatsFileError(f"{path} is not a 3D Gaussian splat PLY: it lacks {', '.join(missing)}")
     rest = sorted((n for n in names if re.fullmatch(r"f_rest_\d+", n)), key=lambda n: int(n[7:]))

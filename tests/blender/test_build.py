@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import tomllib
 import zipfile
 from pathlib import Path
@@ -12,6 +13,30 @@ from tests.blender.conftest import load_build_script
 
 ROOT = Path(__file__).resolve().parents[2]
 build = load_build_script()
+
+
+def test_vendored_spec_is_the_engines() -> None:
+    """Kept first in this file: test_main_prints_the_path runs build.py, which refreshes the copy."""
+    engine = (ROOT / "panst3r_engine" / "bundle" / "spec.py").read_bytes()
+    vendored = ROOT / "blender_addon" / "bundle" / "_spec.py"
+    assert vendored.is_file() and vendored.read_bytes() == engine, \
+        "blender_addon/bundle/_spec.py differs from panst3r_engine/bundle/spec.py: run python build.py"
+
+
+def test_vendor_spec_copies_byte_for_byte(tmp_path: Path) -> None:
+    target = tmp_path / "_spec.py"
+    target.write_text("FORMAT_MAJOR = 0\n")
+    assert build.vendor_spec(target) is True
+    assert target.read_bytes() == build.SPEC.read_bytes()
+    assert build.vendor_spec(target) is False  # already current: not rewritten
+
+
+def test_the_addon_never_imports_the_engine() -> None:
+    for path in (ROOT / "blender_addon").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.split(".")[0] == "panst3r_engine"], f"{path} imports the engine"
 
 
 def test_zip_layout(extension_zip: Path) -> None:
@@ -28,6 +53,7 @@ def test_zip_layout(extension_zip: Path) -> None:
     source = {p.relative_to(ROOT / "blender_addon").as_posix() for p in (ROOT / "blender_addon").rglob("*")
               if p.is_file() and "__pycache__" not in p.parts}
     assert source <= names
+    assert zipfile.ZipFile(extension_zip).read("bundle/_spec.py") == (ROOT / "panst3r_engine/bundle/spec.py").read_bytes()
 
 
 def test_manifest_is_valid() -> None:

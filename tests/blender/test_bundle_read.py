@@ -137,3 +137,46 @@ def test_clear_errors_for_broken_bundles(synthetic_bundle: Path, tmp_path: Path)
     (bundle / "manifest.json").write_text("{not json")
     with pytest.raises(BundleError, match="not valid JSON"):
         read_bundle(bundle)
+
+
+@pytest.mark.parametrize("stem", ["../outside", "sub/name", "C:evil", "CON", ".hidden", "x\n"])
+def test_refuses_a_stem_that_is_not_a_plain_file_name(synthetic_bundle: Path, tmp_path: Path, stem: str) -> None:
+    bundle = _copy(synthetic_bundle, tmp_path)
+    images = json.loads((bundle / "manifest.json").read_text())["images"]
+    images[1]["stem"] = stem
+    _edit_manifest(bundle, images=images)
+    with pytest.raises(BundleError, match="not a plain file name"):
+        read_bundle(bundle)
+
+
+def test_refuses_a_stem_listed_twice(synthetic_bundle: Path, tmp_path: Path) -> None:
+    bundle = _copy(synthetic_bundle, tmp_path)
+    images = json.loads((bundle / "manifest.json").read_text())["images"]
+    images[1]["stem"] = images[0]["stem"].upper()
+    _edit_manifest(bundle, images=images)
+    with pytest.raises(BundleError, match="stem twice"):
+        read_bundle(bundle)
+
+
+def test_panoptic_file_comes_from_the_stem_not_the_manifest(synthetic_bundle: Path, tmp_path: Path) -> None:
+    bundle = _copy(synthetic_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    stem = manifest["images"][0]["stem"]
+    expected = read_bundle(bundle).panoptic(stem)
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.full((*expected.shape, 3), 7, np.uint8)).save(outside)
+    manifest["panoptic"][stem]["file"] = "../outside.png"
+    _edit_manifest(bundle, panoptic=manifest["panoptic"])
+    data = read_bundle(bundle)
+    np.testing.assert_array_equal(data.panoptic(stem), expected)
+    with pytest.raises(BundleError, match="no panoptic map"):
+        data.panoptic("../outside")
+
+
+def test_refuses_integers_that_do_not_fit_the_format_dtype(synthetic_bundle: Path, tmp_path: Path) -> None:
+    bundle = _copy(synthetic_bundle, tmp_path)
+    points = dict(np.load(bundle / "points.npz"))
+    points["segment"] = points["segment"].astype(np.int64) + np.where(points["segment"] > 0, 2**32, 0)
+    np.savez(bundle / "points.npz", **points)  # would wrap back to the listed ids in int32
+    with pytest.raises(BundleError, match="'segment' holds values outside the range of int32"):
+        read_bundle(bundle)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import sys
 import threading
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from blender_addon.bundle import _spec
 from blender_addon.client.engine import EngineClient, EngineError, LocalConfig
 from blender_addon.client.environment import (
     TORCH_INDEXES,
@@ -19,7 +21,8 @@ from blender_addon.client.environment import (
     weights_steps,
 )
 from blender_addon.client.host import EngineHost, EngineSettings
-from blender_addon.client.jobs import CommandJob, JobManager, RunJob, Step, overall_progress
+from blender_addon.client.jobs import CommandJob, JobManager, RunJob, Step
+from tests.blender import fake_engine
 from tests.blender.fake_engine import make_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -102,11 +105,26 @@ def test_connection_failure_fails_the_job(tmp_path: Path) -> None:
     assert final["state"] == "failed" and final["error"].startswith("the engine exited")
 
 
-def test_overall_progress_follows_the_stages() -> None:
-    assert overall_progress("load_images", 0.0) == 0.0
-    assert overall_progress("write_bundle", 1.0) == 1.0
-    assert overall_progress("encode", 0.5) < overall_progress("postprocess", 0.0)
-    assert overall_progress("something new", 0.3) == 0.3
+def test_overall_progress_rises_through_the_spec_stages() -> None:
+    walk = [_spec.overall_progress(stage, f) for stage in _spec.STAGES for f in (0.0, 0.25, 1.0)]
+    assert walk[0] == 0.0 and walk[-1] == 1.0
+    assert all(a <= b for a, b in itertools.pairwise(walk)), walk
+    assert _spec.overall_progress("encode", 0.5) < _spec.overall_progress("postprocess", 0.0)
+    assert _spec.STAGES.index("splats") < _spec.STAGES.index("write_bundle")  # the bundle is written last
+    assert _spec.overall_progress("something new", 0.3) == 0.0
+    assert _spec.overall_progress("cameras", 7.0) == _spec.overall_progress("cameras", 1.0)
+
+
+def test_an_unknown_engine_stage_keeps_the_progress(serve, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(fake_engine, "STAGES", ["postprocess", "a_stage_from_a_newer_engine", "cameras"])
+    client, _ = serve()
+    manager = JobManager()
+    manager.start(RunJob(lambda: client, [], {}, tmp_path / "results", poll_interval=0.2))  # _drive sees each stage
+    seen = [s for s in _drive(manager) if s["state"] == "running"]
+    progress = {s["stage"]: s["progress"] for s in seen}
+    assert set(progress) == {"postprocess", "a_stage_from_a_newer_engine", "cameras"}, progress
+    assert progress["a_stage_from_a_newer_engine"] == progress["postprocess"] == _spec.overall_progress("postprocess", 0.5)
+    assert all(a["progress"] <= b["progress"] for a, b in itertools.pairwise(seen))
 
 
 def test_command_job_streams_progress_and_fails_with_a_sentence(tmp_path: Path) -> None:
