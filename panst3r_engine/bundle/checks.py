@@ -7,18 +7,15 @@ Both enforce the contract of :mod:`.spec`. Every failure raises
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from panst3r_engine.bundle.spec import FORMAT_VERSION, MAX_SEGMENT_ID, POINT_ARRAYS, panoptic_file
+from panst3r_engine.bundle.spec import FORMAT_VERSION, MAX_SEGMENT_ID, POINT_ARRAYS, is_safe_stem, panoptic_file
 from panst3r_engine.bundle.spec import parse_version as _parse_version
 from panst3r_engine.errors import PanSt3RError
 
-_STEM = re.compile(r"^[\w][\w.\-]{0,127}$")
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
 class BundleError(PanSt3RError):
@@ -108,7 +105,7 @@ def as_color(value: Any, where: str) -> list[int]:
 def check_stem(stem: Any, where: str) -> str:
     """A stem usable as a file name on Linux, macOS and Windows."""
     stem = as_str(stem, where)
-    if not _STEM.match(stem) or stem.endswith(".") or stem.split(".")[0].upper() in _WINDOWS_RESERVED:
+    if not is_safe_stem(stem):
         raise BundleError(f"{where} {stem!r} is not a safe file name: use letters, digits, '_', '-' and '.', "
                           "at most 128 characters, not starting with '.' or '-'")
     return stem

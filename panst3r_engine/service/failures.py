@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from panst3r_engine.errors import PanSt3RError
-
-log = logging.getLogger(__name__)
 
 
 def describe_failure(exc: BaseException) -> dict:
-    """The job's ``error`` for an exception raised while it ran; unexpected ones are logged with their traceback."""
+    """The job's ``error`` for an exception raised while it ran (the caller logs unexpected ones with traceback)."""
     import torch
 
     if isinstance(exc, PanSt3RError):
@@ -18,6 +14,5 @@ def describe_failure(exc: BaseException) -> dict:
     if isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc, MemoryError):
         return {"code": "out_of_memory", "message": "the engine ran out of memory; use fewer keyframes or split the "
                 "photos into smaller jobs"}
-    log.error("job failed unexpectedly", exc_info=exc)
     return {"code": "internal", "message": f"the engine failed unexpectedly ({type(exc).__name__}); "
             "see the engine's log for details"}

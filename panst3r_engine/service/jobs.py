@@ -211,9 +211,9 @@ class JobManager:
         progress = JobProgress(job, self._lock)
         log.info("job %s: %d photos", job.id, len(job.photos))
         try:
-            self._load_model(progress)
             result = run_job([job.input_dir / name for name in job.photos], job.bundle_dir,
                              self._job_options(job), progress, self.models)
+            self._load_model(None)  # cached by now: records the model's id (stages stay in the spec's order)
             progress.check_cancelled()
         except Cancelled:
             self._end(job, "cancelled", message="cancelled")
