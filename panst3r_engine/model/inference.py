@@ -154,7 +154,8 @@ class _Run:
 
 @torch.no_grad()
 def run_inference(model: "PanSt3R", images: Sequence[torch.Tensor], class_embeddings: torch.Tensor,
-                  num_keyframes: int | None = None, keyframes: Sequence[int] | None = None,
+                  num_keyframes: int | None = None,
+                  keyframes: Sequence[int] | Callable[[list[torch.Tensor]], list[int]] | None = None,
                   max_batch: int = 1, progress: ProgressFn | None = None,
                   keep_features: bool = False, amp: bool = False) -> RawOutputs:
     """Run the network on views in [-1, 1] (each [3, H, W], H and W multiples of 16).
@@ -162,15 +163,19 @@ def run_inference(model: "PanSt3R", images: Sequence[torch.Tensor], class_embedd
     Args:
         class_embeddings: [C, text_dim] unit-norm class text embeddings.
         num_keyframes: K for the linspace choice (all views when None or >= V).
-        keyframes: explicit keyframe indices (first = reference camera); overrides K.
+        keyframes: explicit keyframe indices (first = reference camera), or a function choosing them from the
+            views' encoder tokens (e.g. by retrieval); overrides K.
         max_batch: views per backbone call; the outputs do not depend on it.
         amp: bf16 autocast for the MUSt3R decoder and DINOv2 on CUDA (ignored elsewhere).
     """
     _check_inputs(model, images, class_embeddings)
     run = _Run(model, images, max_batch, progress, keep_features, amp)
-    chosen = list(keyframes) if keyframes is not None else select_keyframes(len(images), num_keyframes)
-    others = sorted(set(range(len(images))) - set(chosen))
     run.encode()
+    if callable(keyframes):
+        chosen = [int(i) for i in keyframes(run.tokens)]
+    else:
+        chosen = list(keyframes) if keyframes is not None else select_keyframes(len(images), num_keyframes)
+    others = sorted(set(range(len(images))) - set(chosen))
     memory = run.build_memory(chosen)
     run.render(chosen, memory, "render_keyframes")
     text = class_embeddings.to(run.device, torch.float32)
