@@ -3,19 +3,21 @@
 ``postprocess(pred_logits [Q, C], pred_masks per view [Q, h_v, w_v], true_shapes [V, 2], method)``
 returns a :class:`PanopticResult` whose ids are shared across views (same id = same instance).
 Methods: 'standard_v1', 'standard_v2' (the checkpoint default) and 'qubo'.
+:func:`postprocess_raw` does the same for the arrays of a saved ``raw.npz``.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .common import ArrayLike, PanopticResult, class_probs, mask_probs, mask_probs_low_res, shapes_list
+from .from_raw import postprocess_raw
 from .qubo import QuboConfig, qubo_inference
 from .standard import STANDARD_V1, STANDARD_V2, StandardConfig, standard_inference
 
 METHODS = ("standard_v1", "standard_v2", "qubo")
 
-__all__ = ["METHODS", "PanopticResult", "QuboConfig", "StandardConfig", "postprocess"]
+__all__ = ["METHODS", "PanopticResult", "QuboConfig", "StandardConfig", "postprocess", "postprocess_raw"]
 
 
 def postprocess(
