@@ -63,9 +63,11 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
 def _add_postprocess(sub) -> None:
     p = sub.add_parser("postprocess", help="re-run only the post-processing on a saved raw.npz")
     p.add_argument("raw", help="raw.npz written by 'run --save-raw'")
-    p.add_argument("--method", choices=["standard_v1", "standard_v2", "qubo"], default="standard_v2",
+    from panst3r_engine.pipeline.options import MAX_SEED, POSTPROCESS_METHODS
+
+    p.add_argument("--method", choices=POSTPROCESS_METHODS, default="standard_v2",
                    help="segment merging (default standard_v2)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the QUBO restarts (default 0)")
+    p.add_argument("--seed", type=int, default=0, help=f"seed for the QUBO restarts, 0 to {MAX_SEED} (default 0)")
     p.add_argument("--out", required=True, help="folder for panoptic.npz (created if missing)")
     p.set_defaults(func=cmd_postprocess)
 
@@ -164,6 +166,9 @@ def print_summary(result, seconds: float, stream=sys.stdout) -> None:
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
+    from panst3r_engine.pipeline.options import check_value
+
+    check_value("seed", args.seed)
     from panst3r_engine.bundle.raw import load_raw, save_npz
     from panst3r_engine.postprocess import postprocess_raw
 

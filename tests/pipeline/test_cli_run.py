@@ -78,7 +78,7 @@ def test_every_option_has_help_and_serve_help_is_plain_text():
 
     commands = next(a for a in build_parser()._actions if a.dest == "command").choices
     weights = next(a for a in commands["weights"]._actions if a.dest == "weights_command").choices
-    for parser in (commands["run"], commands["postprocess"], commands["serve"], weights["random"]):
+    for parser in (commands["run"], commands["postprocess"], commands["serve"], *weights.values()):
         for action in parser._actions:
             assert action.help, f"{parser.prog} {action.dest} has no help"
     result = engine("serve", "--help")

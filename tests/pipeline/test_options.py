@@ -139,7 +139,8 @@ def test_bad_arguments_fail_fast_without_torch(tmp_path):
              ["run", str(photo), "--out", "x", "--resize", "256"],
              ["run", str(photo), "--out", "x", "--no-such-flag"],
              ["run", "--out", "x"],
-             ["postprocess", str(tmp_path / "raw.npz"), "--method", "magic", "--out", "x"]]
+             ["postprocess", str(tmp_path / "raw.npz"), "--method", "magic", "--out", "x"],
+             ["postprocess", str(tmp_path / "raw.npz"), "--seed", "-1", "--out", "x"]]
     result = subprocess.run([sys.executable, "-c", NO_TORCH, json.dumps(cases)], check=False, cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
@@ -148,3 +149,4 @@ def test_bad_arguments_fail_fast_without_torch(tmp_path):
     assert "empty: no images in this folder" in result.stderr
     assert "/dev/null: not a regular file" in result.stderr
     assert "option 'max_batch' must be an integer from 1 to 64, got 0" in result.stderr
+    assert "option 'seed' must be an integer from 0 to 4294967295, got -1" in result.stderr
