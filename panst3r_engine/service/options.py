@@ -3,7 +3,10 @@
 Clients choose only what changes a result (keyframes, post-processing,
 vocabulary, thresholds, splats); the weights and the device belong to the
 engine. Nothing a client sends is ever used as a path: a vocabulary is a preset
-name or a list of class names that the job writes into its own folder.
+name or a list of class names that the job writes into its own folder. Which
+options a client may send, their types and ranges come from the field metadata
+of :class:`JobOptions` (``client``), so the service and the command line refuse
+the same values with the same sentence.
 """
 
 from __future__ import annotations
