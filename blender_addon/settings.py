@@ -21,6 +21,9 @@ POSTPROCESS = [("AUTO", "Automatic", "The checkpoint's default"),
                ("standard_v1", "Standard v1", "Greedy mask merging, as in PanSt3R v1"),
                ("standard_v2", "Standard v2", "Mask merging with multi-view consistency (v2)"),
                ("qubo", "QUBO", "Global selection of masks by quadratic optimisation")]
+# the engine's limits (panst3r_engine/pipeline/options.py; a test keeps them equal); 0 means Auto
+MAX_KEYFRAMES = 10_000
+MAX_SPLAT_STEPS = 100_000
 
 
 def _point_objects(scene):
@@ -60,8 +63,8 @@ class PanSt3RSettings(bpy.types.PropertyGroup):
     photo_index: IntProperty(name="Active Photo", description="Selected row of the photo list")
     folder: StringProperty(name="Folder", subtype="DIR_PATH",
                            description="Every image in this folder is sent too (in name order)")
-    keyframes: IntProperty(name="Keyframes", default=0, min=0, soft_max=50,
-                           description="Photos that build the scene memory; 0 = all photos, at most 50")
+    keyframes: IntProperty(name="Keyframes", default=0, min=0, max=MAX_KEYFRAMES, soft_max=50,
+                           description="Photos that build the scene memory; 0 = Auto (all photos, at most 50)")
     postprocess: EnumProperty(name="Post-processing", items=POSTPROCESS, default="AUTO",
                               description="How the predicted masks become segments")
     vocab: EnumProperty(name="Vocabulary", items=VOCABULARIES, default="scannetpp",
@@ -74,8 +77,9 @@ class PanSt3RSettings(bpy.types.PropertyGroup):
                                   description="Keep points whose confidence is at least this (1 keeps all)")
     splats: BoolProperty(name="Gaussian Splats", default=False,
                          description="Also fit Gaussian splats (slower; for novel-view rendering)")
-    splat_steps: IntProperty(name="Splat Steps", default=2000, min=100, soft_max=30000,
-                             description="Optimisation steps of the splat fit")
+    splat_steps: IntProperty(name="Splat Steps", default=0, min=0, max=MAX_SPLAT_STEPS, soft_max=30000,
+                             description="Optimisation steps of the splat fit; 0 = Auto (a time budget on CPU, "
+                                         "2000 steps on a GPU)")
     point_size: FloatProperty(name="Point Size", default=0.01, min=0.0, soft_max=0.1, precision=4,
                               subtype="DISTANCE", update=_update_point_size,
                               description="Radius of the imported points, in scene units")

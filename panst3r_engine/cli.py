@@ -19,15 +19,19 @@ class CliError(OptionsError):
 
 
 def expand_photos(items: list[str]) -> list[Path]:
-    """Files as given; folders expand to their image files (sorted by name)."""
+    """Files as given; folders expand to their image files (sorted by name); checked before any model loads."""
     out = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
             if not found:
-                raise CliError(f"{path}: no images in this folder")
+                raise CliError(f"{path}: no images in this folder; give photo files or a folder of photos")
             out.extend(found)
+        elif not path.exists():
+            raise CliError(f"{path}: no such file or folder; check the photo path")
+        elif not path.is_file():
+            raise CliError(f"{path}: not a regular file; give photo files or a folder of photos")
         else:
             out.append(path)
     return out
@@ -37,34 +41,34 @@ def _add_run(sub) -> None:
     p = sub.add_parser("run", help="photos -> panoptic 3D result bundle")
     p.add_argument("photos", nargs="+", help="photo files or folders of photos")
     p.add_argument("--out", required=True, help="bundle folder to create")
-    p.add_argument("--weights", default="v2", help="v1, v2, a registry id, or a checkpoint path (default v2)")
-    p.add_argument("--keyframes", type=int, default=None, help="number of keyframes (default: all photos, at most 50)")
-    p.add_argument("--postprocess", choices=["standard_v1", "standard_v2", "qubo"], default=None,
-                   help="segment merging (default: the checkpoint's own default)")
-    p.add_argument("--vocab", default="scannetpp", help="scannetpp, coco, ade20k, or a file with one class per line")
-    p.add_argument("--vocab-embeddings", default=None,
-                   help="class text embeddings: an .npz (names + embeddings) or 'random' (smoke tests)")
-    p.add_argument("--conf-threshold", type=float, default=3.0, help="keep points with confidence >= T (default 3)")
-    p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
-    p.add_argument("--resize", choices=["512", "none"], default="512",
-                   help="512: crop/resize like the official loader; none: use photos as they are (multiples of 16)")
-    p.add_argument("--max-batch", type=int, default=1, help="views per backbone call (outputs do not depend on it)")
-    p.add_argument("--seed", type=int, default=0, help="seed for QUBO restarts and random embeddings")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast for the MUSt3R decoder on CUDA")
-    p.add_argument("--save-raw", action="store_true", help="also write OUT/raw.npz (raw network outputs)")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--splats", action="store_true", help="also fit 3D Gaussians (OUT/splats.ply) for novel views")
-    p.add_argument("--splat-steps", type=int, default=300, help="optimisation steps for --splats (default 300)")
+    add_job_options(p)
     p.add_argument("--json-progress", action="store_true", help="progress as JSON lines on stdout")
     p.set_defaults(func=cmd_run)
+
+
+def add_job_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per JobOptions field (``seed`` -> ``--seed``), from the field's metadata and default."""
+    from panst3r_engine.pipeline.options import option_fields
+
+    for name, f in option_fields().items():
+        meta, flag = f.metadata, "--" + name.replace("_", "-")
+        if meta["type"] is bool:
+            action = argparse.BooleanOptionalAction if f.default else "store_true"
+            parser.add_argument(flag, action=action, default=f.default, help=meta["help"])
+        else:
+            parser.add_argument(flag, type=meta["type"], default=f.default, choices=meta["choices"],
+                                help=meta["help"])
 
 
 def _add_postprocess(sub) -> None:
     p = sub.add_parser("postprocess", help="re-run only the post-processing on a saved raw.npz")
     p.add_argument("raw", help="raw.npz written by 'run --save-raw'")
-    p.add_argument("--method", choices=["standard_v1", "standard_v2", "qubo"], default="standard_v2")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="folder for panoptic.npz")
+    from panst3r_engine.pipeline.options import MAX_SEED, POSTPROCESS_METHODS
+
+    p.add_argument("--method", choices=POSTPROCESS_METHODS, default="standard_v2",
+                   help="segment merging (default standard_v2)")
+    p.add_argument("--seed", type=int, default=0, help=f"seed for the QUBO restarts, 0 to {MAX_SEED} (default 0)")
+    p.add_argument("--out", required=True, help="folder for panoptic.npz (created if missing)")
     p.set_defaults(func=cmd_postprocess)
 
 
@@ -75,10 +79,11 @@ def _add_weights(sub) -> None:
     wsub = p.add_subparsers(dest="weights_command", required=True)
     add_weights_commands(wsub)
     r = wsub.add_parser("random", help="write a checkpoint with random weights in the official layout")
-    r.add_argument("--size", choices=["tiny", "full"], default="tiny")
-    r.add_argument("--version", choices=["v1", "v2"], default="v2")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--out", required=True)
+    r.add_argument("--size", choices=["tiny", "full"], default="tiny",
+                   help="tiny: a few MB, for tests; full: the real architecture, about 3.5 GB (default tiny)")
+    r.add_argument("--version", choices=["v1", "v2"], default="v2", help="checkpoint layout to imitate (default v2)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    r.add_argument("--out", required=True, help="checkpoint file to write (.pth)")
     r.set_defaults(func=cmd_weights_random)
 
 
@@ -108,16 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Check options and photos first (instant errors), then import torch and run."""
+    from dataclasses import fields
+
     from panst3r_engine.pipeline.options import JobOptions
+
+    options = JobOptions(**{f.name: getattr(args, f.name) for f in fields(JobOptions)}).validate()
+    photos = expand_photos(args.photos)
+    _note_keyframes(args.keyframes, len(photos))
     from panst3r_engine.pipeline.progress import JsonProgress, TextProgress
     from panst3r_engine.pipeline.run import run_job
 
-    options = JobOptions(weights=args.weights, keyframes=args.keyframes, postprocess=args.postprocess,
-                         vocab=args.vocab, vocab_embeddings=args.vocab_embeddings, conf_threshold=args.conf_threshold,
-                         device=args.device, resize=args.resize, max_batch=args.max_batch, seed=args.seed,
-                         save_raw=args.save_raw, amp=args.amp, overwrite=args.overwrite, splats=args.splats,
-                         splat_steps=args.splat_steps).validate()
-    photos = expand_photos(args.photos)
     progress = JsonProgress() if args.json_progress else TextProgress()
     started = time.perf_counter()
     result = run_job(photos, args.out, options, progress)
@@ -129,6 +135,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print_summary(result, time.perf_counter() - started)
     return 0
+
+
+def _note_keyframes(requested: int | None, num_photos: int) -> None:
+    """Say so when --keyframes asks for more than there are photos (every photo becomes a keyframe)."""
+    if requested and requested > num_photos:
+        print(f"note: --keyframes {requested} is more than the {num_photos} photos; using all {num_photos} as "
+              "keyframes", file=sys.stderr)
 
 
 def print_summary(result, seconds: float, stream=sys.stdout) -> None:
@@ -153,29 +166,20 @@ def print_summary(result, seconds: float, stream=sys.stdout) -> None:
 
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
-    import numpy as np
+    from panst3r_engine.pipeline.options import check_value
 
-    from panst3r_engine.bundle.raw import load_raw
-    from panst3r_engine.postprocess import postprocess
+    check_value("seed", args.seed)
+    from panst3r_engine.bundle.raw import load_raw, save_npz
+    from panst3r_engine.postprocess.from_raw import postprocess_raw
 
     raw = load_raw(args.raw)
-    shapes = raw["true_shape"].astype(int)
-    masks = [raw["pred_masks"][v, :, : h // 2, : w // 2] for v, (h, w) in enumerate(shapes)]
     started = time.perf_counter()
-    result = postprocess(raw["pred_logits"], masks, shapes, method=args.method, seed=args.seed)
-    height, width = shapes[:, 0].max(), shapes[:, 1].max()
-    pan = np.zeros((len(shapes), height, width), dtype=np.int32)
-    conf = np.zeros((len(shapes), height, width), dtype=np.float32)
-    for v, (h, w) in enumerate(shapes):
-        pan[v, :h, :w], conf[v, :h, :w] = result.pan[v], result.conf[v]
+    arrays = postprocess_raw(raw, method=args.method, seed=args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from panst3r_engine.bundle.raw import save_npz
-
-    save_npz(out / "panoptic.npz", {"pan": pan, "conf": conf, "true_shape": shapes.astype(np.int32),
-                                    "segment_ids": np.array([s["id"] for s in result.segments], dtype=np.int32),
-                                    "segment_classes": np.array([s["category_id"] for s in result.segments], dtype=np.int32)})
-    print(f"{args.method}: {len(result.segments)} segments in {time.perf_counter() - started:.2f} s -> {out / 'panoptic.npz'}")
+    save_npz(out / "panoptic.npz", arrays)
+    print(f"{args.method}: {len(arrays['segment_ids'])} segments in {time.perf_counter() - started:.2f} s "
+          f"-> {out / 'panoptic.npz'}")
     return 0
 
 
@@ -189,8 +193,10 @@ def cmd_weights_random(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 2 a problem the message explains, 130 cancelled; a bug keeps its traceback (exit 1)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help, --version (0) or a bad flag (2, already explained)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         return args.func(args)
     except PanSt3RError as exc:

@@ -19,9 +19,9 @@ POLL_SECONDS = 0.5
 
 
 def _options(settings) -> dict:
-    """The job options of the service API from the panel settings."""
+    """The job options of the service API from the panel settings; 0 (Auto) is left out, so the engine decides."""
     options = {"vocab": settings.vocabulary(), "conf_threshold": settings.conf_threshold, "splats": settings.splats}
-    if settings.splats:
+    if settings.splats and settings.splat_steps > 0:
         options["splat_steps"] = settings.splat_steps
     if settings.keyframes > 0:
         options["keyframes"] = settings.keyframes

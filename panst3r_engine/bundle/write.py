@@ -219,7 +219,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
     if not out_dir.is_dir():
         raise BundleError(f"{out_dir} exists and is not a folder; choose another output folder")
     if not overwrite:
-        raise BundleError(f"{out_dir} already exists; choose another output folder or allow overwriting")
+        raise BundleError(f"{out_dir} already exists; choose another output folder or pass --overwrite to replace it")
     if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
         raise BundleError(f"refusing to replace {out_dir}: it is not a result bundle (no {MANIFEST}); "
                           "choose another output folder")

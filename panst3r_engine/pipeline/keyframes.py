@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-METHODS = ("auto", "linspace", "retrieval")
+from panst3r_engine.pipeline.options import KEYFRAME_METHODS as METHODS
 
 
 def linspace_keyframes(num_views: int, num_keyframes: int) -> list[int]:

@@ -28,6 +28,7 @@ from panst3r_engine.model.loading import LoadedModel, ModelCache
 from panst3r_engine.pipeline.assemble import JobMeta, build_bundle
 from panst3r_engine.pipeline.cameras import Camera, ViewGeometry, recover_camera
 from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientation
+from panst3r_engine.pipeline.keyframes import choose_keyframes
 from panst3r_engine.pipeline.memory import check_fits
 from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
 from panst3r_engine.pipeline.points import collect_points, confidence_warnings
@@ -96,8 +97,13 @@ def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_key
     single = len(tensors) == 1
     if single:
         tensors = tensors * 2
+    chooser = None
+    if options.keyframes_by == "retrieval" and not single:
+        def chooser(tokens):
+            return choose_keyframes("retrieval", tokens, num_keyframes, options.seed)
+
     raw = run_inference(loaded.model, tensors, text, num_keyframes=2 if single else num_keyframes,
-                        max_batch=options.max_batch, progress=progress, amp=options.amp)
+                        keyframes=chooser, max_batch=options.max_batch, progress=progress, amp=options.amp)
     if single:
         raw.pointmaps_raw, raw.pred_masks, raw.true_shapes = raw.pointmaps_raw[:1], raw.pred_masks[:1], raw.true_shapes[:1]
         raw.keyframes = [0]

@@ -3,11 +3,12 @@
 ``postprocess(pred_logits [Q, C], pred_masks per view [Q, h_v, w_v], true_shapes [V, 2], method)``
 returns a :class:`PanopticResult` whose ids are shared across views (same id = same instance).
 Methods: 'standard_v1', 'standard_v2' (the checkpoint default) and 'qubo'.
+:func:`.from_raw.postprocess_raw` does the same for the arrays of a saved ``raw.npz``.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .common import ArrayLike, PanopticResult, class_probs, mask_probs, mask_probs_low_res, shapes_list
 from .qubo import QuboConfig, qubo_inference

@@ -3,7 +3,10 @@
 Clients choose only what changes a result (keyframes, post-processing,
 vocabulary, thresholds, splats); the weights and the device belong to the
 engine. Nothing a client sends is ever used as a path: a vocabulary is a preset
-name or a list of class names that the job writes into its own folder.
+name or a list of class names that the job writes into its own folder. Which
+options a client may send, their types and ranges come from the field metadata
+of :class:`JobOptions` (``client``), so the service and the command line refuse
+the same values with the same sentence.
 """
 
 from __future__ import annotations
@@ -12,23 +15,17 @@ import json
 from dataclasses import dataclass, replace
 
 from panst3r_engine.errors import OptionsError
-from panst3r_engine.pipeline.options import POSTPROCESS_METHODS, JobOptions
+from panst3r_engine.pipeline.options import JobOptions, check_value, option_fields
 from panst3r_engine.service.errors import ApiError
 from panst3r_engine.vocab.vocabularies import PRESETS, VocabularyError, preset_name, validate_names
 
-# name -> (accepted JSON types, what the user should send)
-FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
-    "keyframes": ((int,), "an integer >= 1"),
-    "postprocess": ((str,), f"one of {', '.join(POSTPROCESS_METHODS)}"),
+# the two options whose client form differs from the engine's (a list of names; only 'random', never a path)
+_OWN_FORM: dict[str, tuple[tuple[type, ...], str]] = {
     "vocab": ((str, list), f"a preset name ({', '.join(PRESETS)}) or a list of class names"),
     "vocab_embeddings": ((str,), "'random' (for tests and smoke runs)"),
-    "conf_threshold": ((int, float), "a number >= 1"),
-    "max_batch": ((int,), "an integer from 1 to 64"),
-    "seed": ((int,), "an integer"),
-    "save_raw": ((bool,), "true or false"),
-    "splats": ((bool,), "true or false"),
-    "splat_steps": ((int,), "an integer from 1 to 100000"),
 }
+# the options a client may send, in declaration order: JobOptions fields marked ``client`` in their metadata
+FIELDS: tuple[str, ...] = tuple(name for name, f in option_fields().items() if f.metadata["client"])
 
 
 @dataclass(frozen=True)
@@ -84,23 +81,24 @@ def _bad(message: str) -> ApiError:
 
 
 def _check_type(key: str, value: object) -> None:
+    """Known key; a value of the JSON type (and, for the engine's fields, the range) its metadata gives."""
     if key not in FIELDS:
         raise _bad(f"unknown option {key!r}; known options are {', '.join(FIELDS)}")
     if value is None:
         return
-    types, expected = FIELDS[key]
-    is_bool = isinstance(value, bool)
-    if not isinstance(value, types) or (is_bool and bool not in types):
-        raise _bad(f"option {key!r} must be {expected}, got {json.dumps(value)[:60]}")
+    if key in _OWN_FORM:
+        types, expected = _OWN_FORM[key]
+        if not isinstance(value, types):
+            raise _bad(f"option {key!r} must be {expected}, got {json.dumps(value)[:60]}")
+        return
+    try:
+        check_value(key, value)
+    except OptionsError as exc:
+        raise _bad(exc.message) from exc
 
 
 def _check_ranges(values: dict) -> None:
-    limits = {"keyframes": (1, None), "max_batch": (1, 64), "splat_steps": (1, 100_000)}
-    for key, (low, high) in limits.items():
-        if key in values and (values[key] < low or (high is not None and values[key] > high)):
-            raise _bad(f"option {key!r} must be {FIELDS[key][1]}, got {values[key]}")
-    if "postprocess" in values and values["postprocess"] not in POSTPROCESS_METHODS:
-        raise _bad(f"option 'postprocess' must be {FIELDS['postprocess'][1]}, got {values['postprocess']!r}")
+    """What the per-field metadata cannot say: no embeddings path, and steps only with splats."""
     if values.get("vocab_embeddings", "random") != "random":
         raise _bad("option 'vocab_embeddings' accepts only 'random'; leave it out to use the class text embeddings")
     if "splat_steps" in values and not values.get("splats"):

@@ -162,7 +162,8 @@ def _install_signal_handlers(engine: EngineServer) -> None:
 def add_serve_command(subparsers) -> argparse.ArgumentParser:
     """Add ``serve`` to the engine's command line (``subparsers`` from ``add_subparsers``)."""
     p = subparsers.add_parser("serve", help="run the local HTTP job service (used by the Blender add-on)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=__doc__.replace("``", ""),  # the docstring, without its RST markup
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface, for "
                    "remote use behind a firewall/VPN; default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")

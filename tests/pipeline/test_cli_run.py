@@ -11,8 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def engine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "panst3r_engine", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run([sys.executable, "-m", "panst3r_engine", *args], check=False, cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
 
 
 def test_json_progress_reports_every_stage_in_order(tiny_checkpoint, photo_dir, tmp_path):
@@ -45,8 +45,42 @@ def test_summary_table_and_failure_exit_code(tiny_checkpoint, photo_dir, tmp_pat
 
 def test_missing_weights_name_the_file(photo_dir, tmp_path, monkeypatch):
     result = subprocess.run([sys.executable, "-m", "panst3r_engine", "run", str(photo_dir), "--weights", "v1",
-                             "--vocab-embeddings", "random", "--out", str(tmp_path / "x")], cwd=REPO,
+                             "--vocab-embeddings", "random", "--out", str(tmp_path / "x")], check=False, cwd=REPO,
                             capture_output=True, text=True, timeout=300,
                             env={**__import__("os").environ, "PANST3R_HOME": str(tmp_path / "home")})
     assert result.returncode == 2
     assert "panst3r_v1_512_5ds.pth" in result.stderr
+
+
+def test_more_keyframes_than_photos_is_said_and_flags_reach_the_bundle(tiny_checkpoint, photo_dir, tmp_path):
+    result = engine("run", str(photo_dir), "--weights", str(tiny_checkpoint), "--vocab-embeddings", "random",
+                    "--keyframes", "999", "--seed", "3", "--max-batch", "2", "--conf-threshold", "2.5",
+                    "--out", str(tmp_path / "b"))
+    assert result.returncode == 0, result.stderr
+    assert "note: --keyframes 999 is more than the 3 photos; using all 3 as keyframes" in result.stderr
+    options = json.loads((tmp_path / "b" / "manifest.json").read_text())["options"]
+    assert options["keyframes_used"] == [0, 1, 2]
+    assert (options["seed"], options["max_batch"], options["conf_threshold"]) == (3, 2, 2.5)
+
+
+def test_an_existing_output_folder_names_overwrite(photo_dir, tmp_path):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("{}")
+    result = subprocess.run([sys.executable, "-m", "panst3r_engine", "run", str(photo_dir), "--out",
+                             str(tmp_path / "b")], check=False, cwd=REPO, capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "PANST3R_HOME": str(tmp_path / "home")})
+    assert result.returncode == 2
+    assert "already exists; choose another output folder or pass --overwrite to replace it" in result.stderr
+
+
+def test_every_option_has_help_and_serve_help_is_plain_text():
+    from panst3r_engine.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    weights = next(a for a in commands["weights"]._actions if a.dest == "weights_command").choices
+    for parser in (commands["run"], commands["postprocess"], commands["serve"], *weights.values()):
+        for action in parser._actions:
+            assert action.help, f"{parser.prog} {action.dest} has no help"
+    result = engine("serve", "--help")
+    assert result.returncode == 0 and "python -m panst3r_engine serve" in result.stdout
+    assert "``" not in result.stdout and "--token-file token.txt" in result.stdout

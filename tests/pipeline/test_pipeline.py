@@ -153,9 +153,9 @@ def test_cancel_stops_the_job_and_leaves_nothing(tiny_checkpoint, photo_dir, tmp
 
 
 def test_bad_options_are_refused_before_work(tiny_checkpoint, photo_dir, tmp_path):
-    with pytest.raises(OptionsError, match="post-processing"):
+    with pytest.raises(OptionsError, match="option 'postprocess' must be one of standard_v1, standard_v2, qubo"):
         run_job([photo_dir / "a_landscape.jpg"], tmp_path / "x", options(tiny_checkpoint, postprocess="magic"))
-    with pytest.raises(OptionsError, match="confidence threshold"):
+    with pytest.raises(OptionsError, match="option 'conf_threshold' must be a number >= 1, got 0.5"):
         run_job([photo_dir / "a_landscape.jpg"], tmp_path / "x", options(tiny_checkpoint, conf_threshold=0.5))
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.service.errors import ApiError
-from panst3r_engine.service.options import parse_options, vocab_file_text
+from panst3r_engine.service.options import FIELDS, parse_options, vocab_file_text
 
 
 def refused(options) -> str:
@@ -42,6 +42,15 @@ def test_null_means_default():
     assert parse_options('{"keyframes": null}').values == {}
 
 
+def test_zero_keyframes_means_auto():
+    assert parse_options('{"keyframes": 0}').job_options(JobOptions()).keyframes is None
+
+
+def test_accepted_keys_are_the_client_fields():
+    assert FIELDS == ("keyframes", "keyframes_by", "postprocess", "vocab", "vocab_embeddings", "conf_threshold", "max_batch", "seed",
+                      "save_raw", "splats", "splat_steps")
+
+
 def test_own_classes_become_a_job_file():
     options = parse_options(json.dumps({"vocab": [" wall", "floor;stuff", "chair"]}))
     assert options.vocab_names == ("wall", "floor;stuff", "chair")
@@ -61,11 +70,20 @@ def test_unknown_option_is_named():
     ({"keyframes": "5"}, "'keyframes' must be an integer"),
     ({"keyframes": 2.5}, "'keyframes' must be an integer"),
     ({"keyframes": True}, "'keyframes' must be an integer"),
-    ({"keyframes": 0}, "'keyframes' must be an integer >= 1"),
-    ({"max_batch": 1000}, "'max_batch'"),
+    ({"keyframes": -1}, "'keyframes' must be an integer from 0 to 10000, got -1"),
+    ({"keyframes": 10**30}, "'keyframes' must be an integer from 0 to 10000"),
+    ({"max_batch": 1000}, "'max_batch' must be an integer from 1 to 64, got 1000"),
+    ({"max_batch": 0}, "'max_batch' must be an integer from 1 to 64, got 0"),
+    ({"seed": 2**32}, "'seed' must be an integer from 0 to 4294967295"),
+    ({"seed": -1}, "'seed' must be an integer from 0 to 4294967295"),
+    ('{"conf_threshold": NaN}', "'conf_threshold' must be a number >= 1, got NaN"),
+    ('{"conf_threshold": Infinity}', "'conf_threshold' must be a number >= 1, got Infinity"),
+    ({"conf_threshold": "3"}, "'conf_threshold' must be a number >= 1"),
+    ({"splats": True, "splat_steps": 0}, "'splat_steps' must be an integer from 1 to 100000, got 0"),
+    ({"splats": True, "splat_steps": 100001}, "'splat_steps' must be an integer from 1 to 100000"),
     ({"save_raw": 1}, "'save_raw' must be true or false"),
     ({"postprocess": "magic"}, "standard_v1, standard_v2, qubo"),
-    ({"conf_threshold": 0.5}, "confidence threshold must be >= 1"),
+    ({"conf_threshold": 0.5}, "'conf_threshold' must be a number >= 1, got 0.5"),
     ({"vocab_embeddings": "/tmp/emb.npz"}, "only 'random'"),
     ({"vocab": "/etc/passwd"}, "not a preset"),
     ({"vocab": "classes.txt"}, "not a preset"),
