@@ -97,7 +97,10 @@ def test_instance_plys_y_up(bundle: Bundle, tmp_path: Path) -> None:
 def test_coco_panoptic_consistent_with_pngs(bundle: Bundle, tmp_path: Path) -> None:
     out = tmp_path / "coco"
     coco = json.loads(export_coco_panoptic(bundle, out).read_text())
-    assert {c["id"] for c in coco["categories"]} == {0, 1, 2}
+    classes = {c["id"]: c["name"] for c in bundle.manifest["classes"]}
+    assert sorted(classes) == [0, 1, 2]
+    assert {c["id"]: c["name"] for c in coco["categories"]} == {k + 1: name for k, name in classes.items()}
+    names = {c["id"]: c["name"] for c in coco["categories"]}
     assert all(set(c) >= {"id", "name", "isthing", "color"} and c["isthing"] in (0, 1) for c in coco["categories"])
     categories = {c["id"] for c in coco["categories"]}
     images = {im["id"]: im for im in coco["images"]}
@@ -114,6 +117,8 @@ def test_coco_panoptic_consistent_with_pngs(bundle: Bundle, tmp_path: Path) -> N
             assert info["area"] == len(rows)
             assert info["bbox"] == [cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1]
             assert info["category_id"] in categories and info["iscrowd"] == 0
+            class_id = bundle.segments_by_id[info["id"]]["class_id"]
+            assert info["category_id"] == class_id + 1 and names[info["category_id"]] == classes[class_id]
         np.testing.assert_array_equal(ids, bundle.panoptic(Path(ann["file_name"]).stem))
 
 
