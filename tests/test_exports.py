@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -163,3 +164,18 @@ def test_glb_without_points_is_valid(tmp_path: Path) -> None:
     doc, binary = read_glb(export_glb(bundle, tmp_path / "empty.glb"))
     assert binary == b"" and "meshes" not in doc and "buffers" not in doc
     assert export_instance_plys(bundle, tmp_path / "ply") == []
+
+
+# ---------------------------------------------------------------- the README's snippet
+def test_readme_export_snippet_runs_as_written(tmp_path: Path, monkeypatch) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Exports\n", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    write_bundle(tmp_path / "out" / "room", *make_bundle_inputs())  # where `run` would have written it
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "room_ply").iterdir())[0] == "chair_2.ply"
+    coco = json.loads((out / "room_coco" / "panoptic.json").read_text())
+    assert min(c["id"] for c in coco["categories"]) == 1
+    assert read_glb(out / "room.glb")[0]["asset"]["version"] == "2.0"

@@ -405,3 +405,36 @@ def test_incomplete_folder_counts_as_absent_and_names_the_missing_files(server, 
     w.download(entry, base_url=server.url)  # completes the folder, resuming the old .part
     assert ("/siglip-base-patch16-224/model.safetensors", "bytes=100-") in server.requests
     assert sorted(p.name for p in target.iterdir()) == sorted(entry.files) and w.verify(entry)[0]
+
+
+def test_readme_troubleshooting_quotes_the_messages_users_see(home):
+    """Each quoted message in the README's Troubleshooting list matches the real one, fragment by fragment."""
+    from panst3r_engine.vocab.embeddings import embeddings_for
+    from panst3r_engine.vocab.vocabularies import VocabularyError, load_vocabulary
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Troubleshooting\n", 1)[1].split("\n## ", 1)[0]
+    quoted = re.findall(r'^- \*\*"(.*?)"\*\*', section, re.M)
+
+    def message_of(call) -> str:
+        with pytest.raises(w.WeightsError if call is _weights else VocabularyError) as exc:
+            call()
+        return str(exc.value)
+
+    def _weights():
+        w.resolve_weights("v2")
+
+    def _embeddings():
+        embeddings_for(load_vocabulary("scannetpp"))
+
+    target = w.weights_path("siglip-text")
+    seen = [message_of(_weights), message_of(_embeddings)]
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")
+    seen.append(message_of(_embeddings))
+    assert len(quoted) >= 3
+    for quote, message in zip(quoted[:3], seen):  # the three weights and text-model entries come first
+        position = 0
+        for fragment in [f.strip() for f in quote.replace("N-class", "…").split("…") if f.strip()]:
+            position = message.find(fragment, position)
+            assert position >= 0, (fragment, message)
