@@ -201,8 +201,9 @@ def test_404_names_status_and_url(entry, server):
 
 def test_server_gone_is_a_clear_connection_error(entry, server):
     server.stop()
-    with pytest.raises(w.WeightsError, match=r"could not connect to http://127\.0\.0\.1:\d+/fake\.pth"):
+    with pytest.raises(w.WeightsError, match=r"could not connect to http://127\.0\.0\.1:\d+/fake\.pth") as exc:
         w.download(entry, timeout=5)
+    assert str(exc.value).endswith(f"or download fake.pth from {entry.url} and place it at {w.weights_path(entry)}")
     assert not w.weights_path(entry).exists()
 
 
@@ -370,8 +371,9 @@ def test_failed_folder_download_leaves_no_folder_and_resumes(server, home):
     entry = w.REGISTRY["siglip-text"]
     target = w.weights_path(entry)
     spiece = server.files.pop("/siglip-base-patch16-224/spiece.model")
-    with pytest.raises(w.WeightsError, match="spiece.model answered HTTP 404"):
+    with pytest.raises(w.WeightsError, match="spiece.model answered HTTP 404") as exc:
         w.download(entry, base_url=server.url)
+    assert str(exc.value).endswith(f"or download {', '.join(entry.files)} from {entry.url}/ into the folder {target}")
     assert not target.exists() and not w.is_present(entry)  # no folder that looks like a model
     staged = sorted(p.name for p in target.with_name(".siglip-base-patch16-224.partial").iterdir())
     assert staged == ["config.json", "model.safetensors"]  # the files fetched before the failure, kept hidden

@@ -57,8 +57,8 @@ def download(spec: str | WeightsEntry, accept_license: bool = False, progress: P
             target.parent.mkdir(parents=True, exist_ok=True)
             fetch(source_url(entry, base_url=base_url), target, entry.md5, progress, chunk_size, timeout,
                   mirror_hint=hint)
-    except DownloadError as exc:
-        raise WeightsError(str(exc)) from exc
+    except DownloadError as exc:  # the sentence ends with the way around the network
+        raise WeightsError(f"{exc}; or {_place_by_hand(entry)}") from exc
     return target
 
 
