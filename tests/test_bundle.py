@@ -108,7 +108,8 @@ def test_panoptic_png_uses_coco_encoding(written: Path, inputs) -> None:
     stem = "portrait"
     rgb = np.asarray(Image.open(written / "panoptic" / f"{stem}.png"))
     assert rgb.dtype == np.uint8 and rgb.shape[2] == 3
-    ids = rgb[..., 0].astype(int) + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    rgb = rgb.astype(np.int64)  # before the arithmetic: NumPy 2 refuses 256 * uint8 (out of bounds)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
     np.testing.assert_array_equal(ids, inputs[2][stem])
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 from pathlib import Path
 
@@ -97,7 +98,10 @@ def test_instance_plys_y_up(bundle: Bundle, tmp_path: Path) -> None:
 def test_coco_panoptic_consistent_with_pngs(bundle: Bundle, tmp_path: Path) -> None:
     out = tmp_path / "coco"
     coco = json.loads(export_coco_panoptic(bundle, out).read_text())
-    assert {c["id"] for c in coco["categories"]} == {0, 1, 2}
+    classes = {c["id"]: c["name"] for c in bundle.manifest["classes"]}
+    assert sorted(classes) == [0, 1, 2]
+    assert {c["id"]: c["name"] for c in coco["categories"]} == {k + 1: name for k, name in classes.items()}
+    names = {c["id"]: c["name"] for c in coco["categories"]}
     assert all(set(c) >= {"id", "name", "isthing", "color"} and c["isthing"] in (0, 1) for c in coco["categories"])
     categories = {c["id"] for c in coco["categories"]}
     images = {im["id"]: im for im in coco["images"]}
@@ -114,6 +118,8 @@ def test_coco_panoptic_consistent_with_pngs(bundle: Bundle, tmp_path: Path) -> N
             assert info["area"] == len(rows)
             assert info["bbox"] == [cols.min(), rows.min(), cols.max() - cols.min() + 1, rows.max() - rows.min() + 1]
             assert info["category_id"] in categories and info["iscrowd"] == 0
+            class_id = bundle.segments_by_id[info["id"]]["class_id"]
+            assert info["category_id"] == class_id + 1 and names[info["category_id"]] == classes[class_id]
         np.testing.assert_array_equal(ids, bundle.panoptic(Path(ann["file_name"]).stem))
 
 
@@ -158,3 +164,18 @@ def test_glb_without_points_is_valid(tmp_path: Path) -> None:
     doc, binary = read_glb(export_glb(bundle, tmp_path / "empty.glb"))
     assert binary == b"" and "meshes" not in doc and "buffers" not in doc
     assert export_instance_plys(bundle, tmp_path / "ply") == []
+
+
+# ---------------------------------------------------------------- the README's snippet
+def test_readme_export_snippet_runs_as_written(tmp_path: Path, monkeypatch) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Exports\n", 1)[1].split("\n## ", 1)[0]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    write_bundle(tmp_path / "out" / "room", *make_bundle_inputs())  # where `run` would have written it
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet, "README.md", "exec"), {})
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "room_ply").iterdir())[0] == "chair_2.ply"
+    coco = json.loads((out / "room_coco" / "panoptic.json").read_text())
+    assert min(c["id"] for c in coco["categories"]) == 1
+    assert read_glb(out / "room.glb")[0]["asset"]["version"] == "2.0"

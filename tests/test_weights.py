@@ -201,8 +201,9 @@ def test_404_names_status_and_url(entry, server):
 
 def test_server_gone_is_a_clear_connection_error(entry, server):
     server.stop()
-    with pytest.raises(w.WeightsError, match=r"could not connect to http://127\.0\.0\.1:\d+/fake\.pth"):
+    with pytest.raises(w.WeightsError, match=r"could not connect to http://127\.0\.0\.1:\d+/fake\.pth") as exc:
         w.download(entry, timeout=5)
+    assert str(exc.value).endswith(f"or download fake.pth from {entry.url} and place it at {w.weights_path(entry)}")
     assert not w.weights_path(entry).exists()
 
 
@@ -364,3 +365,78 @@ def test_progress_bar_is_throttled_and_in_place():
     text = stream.getvalue()
     assert bar.draws == 0 and text.count("\r") <= 6 and text.endswith("\n")
     assert "100.0%" in text and "1.0 MB / 1.0 MB" in text and "MB/s" in text
+
+
+def test_failed_folder_download_leaves_no_folder_and_resumes(server, home):
+    entry = w.REGISTRY["siglip-text"]
+    target = w.weights_path(entry)
+    spiece = server.files.pop("/siglip-base-patch16-224/spiece.model")
+    with pytest.raises(w.WeightsError, match="spiece.model answered HTTP 404") as exc:
+        w.download(entry, base_url=server.url)
+    assert str(exc.value).endswith(f"or download {', '.join(entry.files)} from {entry.url}/ into the folder {target}")
+    assert not target.exists() and not w.is_present(entry)  # no folder that looks like a model
+    staged = sorted(p.name for p in target.with_name(".siglip-base-patch16-224.partial").iterdir())
+    assert staged == ["config.json", "model.safetensors"]  # the files fetched before the failure, kept hidden
+    server.files["/siglip-base-patch16-224/spiece.model"] = spiece
+    server.requests.clear()
+    assert w.download(entry, base_url=server.url) == target
+    assert [p for p, _ in server.requests] == [f"/siglip-base-patch16-224/{n}" for n in entry.files[2:]]
+    assert sorted(p.name for p in target.iterdir()) == sorted(entry.files)
+    assert not target.with_name(".siglip-base-patch16-224.partial").exists() and w.verify(entry)[0]
+
+
+def test_incomplete_folder_counts_as_absent_and_names_the_missing_files(server, home):
+    from panst3r_engine.vocab.embeddings import default_text_model_dir, embeddings_for
+    from panst3r_engine.vocab.vocabularies import VocabularyError, load_vocabulary
+
+    entry = w.REGISTRY["siglip-text"]
+    target = w.weights_path(entry)
+    target.mkdir(parents=True)  # what an interrupted download by an older engine left behind
+    for name in ("config.json", "tokenizer_config.json"):
+        (target / name).write_bytes(b"{}")
+    (target / "special_tokens_map.json").write_bytes(b"")  # empty: as good as missing
+    (target / "model.safetensors.part").write_bytes(SIGLIP["/siglip-base-patch16-224/model.safetensors"][:100])
+    assert not w.is_present(entry) and default_text_model_dir() is None
+    sentence = (f"the folder {target} is incomplete: download model.safetensors, spiece.model, "
+                f"special_tokens_map.json from {entry.url}/ into it")
+    assert sentence in w.manual_instructions(entry)
+    with pytest.raises(VocabularyError) as exc:
+        embeddings_for(load_vocabulary("coco"))
+    assert sentence in str(exc.value) and "--vocab-embeddings" in str(exc.value)
+    assert "sentencepiece" not in str(exc.value)
+    w.download(entry, base_url=server.url)  # completes the folder, resuming the old .part
+    assert ("/siglip-base-patch16-224/model.safetensors", "bytes=100-") in server.requests
+    assert sorted(p.name for p in target.iterdir()) == sorted(entry.files) and w.verify(entry)[0]
+
+
+def test_readme_troubleshooting_quotes_the_messages_users_see(home):
+    """Each quoted message in the README's Troubleshooting list matches the real one, fragment by fragment."""
+    from panst3r_engine.vocab.embeddings import embeddings_for
+    from panst3r_engine.vocab.vocabularies import VocabularyError, load_vocabulary
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Troubleshooting\n", 1)[1].split("\n## ", 1)[0]
+    quoted = re.findall(r'^- \*\*"(.*?)"\*\*', section, re.M)
+
+    def message_of(call) -> str:
+        with pytest.raises(w.WeightsError if call is _weights else VocabularyError) as exc:
+            call()
+        return str(exc.value)
+
+    def _weights():
+        w.resolve_weights("v2")
+
+    def _embeddings():
+        embeddings_for(load_vocabulary("scannetpp"))
+
+    target = w.weights_path("siglip-text")
+    seen = [message_of(_weights), message_of(_embeddings)]
+    target.mkdir(parents=True)
+    (target / "config.json").write_text("{}")
+    seen.append(message_of(_embeddings))
+    assert len(quoted) >= 3
+    for quote, message in zip(quoted[:3], seen):  # the three weights and text-model entries come first
+        position = 0
+        for fragment in [f.strip() for f in quote.replace("N-class", "…").split("…") if f.strip()]:
+            position = message.find(fragment, position)
+            assert position >= 0, (fragment, message)

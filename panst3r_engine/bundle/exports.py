@@ -110,15 +110,20 @@ def export_instance_plys(bundle: Bundle, out_dir: str | os.PathLike, y_up: bool 
 
 
 # ---------------------------------------------------------------- COCO panoptic
+COCO_CATEGORY_OFFSET = 1  # COCO category ids start at 1 (0 is no category): class id c is category c + 1
+
+
 def _coco_categories(bundle: Bundle) -> list[dict]:
-    return [{"id": c["id"], "name": c["name"], "supercategory": "thing" if c["isthing"] else "stuff",
-             "isthing": int(c["isthing"]), "color": list(c["color"])} for c in bundle.manifest["classes"]]
+    return [{"id": c["id"] + COCO_CATEGORY_OFFSET, "name": c["name"],
+             "supercategory": "thing" if c["isthing"] else "stuff", "isthing": int(c["isthing"]),
+             "color": list(c["color"])} for c in bundle.manifest["classes"]]
 
 
 def export_coco_panoptic(bundle: Bundle, out_dir: str | os.PathLike) -> Path:
     """COCO panoptic: ``panoptic/<stem>.png``, ``images/<stem>.jpg`` (when the bundle has the photo), ``panoptic.json``.
 
-    Image ids are the bundle's image indices; category ids are its class ids; segment ids are its segment ids.
+    Image ids are the bundle's image indices; category ids are its class ids + 1 (COCO's start at 1);
+    segment ids (the PNG ids) are its segment ids.
     Returns:
         The path of ``panoptic.json``.
     """
@@ -136,7 +141,8 @@ def export_coco_panoptic(bundle: Bundle, out_dir: str | os.PathLike) -> Path:
             continue
         shutil.copyfile(bundle.path / panoptic["file"], out_dir / "panoptic" / f"{stem}.png")
         annotations.append({"image_id": entry["index"], "file_name": f"{stem}.png",
-                            "segments_info": panoptic["segments_info"]})
+                            "segments_info": [{**info, "category_id": info["category_id"] + COCO_CATEGORY_OFFSET}
+                                              for info in panoptic["segments_info"]]})
     coco = {"info": {"description": f"PanSt3R result exported by panst3r_engine {__version__}",
                      "date_created": bundle.manifest.get("created", "")},
             "licenses": [], "images": images, "annotations": annotations, "categories": _coco_categories(bundle)}

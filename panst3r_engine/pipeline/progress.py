@@ -57,25 +57,42 @@ class Progress:
 
 
 class TextProgress(Progress):
-    """One bar per stage on a terminal, redrawn at most ``rate`` times a second."""
+    """Progress for people: on a terminal, one bar per stage redrawn in place at most ``rate`` times a second;
+    elsewhere (a log file, a pipe, CI), plain lines: one per stage at most every ``log_interval`` seconds while it
+    runs, and one when it ends.
+    """
 
-    def __init__(self, stream: TextIO | None = None, rate: float = 8.0, **kw) -> None:
+    BAR = 24
+
+    def __init__(self, stream: TextIO | None = None, rate: float = 8.0, log_interval: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic, **kw) -> None:
         super().__init__(**kw)
         self.stream = stream if stream is not None else sys.stderr
-        self.interval, self._last, self._shown_stage = 1.0 / rate, 0.0, None
+        self.interval, self.log_interval, self.clock = 1.0 / rate, log_interval, clock
+        self._last, self._shown_stage, self._shown = float("-inf"), None, None
+        self._width = 0  # length of the line on screen, so a shorter redraw can blank the rest
 
     def show(self) -> None:
-        now = time.perf_counter()
-        done = self.fraction >= 1.0
-        if not done and now - self._last < self.interval and self.stage == self._shown_stage:
+        now, done, tty = self.clock(), self.fraction >= 1.0, self.stream.isatty()
+        state = (self.stage, self.fraction, self.message)
+        if state == self._shown:  # nothing new (e.g. a stage reported finished twice)
             return
-        self._last, self._shown_stage = now, self.stage
-        filled = int(self.fraction * 24)
-        line = f"\r{self.stage:<17} [{'#' * filled}{'.' * (24 - filled)}] {self.fraction * 100:5.1f}% {self.message[:40]}"
-        end = "\n" if done else ""
-        if self.stream.isatty() or done:
-            self.stream.write(line + end)
-            self.stream.flush()
+        if not done:
+            if tty and self.stage == self._shown_stage and now - self._last < self.interval:
+                return
+            if not tty and now - self._last < self.log_interval:
+                return
+        self._last, self._shown_stage, self._shown = now, self.stage, state
+        percent = f"{self.fraction * 100:5.1f}% {self.message[:40]}".rstrip()
+        if not tty:
+            self.stream.write(f"{self.stage:<17} {percent}\n")
+        else:
+            filled = int(self.fraction * self.BAR)
+            text = f"{self.stage:<17} [{'#' * filled}{'.' * (self.BAR - filled)}] {percent}"
+            pad = " " * max(0, self._width - len(text))  # blank what a longer previous line left
+            self._width = 0 if done else len(text)
+            self.stream.write("\r" + text + pad + ("\n" if done else ""))
+        self.stream.flush()
 
 
 class JsonProgress(Progress):

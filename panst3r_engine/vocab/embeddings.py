@@ -21,7 +21,7 @@ from panst3r_engine.config import cache_root
 from panst3r_engine.vocab import text_encoder
 from panst3r_engine.vocab.text_encoder import normalise
 from panst3r_engine.vocab.vocabularies import Vocabulary, VocabularyError, load_vocabulary
-from panst3r_engine.weights.registry import weights_path
+from panst3r_engine.weights.registry import get_entry, is_present, manual_instructions, missing_files, weights_path
 
 TEXT_MODEL_ID = "google/siglip-base-patch16-224"
 
@@ -161,11 +161,20 @@ def cache_embeddings(emb: ClassEmbeddings, cache_dir: str | os.PathLike | None =
 
 
 def _missing_model_message(vocab: Vocabulary, model_dir: str | os.PathLike | None, reason: str = "") -> str:
+    what = f"no cached class embeddings for the {len(vocab)}-class vocabulary '{vocab.source or 'custom'}'"
+    incomplete = _incomplete_default_model() if model_dir is None else None
+    if incomplete:
+        return f"{what} and {incomplete}{reason}, or pass precomputed embeddings with --vocab-embeddings EMB.npz."
     where = f"no text model at {model_dir}" if model_dir else "no text model was given"
-    return (f"no cached class embeddings for the {len(vocab)}-class vocabulary '{vocab.source or 'custom'}' and "
-            f"{where}{reason}. Fetch the SigLIP text tower and tokenizer ({TEXT_MODEL_ID}) with "
+    return (f"{what} and {where}{reason}. Fetch the SigLIP text tower and tokenizer ({TEXT_MODEL_ID}) with "
             "`python -m panst3r_engine weights download siglip-text`, or pass precomputed embeddings "
             "with --vocab-embeddings EMB.npz.")
+
+
+def _incomplete_default_model() -> str | None:
+    """Which files to place where, when the cache holds a text-model folder that lacks some of its files."""
+    entry = get_entry("siglip-text")
+    return manual_instructions(entry) if weights_path(entry).is_dir() and missing_files(entry) else None
 
 
 def embeddings_for(vocabulary: Vocabulary, model_dir: str | os.PathLike | None = None,
@@ -190,12 +199,12 @@ def embeddings_for(vocabulary: Vocabulary, model_dir: str | os.PathLike | None =
 
 
 def default_text_model_dir() -> Path | None:
-    """The SigLIP text tower fetched by ``weights download siglip-text``, if it is there."""
-    try:
-        path = weights_path("siglip-text")
-    except Exception:  # registry missing or renamed: behave as if nothing was downloaded
-        return None
-    return path if path.is_dir() else None
+    """The SigLIP text tower fetched by ``weights download siglip-text``, if it is there with all its files.
+
+    A folder that lacks some files (an interrupted download by an older engine) counts as absent, so the
+    error names the missing files instead of the tokenizer failing on them.
+    """
+    return weights_path("siglip-text") if is_present("siglip-text") else None
 
 
 def resolve_class_embeddings(vocab: str, vocab_embeddings: str | None, text_dim: int, seed: int = 0,

@@ -3,11 +3,18 @@
 Downloads stream into ``<file>.part`` (resumed with an HTTP Range request after
 a transport failure) and reach their final path only after the checksum matched,
 so a file at the final path is always complete (HTTP in :mod:`.http`).
+
+A folder entry (the SigLIP text tower) is fetched file by file into a hidden
+sibling staging folder, ``.<folder>.partial``, renamed to its final name only
+once every file is there: a failed download never leaves a folder that looks
+like a model but is not one (the next run resumes from the staging folder).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -42,18 +49,51 @@ def download(spec: str | WeightsEntry, accept_license: bool = False, progress: P
         raise WeightsError(f"offline mode ({ENV_OFFLINE}) is on, so '{entry.id}' cannot be downloaded: "
                            f"{_place_by_hand(entry)}")
     require_licence(entry, accept_license)
-    if entry.is_folder:  # files already there were complete when moved into place: fetch the rest
-        jobs = [(source_url(entry, n, base_url), target / n, None) for n in entry.files if not (target / n).is_file()]
-    else:
-        jobs = [(source_url(entry, base_url=base_url), target, entry.md5)]
-    jobs[0][1].parent.mkdir(parents=True, exist_ok=True)
     hint = f"set {ENV_BASE_URL} to a mirror"
     try:
-        for url, dest, md5 in jobs:
-            fetch(url, dest, md5, progress, chunk_size, timeout, mirror_hint=hint)
-    except DownloadError as exc:
-        raise WeightsError(str(exc)) from exc
+        if entry.is_folder:
+            _download_folder(entry, target, progress, base_url, chunk_size, timeout, hint)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fetch(source_url(entry, base_url=base_url), target, entry.md5, progress, chunk_size, timeout,
+                  mirror_hint=hint)
+    except DownloadError as exc:  # the sentence ends with the way around the network
+        raise WeightsError(f"{exc}; or {_place_by_hand(entry)}") from exc
     return target
+
+
+def staging_dir(target: Path) -> Path:
+    """The hidden sibling a folder entry is downloaded into before it is renamed to ``target``."""
+    return target.with_name(f".{target.name}.partial")
+
+
+def _download_folder(entry: WeightsEntry, target: Path, progress: Progress | None, base_url: str | None,
+                     chunk_size: int, timeout: float, hint: str) -> None:
+    """Fetch the missing files into the staging folder; move them into ``target`` only when all are there.
+
+    Complete files already in an (incomplete) ``target`` are kept, and a ``.part`` left there by an
+    older engine is resumed rather than fetched again.
+    """
+    staging = staging_dir(target)
+    staging.mkdir(parents=True, exist_ok=True)
+    needed = [n for n in entry.files if not _nonempty(target / n)]
+    for name in needed:
+        old_part, part = target / f"{name}.part", staging / f"{name}.part"
+        if old_part.is_file() and not part.exists() and not (staging / name).exists():
+            os.replace(old_part, part)
+        if not _nonempty(staging / name):
+            fetch(source_url(entry, name, base_url), staging / name, None, progress, chunk_size, timeout,
+                  mirror_hint=hint)
+    if target.is_dir():  # an incomplete folder: complete it file by file (each move is atomic)
+        for name in needed:
+            os.replace(staging / name, target / name)
+        shutil.rmtree(staging)
+    else:
+        os.replace(staging, target)
+
+
+def _nonempty(path: Path) -> bool:
+    return path.is_file() and path.stat().st_size > 0
 
 
 def verify(spec: str | WeightsEntry) -> tuple[bool, str]:

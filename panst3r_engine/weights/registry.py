@@ -123,8 +123,15 @@ def weights_path(spec: str | WeightsEntry) -> Path:
 
 
 def is_present(spec: str | WeightsEntry) -> bool:
+    """The file is there; for a folder entry, every one of its files (an incomplete folder counts as absent)."""
     entry, path = get_entry(spec), weights_path(spec)
-    return all((path / f).is_file() for f in entry.files) if entry.is_folder else path.is_file()
+    return not missing_files(entry) if entry.is_folder else path.is_file()
+
+
+def missing_files(spec: str | WeightsEntry) -> list[str]:
+    """The files of a folder entry that are not (or only as empty files) in its cache folder."""
+    entry, path = get_entry(spec), weights_path(spec)
+    return [f for f in entry.files if not (path / f).is_file() or (path / f).stat().st_size == 0]
 
 
 def source_url(entry: WeightsEntry, name: str | None = None, base_url: str | None = None) -> str:
@@ -140,6 +147,10 @@ def _place_by_hand(entry: WeightsEntry) -> str:
     """Which file to download from which URL, and where to put it."""
     path = weights_path(entry)
     if entry.is_folder:
+        missing = missing_files(entry)
+        if path.is_dir() and missing:
+            return (f"the folder {path} is incomplete: download {', '.join(missing)} from {source_url(entry, '')} "
+                    f"into it")
         return f"download {', '.join(entry.files)} from {source_url(entry, '')} into the folder {path}"
     return f"download {entry.filename} from {source_url(entry)} and place it at {path}"
 
