@@ -120,7 +120,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options = JobOptions(**{f.name: getattr(args, f.name) for f in fields(JobOptions)}).validate()
     photos = expand_photos(args.photos)
-    _note_keyframes(args.keyframes, len(photos))
     from panst3r_engine.pipeline.progress import JsonProgress, TextProgress
     from panst3r_engine.pipeline.run import run_job
 
@@ -137,15 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note_keyframes(requested: int | None, num_photos: int) -> None:
-    """Say so when --keyframes asks for more than there are photos (every photo becomes a keyframe)."""
-    if requested and requested > num_photos:
-        print(f"note: --keyframes {requested} is more than the {num_photos} photos; using all {num_photos} as "
-              "keyframes", file=sys.stderr)
-
-
 def print_summary(result, seconds: float, stream=sys.stdout) -> None:
-    """Segments per class, points and time per stage, as a plain table."""
+    """Segments per class, points, warnings and time per stage (the manifest's timings, then writing it)."""
     manifest = result.manifest
     names = {c["id"]: c["name"] for c in manifest["classes"]}
     per_class = Counter(names.get(s["class_id"], "?") for s in manifest["segments"])
@@ -159,9 +151,15 @@ def print_summary(result, seconds: float, stream=sys.stdout) -> None:
         for name, count in per_class.most_common():
             w(f"{name:<28}{count:>9}\n")
         w("\n")
+    for warning in manifest.get("warnings", []):
+        w(f"warning: {warning}\n")
+    if manifest.get("warnings"):
+        w("\n")
     w(f"{'stage':<20}{'seconds':>9}\n")
-    for stage, secs in result.timings.items():
+    for stage, secs in manifest["timings"].items():
         w(f"{stage:<20}{secs:>9.2f}\n")
+    if "write_bundle" in result.timings:
+        w(f"{'write_bundle':<20}{result.timings['write_bundle']:>9.2f}\n")
     w(f"{'total':<20}{seconds:>9.2f}\n")
 
 

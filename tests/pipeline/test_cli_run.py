@@ -23,6 +23,8 @@ def test_json_progress_reports_every_stage_in_order(tiny_checkpoint, photo_dir, 
     stages = [e["stage"] for e in events if e["event"] == "progress"]
     order = ["load_images", "load_model", "vocabulary", "encode", "memory", "render_keyframes", "decode_keyframes",
              "postprocess", "cameras", "write_bundle"]
+    from panst3r_engine.bundle.spec import STAGES
+    assert order == [s for s in STAGES if s in order]  # the spec's order, which the add-on's progress reads
     firsts = [s for i, s in enumerate(stages) if s not in stages[:i]]
     assert firsts == order
     assert all(0.0 <= e["fraction"] <= 1.0 for e in events if e["event"] == "progress")
@@ -35,6 +37,10 @@ def test_summary_table_and_failure_exit_code(tiny_checkpoint, photo_dir, tmp_pat
                     "--out", str(tmp_path / "ok"))
     assert result.returncode == 0, result.stderr
     assert "segments:" in result.stdout and "stage" in result.stdout and "total" in result.stdout
+    manifest = json.loads((tmp_path / "ok" / "manifest.json").read_text())
+    rows = {line.split()[0]: float(line.split()[1]) for line in result.stdout.splitlines()
+            if line.split() and line.split()[0] in manifest["timings"]}
+    assert rows == {k: round(v, 2) for k, v in manifest["timings"].items()}  # the summary shows the manifest's timings
     (photo_dir / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     result = engine("run", str(photo_dir), "--weights", str(tiny_checkpoint), "--vocab-embeddings", "random",
                     "--out", str(tmp_path / "bad"))
@@ -57,7 +63,7 @@ def test_more_keyframes_than_photos_is_said_and_flags_reach_the_bundle(tiny_chec
                     "--keyframes", "999", "--seed", "3", "--max-batch", "2", "--conf-threshold", "2.5",
                     "--out", str(tmp_path / "b"))
     assert result.returncode == 0, result.stderr
-    assert "note: --keyframes 999 is more than the 3 photos; using all 3 as keyframes" in result.stderr
+    assert "warning: 999 keyframes were asked for but there are only 3 photos; all 3 are keyframes" in result.stdout
     options = json.loads((tmp_path / "b" / "manifest.json").read_text())["options"]
     assert options["keyframes_used"] == [0, 1, 2]
     assert (options["seed"], options["max_batch"], options["conf_threshold"]) == (3, 2, 2.5)
