@@ -168,7 +168,7 @@ def test_glb_without_points_is_valid(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the README's snippet
 def test_readme_export_snippet_runs_as_written(tmp_path: Path, monkeypatch) -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Exports\n", 1)[1].split("\n## ", 1)[0]
     (snippet,) = re.findall(r"```python\n(.*?)```", section, re.S)
     write_bundle(tmp_path / "out" / "room", *make_bundle_inputs())  # where `run` would have written it

@@ -414,7 +414,7 @@ def test_readme_troubleshooting_quotes_the_messages_users_see(home):
     from panst3r_engine.vocab.embeddings import embeddings_for
     from panst3r_engine.vocab.vocabularies import VocabularyError, load_vocabulary
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme.split("\n## Troubleshooting\n", 1)[1].split("\n## ", 1)[0]
     quoted = re.findall(r'^- \*\*"(.*?)"\*\*', section, re.M)
 
