@@ -25,10 +25,16 @@ class JobMeta:
 
 def _images(recon: Reconstruction, stems: list[str]) -> list[dict]:
     keyframes = set(recon.keyframes)
-    return [{"index": i, "file": p.path.name, "stem": stem, "original_size": list(p.original_size),
-             "processed_size": list(p.processed_size), "crop_box": list(p.crop_box), "keyframe": i in keyframes,
-             "transposed_for_network": p.transposed}
-            for i, (p, stem) in enumerate(zip(recon.photos, stems))]
+    sources = recon.sources or [None] * len(recon.photos)
+    images = []
+    for i, (p, stem, source) in enumerate(zip(recon.photos, stems, sources)):
+        entry = {"index": i, "file": p.path.name, "stem": stem, "original_size": list(p.original_size),
+                 "processed_size": list(p.processed_size), "crop_box": list(p.crop_box), "keyframe": i in keyframes,
+                 "transposed_for_network": p.transposed}
+        if source is not None:
+            entry["video"] = source
+        images.append(entry)
+    return images
 
 
 def _cameras(recon: Reconstruction) -> list[dict]:

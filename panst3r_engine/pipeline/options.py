@@ -21,6 +21,7 @@ DEFAULT_MAX_KEYFRAMES = 50  # the official demo's default; memory grows linearly
 MAX_KEYFRAMES = 10_000
 MAX_SPLAT_STEPS = 100_000
 MAX_BATCH = 64
+MAX_VIDEO_FRAMES = 2000
 MAX_SEED = 2**32 - 1  # numpy's legacy seeding and many RNGs take 32-bit seeds
 
 
@@ -42,6 +43,11 @@ class JobOptions:
         "auto", "how keyframes are chosen: linspace (evenly spaced, the official default), retrieval (views far "
         "apart in appearance, ordered by overlap: best for unordered photos) or auto (linspace until the MUSt3R "
         "retrieval weights are available)", str, choices=KEYFRAME_METHODS, client=True)
+    video_frames: int | None = option(
+        None, "frames taken from each video given as input (default 30): the sharpest of every few, "
+        "near-duplicates dropped", int, min=1, max=MAX_VIDEO_FRAMES)
+    video_fps: float | None = option(None, "sample videos at this many frames per second instead of a count", float,
+                                     min=0.01, max=120.0)
     postprocess: str | None = option(None, "segment merging (default: the checkpoint's own default)", str,
                                      choices=POSTPROCESS_METHODS, client=True)
     vocab: str = option("scannetpp", "scannetpp, coco, ade20k, or a file with one class per line", str, client=True)

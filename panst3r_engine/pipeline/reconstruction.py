@@ -36,6 +36,7 @@ class Reconstruction:
     vocab: ClassEmbeddings
     keyframes: list[int]  # photo indices, the reference keyframe first
     postprocess: str  # the method used
+    sources: list[dict | None] | None = None  # per photo: {"video", "frame", "time"} when taken from a video
 
 
 @dataclass

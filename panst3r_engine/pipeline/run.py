@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
 from panst3r_engine.pipeline.points import collect_points, confidence_warnings
 from panst3r_engine.pipeline.progress import Progress
 from panst3r_engine.pipeline.reconstruction import JobResult, Reconstruction, Segment
+from panst3r_engine.pipeline.video import expand_videos
 from panst3r_engine.postprocess import postprocess
 from panst3r_engine.vocab.embeddings import ClassEmbeddings, resolve_class_embeddings
 
@@ -48,7 +50,7 @@ def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, op
     remove_stale_staging(out_dir)
     if not photo_paths:
         raise OptionsError("no photos given")
-    photos = _load_images(photo_paths, options, progress)
+    photos, sources = _load_images(photo_paths, options, progress)
     loaded = models.get(options.weights, options.device, progress)
     vocab = _vocabulary(loaded, options, progress)
     keyframes, warnings = _keyframes(len(photos), options.keyframes)
@@ -59,18 +61,22 @@ def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, op
     views, cameras = _cameras(raw, progress)
     points = collect_points(views, [p.rgb for p in photos], panoptic, options.conf_threshold)
     warnings += confidence_warnings(views, len(points.segment), options.conf_threshold)
-    recon = Reconstruction(photos, views, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method)
+    recon = Reconstruction(photos, views, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method,
+                           sources)
     splats, splat_warnings = _splats(recon, options, loaded.device, progress)
     meta = JobMeta(__version__, _model_info(loaded), asdict(options), dict(progress.timings),
                    warnings + splat_warnings, splats[1] if splats else None)
     return _write(out_dir, recon, meta, raw if options.save_raw else None, splats, options.overwrite, progress)
 
 
-def _load_images(paths: list, options: JobOptions, progress: Progress) -> list[Photo]:
-    progress("load_images", 0.0, f"{len(paths)} photos")
-    photos = load_photos(list(paths), options.resize)
-    progress("load_images", 1.0)
-    return photos
+def _load_images(paths: list, options: JobOptions, progress: Progress) -> tuple[list[Photo], list[dict | None]]:
+    """The photos (videos become their sampled frames) and, per photo, the video frame it is (or None)."""
+    progress("load_images", 0.0, f"{len(paths)} inputs")
+    with tempfile.TemporaryDirectory(prefix="panst3r-frames-") as frames_dir:
+        paths, sources = expand_videos(list(paths), Path(frames_dir), options.video_frames, options.video_fps)
+        photos = load_photos(paths, options.resize)
+    progress("load_images", 1.0, f"{len(photos)} photos")
+    return photos, sources
 
 
 def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress) -> ClassEmbeddings:

@@ -1,0 +1,100 @@
+"""A phone-style video as input: frames sampled evenly, blurred and repeated frames dropped, times recorded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from panst3r_engine.pipeline.images import ImageError
+from panst3r_engine.pipeline.options import JobOptions
+from panst3r_engine.pipeline.run import run_job
+from panst3r_engine.pipeline.video import read_frames, sharpness
+from tests.pipeline.conftest import textured
+
+av = pytest.importorskip("av", reason="PyAV (the 'video' extra) is not installed")
+REPO = Path(__file__).resolve().parents[2]
+BLURRED = {5, 6, 7, 20, 21, 22}  # frames smeared as by a fast pan
+PAUSE = range(30, 45)  # the phone stops: the same frame 15 times
+
+
+def frame_at(i: int) -> np.ndarray:
+    """A walk along a wide textured strip: each frame is a 128x96 window, 4 px further right."""
+    strip = textured(512, 96, 7)
+    x = 4 * min(i, PAUSE.start)
+    if i >= PAUSE.stop:
+        x = 4 * (PAUSE.start + i - PAUSE.stop)
+    img = strip[:, x:x + 128]
+    if i in BLURRED:
+        img = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(4)))
+    return img
+
+
+def write_video(path: Path, count: int = 60, fps: int = 10) -> Path:
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264" if "libx264" in av.codecs_available else "mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        stream.options = {"crf": "12"}
+        for i in range(count):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame_at(i), format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return write_video(tmp_path_factory.mktemp("video") / "walk.mp4")
+
+
+def test_blur_measure_tells_blurred_from_sharp():
+    assert sharpness(frame_at(5)) < 0.3 * sharpness(frame_at(4))
+
+
+def test_frames_are_spread_sharp_and_distinct(clip):
+    frames = read_frames(clip, wanted=12)
+    indices = [f.index for f in frames]
+    assert 6 <= len(frames) <= 12 and indices == sorted(indices)
+    assert not BLURRED & set(indices)  # the sharpest of each group is never a smeared frame
+    assert sum(i in PAUSE for i in indices) <= 1  # the pause gives at most one frame
+    assert [round(f.time, 3) for f in frames] == [round(i / 10, 3) for i in indices]
+    assert frames[0].rgb.shape == (96, 128, 3) and frames[0].rgb.dtype == np.uint8
+
+
+def test_frames_per_second(clip):
+    frames = read_frames(clip, fps=1.0)  # 6 s of video
+    assert 3 <= len(frames) <= 6
+
+
+def test_a_broken_video_is_named(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 100)
+    with pytest.raises(ImageError, match="broken.mp4: not a readable video"):
+        read_frames(bad)
+
+
+def test_a_video_runs_as_photos_and_the_bundle_records_the_frames(clip, tiny_checkpoint, tmp_path):
+    options = JobOptions(weights=str(tiny_checkpoint), vocab_embeddings="random", device="cpu", resize="none",
+                         video_frames=4)
+    result = run_job([clip], tmp_path / "out", options)
+    images = result.manifest["images"]
+    assert 2 <= len(images) <= 4
+    assert all(im["video"]["video"] == "walk.mp4" for im in images)
+    times = [im["video"]["time"] for im in images]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    assert all(im["file"].startswith("walk_f") and im["processed_size"] == [128, 96] for im in images)
+
+
+def test_run_takes_a_video_on_the_command_line(clip, tiny_checkpoint, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "panst3r_engine", "run", str(clip), "--weights", str(tiny_checkpoint),
+                             "--vocab-embeddings", "random", "--resize", "none", "--video-frames", "3",
+                             "--out", str(tmp_path / "b")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert 2 <= len(manifest["images"]) <= 3 and manifest["options"]["video_frames"] == 3
