@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -112,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (a scheduler, ``kill``) ends a run as Ctrl-C does: the job stops and leaves nothing behind."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Check options and photos first (instant errors), then import torch and run."""
     from dataclasses import fields
@@ -124,6 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from panst3r_engine.pipeline.run import run_job
 
     progress = JsonProgress() if args.json_progress else TextProgress()
+    _interrupt_on_sigterm()
     started = time.perf_counter()
     result = run_job(photos, args.out, options, progress)
     if args.json_progress:

@@ -118,3 +118,27 @@ def test_staging_folders_of_dead_jobs_are_removed(tmp_path):
     unrelated.mkdir()  # another output folder's
     assert remove_stale_staging(out) == [abandoned]
     assert not abandoned.exists() and mine.is_dir() and other.is_dir() and unrelated.is_dir()
+
+
+def test_sigterm_during_the_splat_fit_leaves_nothing(tiny_checkpoint, small_photos, tmp_path):
+    """A run killed with SIGTERM while fitting splats (its staging folder exists) removes that folder."""
+    import signal
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "panst3r_engine", "run", *map(str, small_photos), "--weights",
+                             str(tiny_checkpoint), "--vocab-embeddings", "random", "--resize", "none",
+                             "--conf-threshold", "1", "--splats", "--splat-steps", "100000", "--json-progress",
+                             "--out", str(out)], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:  # wait until the fit runs
+            if '"stage": "splats"' in line:
+                break
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, proc.stderr.read()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small"]  # no bundle, no hidden staging folder
