@@ -7,16 +7,23 @@ predicted segments. Steps (Panoptic Lifting's reference evaluation):
 
 1. pixels whose GT semantic label is 0 (void) are removed from both sides;
 2. views are concatenated, ids are global for the scene;
-3. non-robust classes are dropped: under 0.5 % of the predicted pixels OR
-   under 0.5 % of the GT pixels (fractions of the pixels left after step 1);
-   pixels of dropped or unknown classes become *void* on both sides;
+3. listed classes absent from both sides are dropped, and so are non-robust
+   classes: present in the prediction with under 0.5 % of its pixels OR
+   present in the GT with under 0.5 % of its pixels (fractions of the pixels
+   left after step 1). A side where the class has no pixel at all does not
+   test it: a class only in the GT (missed) or only in the prediction
+   (hallucinated) stays and scores 0. Pixels of dropped or unknown classes
+   (neither thing nor stuff) become *void* on both sides;
 4. stuff classes get instance id 0 (one segment per class);
 5. same-class segments match when IoU > 0.5, where the union leaves out
    predicted pixels on GT void and GT pixels on predicted void;
 6. an unmatched GT segment is no FN if more than half of it is predicted void;
    an unmatched prediction is no FP if more than half of it lies on GT void;
 7. PQ_c = sum IoU / (TP + FP/2 + FN/2); the scene score is the mean over the
-   surviving classes (things and stuff together; also per group).
+   surviving classes (things and stuff together; also per group). A surviving
+   class left with no TP, FP or FN (all its segments forgiven in step 6) stays
+   in the mean with PQ = SQ = RQ = 0, as the reference does; COCO panopticapi
+   would leave such a class out of the mean instead.
 
 Inputs are lists of per-view integer arrays (any shape, same per view).
 Scores are fractions in [0, 1]; a group with no surviving class scores NaN.
@@ -71,9 +78,13 @@ def robust_classes(
 ) -> list[int]:
     """Classes kept for scoring, from flat non-void pixel labels ``[N]``.
 
-    A class absent from both sides is always dropped. ``rule="or"`` (PQ) drops
-    a class under ``min_fraction`` of the pixels on either side, ``"and"``
-    (mIoU) only when under it on both sides, ``None`` keeps all present classes.
+    A class absent from both sides is always dropped. ``rule="or"`` (PQ,
+    Panoptic Lifting's non-robust classes) drops a class that is *present* on
+    a side with under ``min_fraction`` of the pixels there; a side without any
+    pixel of the class does not test it, so a class that only the GT has (or
+    only the prediction has) is kept. ``"and"`` (mIoU-style) drops a class only
+    when under ``min_fraction`` on both sides (absent counts as under);
+    ``None`` keeps all present classes.
     """
     n = gt_sem.size
     kept = []
@@ -81,8 +92,9 @@ def robust_classes(
         fp, fg = np.count_nonzero(pred_sem == c) / n, np.count_nonzero(gt_sem == c) / n
         if fp == 0 and fg == 0:
             continue
-        low_p, low_g = fp < min_fraction, fg < min_fraction
-        if (rule == "or" and (low_p or low_g)) or (rule == "and" and low_p and low_g):
+        if rule == "or" and (0 < fp < min_fraction or 0 < fg < min_fraction):
+            continue
+        if rule == "and" and fp < min_fraction and fg < min_fraction:
             continue
         kept.append(c)
     return kept

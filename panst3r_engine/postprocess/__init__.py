@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .common import ArrayLike, PanopticResult, class_probs, mask_probs, mask_probs_low_res, shapes_list
+from .common import (
+    ArrayLike,
+    Checkpoints,
+    PanopticResult,
+    ProgressFn,
+    class_probs,
+    mask_probs,
+    mask_probs_low_res,
+    shapes_list,
+)
 from .qubo import QuboConfig, qubo_inference
 from .standard import STANDARD_V1, STANDARD_V2, StandardConfig, standard_inference
 
@@ -26,20 +35,26 @@ def postprocess(
     method: str = "standard_v2",
     seed: int = 0,
     qubo: QuboConfig | None = None,
+    progress: ProgressFn | None = None,
 ) -> PanopticResult:
     """Class logits [Q, C] + per-view mask logits [Q, h_v, w_v] -> panoptic maps at true_shapes [V, 2].
 
     ``seed`` only matters for 'qubo' (its local-search restarts); ``qubo`` overrides its config:
     ``QuboConfig(tau=0.0)`` exact weights, ``tau > 0`` fast weights with a bounded error,
     ``tau=None`` (default) exact for small inputs, fast beyond (see ``qubo.resolve_tau``).
+    ``progress``, if given, is called as ``progress("postprocess", fraction, message)`` from inside
+    the long loops (at most every 50 ms, fractions non-decreasing, 1.0 at the end); whatever it
+    raises (``Cancelled``) stops the run there. It never changes the result.
     """
     shapes = shapes_list(true_shapes)
     cls = class_probs(pred_logits)
+    ck = Checkpoints(progress)
+    pre, rest = ck.part(0.0, 0.2), ck.part(0.2, 1.0)  # preamble, inference (which ends with a tick at 1.0)
     if method == "standard_v1":
-        return standard_inference(cls, mask_probs(pred_masks, shapes), shapes, STANDARD_V1)
+        return standard_inference(cls, mask_probs(pred_masks, shapes, pre), shapes, STANDARD_V1, rest)
     if method == "standard_v2":
-        return standard_inference(cls, mask_probs(pred_masks, shapes), shapes, STANDARD_V2)
+        return standard_inference(cls, mask_probs(pred_masks, shapes, pre), shapes, STANDARD_V2, rest)
     if method == "qubo":
-        probs = mask_probs_low_res(pred_masks, shapes)
-        return qubo_inference(cls, probs, shapes, seed=seed, cfg=qubo or QuboConfig())
+        probs = mask_probs_low_res(pred_masks, shapes, pre)
+        return qubo_inference(cls, probs, shapes, seed=seed, cfg=qubo or QuboConfig(), ck=rest)
     raise ValueError(f"unknown post-processing method {method!r}; expected one of {METHODS}")

@@ -6,6 +6,8 @@ output size per view (H_v, W_v), padded size (H_max, W_max) = per-axis maxima.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -14,6 +16,59 @@ import torch
 import torch.nn.functional as F
 
 ArrayLike = torch.Tensor | np.ndarray
+ProgressFn = Callable[[str, float, str], None]
+PROGRESS_STAGE = "postprocess"
+CHECK_INTERVAL = 0.05  # seconds between two calls of the progress callable (at most one per interval)
+
+
+@dataclass
+class _Clock:
+    """State shared by a run's checkpoints: the callable, the last call time and fraction."""
+
+    fn: ProgressFn | None
+    interval: float
+    last: float = float("-inf")
+    done: float = 0.0
+
+
+class Checkpoints:
+    """Progress (and so cancellation) checkpoints inside the long post-processing loops.
+
+    ``tick(f, message)`` calls ``progress("postprocess", fraction, message)`` with ``f`` in [0, 1]
+    mapped into this object's sub-range, at most once every ``interval`` seconds (the first tick
+    and ``force`` ticks always); fractions never go backwards. The callable may raise (a
+    ``Progress`` raises ``Cancelled`` once its cancel event is set): the run stops at that tick.
+    ``part(lo, hi)`` gives the checkpoints of a sub-step. Without a callable nothing happens;
+    checkpoints never change a result.
+    """
+
+    def __init__(self, progress: ProgressFn | None = None, interval: float = CHECK_INTERVAL) -> None:
+        self._clock = _Clock(progress, interval)
+        self._lo, self._hi = 0.0, 1.0
+
+    def part(self, lo: float, hi: float) -> Checkpoints:
+        """Checkpoints whose [0, 1] covers [lo, hi] of this one's range."""
+        sub = Checkpoints.__new__(Checkpoints)
+        sub._clock, span = self._clock, self._hi - self._lo
+        sub._lo, sub._hi = self._lo + span * lo, self._lo + span * hi
+        return sub
+
+    def tick(self, fraction: float, message: str = "", force: bool = False) -> None:
+        """Report ``fraction`` in [0, 1] of this range (throttled unless ``force``)."""
+        clock = self._clock
+        if clock.fn is None:
+            return
+        now = time.perf_counter()
+        if not force and now - clock.last < clock.interval:
+            return
+        f = self._lo + (self._hi - self._lo) * min(max(fraction, 0.0), 1.0)
+        clock.last, clock.done = now, max(clock.done, min(f, 1.0))
+        clock.fn(PROGRESS_STAGE, clock.done, message)
+
+
+def checkpoints_or_none(ck: Checkpoints | None) -> Checkpoints:
+    """``ck``, or checkpoints that do nothing."""
+    return ck if ck is not None else Checkpoints()
 
 
 @dataclass
@@ -70,10 +125,17 @@ def view_mask_probs(mask_logits: ArrayLike, shape: tuple[int, int]) -> torch.Ten
     return upsample(low_res_probs(mask_logits), shape)
 
 
-def mask_probs(pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+def mask_probs(
+    pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]], ck: Checkpoints | None = None
+) -> list[torch.Tensor]:
     """Per view [Q, h_v, w_v] logits (list, or one [V, Q, h, w] array) -> list of [Q, H_v, W_v] probs."""
     _check_views(pred_masks, shapes)
-    return [view_mask_probs(m, s) for m, s in zip(pred_masks, shapes)]
+    ck = checkpoints_or_none(ck)
+    out = []
+    for v, (m, s) in enumerate(zip(pred_masks, shapes)):
+        ck.tick(v / len(shapes), f"mask probabilities: view {v + 1}/{len(shapes)}")
+        out.append(view_mask_probs(m, s))
+    return out
 
 
 def _check_views(pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]]) -> None:
@@ -82,11 +144,16 @@ def _check_views(pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[t
 
 
 def mask_probs_low_res(
-    pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]]
+    pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]], ck: Checkpoints | None = None
 ) -> list[torch.Tensor]:
     """Per view [Q, h_v, w_v] sigmoid probabilities at the prediction stride (resized later)."""
     _check_views(pred_masks, shapes)
-    return [low_res_probs(m) for m in pred_masks]
+    ck = checkpoints_or_none(ck)
+    out = []
+    for v, m in enumerate(pred_masks):
+        ck.tick(v / len(shapes), f"mask probabilities: view {v + 1}/{len(shapes)}")
+        out.append(low_res_probs(m))
+    return out
 
 
 def pad_views(views: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .common import PanopticResult, empty_result, padded_size, upsample
+from .common import Checkpoints, PanopticResult, checkpoints_or_none, empty_result, padded_size, upsample
 from .qubo_solver import LAMBDA_REG, SolverConfig, qubo_energy, solve_qubo
 from .qubo_weights import OverlapStats, soft_overlaps
 
@@ -64,16 +64,19 @@ def qubo_inference(
     shapes: Sequence[tuple[int, int]],
     seed: int = 0,
     cfg: QuboConfig = QuboConfig(),
+    ck: Checkpoints | None = None,
 ) -> PanopticResult:
     """cls_probs [Q, C], probs per view at stride 2 [Q, h_v, w_v] (sigmoid, not resized) -> result.
 
-    All void (conf 0) if nothing is selected.
+    All void (conf 0) if nothing is selected. ``ck``: progress/cancellation checkpoints inside the
+    weights, the solver and the decoding (1.0 at the end).
     """
+    ck = checkpoints_or_none(ck)
     tau = resolve_tau(cfg.tau, len(cls_probs), shapes)
-    stats = soft_overlaps(probs, shapes, tau=tau)
+    stats = soft_overlaps(probs, shapes, tau=tau, ck=ck.part(0.0, 0.7))
     a = qubo_matrix(stats, qubo_norm(shapes))
-    x = solve_qubo(a, seed=seed, lam=cfg.lam, cfg=cfg.solver)
-    result = decode_selection(cls_probs, probs, shapes, np.flatnonzero(x))
+    x = solve_qubo(a, seed=seed, lam=cfg.lam, cfg=cfg.solver, ck=ck.part(0.7, 0.9))
+    result = decode_selection(cls_probs, probs, shapes, np.flatnonzero(x), ck=ck.part(0.9, 1.0))
     xf = x.astype(np.float64)
     result.info.update(
         selected=np.flatnonzero(x).tolist(),
@@ -81,6 +84,7 @@ def qubo_inference(
         tau=tau,
         energy_error_bound=float(xf @ stats.bound @ xf) / qubo_norm(shapes),
     )
+    ck.tick(1.0, f"{len(result.segments)} segments", force=True)
     return result
 
 
@@ -89,6 +93,7 @@ def decode_selection(
     probs: Sequence[torch.Tensor],
     shapes: Sequence[tuple[int, int]],
     selected: np.ndarray,
+    ck: Checkpoints | None = None,
 ) -> PanopticResult:
     """Step 5: pan/conf/segments from the ascending selected query indices [S].
 
@@ -102,7 +107,9 @@ def decode_selection(
     n = len(sel)
     conf_sum, count = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.int64)
     insts, confs = [], []
-    for p, shape in zip(probs, shapes):
+    ck = checkpoints_or_none(ck)
+    for v, (p, shape) in enumerate(zip(probs, shapes)):
+        ck.tick(v / len(shapes), f"decode: view {v + 1}/{len(shapes)}")
         conf, inst = upsample(p[sel], shape).max(dim=0)
         conf_sum += torch.bincount(inst.flatten(), weights=conf.flatten().double(), minlength=n)
         count += torch.bincount(inst.flatten(), minlength=n)

@@ -20,6 +20,8 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
+from .common import Checkpoints, checkpoints_or_none
+
 LAMBDA_REG = 1e-3
 
 
@@ -89,8 +91,13 @@ def _energies(bits: np.ndarray, d: np.ndarray, c: np.ndarray) -> np.ndarray:
     return bits @ d + 0.5 * np.einsum("mi,mi->m", bits @ c, bits)
 
 
-def solve_qubo(a: np.ndarray, seed: int = 0, lam: float = LAMBDA_REG, cfg: SolverConfig = SolverConfig()) -> np.ndarray:
-    """Minimise xᵀAx + λ·mean(x); returns x int8 [n]."""
+def solve_qubo(
+    a: np.ndarray, seed: int = 0, lam: float = LAMBDA_REG, cfg: SolverConfig = SolverConfig(),
+    ck: Checkpoints | None = None,
+) -> np.ndarray:
+    """Minimise xᵀAx + λ·mean(x); returns x int8 [n]. ``ck``: progress/cancellation checkpoints
+    (per component, per local-search start and per descent round)."""
+    ck = checkpoints_or_none(ck)
     d, c = split_qubo(a, lam)
     x = persistency(d, c)
     free = np.flatnonzero(x < 0)
@@ -102,23 +109,29 @@ def solve_qubo(a: np.ndarray, seed: int = 0, lam: float = LAMBDA_REG, cfg: Solve
     ncomp, label = connected_components(csr_matrix(cfree != 0), directed=False)
     rng = np.random.default_rng(seed)
     for comp in range(ncomp):
+        comp_ck = ck.part(comp / ncomp, (comp + 1) / ncomp)
+        comp_ck.tick(0.0, f"qubo solve: component {comp + 1}/{ncomp}")
         idx = np.flatnonzero(label == comp)
         sub_d, sub_c = dfree[idx], cfree[np.ix_(idx, idx)]
         if len(idx) <= cfg.max_exact:
             x[free[idx]] = exhaustive(sub_d, sub_c)
         else:
-            x[free[idx]] = local_search_solve(sub_d, sub_c, rng, cfg)
+            x[free[idx]] = local_search_solve(sub_d, sub_c, rng, cfg, comp_ck)
     return x
 
 
-def local_search_solve(d: np.ndarray, c: np.ndarray, rng: np.random.Generator, cfg: SolverConfig) -> np.ndarray:
+def local_search_solve(
+    d: np.ndarray, c: np.ndarray, rng: np.random.Generator, cfg: SolverConfig, ck: Checkpoints | None = None
+) -> np.ndarray:
     """Best of several descents (greedy, grouped-exact, random starts) on dᵀx + ½xᵀCx."""
+    ck = checkpoints_or_none(ck)
     groups = coupling_groups(c, cfg.group_size)
     starts = [np.zeros(len(d), np.int8), np.ones(len(d), np.int8), _group_start(d, c, groups)]
     starts += [rng.integers(0, 2, len(d)).astype(np.int8) for _ in range(cfg.restarts)]
     best_x, best_e = None, np.inf
-    for x0 in starts:
-        x = descend(d, c, x0, groups)
+    for k, x0 in enumerate(starts):
+        start_ck = ck.part(k / len(starts), (k + 1) / len(starts))
+        x = descend(d, c, x0, groups, start_ck)
         e = float(d @ x + 0.5 * x @ c @ x)
         if e < best_e:
             best_x, best_e = x, e
@@ -159,11 +172,15 @@ def _group_start(d: np.ndarray, c: np.ndarray, groups: list[np.ndarray]) -> np.n
     return x
 
 
-def descend(d: np.ndarray, c: np.ndarray, x0: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+def descend(
+    d: np.ndarray, c: np.ndarray, x0: np.ndarray, groups: list[np.ndarray], ck: Checkpoints | None = None
+) -> np.ndarray:
     """Local search to a state no 1-flip, 2-flip or single-group re-optimisation improves."""
+    ck = checkpoints_or_none(ck)
     x = x0.astype(np.int8).copy()
     tol = 1e-13 * (np.abs(d).sum() + np.abs(c).sum() + 1e-300)
     while True:
+        ck.tick(0.0, "qubo solve: local search")
         x = _descend_1flip(d, c, x, tol)
         if _try_2flip(d, c, x, tol) or _try_groups(d, c, x, groups, tol):
             continue

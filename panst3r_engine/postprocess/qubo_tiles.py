@@ -47,7 +47,7 @@ def axis_tiles(n_in: int, n_out: int, tile: int) -> AxisTiles:
     block = torch.stack([m[a : a + tile].sum(0) for a in starts])
     support = [torch.nonzero(m[a : a + tile].sum(0) > 0).flatten() for a in starts]
     lo, hi = [int(s.min()) for s in support], [int(s.max()) for s in support]
-    width = max(h - l + 1 for l, h in zip(lo, hi))
+    width = max(h - a + 1 for a, h in zip(lo, hi))
     local = torch.zeros(len(starts), tile, width, dtype=torch.float64)
     for k, a in enumerate(starts):
         part = m[a : a + tile, lo[k] : lo[k] + width]

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .common import upsample
+from .common import Checkpoints, checkpoints_or_none, upsample
 from .qubo_tiles import TileGeometry, tile_geometry
 
 TILE = 32
@@ -43,18 +43,25 @@ class OverlapStats:
 
 
 def soft_overlaps(
-    probs: Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]], tau: float = 0.0, tile: int = TILE
+    probs: Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]], tau: float = 0.0, tile: int = TILE,
+    ck: Checkpoints | None = None,
 ) -> OverlapStats:
-    """probs: per view stride-2 probabilities [Q, h_v, w_v]; shapes: output (H_v, W_v)."""
+    """probs: per view stride-2 probabilities [Q, h_v, w_v]; shapes: output (H_v, W_v).
+
+    ``ck``: progress/cancellation checkpoints (per view and per tile batch)."""
     q = probs[0].shape[0]
     over = torch.zeros(q, q, dtype=torch.float64)
     bound = torch.zeros(q, q, dtype=torch.float64)
     tile_sums = []
-    for p, shape in zip(probs, shapes):
+    ck = checkpoints_or_none(ck)
+    for v, (p, shape) in enumerate(zip(probs, shapes)):
+        view_ck = ck.part(v / len(shapes), (v + 1) / len(shapes))
+        view_ck.tick(0.0, f"qubo weights: view {v + 1}/{len(shapes)}")
         if tau > 0:
-            tile_sums.append(_sparse_view(p, tile_geometry(tuple(p.shape[1:]), tuple(shape), tile), tau, over, bound))
+            geo = tile_geometry(tuple(p.shape[1:]), tuple(shape), tile)
+            tile_sums.append(_sparse_view(p, geo, tau, over, bound, view_ck))
         else:
-            tile_sums.append(_dense_view(upsample(p, shape), tile, over))
+            tile_sums.append(_dense_view(upsample(p, shape), tile, over, view_ck))
     s = torch.cat(tile_sums).T.contiguous()  # [Q, all tiles]
     if tau > 0:
         est = _pair_minsum(s[None])[0]  # Σ_t min(s_i, s_j)
@@ -73,19 +80,20 @@ def _pair_minsum(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (s[:, :, None] + s[:, None, :] - torch.cdist(xd, xd, p=1))
 
 
-def _dense_view(m: torch.Tensor, tile: int, over: torch.Tensor, batch: int = 8) -> torch.Tensor:
+def _dense_view(m: torch.Tensor, tile: int, over: torch.Tensor, ck: Checkpoints, batch: int = 8) -> torch.Tensor:
     """Exact: add every pair's min-sum of one resized view [Q, H, W] to ``over``; -> tile sums [nt, Q]."""
     q, h, w = m.shape
     m = torch.nn.functional.pad(m, (0, -w % tile, 0, -h % tile))
     nh, nw = m.shape[1] // tile, m.shape[2] // tile
     x = m.reshape(q, nh, tile, nw, tile).permute(1, 3, 0, 2, 4).reshape(nh * nw, q, tile * tile)
     for start in range(0, x.shape[0], batch):
+        ck.tick(start / x.shape[0], "qubo weights (exact)")
         over += _pair_minsum(x[start : start + batch]).sum(0)
     return x.sum(-1, dtype=torch.float64)
 
 
 def _sparse_view(
-    p: torch.Tensor, geo: TileGeometry, tau: float, over: torch.Tensor, bound: torch.Tensor
+    p: torch.Tensor, geo: TileGeometry, tau: float, over: torch.Tensor, bound: torch.Tensor, ck: Checkpoints
 ) -> torch.Tensor:
     """Fast mode, one view: sparse corrections to Σ_t min(s_i, s_j); -> tile sums [nt, Q].
 
@@ -95,6 +103,7 @@ def _sparse_view(
     s, mx, mn = geo.sums(p), geo.window_max(p), geo.window_min(p)  # [nt, Q] each
     active = mx > tau
     for start in range(0, len(active), ACTIVE_CHUNK):
+        ck.tick(start / len(active), "qubo weights (fast)")
         _active_pairs(p, geo, torch.arange(start, min(start + ACTIVE_CHUNK, len(active))), active, s, over, bound)
     # one of the pair active (j = qa[k] on tile ta[k]), the other (i) not: exact if dominated
     ta, qa = torch.nonzero(active).unbind(1)

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .common import PanopticResult, empty_result
+from .common import Checkpoints, PanopticResult, checkpoints_or_none, empty_result
 
 CONFIDENT_PROB = 0.5  # "original area" threshold, fixed in both versions
 
@@ -44,10 +44,11 @@ class _Pass:
     win_prob: list[torch.Tensor]
 
 
-def _argmax_pass(probs: Sequence[torch.Tensor], scores: torch.Tensor, cand: torch.Tensor) -> _Pass:
+def _argmax_pass(probs: Sequence[torch.Tensor], scores: torch.Tensor, cand: torch.Tensor, ck: Checkpoints) -> _Pass:
     """Score-weighted argmax among ``cand`` per pixel (ties -> first candidate)."""
     winners, win_probs = [], []
-    for p in probs:
+    for v, p in enumerate(probs):
+        ck.tick(v / len(probs), f"argmax: view {v + 1}/{len(probs)}")
         pc = p[cand]  # [K, H, W]
         winner = torch.argmax(scores[cand][:, None, None] * pc, dim=0)
         winners.append(winner)
@@ -55,12 +56,15 @@ def _argmax_pass(probs: Sequence[torch.Tensor], scores: torch.Tensor, cand: torc
     return _Pass(winners, win_probs)
 
 
-def _select(probs: Sequence[torch.Tensor], cand: torch.Tensor, ps: _Pass, cfg: StandardConfig) -> list[int]:
+def _select(
+    probs: Sequence[torch.Tensor], cand: torch.Tensor, ps: _Pass, cfg: StandardConfig, ck: Checkpoints
+) -> list[int]:
     """Positions (within ``cand``) of the candidates that pass the overlap test, in order."""
     k = len(cand)
     kept = torch.zeros(k, dtype=torch.int64)
     orig = torch.zeros(k, dtype=torch.int64)
-    for p, winner, wp in zip(probs, ps.winner, ps.win_prob):
+    for v, (p, winner, wp) in enumerate(zip(probs, ps.winner, ps.win_prob)):
+        ck.tick(v / len(probs), f"overlap test: view {v + 1}/{len(probs)}")
         claimed = wp >= cfg.mask_threshold
         kept += torch.bincount(winner[claimed], minlength=k)
         orig += (p[cand] >= CONFIDENT_PROB).flatten(1).sum(1)
@@ -73,13 +77,14 @@ def _select(probs: Sequence[torch.Tensor], cand: torch.Tensor, ps: _Pass, cfg: S
 
 
 def _paint(
-    ps: _Pass, sel: list[int], k: int, cfg: StandardConfig
+    ps: _Pass, sel: list[int], k: int, cfg: StandardConfig, ck: Checkpoints
 ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
     """pan/conf maps of the selected candidates (ids 1.. in order) and their pixel areas."""
     ids = torch.zeros(k + 1, dtype=torch.int32)  # position -> id (0 = not selected)
     ids[torch.as_tensor(sel, dtype=torch.int64)] = torch.arange(1, len(sel) + 1, dtype=torch.int32)
     pans, confs, areas = [], [], torch.zeros(len(sel) + 1, dtype=torch.int64)
-    for winner, wp in zip(ps.winner, ps.win_prob):
+    for v, (winner, wp) in enumerate(zip(ps.winner, ps.win_prob)):
+        ck.tick(v / len(ps.winner), f"paint: view {v + 1}/{len(ps.winner)}")
         claimed = wp >= cfg.mask_threshold
         pan = torch.where(claimed, ids[winner], torch.zeros((), dtype=torch.int32))
         conf = torch.where(pan > 0, wp, torch.full_like(wp, cfg.void_confidence))
@@ -94,20 +99,28 @@ def standard_inference(
     probs: Sequence[torch.Tensor],
     shapes: Sequence[tuple[int, int]],
     cfg: StandardConfig = STANDARD_V2,
+    ck: Checkpoints | None = None,
 ) -> PanopticResult:
-    """cls_probs [Q, C], probs per view [Q, H_v, W_v] (resized mask probabilities) -> result."""
+    """cls_probs [Q, C], probs per view [Q, H_v, W_v] (resized mask probabilities) -> result.
+
+    ``ck``: progress/cancellation checkpoints (per view of every pass; 1.0 at the end).
+    """
+    ck = checkpoints_or_none(ck)
     scores, labels = cls_probs.max(dim=-1)
     cand = torch.nonzero(scores > cfg.cls_threshold).flatten()
     result = empty_result(shapes, cfg.void_confidence)
-    for _ in range(cfg.niters):
+    for it in range(cfg.niters):
         if len(cand) == 0:
-            return empty_result(shapes, cfg.void_confidence)
-        ps = _argmax_pass(probs, scores, cand)
-        sel = _select(probs, cand, ps, cfg)
-        pans, confs, areas = _paint(ps, sel, len(cand), cfg)
+            result = empty_result(shapes, cfg.void_confidence)
+            break
+        step = ck.part(it / cfg.niters, (it + 1) / cfg.niters)
+        ps = _argmax_pass(probs, scores, cand, step.part(0.0, 0.6))
+        sel = _select(probs, cand, ps, cfg, step.part(0.6, 0.8))
+        pans, confs, areas = _paint(ps, sel, len(cand), cfg, step.part(0.8, 1.0))
         segments = [_segment(n + 1, int(cand[i]), labels, scores, areas[n]) for n, i in enumerate(sel)]
         result = PanopticResult(pan=pans, conf=confs, segments=segments)
         cand = cand[torch.as_tensor(sel, dtype=torch.int64)]
+    ck.tick(1.0, f"{len(result.segments)} segments", force=True)
     return result
 
 

@@ -156,6 +156,74 @@ def test_gt_segment_mostly_predicted_void_is_not_false_negative():
     assert pq([pred], [gt])["pq"] == pytest.approx(1.0)
 
 
+def test_unlisted_predicted_class_is_void_for_matching():
+    # class 99 is neither thing nor stuff: its predicted pixels are void (Panoptic Lifting turns
+    # unknown predicted categories into the void colour before matching)
+    gt = chair_scene()
+    pred = canvas()
+    put(pred, slice(0, 2), slice(0, 4), CHAIR, 1)  # 8 px on the top half of GT chair 1
+    put(pred, slice(2, 4), slice(0, 4), 99, 5)  # 8 px: the bottom half of GT chair 1
+    put(pred, slice(6, 9), slice(6, 9), 99, 0)  # 9 of the 16 px of GT chair 2; its other 7 px predicted wall
+    r = pq([pred], [gt])
+    # chair 1 vs pred id 1: inter 8; union = pred 8 + GT 16 - 8 GT px on pred void - inter 8 = 8 -> IoU 1
+    #   (if 99 were not void: 8 / 16 = 0.5, no match)
+    # chair 2: unmatched, 9/16 > 1/2 of it on predicted void -> no FN
+    # chair: TP 1, FP 0, FN 0 -> PQ 1
+    # wall: GT 68 px, all predicted wall; pred wall = 100 - 8 - 8 - 9 = 75 px (7 on GT chair 2) -> IoU 68/75
+    c = r["per_class"][CHAIR]
+    assert (c["tp"], c["fp"], c["fn"], c["iou_sum"]) == (1, 0, 0, pytest.approx(1.0))
+    assert r["per_class"][WALL]["pq"] == pytest.approx(68 / 75)
+    assert r["pq"] == pytest.approx((1 + 68 / 75) / 2)
+    # boundary: 99 on exactly half of chair 2 (rows 6-7 x cols 6-9 = 8 px) is not "mostly" void -> FN
+    pred[0][6:10, 6:10], pred[0][6:8, 6:10] = WALL, 99
+    r = pq([pred], [gt])
+    # chair: TP 1, FN 1 -> 1 / 1.5 = 2/3; wall: pred 100 - 8 - 8 - 8 = 76 px -> IoU 68/76
+    assert (r["per_class"][CHAIR]["tp"], r["per_class"][CHAIR]["fn"]) == (1, 1)
+    assert r["pq"] == pytest.approx((2 / 3 + 68 / 76) / 2)
+
+
+def test_class_covered_by_unlisted_prediction_stays_in_mean_with_zero():
+    # GT: wall, bed id 1 at rows 0-1 x cols 0-4 (10 px = 10 %). The prediction never says "bed":
+    # 8 bed px are predicted as the unlisted class 99, the other 2 as wall.
+    gt = canvas()
+    put(gt, slice(0, 2), slice(0, 5), BED, 1)
+    pred = canvas()
+    put(pred, slice(0, 2), slice(0, 4), 99, 0)
+    r = pq([pred], [gt])
+    # Reference filter (Panoptic Lifting): bed has no predicted pixel, so the prediction side does not
+    # test it; GT side 10 % >= 0.5 % -> bed is kept (chair and floor: absent on both sides -> dropped).
+    # bed: its GT segment is 8/10 on predicted void -> no FN; no predicted bed -> TP = FP = FN = 0.
+    # The reference averages over all kept classes with PQ 0 where TP + FP/2 + FN/2 = 0, so bed counts
+    # as 0 in the mean (COCO panopticapi would skip it; we follow the reference).
+    # wall: GT 90, pred 92 (2 on GT bed, none on GT void), inter 90 -> IoU 90/92
+    assert r["classes_scored"] == [BED, WALL]
+    b = r["per_class"][BED]
+    assert (b["tp"], b["fp"], b["fn"], b["pq"], b["sq"], b["rq"]) == (0, 0, 0, 0.0, 0.0, 0.0)
+    assert r["pq_th"] == 0.0 and r["sq_th"] == 0.0 and r["rq_th"] == 0.0
+    assert r["pq_st"] == pytest.approx(90 / 92)
+    assert r["pq"] == pytest.approx((0 + 90 / 92) / 2)
+    assert r["rq"] == pytest.approx((0 + 1) / 2)
+
+
+def test_class_present_on_one_side_only_is_kept_and_scores_zero():
+    # GT: wall rows 0-7 (80 px), floor rows 8-9 (20 px). Prediction: wall everywhere except
+    # chair id 3 at rows 0-1 x cols 0-1 (4 px): floor missed entirely, chair hallucinated.
+    gt = canvas()
+    put(gt, slice(8, 10), slice(None), FLOOR)
+    pred = canvas()
+    put(pred, slice(0, 2), slice(0, 2), CHAIR, 3)
+    r = pq([pred], [gt])
+    # floor: GT 20 %, prediction 0 px (not tested there) -> kept; GT floor not on predicted void -> FN 1, PQ 0
+    # chair: prediction 4 %, GT 0 px -> kept; pred chair lies on GT wall, not void -> FP 1, PQ 0
+    # bed: absent from both -> dropped
+    # wall: GT 80, pred 96, inter 76 -> union 100 -> IoU 0.76, TP
+    assert r["classes_scored"] == [CHAIR, WALL, FLOOR]
+    assert (r["per_class"][FLOOR]["fn"], r["per_class"][CHAIR]["fp"]) == (1, 1)
+    assert r["per_class"][WALL]["pq"] == pytest.approx(0.76)
+    assert r["pq"] == pytest.approx(0.76 / 3)
+    assert r["pq_th"] == 0.0 and r["pq_st"] == pytest.approx(0.76 / 2)
+
+
 def test_stuff_split_into_instances_is_one_segment():
     gt = canvas()
     put(gt, slice(5, 10), slice(None), FLOOR)
@@ -195,6 +263,13 @@ def test_class_filter_boundary_is_strictly_below_half_percent():
     gs = np.array([WALL] * 200 + [FLOOR] * 200)
     assert robust_classes(ps, gs, [WALL, FLOOR], rule="or") == [WALL]
     assert robust_classes(ps, gs, [WALL, FLOOR], rule="and") == [WALL, FLOOR]
+    # a side with no pixel of the class does not test it (reference: only present labels are non-robust)
+    ps = np.array([WALL] * 400)  # floor absent from the prediction, 50 % of the GT -> kept by OR
+    assert robust_classes(ps, gs, [WALL, FLOOR], rule="or") == [WALL, FLOOR]
+    assert robust_classes(gs, ps, [WALL, FLOOR], rule="or") == [WALL, FLOOR]  # prediction-only: kept too
+    gs = np.array([WALL] * 399 + [FLOOR])  # ... but present with 0.25 % on the other side -> dropped
+    assert robust_classes(ps, gs, [WALL, FLOOR], rule="or") == [WALL]
+    assert robust_classes(ps, gs, [WALL, FLOOR], rule="and") == [WALL]  # AND: absent counts as under
 
 
 def test_instance_spanning_two_views_is_one_scene_segment():
