@@ -24,6 +24,7 @@ from ._spec import (
     MAX_MANIFEST_BYTES,
     POINT_ARRAYS,
     POINTS,
+    SPLATS_FILE,
     bundle_path,
     decode_panoptic,
     image_file,
@@ -279,6 +280,7 @@ def read_bundle(path: str | Path) -> BundleData:
     except (TypeError, ValueError, OverflowError) as exc:
         raise BundleError(f"the manifest of {root} has a malformed field ({exc}); the bundle is corrupt") from None
     points = _load_points(root, images)
+    _file(root, SPLATS_FILE)  # a linked splats.ply is refused now, before anything is imported
     known = np.array(sorted({0} | {s.id for s in segments}), dtype=np.int64)
     used = np.unique(points["segment"])
     unknown = used[~np.isin(used, known)]

@@ -139,3 +139,18 @@ def test_splats_count_beyond_the_file_is_refused_without_allocating(bundle: Path
     peak, message = _peak(lambda: read_splats(bundle / "splats.ply"))
     assert "is truncated: 2 of 1000000000000 Gaussians present" in message, message
     assert peak < 20 << 20, peak
+
+
+ATTACKS = {"photo link": lambda b: hostile.link_out(b, f"images/{STEM}.jpg"),
+           "splats link": lambda b: hostile.link_out(b, "splats.ply"),
+           "zip bomb": lambda b: hostile.write_bomb(b, 64 << 20),
+           "deep manifest": hostile.deep_manifest}
+
+
+@pytest.mark.parametrize("attack", list(ATTACKS))
+def test_import_operator_reports_hostile_bundles(addon, scene, bundle: Path, attack: str) -> None:
+    """In real Blender: the import operator reports the sentence and leaves no objects behind."""
+    ATTACKS[attack](bundle)
+    with pytest.raises(RuntimeError, match="Cannot import the result: .*(is a link|inflate|nests JSON)"):
+        addon.bpy.ops.panst3r.import_bundle(directory=str(bundle))
+    assert not any("segment" in ob for ob in addon.bpy.data.objects)
