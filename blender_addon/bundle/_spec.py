@@ -148,6 +148,11 @@ def overall_progress(stage: str | None, fraction: float, stages: tuple[str, ...]
 
 
 # ---------------------------------------------------------------- reading untrusted files
+# Windows reparse tags of symbolic links and junctions (IO_REPARSE_TAG_SYMLINK, _MOUNT_POINT; stat has them on
+# Windows only); other reparse points, such as OneDrive placeholders, are plain files
+_LINK_TAGS = (0xA000000C, 0xA0000003)
+
+
 def bundle_path(root: str | os.PathLike, relative: str) -> Path | None:
     """``root/relative`` if it is a regular file reached without links; None when absent.
 
@@ -166,7 +171,7 @@ def bundle_path(root: str | os.PathLike, relative: str) -> Path | None:
             return None
         except OSError as exc:
             raise ValueError(f"cannot read {path} ({exc.strerror or exc})") from None
-        if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0):
+        if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0) in _LINK_TAGS:
             raise ValueError(f"{path} is a link; a bundle must hold its own files, so replace the link by a copy")
         if not (stat.S_ISREG if i == len(parts) - 1 else stat.S_ISDIR)(info.st_mode):
             raise ValueError(f"{path} is not a regular {'file' if i == len(parts) - 1 else 'folder'}")
