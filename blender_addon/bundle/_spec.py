@@ -1,7 +1,7 @@
 """The result bundle's contract, format 1.x: names, dtypes, encodings and the job's stage list.
 
 This module is the one place both sides learn the format from. It imports only
-``re`` and ``numpy``, so ``build.py`` copies it byte for byte into the Blender
+the standard library and ``numpy``, so ``build.py`` copies it byte for byte into the Blender
 add-on (``blender_addon/bundle/_spec.py``); a test checks the copy. Validation
 lives with each reader (the engine's ``bundle/checks.py``, the add-on's
 ``bundle/read.py``): a reader raises its own error type, so the functions here
@@ -32,7 +32,14 @@ the estimate's accuracy.) ``pixel`` stores integer (col, row) indices.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
+import stat
+import zipfile
+import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -52,6 +59,12 @@ OPTIONAL_FILES = (SPLATS_FILE, RAW_FILE)
 STEM_PATTERN = re.compile(r"\w[\w.\-]{0,127}")
 WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
                               *(f"LPT{i}" for i in range(1, 10))})
+
+# Limits a reader checks before it allocates: a bundle comes from outside.
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_JSON_DEPTH = 64  # the format nests 4 deep; options may add a little
+MAX_IMAGE_PIXELS = 1 << 26  # per processed image (8192 x 8192)
+NPZ_MEMBER_TYPES = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # what numpy writes
 
 # points.npz: name -> (dtype, per-point shape)
 POINT_ARRAYS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
@@ -73,6 +86,8 @@ PLY_REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0
 PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+POINT_BYTES = sum(dtype.itemsize * math.prod(tail) for dtype, tail in POINT_ARRAYS.values())
+
 PLY_MAX_HEADER = 1 << 20
 SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic constant: rgb = 0.5 + SH_C0 * f_dc
 
@@ -130,3 +145,126 @@ def overall_progress(stage: str | None, fraction: float, stages: tuple[str, ...]
     if stage not in stages:
         return 0.0
     return (stages.index(stage) + max(0.0, min(1.0, float(fraction)))) / len(stages)
+
+
+# ---------------------------------------------------------------- reading untrusted files
+# Windows reparse tags of symbolic links and junctions (IO_REPARSE_TAG_SYMLINK, _MOUNT_POINT; stat has them on
+# Windows only); other reparse points, such as OneDrive placeholders, are plain files
+_LINK_TAGS = (0xA000000C, 0xA0000003)
+
+
+def bundle_path(root: str | os.PathLike, relative: str) -> Path | None:
+    """``root/relative`` if it is a regular file reached without links; None when absent.
+
+    A received bundle could hold a symbolic link (or a Windows junction) pointing anywhere; following it would
+    make a reader open, and the add-on import, files outside the bundle. Raises ValueError with a sentence.
+    """
+    parts = relative.split("/")
+    if os.path.isabs(relative) or any(p in ("", ".", "..") or "\\" in p or ":" in p for p in parts):
+        raise ValueError(f"{relative!r} is not a path inside the bundle")
+    path = Path(root)
+    for i, part in enumerate(parts):
+        path = path / part
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise ValueError(f"cannot read {path} ({exc.strerror or exc})") from None
+        if stat.S_ISLNK(info.st_mode) or getattr(info, "st_reparse_tag", 0) in _LINK_TAGS:
+            raise ValueError(f"{path} is a link; a bundle must hold its own files, so replace the link by a copy")
+        if not (stat.S_ISREG if i == len(parts) - 1 else stat.S_ISDIR)(info.st_mode):
+            raise ValueError(f"{path} is not a regular {'file' if i == len(parts) - 1 else 'folder'}")
+    return path
+
+
+def read_limited(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of a file, refused (ValueError) above ``max_bytes`` before they are read."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        data = fh.read(size + 1) if size <= max_bytes else b""  # read(n) reserves n bytes: ask for what is there
+    if size > max_bytes or len(data) > max_bytes:
+        raise ValueError(f"{path} is larger than {max_bytes >> 20} MiB, far more than the format needs")
+    return data
+
+
+def load_json(data: bytes, name: str, max_depth: int = MAX_JSON_DEPTH) -> object:
+    """Parse UTF-8 JSON, refusing (ValueError) nesting deeper than ``max_depth``.
+
+    Deep nesting would otherwise surface as a RecursionError here or in whatever walks the value later.
+    """
+    too_deep = f"{name} nests JSON deeper than {max_depth} levels, which the format never does"
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name} is not valid JSON in UTF-8 ({exc})") from None
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if children and depth >= max_depth:
+            raise ValueError(too_deep)
+        stack.extend((child, depth + 1) for child in children)
+    return value
+
+
+def points_byte_limit(pixels: int) -> int:
+    """Most bytes a points.npz may inflate to: every pixel a point, twice over for future arrays, plus headers."""
+    return 2 * POINT_BYTES * max(int(pixels), 0) + (1 << 20)
+
+
+def read_npz(path: str | os.PathLike, max_bytes: int) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``, each member's size and header checked before anything is inflated.
+
+    ``np.load`` trusts the archive: a declared shape or a zip bomb allocates gigabytes before any check. Here
+    the members' declared sizes must total at most ``max_bytes`` and agree with their .npy headers; pickled
+    (object) arrays are refused. Raises ValueError with a sentence.
+    """
+    try:
+        with open(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_size > max_bytes + (1 << 20):
+                raise ValueError(f"{path} is larger than the {max_bytes} bytes its arrays may take")
+            with zipfile.ZipFile(fh) as archive:
+                infos = archive.infolist()
+                if sum(info.file_size for info in infos) > max_bytes:
+                    raise ValueError(f"{path} would inflate to more than the {max_bytes} bytes its arrays may take")
+                return _npz_members(archive, infos, path)
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zlib.error, zipfile.BadZipFile,
+            zipfile.LargeZipFile) as exc:
+        raise ValueError(f"{path} is not a readable .npz archive ({exc})") from None
+
+
+def _npz_members(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], path: object) -> dict[str, np.ndarray]:
+    out = {}
+    for info in infos:
+        key = info.filename[:-4] if info.filename.endswith(".npy") else ""
+        if not key or key in out or info.compress_type not in NPZ_MEMBER_TYPES:
+            raise ValueError(f"{path} has a member {info.filename[:60]!r} that is not a distinct, plainly "
+                             "stored .npy array")
+        with archive.open(info) as member:
+            out[key] = _npy_member(member, info.file_size, f"{path} array {key[:60]!r}")
+    return out
+
+
+def _npy_member(member, size: int, name: str) -> np.ndarray:
+    """One .npy stream of ``size`` bytes; the header is checked against the size before the data is read."""
+    try:
+        version = np.lib.format.read_magic(member)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read_header is None:
+            raise ValueError(f"format version {version}")
+        shape, fortran_order, dtype = read_header(member)
+    except (ValueError, TypeError, SyntaxError, EOFError) as exc:
+        raise ValueError(f"{name} has a malformed .npy header ({exc})") from None
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise ValueError(f"{name} holds Python objects or an empty dtype, which a bundle never stores")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if member.tell() + nbytes != size:
+        raise ValueError(f"{name} declares shape {shape} of {dtype.str}, which disagrees with its size of {size} bytes")
+    buffer = bytearray(nbytes)
+    if member.readinto(buffer) != nbytes:
+        raise ValueError(f"{name} is truncated")
+    return np.frombuffer(buffer, dtype).reshape(shape, order="F" if fortran_order else "C")

@@ -11,8 +11,6 @@ what to update.
 
 from __future__ import annotations
 
-import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +20,21 @@ import numpy as np
 from ._spec import (
     FORMAT_MAJOR,
     MANIFEST,
+    MAX_IMAGE_PIXELS,
+    MAX_MANIFEST_BYTES,
     POINT_ARRAYS,
     POINTS,
+    SPLATS_FILE,
+    bundle_path,
     decode_panoptic,
     image_file,
     is_safe_stem,
+    load_json,
     panoptic_file,
     parse_version,
+    points_byte_limit,
+    read_limited,
+    read_npz,
 )
 from .png import PngError, read_png
 
@@ -36,8 +42,19 @@ from .png import PngError, read_png
 ACCEPTED_KINDS = {"f": "f", "u": "u", "i": "iu"}
 
 
+CORRUPT = "the bundle is corrupt, run the job again"
+
+
 class BundleError(RuntimeError):
     """A result bundle the add-on cannot read, with a sentence a user can act on."""
+
+
+def _file(root: Path, relative: str) -> Path | None:
+    """A bundle file that is no link and stays inside the bundle (``_spec.bundle_path``), or None when absent."""
+    try:
+        return bundle_path(root, relative)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -107,8 +124,13 @@ class BundleData:
         panoptic = self.manifest.get("panoptic")
         if stem not in {img.stem for img in self.images} or not isinstance(panoptic, dict) or stem not in panoptic:
             raise BundleError(f"the bundle {self.path} has no panoptic map for image {stem!r}")
+        path = _file(self.path, panoptic_file(stem))
+        if path is None:
+            raise BundleError(f"the bundle {self.path} lacks {panoptic_file(stem)}; it is incomplete, "
+                              "run the job again")
+        size = next(img.processed_size for img in self.images if img.stem == stem)
         try:
-            rgb = read_png(self.path / panoptic_file(stem))
+            rgb = read_png(path, size=size)
         except PngError as exc:
             raise BundleError(f"{exc}; the bundle is incomplete or corrupt, run the job again") from None
         if rgb.shape[2] < 3:
@@ -148,6 +170,9 @@ def _images(manifest: dict) -> list[ImageInfo]:
     for i, entry in enumerate(_need(manifest, "images", "the manifest")):
         where = f"manifest images[{i}]"
         width, height = (int(v) for v in _need(entry, "processed_size", where))
+        if not (width >= 1 and height >= 1 and width * height <= MAX_IMAGE_PIXELS):
+            raise BundleError(f"{where} has processed_size {width}x{height}, outside 1 to {MAX_IMAGE_PIXELS} "
+                              f"pixels; {CORRUPT}")
         stem = _need(entry, "stem", where)
         if not is_safe_stem(stem):
             raise BundleError(f"{where} has the stem {stem!r}, which is not a plain file name; the bundle is "
@@ -169,10 +194,10 @@ def _cameras(manifest: dict, images: list[ImageInfo], root: Path) -> list[Camera
         if not 0 <= index < len(images) or index in by_image:
             raise BundleError(f"{where} refers to image {index}, which is unknown or already has a camera")
         img = images[index]
-        photo = root / image_file(img.stem)
+        photo = _file(root, image_file(img.stem))
         by_image[index] = CameraInfo(index, img.stem, _matrix(_need(cam, "K", where), (3, 3), f"{where} K"),
                                      _matrix(_need(cam, "cam_to_world", where), (4, 4), f"{where} cam_to_world"),
-                                     *img.processed_size, photo if photo.is_file() else None)
+                                     *img.processed_size, photo)
     if len(by_image) != len(images):
         raise BundleError(f"the bundle has {len(by_image)} cameras for {len(images)} images; it is corrupt")
     return [by_image[i] for i in range(len(images))]
@@ -209,21 +234,36 @@ def _point_array(name: str, arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _load_points(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise BundleError(f"the bundle has no {POINTS} ({path}); it is incomplete, run the job again")
+def _load_points(root: Path, images: list[ImageInfo]) -> dict[str, np.ndarray]:
+    """points.npz, refused before inflating beyond what the images can hold, and checked array by array."""
+    path = _file(root, POINTS)
+    if path is None:
+        raise BundleError(f"the bundle has no {POINTS} ({root / POINTS}); it is incomplete, run the job again")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            raw = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise BundleError(f"{path} cannot be read ({exc}); the bundle is corrupt, run the job again") from None
+        raw = read_npz(path, points_byte_limit(sum(w * h for w, h in (img.processed_size for img in images))))
+    except ValueError as exc:
+        raise BundleError(f"{exc}; {CORRUPT}") from None
     missing = [name for name in POINT_ARRAYS if name not in raw]
     if missing:
         raise BundleError(f"{path} lacks the array '{missing[0]}'; the bundle is corrupt, run the job again")
     out = {name: _point_array(name, raw[name]) for name in POINT_ARRAYS}
     if len({len(arr) for arr in out.values()}) != 1:
         raise BundleError(f"the arrays of {POINTS} disagree on the number of points; the bundle is corrupt")
+    if not (np.isfinite(out["xyz"]).all() and np.isfinite(out["conf"]).all()):
+        raise BundleError(f"{POINTS} has NaN or infinite 'xyz' or 'conf' values; {CORRUPT}")
     return out
+
+
+def _load_manifest(root: Path) -> dict:
+    path = _file(root, MANIFEST)
+    if path is None:
+        raise BundleError(f"{root} is not a PanSt3R result bundle: it has no {MANIFEST}")
+    try:
+        return load_json(read_limited(path, MAX_MANIFEST_BYTES), str(path))
+    except OSError as exc:
+        raise BundleError(f"cannot read {path} ({exc.strerror or exc}); check the folder's permissions") from None
+    except ValueError as exc:
+        raise BundleError(f"{exc}; the bundle is corrupt") from None
 
 
 def read_bundle(path: str | Path) -> BundleData:
@@ -231,21 +271,16 @@ def read_bundle(path: str | Path) -> BundleData:
     root = Path(path)
     if root.name == MANIFEST and root.is_file():
         root = root.parent
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        raise BundleError(f"{root} is not a PanSt3R result bundle: it has no {MANIFEST}")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); the bundle is corrupt") from None
+    manifest = _load_manifest(root)
     version = check_version(_need(manifest, "format_version", "the manifest"))
     try:
         images = _images(manifest)
         cameras = _cameras(manifest, images, root)
         classes, segments = _classes_and_segments(manifest)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise BundleError(f"the manifest of {root} has a malformed field ({exc}); the bundle is corrupt") from None
-    points = _load_points(root / POINTS)
+    points = _load_points(root, images)
+    _file(root, SPLATS_FILE)  # a linked splats.ply is refused now, before anything is imported
     known = np.array(sorted({0} | {s.id for s in segments}), dtype=np.int64)
     used = np.unique(points["segment"])
     unknown = used[~np.isin(used, known)]

@@ -17,8 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ._spec import PLY_MAX_HEADER, PLY_REQUIRED, PLY_TYPES, SH_C0
+from ._spec import PLY_MAX_HEADER, PLY_REQUIRED, PLY_TYPES, SH_C0, bundle_path
 from .read import BundleError
+
+
+def _checked(path: Path) -> Path:
+    """The file itself, refused when it is a link (it could point anywhere) or not a regular file."""
+    try:
+        found = bundle_path(path.parent, path.name)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
+    if found is None:
+        raise BundleError(f"{path} does not exist; run the job with splats enabled")
+    return found
 
 
 def _header(path: Path) -> tuple[int, np.dtype, int]:
@@ -85,14 +96,15 @@ def read_splats(path: str | Path) -> dict[str, np.ndarray]:
         [N] (0-1); ``rgb`` float32 [N, 3] (0-1, sRGB, the DC term); ``segment`` int32 [N] (0 when absent);
         ``class`` int32 [N] (-1 when absent).
     """
-    path = Path(path)
+    path = _checked(Path(path))
     count, dtype, offset = _header(path)
     missing = [name for name in PLY_REQUIRED if name not in dtype.names]
     if missing:
         raise BundleError(f"{path} is not a Gaussian splat PLY: it lacks {', '.join(missing)}")
+    present = max(path.stat().st_size - offset, 0) // dtype.itemsize
+    if present < count:  # decided before np.fromfile allocates the declared count
+        raise BundleError(f"{path} is truncated: {present} of {count} Gaussians present; run the job again")
     data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
-    if len(data) != count:
-        raise BundleError(f"{path} is truncated: {len(data)} of {count} Gaussians present; run the job again")
 
     def columns(*names: str) -> np.ndarray:
         return np.stack([data[name].astype(np.float64) for name in names], axis=1)

@@ -12,10 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from panst3r_engine.bundle.spec import FORMAT_VERSION, MAX_SEGMENT_ID, POINT_ARRAYS, is_safe_stem, panoptic_file
+from panst3r_engine.bundle.spec import (
+    FORMAT_VERSION,
+    MAX_IMAGE_PIXELS,
+    MAX_SEGMENT_ID,
+    POINT_ARRAYS,
+    is_safe_stem,
+    panoptic_file,
+)
 from panst3r_engine.bundle.spec import parse_version as _parse_version
 from panst3r_engine.errors import PanSt3RError
-
 
 
 class BundleError(PanSt3RError):
@@ -177,6 +183,9 @@ def check_images(images: Any) -> list[str]:
             size = as_matrix(need(entry, key, where), (2,), f"{where} '{key}'")
             if (size < 1).any() or (size != np.round(size)).any():
                 raise BundleError(f"{where} '{key}' must be [W, H] in whole pixels, found {entry[key]!r}")
+        if size.prod() > MAX_IMAGE_PIXELS and key == "processed_size":
+            raise BundleError(f"{where} 'processed_size' {entry[key]!r} exceeds {MAX_IMAGE_PIXELS} pixels; "
+                              "process the photos at a lower resolution")
         box = as_matrix(need(entry, "crop_box", where), (4,), f"{where} 'crop_box'")
         if box[2] <= box[0] or box[3] <= box[1]:
             raise BundleError(f"{where} 'crop_box' must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
@@ -320,7 +329,8 @@ def check_points(points: Any, sizes: np.ndarray, segment_ids: set[int], strict: 
         raise BundleError(f"points lack the array(s) {', '.join(missing)}")
     extra = [name for name in points if name not in POINT_ARRAYS]
     if extra and not strict:
-        raise BundleError(f"points has unknown array(s) {', '.join(extra)}; the format defines {', '.join(POINT_ARRAYS)}")
+        raise BundleError(f"points has unknown array(s) {', '.join(extra)}; "
+                          f"the format defines {', '.join(POINT_ARRAYS)}")
     out = {name: _coerce(name, points[name], strict) for name in POINT_ARRAYS}
     out.update({name: np.asarray(points[name]) for name in extra})
     lengths = {name: len(arr) for name, arr in out.items()}

@@ -22,16 +22,17 @@ class_names        [C] str              the vocabulary, column order of pred_log
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from panst3r_engine.bundle.checks import BundleError
+from panst3r_engine.bundle.spec import read_npz
 from panst3r_engine.model.inference import RawOutputs, activate_pointmaps
 
 REQUIRED = ("pred_logits", "pred_masks", "true_shape")
+RAW_INFLATION = 8  # raw.npz is written stored (np.savez); a compressed one may inflate this much, no more
 
 
 def _pad_stack(tensors: list[torch.Tensor], spatial_dims: tuple[int, int]) -> np.ndarray:
@@ -74,14 +75,13 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> Path:
 
 
 def load_raw(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read ``raw.npz``, checking the arrays post-processing needs."""
+    """Read ``raw.npz``, checking the arrays post-processing needs; its sizes are checked before inflating."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path} does not exist; give the raw.npz written by 'run --save-raw'")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        arrays = read_npz(path, RAW_INFLATION * path.stat().st_size + (1 << 20))
+    except (OSError, ValueError) as exc:
         raise BundleError(f"{path} cannot be read ({exc}); give the raw.npz written by 'run --save-raw'") from None
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:

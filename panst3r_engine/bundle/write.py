@@ -25,11 +25,13 @@ from PIL import Image
 from panst3r_engine import __version__
 from panst3r_engine.bundle import checks
 from panst3r_engine.bundle.checks import BundleError, panoptic_segments_info
+from panst3r_engine.bundle.read import read_bundle
 from panst3r_engine.bundle.spec import (
     FORMAT_VERSION,
     IMAGES_DIR,
     MANIFEST,
     MAX_SEGMENT_ID,
+    OPTIONAL_FILES,
     PANOPTIC_DIR,
     POINTS,
     RESERVED_NAMES,
@@ -220,9 +222,39 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         raise BundleError(f"{out_dir} exists and is not a folder; choose another output folder")
     if not overwrite:
         raise BundleError(f"{out_dir} already exists; choose another output folder or pass --overwrite to replace it")
-    if any(out_dir.iterdir()) and not (out_dir / MANIFEST).is_file():
-        raise BundleError(f"refusing to replace {out_dir}: it is not a result bundle (no {MANIFEST}); "
-                          "choose another output folder")
+    _check_replaceable(out_dir)
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Only an empty folder or a readable bundle holding nothing but its own files may be replaced.
+
+    Why: replacing deletes the folder, and a folder that merely holds a manifest.json may hold a user's files.
+    """
+    if not any(out_dir.iterdir()):
+        return
+    try:
+        bundle = read_bundle(out_dir)
+    except BundleError as exc:
+        raise BundleError(f"refusing to replace {out_dir}: it is not a readable result bundle ({exc}); "
+                          "choose another output folder") from None
+    others = _foreign_entries(out_dir, bundle.manifest, bundle.stems)
+    if others:
+        listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise BundleError(f"refusing to replace {out_dir}: besides a result bundle it holds {listed}; "
+                          "move those away or choose another output folder")
+
+
+def _foreign_entries(out_dir: Path, manifest: dict, stems: list[str]) -> list[str]:
+    """Bundle-relative names in ``out_dir`` that a bundle with this manifest does not consist of (links included)."""
+    ours = {MANIFEST, POINTS, PANOPTIC_DIR, IMAGES_DIR, *OPTIONAL_FILES, *map(image_file, stems),
+            *(entry["file"] for entry in manifest["panoptic"].values())}
+    found = []
+    for folder, dirs, files in os.walk(out_dir):
+        here = Path(folder).relative_to(out_dir)
+        found += [(here / name).as_posix() for name in sorted(dirs + files)
+                  if (here / name).as_posix() not in ours or (out_dir / here / name).is_symlink()]
+        dirs[:] = [name for name in dirs if (here / name).as_posix() in ours]  # a foreign folder is named once
+    return found
 
 
 def _write_contents(folder: Path, text: str, arrays: dict, maps: dict, photos: dict, extra: dict) -> None:

@@ -123,7 +123,8 @@ def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_key
 def _postprocess(raw: RawOutputs, method: str, seed: int, progress: Progress) -> tuple[list[np.ndarray], list[Segment]]:
     """Per-view panoptic maps and the segments they share."""
     progress("postprocess", 0.0, method)
-    result = postprocess(raw.pred_logits, raw.pred_masks, raw.true_shapes, method=method, seed=seed)
+    result = postprocess(raw.pred_logits, raw.pred_masks, raw.true_shapes, method=method, seed=seed,
+                         progress=progress)  # reports inside its loops, so a cancel stops it promptly
     segments = [Segment(int(s["id"]), int(s["category_id"]), float(s["score"]), int(s["query"]))
                 for s in result.segments]
     progress("postprocess", 1.0, f"{len(segments)} segments")

@@ -140,10 +140,10 @@ def test_existing_folder_refused_without_overwrite(written: Path, inputs) -> Non
 
 
 def test_overwrite_replaces_bundle(written: Path, inputs) -> None:
-    (written / "stale.txt").write_text("old")
+    (written / "raw.npz").write_bytes(b"old")  # an optional file of the format
     inputs[0]["options"] = {"run": 2}
     write_bundle(written, *inputs, overwrite=True)
-    assert not (written / "stale.txt").exists()
+    assert not (written / "raw.npz").exists()
     assert read_bundle(written).manifest["options"] == {"run": 2}
     assert _leftovers(written.parent) == ["job"]
 
@@ -151,9 +151,35 @@ def test_overwrite_replaces_bundle(written: Path, inputs) -> None:
 def test_overwrite_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path, inputs) -> None:
     (tmp_path / "job").mkdir()
     (tmp_path / "job" / "notes.txt").write_text("mine")
-    with pytest.raises(BundleError, match="not a result bundle"):
+    with pytest.raises(BundleError, match="not a readable result bundle"):
         write_bundle(tmp_path / "job", *inputs, overwrite=True)
     assert (tmp_path / "job" / "notes.txt").read_text() == "mine"
+
+
+def test_overwrite_refuses_a_folder_that_merely_holds_a_manifest(written: Path, tmp_path: Path, inputs) -> None:
+    (tmp_path / "mine" / "src").mkdir(parents=True)
+    (tmp_path / "mine" / "src" / "important.txt").write_text("mine")
+    (tmp_path / "mine" / "manifest.json").write_bytes((written / "manifest.json").read_bytes())
+    with pytest.raises(BundleError, match="refusing to replace .*mine: it is not a readable result bundle"):
+        write_bundle(tmp_path / "mine", *inputs, overwrite=True)
+    assert (tmp_path / "mine" / "src" / "important.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("extra", ["src/important.txt", "stale.txt", "panoptic/notes.txt", "images/other.jpg"])
+def test_overwrite_refuses_a_bundle_holding_other_files(written: Path, inputs, extra: str) -> None:
+    (written / extra).parent.mkdir(exist_ok=True)
+    (written / extra).write_text("mine")
+    named = extra.split("/")[0] if extra.startswith("src") else extra
+    with pytest.raises(BundleError, match=f"besides a result bundle it holds {named}; move those away"):
+        write_bundle(written, *inputs, overwrite=True)
+    assert (written / extra).read_text() == "mine"
+
+
+def test_overwrite_refuses_a_bundle_holding_a_link(written: Path, tmp_path: Path, inputs) -> None:
+    (tmp_path / "target.ply").write_text("mine")
+    (written / "splats.ply").symlink_to(tmp_path / "target.ply")
+    with pytest.raises(BundleError, match="holds splats.ply; move those away"):
+        write_bundle(written, *inputs, overwrite=True)
 
 
 def _corrupt(name: str, inputs) -> None:
