@@ -130,8 +130,12 @@ def read_splats_array(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     """(the vertex records as stored, header comments)."""
     with open(path, "rb") as fh:
         elements, comments, offset = _parse_header(fh)
+    size = os.path.getsize(path)
     for name, count, dtype in elements:
         if name == "vertex":
+            if offset + count * dtype.itemsize > size:  # decided before np.fromfile reserves count records
+                raise SplatsFileError(f"{path} is truncated: it declares {count} Gaussians but holds "
+                                      f"{max(size - offset, 0) // dtype.itemsize}")
             data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
             if len(data) != count:
                 raise SplatsFileError(f"{path} is truncated: {len(data)} of {count} Gaussians present")

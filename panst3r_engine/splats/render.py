@@ -170,12 +170,17 @@ def load_bundle_splats(bundle_path: str | os.PathLike) -> SplatModel:
     from panst3r_engine.bundle.checks import BundleError
     from panst3r_engine.splats.export import read_splats_ply
 
-    path = Path(bundle_path).resolve() / "splats.ply"
+    from panst3r_engine.bundle.spec import SPLATS_FILE
+    from panst3r_engine.bundle.spec import bundle_path as checked_path
+
     try:
-        st = path.stat()
-    except FileNotFoundError:
+        path = checked_path(Path(bundle_path).resolve(), SPLATS_FILE)  # no link out of the bundle
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
+    if path is None:
         raise BundleError(f"the bundle {Path(bundle_path)} has no splats.ply; run the job with splats enabled "
-                          "(or add them with add_splats_to_bundle)") from None
+                          "(or add them with add_splats_to_bundle)")
+    st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
     with _CACHE_LOCK:
         if key in _CACHE:

@@ -111,3 +111,24 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(OSError):
         write_splats_ply(random_model(4, 0), target)
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["splats.ply"]
+
+
+def test_a_huge_declared_count_is_refused_before_reading(tmp_path):
+    path = tmp_path / "huge.ply"
+    header = "ply\nformat binary_little_endian 1.0\nelement vertex 1000000000000\nproperty float x\nend_header\n"
+    path.write_bytes(header.encode() + b"\0" * 8)
+    with pytest.raises(SplatsFileError, match="declares 1000000000000 Gaussians but holds 2"):
+        read_splats_ply(path)
+
+
+def test_the_renderer_does_not_follow_a_linked_splats_file(tmp_path):
+    from panst3r_engine.bundle.checks import BundleError
+    from panst3r_engine.splats.render import load_bundle_splats
+
+    outside = tmp_path / "secret.ply"
+    outside.write_bytes(b"ply\n")
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "splats.ply").symlink_to(outside)
+    with pytest.raises(BundleError, match="link"):
+        load_bundle_splats(bundle)
