@@ -19,7 +19,7 @@ from panst3r_engine.devices import resolve_device
 from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.service import API_VERSION, auth
 from panst3r_engine.service.download import zip_stream
-from panst3r_engine.service.errors import ApiError, error_body
+from panst3r_engine.service.errors import ApiError, error_body, scrub
 from panst3r_engine.service.jobs import JobManager
 from panst3r_engine.service.options import parse_options
 from panst3r_engine.service.rendering import check_splats_available, render
@@ -162,9 +162,12 @@ def shutdown():
 
 # ---------------------------------------------------------------- errors
 def _register_errors(app: Flask) -> None:
+    def _private(text: str) -> str:  # remote clients never see this machine's folders
+        return scrub(text, current_app.config["JOBS_DIR"])
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return jsonify(exc.body()), exc.status
+        return jsonify(error_body(exc.code, _private(exc.message))), exc.status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -172,7 +175,7 @@ def _register_errors(app: Flask) -> None:
         if status == 413:
             return jsonify(error_body("too_large", _too_large_message())), 413
         code = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify(error_body(code, exc.description or exc.name)), status
+        return jsonify(error_body(code, _private(exc.description or exc.name))), status
 
     def _too_large_message() -> str:
         config = current_app.config
@@ -185,5 +188,5 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unexpected error in %s %s", request.method, request.path)
-        return jsonify(error_body("internal", f"the engine failed unexpectedly ({type(exc).__name__}: {exc}); "
-                                  "see its log for details")), 500
+        return jsonify(error_body("internal", _private(f"the engine failed unexpectedly ({type(exc).__name__}: "
+                                                       f"{exc}); see its log for details"))), 500

@@ -23,7 +23,18 @@ from panst3r_engine.pipeline.run import run_job
 from panst3r_engine.service.errors import ApiError
 from panst3r_engine.service.failures import describe_failure
 from panst3r_engine.service.options import ClientOptions, vocab_file_text
-from panst3r_engine.service.records import ID_PATTERN, Job, load_records, new_job_id, save_record
+from panst3r_engine.service.records import (
+    ID_PATTERN,
+    MARKER,
+    RECORD,
+    Job,
+    is_orphan,
+    load_records,
+    make_job_folder,
+    new_job_id,
+    save_record,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 VOCAB_FILE = "vocab.txt"
@@ -58,9 +69,11 @@ class JobManager:
         self._thread = threading.Thread(target=self._work, name="panst3r-worker", daemon=True)
 
     def start(self) -> JobManager:
-        """Tidy what an earlier engine left (expired jobs, uploads, half-written bundles), then work."""
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        """Tidy what an earlier engine left (expired jobs, uploads, half-written bundles, job folders a crash
+        left without a record), then work."""
+        self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.cleanup()
+        self._remove_orphans()
         with self._lock:
             left = list(self._jobs.values())
         for job in left:
@@ -108,18 +121,20 @@ class JobManager:
         self.check_accepting()
         self.cleanup()
         job_id = new_job_id()
-        folder = self.jobs_dir / job_id
-        folder.mkdir(parents=True)
+        self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = make_job_folder(self.jobs_dir, job_id)
         try:
             photos = save(folder / "input")
             if options.vocab_names:
-                (folder / VOCAB_FILE).write_text(vocab_file_text(options.vocab_names), "utf-8")
+                write_private(folder / VOCAB_FILE, vocab_file_text(options.vocab_names).encode("utf-8"))
             job = Job(job_id, folder, options, [p.name for p in photos], created=time.time())
             with self._lock:
                 self.check_accepting()
                 self._jobs[job_id] = job
                 self._pending.append(job)
                 save_record(job)
+                if (folder / RECORD).is_file():  # the record now says the folder is ours
+                    (folder / MARKER).unlink(missing_ok=True)
                 self._wake.notify_all()
                 return job.public(self._position(job))
         except BaseException:
@@ -270,6 +285,16 @@ class JobManager:
         save_record(job)
 
     # ------------------------------------------------------------ files (no lock needed)
+    def _remove_orphans(self) -> None:
+        """Job folders this service made (they hold its marker) that have no record: a crash while the photos
+        were being saved. Folders without the marker are someone else's and stay."""
+        with self._lock:
+            known = set(self._jobs)
+        for folder in sorted(self.jobs_dir.iterdir()):
+            if is_orphan(folder, known):
+                log.info("removing job folder %s: left without a record by an earlier engine", folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
+
     def _remove_bundle(self, job: Job, keep_done: bool = False) -> None:
         """The bundle of a job that did not end done, and any interrupted atomic write."""
         if not (keep_done and job.state == "done"):

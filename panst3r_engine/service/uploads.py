@@ -7,6 +7,7 @@ upload can land outside the job's ``input/`` folder.
 
 from __future__ import annotations
 
+import os
 import shutil
 import unicodedata
 from pathlib import Path
@@ -62,11 +63,12 @@ def save_uploads(files: list[Upload], folder: Path) -> list[Path]:
 
     Raises :class:`ApiError` 422 naming every file that is empty or not an image.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths, problems = [], []
     for upload, name in zip(files, unique_names([f.filename for f in files]), strict=True):
         path = folder / name
-        with open(path, "wb") as out:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)  # private
+        with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(upload.stream, out, 1 << 20)
         problem = image_problem(path)
         if problem:
