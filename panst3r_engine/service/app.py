@@ -36,6 +36,7 @@ DEFAULTS = {
     "PRELOAD": False,
     "MAX_UPLOAD_MB": 4096,
     "MAX_IMAGES": 2000,
+    "MAX_MEGAPIXELS": 100,  # largest photo; refused from its header at upload (and in the job)
     "KEEP_JOBS": 20,
     "JOB_TTL_HOURS": 24.0,
     "MIN_FREE_BYTES": GB,
@@ -63,6 +64,9 @@ def create_app(config: dict | None = None) -> Flask:
     # Werkzeug answers 413 beyond this many parts; up to it, too many photos get the clearer 400.
     app.config["MAX_FORM_PARTS"] = 2 * int(app.config["MAX_IMAGES"]) + 64
     app.json.sort_keys = False
+    from panst3r_engine.pipeline.images import set_max_pixels
+
+    set_max_pixels(int(float(app.config["MAX_MEGAPIXELS"]) * 1_000_000))  # one engine process, one limit
     jobs_dir = Path(app.config["JOBS_DIR"] or default_jobs_dir()).expanduser().resolve()
     app.config["JOBS_DIR"] = jobs_dir
     app.config["DEVICE_NAME"] = str(resolve_device(app.config["DEVICE"]))

@@ -195,7 +195,7 @@ def startup_line(engine: EngineServer, token: str | None) -> dict:
 def serve(host: str = "127.0.0.1", port: int = 0, token: str | None = None, *, jobs_dir: str | None = None,
           weights: str = "v2", device: str = "auto", preload: bool = False, max_upload_mb: float = 4096,
           max_images: int = 2000, keep_jobs: int = 20, job_ttl_hours: float = 24.0,
-          stdout: TextIO | None = None) -> int:
+          max_megapixels: float = 100, stdout: TextIO | None = None) -> int:
     """Serve until shut down; ``token`` None generates one and prints it on the start-up line."""
     from panst3r_engine.service.auth import generate_token
 
@@ -204,7 +204,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, token: str | None = None, *, j
     generated = generate_token() if token is None else None
     config = {"TOKEN": token or generated, "JOBS_DIR": jobs_dir, "WEIGHTS": weights, "DEVICE": device,
               "PRELOAD": preload, "MAX_UPLOAD_MB": max_upload_mb, "MAX_IMAGES": max_images, "KEEP_JOBS": keep_jobs,
-              "JOB_TTL_HOURS": job_ttl_hours}
+              "JOB_TTL_HOURS": job_ttl_hours, "MAX_MEGAPIXELS": max_megapixels}
     engine = EngineServer(host, port, config)
     _install_signal_handlers(engine)
     stream = stdout or sys.stdout
@@ -275,6 +275,8 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
                    help="finished jobs kept on disk (default 20)")
     p.add_argument("--job-ttl-hours", type=_positive(float), default=24.0,
                    help="finished jobs older than this are deleted (default 24)")
+    p.add_argument("--max-megapixels", type=_positive(float), default=100,
+                   help="largest photo in megapixels, checked from its header (default 100)")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -296,4 +298,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = read_token_file(args.token_file) if args.token_file else None
     return serve(args.host, args.port, token, jobs_dir=args.jobs_dir, weights=args.weights, device=args.device,
                  preload=args.preload, max_upload_mb=args.max_upload_mb, max_images=args.max_images,
-                 keep_jobs=args.keep_jobs, job_ttl_hours=args.job_ttl_hours)
+                 keep_jobs=args.keep_jobs, job_ttl_hours=args.job_ttl_hours,
+                 max_megapixels=getattr(args, "max_megapixels", 100))

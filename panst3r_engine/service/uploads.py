@@ -15,7 +15,7 @@ from typing import BinaryIO, Protocol
 
 from PIL import Image, UnidentifiedImageError
 
-from panst3r_engine.pipeline import images as _images  # noqa: F401  (sets PIL's decompression-bomb limit)
+from panst3r_engine.pipeline import images as _images  # the pixel limit (also PIL's decompression-bomb limit)
 from panst3r_engine.service.errors import ApiError
 
 GB = 1 << 30
@@ -83,14 +83,21 @@ def save_uploads(files: list[Upload], folder: Path) -> list[Path]:
 
 
 def image_problem(path: Path) -> str | None:
-    """Why ``path`` is not a usable image file, or None (header and integrity check, no full decode)."""
+    """Why ``path`` is not a usable image file, or None (header and integrity check, no full decode).
+
+    The pixel count is checked from the header before anything else (:data:`images.MAX_PIXELS`)."""
     if path.stat().st_size == 0:
         return "the file is empty"
     _register_heif()
     try:
         with Image.open(path) as im:
+            problem = _images.size_problem(*im.size)
+            if problem:
+                return problem
             im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        return _images.bomb_problem(exc)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return f"not a readable image ({exc})"
     return None
 
