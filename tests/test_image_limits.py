@@ -61,7 +61,7 @@ def _jpeg(tmp_path, width: int, height: int, orientation: int | None = None):
 
 
 def test_a_large_jpeg_decodes_reduced_with_the_same_result(tmp_path):
-    path, rgb = _jpeg(tmp_path, 5200, 3900)  # 20 MP
+    path, _ = _jpeg(tmp_path, 5200, 3900)  # 20 MP
     decoded, original = images.read_photo(path, images.REDUCED_LONG_SIDE)
     assert decoded.shape == (1950, 2600, 3) and original == (5200, 3900)  # DCT-scaled by 1/2, never full size
     photo = load_photo(path)

@@ -22,7 +22,12 @@ from panst3r_engine.service.download import zip_stream
 from panst3r_engine.service.errors import ApiError, error_body, scrub
 from panst3r_engine.service.jobs import JobManager
 from panst3r_engine.service.options import parse_options
-from panst3r_engine.service.rendering import check_splats_available, render
+from panst3r_engine.service.rendering import (
+    check_render,
+    check_splats_available,
+    render_camera,
+    render_limits,
+)
 from panst3r_engine.service.uploads import GB, check_disk_space, save_uploads
 
 MB = 1 << 20
@@ -40,6 +45,9 @@ DEFAULTS = {
     "KEEP_JOBS": 20,
     "JOB_TTL_HOURS": 24.0,
     "MIN_FREE_BYTES": GB,
+    "RENDER_MAX_PIXELS": None,  # None: rendering.RENDER_LIMITS for the device
+    "RENDER_MAX_GAUSSIANS": None,
+    "RENDER_WAIT_S": 300.0,  # longest wait of a render for the worker (a job may be running)
     "MODELS": None,  # a ModelCache to share (tests); None: a new one
     "SHUTDOWN_HOOK": None,  # called after the /v1/shutdown response is sent; None: stop the jobs only
 }
@@ -70,6 +78,9 @@ def create_app(config: dict | None = None) -> Flask:
     jobs_dir = Path(app.config["JOBS_DIR"] or default_jobs_dir()).expanduser().resolve()
     app.config["JOBS_DIR"] = jobs_dir
     app.config["DEVICE_NAME"] = str(resolve_device(app.config["DEVICE"]))
+    limits = render_limits(app.config["DEVICE_NAME"])
+    app.config["RENDER_LIMITS"] = {"pixels": app.config["RENDER_MAX_PIXELS"] or limits["pixels"],
+                                   "gaussians": app.config["RENDER_MAX_GAUSSIANS"] or limits["gaussians"]}
     base = JobOptions(weights=app.config["WEIGHTS"], device=app.config["DEVICE"])
     app.extensions["panst3r_jobs"] = JobManager(
         jobs_dir, base, app.config["MODELS"], keep_jobs=app.config["KEEP_JOBS"],
@@ -150,7 +161,11 @@ def render_view(job_id: str):
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, "bad_request", "send the camera as a JSON object (Content-Type: application/json)")
-    return jsonify(render(bundle, body))
+    config = current_app.config
+    camera = check_render(bundle, body, config["RENDER_LIMITS"])  # refusals before any wait or work
+    gone = request.environ.get("waitress.client_disconnected")  # waitress: True once the client hung up
+    return jsonify(jobs().run_on_worker(lambda: render_camera(bundle, camera), float(config["RENDER_WAIT_S"]),
+                                        gone))
 
 
 @bp.post("/shutdown")

@@ -103,7 +103,8 @@ def _make_waitress_server(app, host: str, port: int, header_timeout: float, idle
     return Server(app, host=host, port=port, threads=threads, connection_limit=connection_limit,
                   channel_timeout=idle_timeout, cleanup_interval=max(0.2, min(header_timeout, idle_timeout) / 4),
                   asyncore_use_poll=True, max_request_body_size=max_body, max_request_header_size=64 * 1024,
-                  ident="panst3r-engine", expose_tracebacks=False, backlog=1024)
+                  ident="panst3r-engine", expose_tracebacks=False, backlog=1024,
+                  channel_request_lookahead=1)  # keeps reading while a view runs: a hang-up is seen (renders)
 
 
 class EngineServer:
