@@ -20,6 +20,8 @@ from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.service.errors import ApiError
 
 MIN_TOKEN_LENGTH = 16
+UNAUTHORISED = ("this engine needs 'Authorization: Bearer <token>' with the token it printed on start (or the one "
+                "in its --token-file)")
 log = logging.getLogger(__name__)
 
 
@@ -75,5 +77,4 @@ def install(app: Flask, token: str) -> None:
     @app.before_request
     def _require_token() -> None:
         if not bearer_matches(request.headers.get("Authorization"), token):
-            raise ApiError(401, "unauthorized", "this engine needs 'Authorization: Bearer <token>' with the "
-                           "token it printed on start (or the one in its --token-file)")
+            raise ApiError(401, "unauthorized", UNAUTHORISED)

@@ -75,16 +75,39 @@ def raise_open_file_limit() -> int:
 
 
 def _make_waitress_server(app, host: str, port: int, header_timeout: float, idle_timeout: float,
-                          connection_limit: int, threads: int, max_body: int):
-    """A waitress server whose maintenance also closes connections that send their headers too slowly."""
+                          connection_limit: int, threads: int, max_body: int, token: str):
+    """A waitress server whose maintenance also closes connections that send their headers too slowly, and
+    that answers 401 to a request with a body but without the token as soon as its headers are in (waitress
+    would otherwise take the whole body, up to the upload limit, before the app sees the request)."""
     from waitress.channel import HTTPChannel
     from waitress.parser import HTTPRequestParser
     from waitress.server import TcpWSGIServer
+    from waitress.utilities import Error
+
+    from panst3r_engine.service.auth import UNAUTHORISED, bearer_matches
+    from panst3r_engine.service.errors import error_body
+
+    class Unauthorised(Error):
+        code, reason = 401, "Unauthorized"
+
+        def to_response(self, ident=None):  # the API's JSON error, as the app would send it
+            body = json.dumps(error_body("unauthorized", UNAUTHORISED)).encode("utf-8")
+            return "401 Unauthorized", [("Content-Type", "application/json")], body
 
     class TimedParser(HTTPRequestParser):
         def __init__(self, adj) -> None:
             super().__init__(adj)
             self.started = time.monotonic()  # made when the request's first byte arrives
+            self.checked = False
+
+        def received(self, data: bytes) -> int:
+            consumed = super().received(data)
+            if self.headers_finished and not self.checked:
+                self.checked = True
+                if (self.body_rcv is not None and not self.completed
+                        and not bearer_matches(self.headers.get("AUTHORIZATION"), token)):
+                    self.error, self.completed = Unauthorised(""), True  # the body is never read
+            return consumed
 
     class Channel(HTTPChannel):
         parser_class = TimedParser
@@ -120,7 +143,7 @@ class EngineServer:
         max_body = int(self.app.config["MAX_CONTENT_LENGTH"]) + (1 << 20)
         try:
             self.server = _make_waitress_server(self.app, host, port, header_timeout, idle_timeout,
-                                                self.connection_limit, threads, max_body)
+                                                self.connection_limit, threads, max_body, self.app.config["TOKEN"])
         except (OSError, ValueError) as exc:
             self.jobs.shutdown(timeout=5)
             reason = getattr(exc, "strerror", None) or "the address is in use or not available here"

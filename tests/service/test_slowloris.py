@@ -126,3 +126,21 @@ def test_trickling_headers_are_cut_off(start_engine) -> None:
         sock.close()
     assert closed and time.monotonic() - started < 3.0  # header_timeout 1 s, checked every 0.25 s
     assert client.get("/v1/health").status_code == 200
+
+
+def test_an_upload_without_the_token_is_refused_before_its_body(engine, jobs_dir):
+    """waitress takes a request's whole body before the app runs: without the token, no body is read."""
+    with socket.create_connection(("127.0.0.1", engine.engine.port), timeout=5) as sock:
+        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x"
+                     b"\r\nContent-Length: 3000000000\r\n\r\n" + b"x" * 4096)  # 3 GB announced, 4 kB sent
+        started, reply = time.monotonic(), b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk or time.monotonic() - started > 5:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 401 "), reply[:200]
+    assert b'{"error": {"code": "unauthorized", "message": "this engine needs \'Authorization: Bearer <token>\'' \
+        in reply and b"application/json" in reply
+    assert time.monotonic() - started < 5
+    assert engine.get("/v1/health").status_code == 200
