@@ -47,6 +47,7 @@ DEFAULTS = {
     "MIN_FREE_BYTES": GB,
     "RENDER_MAX_PIXELS": None,  # None: rendering.RENDER_LIMITS for the device
     "RENDER_MAX_GAUSSIANS": None,
+    "RENDER_MAX_WORK": None,  # pixels x Gaussians per call (None: the CPU bound on a CPU, none on a GPU)
     "RENDER_WAIT_S": 300.0,  # longest wait of a render for the worker (a job may be running)
     "MODELS": None,  # a ModelCache to share (tests); None: a new one
     "SHUTDOWN_HOOK": None,  # called after the /v1/shutdown response is sent; None: stop the jobs only
@@ -80,7 +81,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["DEVICE_NAME"] = str(resolve_device(app.config["DEVICE"]))
     limits = render_limits(app.config["DEVICE_NAME"])
     app.config["RENDER_LIMITS"] = {"pixels": app.config["RENDER_MAX_PIXELS"] or limits["pixels"],
-                                   "gaussians": app.config["RENDER_MAX_GAUSSIANS"] or limits["gaussians"]}
+                                   "gaussians": app.config["RENDER_MAX_GAUSSIANS"] or limits["gaussians"],
+                                   "work": app.config["RENDER_MAX_WORK"] or limits["work"]}
     base = JobOptions(weights=app.config["WEIGHTS"], device=app.config["DEVICE"])
     app.extensions["panst3r_jobs"] = JobManager(
         jobs_dir, base, app.config["MODELS"], keep_jobs=app.config["KEEP_JOBS"],

@@ -25,9 +25,10 @@ SPLATS_FILE = "splats.ply"
 MAX_SIDE = 4096
 # Bounds of one render call (512x384 took 80 s and 6.8 GB on a CPU; 8192^2 ran past 240 s): the image size
 # and the Gaussians rendered are checked before anything is loaded, and renders run one at a time on the job
-# worker (the device's one queue). Two sets: a GPU engine, and a CPU one, which is ~100x slower.
-RENDER_LIMITS = {"cuda": {"pixels": 4096 * 2048, "gaussians": 4_000_000},
-                 "cpu": {"pixels": 1024 * 768, "gaussians": 1_000_000}}
+# worker (the device's one queue). Two sets: a GPU engine, and a CPU one, which is ~100x slower; on a CPU the
+# product pixels x Gaussians ("work") is bounded too (512x384 x ~300k Gaussians took 80 s: ~6e10).
+RENDER_LIMITS = {"cuda": {"pixels": 4096 * 2048, "gaussians": 4_000_000, "work": None},
+                 "cpu": {"pixels": 1024 * 768, "gaussians": 1_000_000, "work": 2.5e10}}
 PLY_HEADER_BYTES = 64 * 1024
 UNAVAILABLE = ("this engine cannot make or render Gaussian splats "
                "(its panst3r_engine.splats module or gsplat is missing)")
@@ -67,6 +68,11 @@ def check_render(bundle: Path, body: object, limits: dict | None = None) -> tupl
         raise ApiError(422, "too_many_splats", f"this job has {count} Gaussian splats, more than the {most} this "
                        "engine renders in one call; run the job again with fewer splat steps, or render on a "
                        "GPU engine")
+    work = (limits or {}).get("work")
+    if work and count and count * camera[2] * camera[3] > work:
+        side = int((work / count / (camera[2] * camera[3])) ** 0.5 * 100)
+        raise _bad(f"a {camera[2]}x{camera[3]} view of {count} Gaussian splats is more than this engine renders in "
+                   f"one call on its CPU; lower the render resolution to about {max(side, 1)}% (or use a GPU engine)")
     return camera
 
 

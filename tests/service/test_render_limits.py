@@ -38,7 +38,8 @@ def splat_engine(start_engine, monkeypatch):
 
     module.render_view, module.calls = render_view, calls
     monkeypatch.setitem(sys.modules, "panst3r_engine.splats", module)
-    engine = start_engine(RENDER_MAX_PIXELS=100 * 100, RENDER_MAX_GAUSSIANS=1000, RENDER_WAIT_S=1.0)
+    engine = start_engine(RENDER_MAX_PIXELS=100 * 100, RENDER_MAX_GAUSSIANS=1000, RENDER_MAX_WORK=64 * 48 * 600,
+                          RENDER_WAIT_S=1.0)
     job = engine.submit([("a.jpg", photo_bytes())], {**FAST, "splats": True, "splat_steps": 5}).json()
     assert engine.wait(job["id"])["state"] == "done"
     return engine, job["id"], module
@@ -58,6 +59,10 @@ def test_render_size_and_splats_are_bounded_and_run_on_the_worker(splat_engine, 
     crowded = engine.post(path, json=camera())
     assert crowded.status_code == 422 and crowded.json()["error"]["code"] == "too_many_splats"
     assert "5000 Gaussian splats, more than the 1000" in crowded.json()["error"]["message"]
+    ply.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 800\nend_header\n")
+    costly = engine.post(path, json=camera())  # 64x48 x 800 Gaussians > the work bound of 64x48 x 600
+    assert costly.status_code == 400 and "lower the render resolution to about 86%" in costly.json()["error"][
+        "message"]
     assert module.threads == ["panst3r-worker"]  # refused before any rendering
 
 
