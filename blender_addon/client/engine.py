@@ -163,6 +163,7 @@ class EngineClient:
 
     def _error(self, resp: requests.Response, what: str, sentences: dict[str, str] | None = None) -> EngineError:
         if resp.status_code == 401:
+            resp.close()
             return EngineError(f"the engine at {self.url} refused the access token; check the token in the add-on "
                                "preferences (a local engine makes a new one each start)")
         try:

@@ -60,8 +60,8 @@ def raise_open_file_limit() -> int:
     """Raise this process's soft limit of open files to its hard limit (POSIX); returns the soft limit then."""
     try:
         import resource
-    except ImportError:  # Windows: waitress's select() limit applies instead
-        return 512 + RESERVED_FILES
+    except ImportError:  # Windows: select() takes at most 512 sockets (listener and wake-up socket included)
+        return 500 + RESERVED_FILES
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = hard if hard != resource.RLIM_INFINITY else max(soft, MAX_CONNECTIONS + RESERVED_FILES)
     wanted = min(wanted, 1 << 16)
