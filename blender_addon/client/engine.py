@@ -13,8 +13,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import math
 import os
 import queue
+import re
 import secrets
 import shutil
 import signal
@@ -32,6 +34,19 @@ import requests
 API_VERSION = 1
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 MAX_PRELUDE_LINES = 50  # non-JSON stdout lines tolerated before the "listening" line
+
+# Everything an engine sends is untrusted (a remote engine may be anyone's): ids are checked against the
+# service's own format before they reach a URL or a path, replies are read with a size and a time bound,
+# and local folders are named and created by the add-on itself.
+JOB_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}")  # panst3r_engine/service/records.py new_job_id()
+JOB_STATES = ("queued", "running", "done", "failed", "cancelled")
+MAX_REPLY_BYTES = 1 << 20  # a JSON reply (status, errors, health)
+MAX_TEXT = 500  # characters of an engine-sent message shown to the user
+MAX_BUNDLE_BYTES = 64 << 30  # largest result archive, and largest extracted result
+MAX_BUNDLE_FILES = 100_000
+MIN_FREE_BYTES = 512 << 20  # disk space left free after a download and its extraction
+REPLY_SECONDS = 120.0  # a whole JSON reply must arrive within this (a trickling engine cannot hold a job)
+UNSAFE_NAME = re.compile(r"[\\:\x00]")
 
 
 class EngineError(RuntimeError):
@@ -54,17 +69,68 @@ def _tail(path: Path | None, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def _safe_extract(archive: Path, dest: Path) -> None:
-    """Extract a zip, refusing absolute paths, '..' escapes and symbolic links."""
+def check_job_id(job_id: object) -> str:
+    """``job_id`` when it has the service's id format, else EngineError (it will be used in URLs and paths)."""
+    if isinstance(job_id, str) and JOB_ID.fullmatch(job_id):
+        return job_id
+    shown = repr(job_id)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    raise EngineError(f"{shown} is not a PanSt3R job id (those look like 20260131-120000-a1b2c3); check that the "
+                      "engine URL points at a PanSt3R engine of the same version as the add-on")
+
+
+def _text(value: object, limit: int = MAX_TEXT) -> str:
+    """An engine-sent value as a short single-line string for the UI."""
+    text = " ".join(str(value).split()) if value is not None else ""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> bool:
+    """A member that could land outside the extraction folder, or a link."""
+    name = info.filename
+    parts = name.split("/")
+    is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
+    return (is_link or not name or name.startswith("/") or ".." in parts or UNSAFE_NAME.search(name) is not None
+            or os.path.isabs(name))
+
+
+def _safe_extract(archive: Path, dest: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> None:
+    """Extract a zip into the empty folder ``dest``, refusing absolute paths, '..' escapes, symbolic links,
+    and archives that would unpack to more than ``max_bytes`` or MAX_BUNDLE_FILES files (decided from the
+    directory before anything is written; zipfile never reads a member past its declared size)."""
     root = dest.resolve()
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
+        members = zf.infolist()
+        if len(members) > MAX_BUNDLE_FILES:
+            raise EngineError(f"the bundle archive from the engine holds {len(members)} files, more than the "
+                              f"{MAX_BUNDLE_FILES} a result can have; it was not extracted")
+        total = 0
+        for info in members:
             target = (root / info.filename).resolve()
-            is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-            if is_link or (target != root and root not in target.parents):
-                raise EngineError(f"the bundle archive from the engine contains an unsafe path {info.filename!r}; "
-                                  "it was not extracted")
+            if _unsafe_member(info) or (target != root and root not in target.parents):
+                raise EngineError(f"the bundle archive from the engine contains an unsafe path "
+                                  f"{_text(repr(info.filename), 120)}; it was not extracted")
+            total += info.file_size
+        if total > max_bytes:
+            raise EngineError(f"the bundle archive from the engine would unpack to {total / 2**30:.1f} GB, more "
+                              f"than the {max_bytes / 2**30:.1f} GB this disk can take; free disk space and "
+                              "download it again")
         zf.extractall(root)
+
+
+def _claim_folder(dest: Path) -> Path:
+    """Create ``dest``, or the first free ``dest-1``, ``dest-2``, ...: a new empty folder that this call made.
+
+    ``mkdir`` fails when the name exists, so nothing already there is ever reused, replaced or deleted.
+    """
+    for n in range(1000):
+        candidate = dest if n == 0 else dest.with_name(f"{dest.name}-{n}")
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return candidate
+    raise EngineError(f"{dest} and 999 numbered folders next to it exist already; move old results away")
 
 
 def _bundle_root(folder: Path) -> Path:
@@ -97,23 +163,54 @@ class EngineClient:
 
     def _error(self, resp: requests.Response, what: str, sentences: dict[str, str] | None = None) -> EngineError:
         if resp.status_code == 401:
+            resp.close()
             return EngineError(f"the engine at {self.url} refused the access token; check the token in the add-on "
                                "preferences (a local engine makes a new one each start)")
         try:
-            error = resp.json()["error"]
-            message, code = error["message"], error.get("code")
+            raw = self._read(resp, what, MAX_REPLY_BYTES)
+        except EngineError as exc:
+            return exc
+        try:
+            error = json.loads(raw)["error"]
+            message, code = _text(error["message"]), error.get("code")
         except (ValueError, KeyError, TypeError, AttributeError):
-            message, code = f"HTTP {resp.status_code} {resp.reason}: {resp.text[:200].strip()}", None
-        if sentences and code in sentences:
+            body = _text(raw[:200].decode("utf-8", "replace"), 200)
+            message, code = f"HTTP {resp.status_code} {_text(resp.reason, 60)}: {body}", None
+        if sentences and isinstance(code, str) and code in sentences:
             return EngineError(sentences[code])
         return EngineError(f"{message} ({what})" if message else f"the engine failed to {what}")
+
+    def _read(self, resp: requests.Response, what: str, limit: int, seconds: float = REPLY_SECONDS) -> bytes:
+        """The whole body of a streamed reply, refusing one over ``limit`` bytes or slower than ``seconds``."""
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > limit:
+            resp.close()
+            raise EngineError(f"the engine's reply is larger than the {limit} bytes expected ({what}, "
+                              f"{int(declared)} bytes); check that the URL points at a PanSt3R engine")
+        chunks, size, deadline = [], 0, time.monotonic() + seconds
+        try:
+            for chunk in resp.iter_content(chunk_size=1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise EngineError(f"the engine's reply is larger than the {limit} bytes expected ({what}); "
+                                      "check that the URL points at a PanSt3R engine")
+                if time.monotonic() > deadline:
+                    raise EngineError(f"the engine's reply took longer than {seconds:.0f} s to arrive ({what}); "
+                                      "it may be overloaded, try again")
+                chunks.append(chunk)
+        except requests.RequestException as exc:
+            raise self._gone(exc) from None
+        finally:
+            resp.close()
+        return b"".join(chunks)
 
     def _request(self, method: str, path: str, what: str, *, timeout: float | None = None,
                  sentences: dict[str, str] | None = None, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}"}
+        kwargs.setdefault("stream", True)  # bodies are read by _read / download_bundle, with bounds
         try:
             resp = self.session.request(method, self.url + path, headers=headers,
-                                        timeout=timeout or self.timeout, **kwargs)
+                                        timeout=timeout or self.timeout, allow_redirects=False, **kwargs)
         except requests.Timeout:
             raise EngineError(f"the engine at {self.url} did not answer within {timeout or self.timeout:.0f} s "
                               f"({what}); it may be overloaded, try again") from None
@@ -123,9 +220,10 @@ class EngineClient:
             raise self._error(resp, what, sentences)
         return resp
 
-    def _json(self, resp: requests.Response, what: str) -> dict:
+    def _json(self, resp: requests.Response, what: str, limit: int = MAX_REPLY_BYTES) -> dict:
+        raw = self._read(resp, what, limit)
         try:
-            body = resp.json()
+            body = json.loads(raw)
         except ValueError:
             raise EngineError(f"the engine sent a reply that is not JSON ({what})") from None
         if not isinstance(body, dict):
@@ -148,44 +246,92 @@ class EngineClient:
                 raise EngineError(f"cannot read the photo {exc.filename} ({exc.strerror}); check that it "
                                   "exists") from None
             resp = self._request("POST", "/v1/jobs", "submit the job", files=files, timeout=max(self.timeout, 300))
-        job_id = self._json(resp, "submit").get("id")
-        if not isinstance(job_id, str) or not job_id:
-            raise EngineError("the engine accepted the job but returned no job id")
-        return job_id
+        if "id" not in (body := self._json(resp, "submit")):
+            raise EngineError("the engine accepted the job but returned no job id; update the engine")
+        return check_job_id(body["id"])
 
     def status(self, job_id: str) -> dict:
-        """``GET /v1/jobs/{id}``: state, stage, fraction, message, error."""
-        return self._json(self._request("GET", f"/v1/jobs/{job_id}", "ask for the job's progress"), "status")
+        """``GET /v1/jobs/{id}``: state, stage, fraction, message, error (checked and shortened)."""
+        path = f"/v1/jobs/{check_job_id(job_id)}"
+        body = self._json(self._request("GET", path, "ask for the job's progress"), "status")
+        state = body.get("state")
+        if state not in JOB_STATES:
+            raise EngineError(f"the engine reported the unknown job state {_text(repr(state), 60)}; update the "
+                              "engine and the add-on to matching versions")
+        fraction = body.get("fraction")
+        ok = isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and math.isfinite(fraction)
+        error = body.get("error")
+        if isinstance(error, dict):
+            error = {"code": _text(error.get("code"), 60), "message": _text(error.get("message"))}
+        elif error is not None:
+            error = _text(error)
+        return {**body, "id": job_id, "state": state, "stage": _text(body.get("stage"), 60),
+                "fraction": min(1.0, max(0.0, float(fraction))) if ok else 0.0,
+                "message": _text(body.get("message"), 200), "error": error}
 
     def cancel(self, job_id: str) -> None:
         """``DELETE /v1/jobs/{id}``."""
-        self._request("DELETE", f"/v1/jobs/{job_id}", "cancel the job")
+        resp = self._request("DELETE", f"/v1/jobs/{check_job_id(job_id)}", "cancel the job")
+        resp.close()
 
-    def download_bundle(self, job_id: str, dest: Path) -> Path:
-        """``GET /v1/jobs/{id}/bundle``: download the zip and extract it atomically; returns the bundle folder."""
+    def download_bundle(self, job_id: str, dest: Path, cancel: threading.Event | None = None) -> Path:
+        """``GET /v1/jobs/{id}/bundle``: download the zip and extract it into ``dest``; returns the bundle folder.
+
+        ``dest`` is a folder name chosen by the caller; when it exists already (the add-on never deletes a
+        folder it did not create) the result goes to a new sibling ``<name>-1``, ``<name>-2``, ... instead.
+        The archive is a hidden sibling with a random name, removed afterwards; the download stops when it
+        grows past the free disk space or MAX_BUNDLE_BYTES, or when ``cancel`` is set, and a failed
+        extraction removes only the folder this call made.
+        """
+        path = f"/v1/jobs/{check_job_id(job_id)}/bundle"
         dest = Path(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{secrets.token_hex(4)}")
-        archive = tmp.with_suffix(".zip")
         try:
-            with self._request("GET", f"/v1/jobs/{job_id}/bundle", "download the result", stream=True,
-                               timeout=max(self.timeout, 120)) as resp, open(archive, "wb") as fh:
-                fh.writelines(resp.iter_content(chunk_size=1 << 20))
-            tmp.mkdir()
-            _safe_extract(archive, tmp)
-            inner = _bundle_root(tmp).relative_to(tmp)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(tmp, dest)
-        except zipfile.BadZipFile:
-            raise EngineError("the result the engine sent is not a valid zip archive; run the job again") from None
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(dest.parent).free - MIN_FREE_BYTES
         except OSError as exc:
-            raise EngineError(f"cannot write the result to {dest} ({exc.strerror or exc}); check the free disk "
-                              "space") from None
+            raise EngineError(f"cannot write the result to {dest.parent} ({exc.strerror or exc}); choose a "
+                              "writable folder") from None
+        archive = dest.parent / f".{dest.name}.download-{secrets.token_hex(6)}.zip"
+        final, made_archive = None, False
+        try:
+            limit = min(MAX_BUNDLE_BYTES, max(free, 0))
+            with self._request("GET", path, "download the result", timeout=max(self.timeout, 120)) as resp:
+                declared = resp.headers.get("Content-Length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise EngineError(f"the result is {int(declared) / 2**30:.1f} GB, more than the "
+                                      f"{limit / 2**30:.1f} GB that can be stored here; free disk space and run "
+                                      "the job again")
+                with open(archive, "xb") as fh:  # "x": never write into a file that was already there
+                    made_archive, size = True, 0
+                    for chunk in resp.iter_content(chunk_size=1 << 20):
+                        size += len(chunk)
+                        if size > limit:
+                            raise EngineError(f"the result grew past the {limit / 2**30:.1f} GB that can be "
+                                              "stored here; free disk space and run the job again")
+                        if cancel is not None and cancel.is_set():
+                            raise EngineError("the download of the result was cancelled")
+                        fh.write(chunk)
+            with zipfile.ZipFile(archive):  # a bad archive is refused before any folder is made
+                pass
+            final = _claim_folder(dest)
+            _safe_extract(archive, final, max(0, limit - size))
+            inner = _bundle_root(final).relative_to(final)
+        except BaseException as exc:
+            if final is not None:  # made by this call: remove the partial result
+                shutil.rmtree(final, ignore_errors=True)
+            if isinstance(exc, zipfile.BadZipFile):
+                raise EngineError("the result the engine sent is not a valid zip archive; run the job again") from None
+            if isinstance(exc, requests.RequestException):
+                raise self._gone(exc) from None
+            if isinstance(exc, OSError):
+                raise EngineError(f"cannot write the result to {dest} ({exc.strerror or exc}); check the free "
+                                  "disk space") from None
+            raise
         finally:
-            archive.unlink(missing_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-        return dest / inner
+            if made_archive:
+                with contextlib.suppress(OSError):
+                    archive.unlink(missing_ok=True)
+        return final / inner
 
     def render_view(self, job_id: str, K, cam_to_world, width: int, height: int) -> dict:
         """``POST /v1/jobs/{id}/render``: one view of the job's Gaussian splats.
@@ -196,6 +342,7 @@ class EngineClient:
         Returns:
             ``{"rgb_png": bytes, "labels_png": bytes (COCO-panoptic ids), "width": int, "height": int}``.
         """
+        job_id = check_job_id(job_id)
         body = {"K": [[float(x) for x in row] for row in K],
                 "cam_to_world": [[float(x) for x in row] for row in cam_to_world],
                 "width": int(width), "height": int(height)}
@@ -204,17 +351,22 @@ class EngineClient:
                                     "again to render new views"}
         resp = self._request("POST", f"/v1/jobs/{job_id}/render", "render the view", json=body,
                              timeout=max(self.timeout, 600), sentences=sentences)
-        reply = self._json(resp, "render")
+        # two PNGs of at most 4 bytes a pixel (plus zlib's worst case), base64: decided before reading
+        limit = MAX_REPLY_BYTES + 2 * (4 * int(width) * int(height) + (1 << 16)) * 4 // 3 * 11 // 10
+        reply = self._json(resp, "render", limit)
         try:
             out = {key: base64.b64decode(reply[key], validate=True) for key in ("rgb_png", "labels_png")}
             out.update(width=int(reply["width"]), height=int(reply["height"]))
         except (KeyError, TypeError, ValueError):  # binascii.Error is a ValueError
             raise EngineError("the engine's render reply lacks its images; update the engine") from None
+        if (out["width"], out["height"]) != (int(width), int(height)):
+            raise EngineError(f"the engine rendered {out['width']}x{out['height']} pixels instead of the "
+                              f"{int(width)}x{int(height)} asked for; update the engine")
         return out
 
     def shutdown(self) -> None:
         """``POST /v1/shutdown``."""
-        self._request("POST", "/v1/shutdown", "shut the engine down", timeout=5)
+        self._request("POST", "/v1/shutdown", "shut the engine down", timeout=5).close()
 
 
 @dataclass
@@ -346,6 +498,9 @@ def _wait_listening(process: subprocess.Popen, lines: queue.Queue, log_path: Pat
                           f"needs version {API_VERSION}; install matching versions of the engine and the add-on")
     if not info.get("url") and not isinstance(info.get("port"), int):
         raise EngineError("the engine's start-up line names no port or URL")
+    if info.get("url") and not (isinstance(info["url"], str) and is_local_url(info["url"])):
+        raise EngineError(f"the local engine announced the address {_text(repr(info['url']), 80)}, which is not on "
+                          "this machine; check the engine's Python path in the add-on preferences")
     return info
 
 

@@ -11,7 +11,9 @@ second; a CPU engine takes seconds at full resolution).
 from __future__ import annotations
 
 import json
+import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import bpy
@@ -128,10 +130,44 @@ def color_labels(ids: np.ndarray, colors: dict[int, tuple[int, int, int]]) -> np
     return palette.reshape(-1, 3)[inverse.ravel()].reshape(*ids.shape, 3)
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """uint8 [H, W, C] pixels of PNG bytes (the add-on's own decoder: no Pillow in Blender)."""
+def check_png(data: bytes, width: int, height: int) -> None:
+    """Refuse PNG bytes from the engine that are not ``width`` x ``height`` 8-bit pixels or that would inflate to
+    more than such an image holds (a zlib bomb), before anything is decoded or allocated."""
+    from ..bundle.png import _CHANNELS, _SIGNATURE, PngError, _chunks
+
+    try:
+        if not data.startswith(_SIGNATURE):
+            raise PngError("not a PNG")
+        chunks = list(_chunks(data, "the image"))
+        if not chunks or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
+            raise PngError("no IHDR chunk first")
+        w, h, depth, colour = struct.unpack(">IIBB", chunks[0][1][:10])
+    except (PngError, struct.error) as exc:
+        raise RenderViewError(f"the engine sent an unreadable image ({exc}); update the engine") from None
+    if (w, h) != (width, height) or depth != 8 or colour not in _CHANNELS:
+        raise RenderViewError(f"the engine sent a {w}x{h} image (bit depth {depth}) for a {width}x{height} view; "
+                              "update the engine")
+    expected = height * (1 + width * _CHANNELS[colour])
+    inflater = zlib.decompressobj()
+    size = 0
+    try:
+        for kind, payload in chunks:
+            if kind == b"IDAT":
+                size += len(inflater.decompress(payload, expected + 1 - size))
+                if size > expected or inflater.unconsumed_tail:
+                    raise RenderViewError(f"the engine sent an image holding more data than a {width}x{height} "
+                                          "view; update the engine")
+    except zlib.error as exc:
+        raise RenderViewError(f"the engine sent an unreadable image ({exc}); update the engine") from None
+
+
+def decode_png(data: bytes, width: int | None = None, height: int | None = None) -> np.ndarray:
+    """uint8 [H, W, C] pixels of PNG bytes (the add-on's own decoder: no Pillow in Blender); with ``width`` and
+    ``height``, the header and the inflated size are checked first (:func:`check_png`)."""
     from ..bundle.png import PngError, read_png
 
+    if width is not None and height is not None:
+        check_png(data, width, height)
     with tempfile.TemporaryDirectory(prefix="panst3r-render-") as folder:
         path = Path(folder) / "view.png"
         path.write_bytes(data)
@@ -193,8 +229,8 @@ class PANST3R_OT_render_view_engine(bpy.types.Operator):
                                       "is known for it; run PanSt3R with Gaussian Splats on to render new views")
             K, cam_to_world, width, height = camera_request(context.scene, camera, result)
             reply = _client(context, result).render_view(job_id, K, cam_to_world, width, height)
-            rgb = decode_png(reply["rgb_png"])[..., :3]
-            labels = color_labels(decode_labels(decode_png(reply["labels_png"])),
+            rgb = decode_png(reply["rgb_png"], width, height)[..., :3]
+            labels = color_labels(decode_labels(decode_png(reply["labels_png"], width, height)),
                                   segment_colors(str(result.get("bundle", ""))))
         except (RenderViewError, EngineError) as exc:
             self.report({"ERROR"}, f"Cannot render this view: {exc}")

@@ -8,6 +8,7 @@ so ``execute`` only starts the job, and callers drive :func:`tick` (or
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import bpy
@@ -121,6 +122,17 @@ def start_task(operator, make_job, message=None, errors: tuple = ()) -> set[str]
     return {"FINISHED"}
 
 
+UPLOAD_FOLDER = re.compile(r"[0-9a-f]{8}")  # the names photos.resolve_photos gives its folders
+
+
+def remove_old_uploads(uploads) -> None:
+    """Remove the copies of .blend images from earlier runs (none is running): only the folders the add-on
+    made there (named like ``secrets.token_hex(4)``), never links or anything else someone put there."""
+    for old in uploads.iterdir():
+        if UPLOAD_FOLDER.fullmatch(old.name) and old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 class PANST3R_OT_run(bpy.types.Operator):
     """Send the photos to the PanSt3R engine and import the result when it is done"""
 
@@ -167,8 +179,7 @@ class PANST3R_OT_run(bpy.types.Operator):
                 raise EngineError("the custom vocabulary is empty; enter class names separated by commas")
             options = self._job_options(settings)
             uploads = user_dir("uploads")
-            for old in uploads.iterdir():  # copies of .blend images from earlier runs (none is running)
-                shutil.rmtree(old, ignore_errors=True)
+            remove_old_uploads(uploads)
             photos = resolve_photos(settings, uploads)
             return RunJob(lambda: runtime.host.connect(engine), photos, options, user_dir("results"),
                           title=f"PanSt3R ({len(photos)} photos)")

@@ -13,6 +13,7 @@ it was trained on; :func:`to_photo_orientation` turns outputs back.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,44 @@ from panst3r_engine.errors import PanSt3RError
 RESOLUTIONS_512 = {4 / 3: (512, 384), 32 / 21: (512, 336), 16 / 9: (512, 288), 2 / 1: (512, 256), 16 / 5: (512, 160)}
 MIN_SIDE = {"512": 64, "none": 32}  # smaller photos carry too little detail to reconstruct
 
-Image.MAX_IMAGE_PIXELS = 400_000_000  # allow large photos, still refuse decompression bombs
+# Photos larger than this are refused from their header, before any pixel is decoded: a 762 kB PNG can
+# claim 28000^2 pixels, and 20000^2 took 10.5 GB and 44 s to decode. The service can change it
+# (set_max_pixels); Pillow's own bomb check is kept at the same number.
+MAX_PIXELS = 100_000_000
+# Large photos are decoded at a reduced scale (JPEG draft: 1/2, 1/4, 1/8 in the DCT; other formats: reduce())
+# when the 512 loader will shrink them anyway: above REDUCE_FROM pixels, to a long side of REDUCED_LONG_SIDE px
+# or more. Photos up to REDUCE_FROM (12 MP phones) decode in full, exactly like the official loader.
+REDUCE_FROM = 16_000_000
+REDUCED_LONG_SIDE = 1536  # 3x the network's 512
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def set_max_pixels(pixels: int) -> None:
+    """Change the largest photo accepted (pixels), here and in Pillow's decompression-bomb check."""
+    global MAX_PIXELS
+    MAX_PIXELS = int(pixels)
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def size_problem(width: int, height: int, max_pixels: int | None = None) -> str | None:
+    """Why a photo of width x height is too large for this engine, or None."""
+    limit = MAX_PIXELS if max_pixels is None else max_pixels
+    if width * height <= limit:
+        return None
+    return (f"{width}x{height} pixels ({_mp(width * height)}) is more than this engine's limit of {_mp(limit)}; "
+            "scale the photo down")
+
+
+def _mp(pixels: float) -> str:
+    return f"{pixels / 1e6:.0f} MP" if pixels >= 1e7 else f"{pixels / 1e6:.2g} MP"
+
+
+def bomb_problem(exc: Exception) -> str:
+    """The sentence for Pillow's own refusal (it fires in ``Image.open`` beyond twice the limit)."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    size = _mp(int(found.group(1))) if found else "the photo"
+    return f"{size} is more than this engine's limit of {_mp(MAX_PIXELS)}; scale the photo down"
 
 
 class ImageError(PanSt3RError):
@@ -77,8 +115,17 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode a photo to uint8 RGB [H, W, 3] with EXIF orientation applied."""
+def read_rgb(path: str | os.PathLike, reduce_to: int | None = None) -> np.ndarray:
+    """Decode a photo to uint8 RGB [H, W, 3] with EXIF orientation applied (full size)."""
+    return read_photo(path, reduce_to)[0]
+
+
+def read_photo(path: str | os.PathLike, reduce_to: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode a photo: (uint8 RGB [H, W, 3] with EXIF orientation applied, (W, H) of the oriented original).
+
+    The size is checked from the header first (:data:`MAX_PIXELS`). With ``reduce_to``, a photo of more than
+    :data:`REDUCE_FROM` pixels is decoded at a reduced scale whose long side stays at least ``reduce_to``.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"{path}: file not found")
@@ -87,10 +134,37 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     _register_heif()
     try:
         with Image.open(path) as im:
-            im.load()
-            return np.asarray(_to_rgb(ImageOps.exif_transpose(im)))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            width, height = im.size
+            problem = size_problem(width, height)
+            if problem:
+                raise ImageError(f"{path}: {problem}")
+            if reduce_to and width * height > REDUCE_FROM:
+                im = _reduced(im, reduce_to)
+            else:
+                im.load()
+            oriented = ImageOps.exif_transpose(im)
+            swapped = oriented.size != im.size
+            return np.asarray(_to_rgb(oriented)), ((height, width) if swapped else (width, height))
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: {bomb_problem(exc)}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: not a readable image ({exc})") from exc
+
+
+def _reduced(im: Image.Image, long_side: int) -> Image.Image:
+    """The image decoded at the smallest power-of-two scale keeping its long side >= ``long_side``."""
+    factor = 1
+    while max(im.size) // (factor * 2) >= long_side and factor < 8:
+        factor *= 2
+    if factor == 1:
+        im.load()
+        return im
+    if im.format == "JPEG" and im.mode in ("RGB", "L", "CMYK", "YCbCr"):
+        im.draft(im.mode, (-(-im.size[0] // factor), -(-im.size[1] // factor)))  # DCT scaling: never decoded big
+        im.load()
+        return im
+    im.load()
+    return im.reduce(factor)
 
 
 def _register_heif() -> None:
@@ -138,8 +212,11 @@ def resize_512(tensor: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int,
 
 
 def load_photo(path: str | os.PathLike, resize: str = "512", patch_size: int = 16) -> Photo:
-    """Read, orient, crop/resize (``resize`` '512' or 'none') and lay out one photo."""
-    rgb = read_rgb(path)
+    """Read, orient, crop/resize (``resize`` '512' or 'none') and lay out one photo.
+
+    A photo over :data:`REDUCE_FROM` pixels is decoded reduced for '512' (the crop box is still given in the
+    original's pixels)."""
+    rgb, original = read_photo(path, REDUCED_LONG_SIDE if resize == "512" else None)
     height, width = rgb.shape[:2]
     least = MIN_SIDE.get(resize, 32)
     if min(width, height) < least:
@@ -157,7 +234,11 @@ def load_photo(path: str | os.PathLike, resize: str = "512", patch_size: int = 1
     processed = to_uint8(tensor) if resize == "512" else rgb
     transposed = tensor.shape[1] > tensor.shape[2]
     network = tensor.transpose(1, 2).contiguous() if transposed else tensor
-    return Photo(Path(path), processed, network, (width, height), box, transposed)
+    if original != (width, height):  # decoded reduced: the crop box in the original's pixels
+        sx, sy = original[0] / width, original[1] / height
+        box = (round(box[0] * sx), round(box[1] * sy), min(original[0], round(box[2] * sx)),
+               min(original[1], round(box[3] * sy)))
+    return Photo(Path(path), processed, network, original, box, transposed)
 
 
 def load_photos(paths: list[str | os.PathLike], resize: str = "512") -> list[Photo]:

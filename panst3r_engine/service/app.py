@@ -19,10 +19,15 @@ from panst3r_engine.devices import resolve_device
 from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.service import API_VERSION, auth
 from panst3r_engine.service.download import zip_stream
-from panst3r_engine.service.errors import ApiError, error_body
+from panst3r_engine.service.errors import ApiError, error_body, scrub
 from panst3r_engine.service.jobs import JobManager
 from panst3r_engine.service.options import parse_options
-from panst3r_engine.service.rendering import check_splats_available, render
+from panst3r_engine.service.rendering import (
+    check_render,
+    check_splats_available,
+    render_camera,
+    render_limits,
+)
 from panst3r_engine.service.uploads import GB, check_disk_space, save_uploads
 
 MB = 1 << 20
@@ -36,9 +41,14 @@ DEFAULTS = {
     "PRELOAD": False,
     "MAX_UPLOAD_MB": 4096,
     "MAX_IMAGES": 2000,
+    "MAX_MEGAPIXELS": 100,  # largest photo; refused from its header at upload (and in the job)
     "KEEP_JOBS": 20,
     "JOB_TTL_HOURS": 24.0,
     "MIN_FREE_BYTES": GB,
+    "RENDER_MAX_PIXELS": None,  # None: rendering.RENDER_LIMITS for the device
+    "RENDER_MAX_GAUSSIANS": None,
+    "RENDER_MAX_WORK": None,  # pixels x Gaussians per call (None: the CPU bound on a CPU, none on a GPU)
+    "RENDER_WAIT_S": 300.0,  # longest wait of a render for the worker (a job may be running)
     "MODELS": None,  # a ModelCache to share (tests); None: a new one
     "SHUTDOWN_HOOK": None,  # called after the /v1/shutdown response is sent; None: stop the jobs only
 }
@@ -63,9 +73,16 @@ def create_app(config: dict | None = None) -> Flask:
     # Werkzeug answers 413 beyond this many parts; up to it, too many photos get the clearer 400.
     app.config["MAX_FORM_PARTS"] = 2 * int(app.config["MAX_IMAGES"]) + 64
     app.json.sort_keys = False
+    from panst3r_engine.pipeline.images import set_max_pixels
+
+    set_max_pixels(int(float(app.config["MAX_MEGAPIXELS"]) * 1_000_000))  # one engine process, one limit
     jobs_dir = Path(app.config["JOBS_DIR"] or default_jobs_dir()).expanduser().resolve()
     app.config["JOBS_DIR"] = jobs_dir
     app.config["DEVICE_NAME"] = str(resolve_device(app.config["DEVICE"]))
+    limits = render_limits(app.config["DEVICE_NAME"])
+    app.config["RENDER_LIMITS"] = {"pixels": app.config["RENDER_MAX_PIXELS"] or limits["pixels"],
+                                   "gaussians": app.config["RENDER_MAX_GAUSSIANS"] or limits["gaussians"],
+                                   "work": app.config["RENDER_MAX_WORK"] or limits["work"]}
     base = JobOptions(weights=app.config["WEIGHTS"], device=app.config["DEVICE"])
     app.extensions["panst3r_jobs"] = JobManager(
         jobs_dir, base, app.config["MODELS"], keep_jobs=app.config["KEEP_JOBS"],
@@ -146,7 +163,11 @@ def render_view(job_id: str):
     body = request.get_json(silent=True)
     if body is None:
         raise ApiError(400, "bad_request", "send the camera as a JSON object (Content-Type: application/json)")
-    return jsonify(render(bundle, body))
+    config = current_app.config
+    camera = check_render(bundle, body, config["RENDER_LIMITS"])  # refusals before any wait or work
+    gone = request.environ.get("waitress.client_disconnected")  # waitress: True once the client hung up
+    return jsonify(jobs().run_on_worker(lambda: render_camera(bundle, camera), float(config["RENDER_WAIT_S"]),
+                                        gone))
 
 
 @bp.post("/shutdown")
@@ -162,9 +183,12 @@ def shutdown():
 
 # ---------------------------------------------------------------- errors
 def _register_errors(app: Flask) -> None:
+    def _private(text: str) -> str:  # remote clients never see this machine's folders
+        return scrub(text, current_app.config["JOBS_DIR"])
+
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        return jsonify(exc.body()), exc.status
+        return jsonify(error_body(exc.code, _private(exc.message))), exc.status
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -172,7 +196,7 @@ def _register_errors(app: Flask) -> None:
         if status == 413:
             return jsonify(error_body("too_large", _too_large_message())), 413
         code = (exc.name or "error").lower().replace(" ", "_")
-        return jsonify(error_body(code, exc.description or exc.name)), status
+        return jsonify(error_body(code, _private(exc.description or exc.name))), status
 
     def _too_large_message() -> str:
         config = current_app.config
@@ -185,5 +209,5 @@ def _register_errors(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unexpected error in %s %s", request.method, request.path)
-        return jsonify(error_body("internal", f"the engine failed unexpectedly ({type(exc).__name__}: {exc}); "
-                                  "see its log for details")), 500
+        return jsonify(error_body("internal", _private(f"the engine failed unexpectedly ({type(exc).__name__}: "
+                                                       f"{exc}); see its log for details"))), 500

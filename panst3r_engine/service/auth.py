@@ -8,8 +8,10 @@ timing does not reveal how much of a guess was right.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import secrets
+import stat
 from pathlib import Path
 
 from flask import Flask, request
@@ -18,7 +20,9 @@ from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.service.errors import ApiError
 
 MIN_TOKEN_LENGTH = 16
-
+UNAUTHORISED = ("this engine needs 'Authorization: Bearer <token>' with the token it printed on start (or the one "
+                "in its --token-file)")
+log = logging.getLogger(__name__)
 
 
 class TokenError(PanSt3RError):
@@ -32,11 +36,20 @@ def generate_token() -> str:
 
 
 def read_token_file(path: str | os.PathLike) -> str:
-    """The token in ``path`` (surrounding whitespace stripped); refuses a missing, empty or short one."""
+    """The token in ``path`` (surrounding whitespace stripped); refuses a missing, empty or short one, and
+    (POSIX) one that users other than its owner may change: they could replace the token with their own."""
+    file = Path(path).expanduser()
     try:
-        token = Path(path).expanduser().read_text("utf-8").strip()
+        mode = file.stat().st_mode
+        token = file.read_text("utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise TokenError(f"cannot read the token file {path}: {exc}") from exc
+    if os.name == "posix" and mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise TokenError(f"the token file {path} can be changed by other users (mode {stat.filemode(mode)}); "
+                         f"run chmod 600 {path} and start the engine again")
+    if os.name == "posix" and mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("the token file %s can be read by other users (mode %s); run chmod 600 %s", path,
+                    stat.filemode(mode), path)
     if len(token) < MIN_TOKEN_LENGTH:
         raise TokenError(f"the token in {path} is {'empty' if not token else 'too short'}; use at least "
                          f"{MIN_TOKEN_LENGTH} random characters (e.g. python -c \"import secrets; "
@@ -64,5 +77,4 @@ def install(app: Flask, token: str) -> None:
     @app.before_request
     def _require_token() -> None:
         if not bearer_matches(request.headers.get("Authorization"), token):
-            raise ApiError(401, "unauthorized", "this engine needs 'Authorization: Bearer <token>' with the "
-                           "token it printed on start (or the one in its --token-file)")
+            raise ApiError(401, "unauthorized", UNAUTHORISED)

@@ -23,7 +23,18 @@ from panst3r_engine.pipeline.run import run_job
 from panst3r_engine.service.errors import ApiError
 from panst3r_engine.service.failures import describe_failure
 from panst3r_engine.service.options import ClientOptions, vocab_file_text
-from panst3r_engine.service.records import ID_PATTERN, Job, load_records, new_job_id, save_record
+from panst3r_engine.service.records import (
+    ID_PATTERN,
+    MARKER,
+    RECORD,
+    Job,
+    is_orphan,
+    load_records,
+    make_job_folder,
+    new_job_id,
+    save_record,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 VOCAB_FILE = "vocab.txt"
@@ -41,6 +52,23 @@ class JobProgress(Progress):
             self._job.stage, self._job.fraction, self._job.message = self.stage, self.fraction, self.message
 
 
+class WorkerTask:
+    """A short piece of device work (a render) run by the job worker between jobs; a request waits for it."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn, self.done = fn, threading.Event()
+        self.result: object = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as exc:  # noqa: BLE001  (handed to the waiting request)
+            self.error = exc
+        finally:
+            self.done.set()
+
+
 class JobManager:
     """Job records, the queue and the worker; every public method is safe to call from any thread."""
 
@@ -53,14 +81,17 @@ class JobManager:
         self._wake = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {job.id: job for job in load_records(self.jobs_dir)}
         self._pending: list[Job] = []
+        self._tasks: list[WorkerTask] = []  # renders: before the next queued job, one at a time
         self._running: Job | None = None
         self._accepting, self._stopping = True, False
         self._thread = threading.Thread(target=self._work, name="panst3r-worker", daemon=True)
 
     def start(self) -> JobManager:
-        """Tidy what an earlier engine left (expired jobs, uploads, half-written bundles), then work."""
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        """Tidy what an earlier engine left (expired jobs, uploads, half-written bundles, job folders a crash
+        left without a record), then work."""
+        self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.cleanup()
+        self._remove_orphans()
         with self._lock:
             left = list(self._jobs.values())
         for job in left:
@@ -108,23 +139,54 @@ class JobManager:
         self.check_accepting()
         self.cleanup()
         job_id = new_job_id()
-        folder = self.jobs_dir / job_id
-        folder.mkdir(parents=True)
+        self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = make_job_folder(self.jobs_dir, job_id)
         try:
             photos = save(folder / "input")
             if options.vocab_names:
-                (folder / VOCAB_FILE).write_text(vocab_file_text(options.vocab_names), "utf-8")
+                write_private(folder / VOCAB_FILE, vocab_file_text(options.vocab_names).encode("utf-8"))
             job = Job(job_id, folder, options, [p.name for p in photos], created=time.time())
             with self._lock:
                 self.check_accepting()
                 self._jobs[job_id] = job
                 self._pending.append(job)
                 save_record(job)
+                if (folder / RECORD).is_file():  # the record now says the folder is ours
+                    (folder / MARKER).unlink(missing_ok=True)
                 self._wake.notify_all()
                 return job.public(self._position(job))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+
+    def run_on_worker(self, fn: Callable[[], object], wait_s: float,
+                      gone: Callable[[], bool] | None = None) -> object:
+        """Run ``fn`` on the worker (so device work never overlaps a job or another render) and return its result.
+
+        A task still queued after ``wait_s`` s is dropped (503 busy), and so is one whose client went away
+        (``gone()``); one already running cannot be interrupted, its result is then dropped.
+        """
+        task = WorkerTask(fn)
+        with self._lock:
+            self.check_accepting()
+            self._tasks.append(task)
+            self._wake.notify_all()
+        deadline = time.monotonic() + wait_s
+        while not task.done.wait(0.2):
+            left = bool(gone and gone())
+            with self._lock:
+                queued = task in self._tasks
+                if queued and (left or time.monotonic() > deadline):
+                    self._tasks.remove(task)
+            if left:
+                log.info("render dropped: the client went away")
+                raise ApiError(503, "client_gone", "the client closed the connection; the render was dropped")
+            if queued and time.monotonic() > deadline:
+                raise ApiError(503, "busy", f"the engine is busy with a job and could not render within {wait_s:.0f} "
+                               "s; try again when the job is done")
+        if task.error is not None:
+            raise task.error
+        return task.result
 
     def cancel(self, job_id: str, purge: bool = False) -> tuple[int, dict]:
         """Cancel a queued (at once) or running (at its next progress update) job; purge a finished one."""
@@ -166,6 +228,10 @@ class JobManager:
         with self._lock:
             self._accepting, self._stopping = False, True
             pending, self._pending = self._pending, []
+            tasks, self._tasks = self._tasks, []
+            for task in tasks:
+                task.error = ApiError(503, "shutting_down", "the engine is shutting down; start it again")
+                task.done.set()
             for job in pending:
                 self._mark_finished(job, "cancelled", message="cancelled: the engine shut down")
             running = self._running
@@ -188,19 +254,24 @@ class JobManager:
                 self._load_model(None)
             except Exception as exc:  # noqa: BLE001  (jobs will report it; keep serving)
                 log.error("cannot preload the model: %s", exc)
-        while (job := self._next()) is not None:
+        while (item := self._next()) is not None:
+            if isinstance(item, WorkerTask):
+                item.run()
+                continue
             try:
-                self._run(job)
+                self._run(item)
             finally:
                 with self._lock:
                     self._running = None
 
-    def _next(self) -> Job | None:
+    def _next(self) -> Job | WorkerTask | None:
         with self._lock:
-            while not self._pending and not self._stopping:
+            while not self._pending and not self._tasks and not self._stopping:
                 self._wake.wait()
             if self._stopping:
                 return None
+            if self._tasks:
+                return self._tasks.pop(0)
             job = self._pending.pop(0)
             job.state, job.started, job.message = "running", time.time(), "starting"
             self._running = job
@@ -270,6 +341,16 @@ class JobManager:
         save_record(job)
 
     # ------------------------------------------------------------ files (no lock needed)
+    def _remove_orphans(self) -> None:
+        """Job folders this service made (they hold its marker) that have no record: a crash while the photos
+        were being saved. Folders without the marker are someone else's and stay."""
+        with self._lock:
+            known = set(self._jobs)
+        for folder in sorted(self.jobs_dir.iterdir()):
+            if is_orphan(folder, known):
+                log.info("removing job folder %s: left without a record by an earlier engine", folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
+
     def _remove_bundle(self, job: Job, keep_done: bool = False) -> None:
         """The bundle of a job that did not end done, and any interrupted atomic write."""
         if not (keep_done and job.state == "done"):

@@ -1,7 +1,8 @@
 """One job's record: what clients see, and its ``job.json`` so a restarted engine still lists it.
 
-A job folder is ``<jobs_dir>/<id>/`` with ``input/`` (the uploads, removed
-when the job ends), ``bundle/`` (the result, only when done) and ``job.json``.
+A job folder is ``<jobs_dir>/<id>/`` (0700, files 0600) with ``.panst3r-job``
+(written first: the service made it; removed once ``job.json`` exists), ``input/`` (the uploads, removed when the
+job ends), ``bundle/`` (the result, only when done) and ``job.json``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from panst3r_engine.service.errors import scrub
 from panst3r_engine.service.options import ClientOptions
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ STATES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = frozenset({"done", "failed", "cancelled"})
 ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 RECORD = "job.json"
+MARKER = ".panst3r-job"  # written first into every job folder the service makes
 ENGINE_STOPPED = {"code": "engine_stopped",
                   "message": "the engine stopped before this job finished; submit the photos again"}
 
@@ -76,9 +79,12 @@ class Job:
         return self.state in FINISHED
 
     def public(self, position: int | None = None) -> dict:
-        """The ``GET /v1/jobs/{id}`` body."""
+        """The ``GET /v1/jobs/{id}`` body (messages without this machine's folders: clients may be remote)."""
+        error = self.error
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            error = {**error, "message": scrub(error["message"], self.folder.parent)}
         return {"id": self.id, "state": self.state, "stage": self.stage, "fraction": round(self.fraction, 4),
-                "message": self.message, "error": self.error, "created": iso(self.created),
+                "message": scrub(self.message, self.folder.parent), "error": error, "created": iso(self.created),
                 "started": iso(self.started), "finished": iso(self.finished), "num_images": len(self.photos),
                 "segments": self.segments, "has_splats": self.has_splats, "position": position}
 
@@ -96,11 +102,33 @@ def save_record(job: Job) -> None:
     path = job.folder / RECORD
     tmp = path.with_name(f".{RECORD}.{secrets.token_hex(4)}.tmp")
     try:
-        tmp.write_text(json.dumps(job.record(), indent=1), "utf-8")
+        write_private(tmp, json.dumps(job.record(), indent=1).encode("utf-8"))
         os.replace(tmp, path)
     except OSError as exc:  # the job folder was removed (purged) meanwhile, or the disk is full
         log.warning("cannot write %s: %s", path, exc)
         tmp.unlink(missing_ok=True)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write a new file only this user can read (0600; job data may be someone's photos)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def make_job_folder(jobs_dir: Path, job_id: str) -> Path:
+    """Create ``<jobs_dir>/<job_id>/`` (0700) holding the service's MARKER, so that a folder left by a crash
+    before its record was written is recognisably ours and can be removed at the next start."""
+    folder = jobs_dir / job_id
+    folder.mkdir(mode=0o700)
+    write_private(folder / MARKER, b"made by the PanSt3R engine service\n")
+    return folder
+
+
+def is_orphan(folder: Path, known: set[str] | dict) -> bool:
+    """A job folder this service made (id-named, with MARKER, not a link) whose id has no loaded record."""
+    return (ID_PATTERN.match(folder.name) is not None and folder.name not in known and not folder.is_symlink()
+            and folder.is_dir() and (folder / MARKER).is_file())
 
 
 def load_record(folder: Path) -> Job | None:

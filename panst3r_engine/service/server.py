@@ -18,12 +18,14 @@ exits with status 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, TextIO
 
 from panst3r_engine import __version__
@@ -42,24 +44,115 @@ class ServeError(PanSt3RError):
     code = "bad_options"
 
 
+# Connection handling (waitress, not Werkzeug's development server): connections are served by one
+# event loop, so a half-open connection costs a file descriptor, not a thread; request handlers run in a
+# small thread pool. Slow-loris defences: a request's headers must arrive within HEADER_TIMEOUT s of its
+# first byte, an idle connection is closed after IDLE_TIMEOUT s, the open-file limit is raised to its hard
+# limit at start, and the connection limit stays below it (the jobs still need files).
+HEADER_TIMEOUT = 10.0
+IDLE_TIMEOUT = 30.0
+THREADS = 8
+MAX_CONNECTIONS = 4096
+RESERVED_FILES = 128  # file descriptors kept for jobs, models and logs
+
+
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (POSIX); returns the soft limit then."""
+    try:
+        import resource
+    except ImportError:  # Windows: select() takes at most 512 sockets (listener and wake-up socket included)
+        return 500 + RESERVED_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, MAX_CONNECTIONS + RESERVED_FILES)
+    wanted = min(wanted, 1 << 16)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, wanted, exc)
+    return soft if soft != resource.RLIM_INFINITY else wanted
+
+
+def _make_waitress_server(app, host: str, port: int, header_timeout: float, idle_timeout: float,
+                          connection_limit: int, threads: int, max_body: int, token: str):
+    """A waitress server whose maintenance also closes connections that send their headers too slowly, and
+    that answers 401 to a request with a body but without the token as soon as its headers are in (waitress
+    would otherwise take the whole body, up to the upload limit, before the app sees the request)."""
+    from waitress.channel import HTTPChannel
+    from waitress.parser import HTTPRequestParser
+    from waitress.server import TcpWSGIServer
+    from waitress.utilities import Error
+
+    from panst3r_engine.service.auth import UNAUTHORISED, bearer_matches
+    from panst3r_engine.service.errors import error_body
+
+    class Unauthorised(Error):
+        code, reason = 401, "Unauthorized"
+
+        def to_response(self, ident=None):  # the API's JSON error, as the app would send it
+            body = json.dumps(error_body("unauthorized", UNAUTHORISED)).encode("utf-8")
+            return "401 Unauthorized", [("Content-Type", "application/json")], body
+
+    class TimedParser(HTTPRequestParser):
+        def __init__(self, adj) -> None:
+            super().__init__(adj)
+            self.started = time.monotonic()  # made when the request's first byte arrives
+            self.checked = False
+
+        def received(self, data: bytes) -> int:
+            consumed = super().received(data)
+            if self.headers_finished and not self.checked:
+                self.checked = True
+                if (self.body_rcv is not None and not self.completed
+                        and not bearer_matches(self.headers.get("AUTHORIZATION"), token)):
+                    self.error, self.completed = Unauthorised(""), True  # the body is never read
+            return consumed
+
+    class Channel(HTTPChannel):
+        parser_class = TimedParser
+
+    class Server(TcpWSGIServer):
+        channel_class = Channel
+
+        def maintenance(self, now: float) -> None:
+            super().maintenance(now)  # idle connections (no request in progress) past idle_timeout
+            cutoff = time.monotonic() - header_timeout
+            for channel in list(self.active_channels.values()):
+                request = channel.request
+                if request is not None and not request.headers_finished and request.started < cutoff:
+                    channel.will_close = True  # a slow-loris: headers trickling in
+
+    return Server(app, host=host, port=port, threads=threads, connection_limit=connection_limit,
+                  channel_timeout=idle_timeout, cleanup_interval=max(0.2, min(header_timeout, idle_timeout) / 4),
+                  asyncore_use_poll=True, max_request_body_size=max_body, max_request_header_size=64 * 1024,
+                  ident="panst3r-engine", expose_tracebacks=False, backlog=1024,
+                  channel_request_lookahead=1)  # keeps reading while a view runs: a hang-up is seen (renders)
+
+
 class EngineServer:
-    """The app on Werkzeug's threaded server, with one idempotent graceful stop."""
+    """The app on waitress (connection limits and timeouts), with one idempotent graceful stop."""
 
-    def __init__(self, host: str, port: int, config: dict) -> None:
-        from werkzeug.serving import make_server
-
+    def __init__(self, host: str, port: int, config: dict, *, header_timeout: float = HEADER_TIMEOUT,
+                 idle_timeout: float = IDLE_TIMEOUT, threads: int = THREADS) -> None:
         from panst3r_engine.service.app import create_app
 
         self.app = create_app({**config, "SHUTDOWN_HOOK": self.stop})
+        files = raise_open_file_limit()
+        self.connection_limit = max(16, min(MAX_CONNECTIONS, files - RESERVED_FILES))
+        max_body = int(self.app.config["MAX_CONTENT_LENGTH"]) + (1 << 20)
         try:
-            self.server = make_server(host, port, self.app, threaded=True)
-        except (OSError, SystemExit) as exc:  # Werkzeug exits on an address in use
+            self.server = _make_waitress_server(self.app, host, port, header_timeout, idle_timeout,
+                                                self.connection_limit, threads, max_body, self.app.config["TOKEN"])
+        except (OSError, ValueError) as exc:
             self.jobs.shutdown(timeout=5)
             reason = getattr(exc, "strerror", None) or "the address is in use or not available here"
             raise ServeError(f"cannot listen on {host}:{port} ({reason}); choose another --port "
                              "(0 picks a free one) or --host") from exc
-        self.host, self.port = host, int(self.server.server_port)
+        self.host, self.port = host, int(self.server.effective_port)
         self._stop_lock, self._stopping = threading.Lock(), False
+        self._stop_serving = threading.Event()
+        self._stopped = threading.Event()
 
     @property
     def jobs(self) -> JobManager:
@@ -71,7 +164,26 @@ class EngineServer:
         return f"http://{host}:{self.port}"
 
     def serve_forever(self) -> None:
-        self.server.serve_forever(poll_interval=0.2)
+        """Run the event loop until :meth:`stop`; then let answers in flight go out (2 s at most) and close."""
+        from waitress import wasyncore
+
+        server, connections = self.server, self.server._map
+        try:
+            while not self._stop_serving.is_set():
+                wasyncore.loop(timeout=0.2, map=connections, use_poll=True, count=1)
+            server.accepting = False
+            with contextlib.suppress(OSError):
+                server.socket.close()  # refuse new connections at once
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and any(
+                    getattr(c, "requests", None) or getattr(c, "total_outbufs_len", 0) for c in connections.values()):
+                wasyncore.loop(timeout=0.05, map=connections, use_poll=True, count=1)
+        finally:
+            for channel in list(connections.values()):
+                with contextlib.suppress(OSError):
+                    channel.close()
+            server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+            self._stopped.set()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the jobs, then the server (call from any thread but the one serving)."""
@@ -81,10 +193,18 @@ class EngineServer:
             self._stopping = True
         log.info("shutting down")
         self.jobs.shutdown(timeout)
-        self.server.shutdown()
+        self._stop_serving.set()
+        with contextlib.suppress(OSError, AttributeError):
+            self.server.pull_trigger()  # wake the loop now
 
     def close(self) -> None:
-        self.server.server_close()
+        """Release the listening socket and the threads (after :meth:`serve_forever`, or instead of it)."""
+        if not self._stopped.is_set():
+            for channel in list(self.server._map.values()):
+                with contextlib.suppress(OSError):
+                    channel.close()
+            self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+            self._stopped.set()
 
 
 def startup_line(engine: EngineServer, token: str | None) -> dict:
@@ -99,7 +219,7 @@ def startup_line(engine: EngineServer, token: str | None) -> dict:
 def serve(host: str = "127.0.0.1", port: int = 0, token: str | None = None, *, jobs_dir: str | None = None,
           weights: str = "v2", device: str = "auto", preload: bool = False, max_upload_mb: float = 4096,
           max_images: int = 2000, keep_jobs: int = 20, job_ttl_hours: float = 24.0,
-          stdout: TextIO | None = None) -> int:
+          max_megapixels: float = 100, stdout: TextIO | None = None) -> int:
     """Serve until shut down; ``token`` None generates one and prints it on the start-up line."""
     from panst3r_engine.service.auth import generate_token
 
@@ -108,7 +228,7 @@ def serve(host: str = "127.0.0.1", port: int = 0, token: str | None = None, *, j
     generated = generate_token() if token is None else None
     config = {"TOKEN": token or generated, "JOBS_DIR": jobs_dir, "WEIGHTS": weights, "DEVICE": device,
               "PRELOAD": preload, "MAX_UPLOAD_MB": max_upload_mb, "MAX_IMAGES": max_images, "KEEP_JOBS": keep_jobs,
-              "JOB_TTL_HOURS": job_ttl_hours}
+              "JOB_TTL_HOURS": job_ttl_hours, "MAX_MEGAPIXELS": max_megapixels}
     engine = EngineServer(host, port, config)
     _install_signal_handlers(engine)
     stream = stdout or sys.stdout
@@ -129,6 +249,7 @@ def _configure_logging() -> None:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per status poll
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" while a job uploads
 
 
 def _check_weights(weights: str) -> None:
@@ -179,6 +300,8 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
                    help="finished jobs kept on disk (default 20)")
     p.add_argument("--job-ttl-hours", type=_positive(float), default=24.0,
                    help="finished jobs older than this are deleted (default 24)")
+    p.add_argument("--max-megapixels", type=_positive(float), default=100,
+                   help="largest photo in megapixels, checked from its header (default 100)")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -200,4 +323,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = read_token_file(args.token_file) if args.token_file else None
     return serve(args.host, args.port, token, jobs_dir=args.jobs_dir, weights=args.weights, device=args.device,
                  preload=args.preload, max_upload_mb=args.max_upload_mb, max_images=args.max_images,
-                 keep_jobs=args.keep_jobs, job_ttl_hours=args.job_ttl_hours)
+                 keep_jobs=args.keep_jobs, job_ttl_hours=args.job_ttl_hours,
+                 max_megapixels=getattr(args, "max_megapixels", 100))

@@ -7,6 +7,7 @@ upload can land outside the job's ``input/`` folder.
 
 from __future__ import annotations
 
+import os
 import shutil
 import unicodedata
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import BinaryIO, Protocol
 
 from PIL import Image, UnidentifiedImageError
 
-from panst3r_engine.pipeline import images as _images  # noqa: F401  (sets PIL's decompression-bomb limit)
+from panst3r_engine.pipeline import images as _images  # the pixel limit (also PIL's decompression-bomb limit)
 from panst3r_engine.service.errors import ApiError
 
 GB = 1 << 30
@@ -62,11 +63,12 @@ def save_uploads(files: list[Upload], folder: Path) -> list[Path]:
 
     Raises :class:`ApiError` 422 naming every file that is empty or not an image.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths, problems = [], []
     for upload, name in zip(files, unique_names([f.filename for f in files]), strict=True):
         path = folder / name
-        with open(path, "wb") as out:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)  # private
+        with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(upload.stream, out, 1 << 20)
         problem = image_problem(path)
         if problem:
@@ -81,14 +83,21 @@ def save_uploads(files: list[Upload], folder: Path) -> list[Path]:
 
 
 def image_problem(path: Path) -> str | None:
-    """Why ``path`` is not a usable image file, or None (header and integrity check, no full decode)."""
+    """Why ``path`` is not a usable image file, or None (header and integrity check, no full decode).
+
+    The pixel count is checked from the header before anything else (:data:`images.MAX_PIXELS`)."""
     if path.stat().st_size == 0:
         return "the file is empty"
     _register_heif()
     try:
         with Image.open(path) as im:
+            problem = _images.size_problem(*im.size)
+            if problem:
+                return problem
             im.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        return _images.bomb_problem(exc)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return f"not a readable image ({exc})"
     return None
 

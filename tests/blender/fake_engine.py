@@ -11,7 +11,11 @@ behaviour is chosen with ``FAKE_ENGINE_MODE``:
 - ``silent``: never print the listening line;
 - ``chatty``: print non-JSON lines before the listening line.
 
-Tests also import :func:`make_server` to run it in a thread.
+Tests also import :func:`make_server` to run it in a thread, and can make it
+hostile: ``FakeEngine.next_id`` is the id the next submission gets (any JSON
+value), ``FakeEngine.status_reply`` replaces every status body, and
+``FakeEngine.bundle_zip`` can be replaced by a function returning any bytes.
+Job ids have the real service's format (``YYYYmmdd-HHMMSS-<6 hex>``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ class FakeEngine:
         self.token, self.bundle, self.mode = token, bundle, mode
         self.jobs: dict[str, dict] = {}
         self.submissions: list[dict] = []
+        self.next_id: object = None  # hostile tests: the id the next submission is given
+        self.status_reply: dict | None = None  # hostile tests: every GET but health and bundle gets this body
+        self.requests: list[str] = []  # every request line's path, in order
         self.lock = threading.Lock()
 
     def advance(self, job: dict) -> dict:
@@ -85,16 +92,23 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _job(self) -> dict | None:
-        job = self.engine.jobs.get(self.path.split("/")[3])
+        parts = self.path.split("/")
+        job = self.engine.jobs.get(parts[3]) if len(parts) > 3 else None
         if job is None:
             self._error(404, "not_found", "no such job")
         return job
 
     def do_GET(self) -> None:
+        self.engine.requests.append(self.path)
         if not self._authorised():
             return
         if self.path == "/v1/health":
             self._send(200, {"version": "fake", "device": "cpu", "model_loaded": True, "queue": 0})
+        elif self.engine.status_reply is not None:  # hostile: any path is a done job with this status
+            if self.path.endswith("/bundle"):
+                self._send(200, self.engine.bundle_zip(), "application/zip")
+            else:
+                self._send(200, self.engine.status_reply)
         elif self.path.startswith("/v1/jobs/") and self.path.endswith("/bundle"):
             job = self._job()
             if job is not None and job["state"] != "done":
@@ -111,6 +125,7 @@ class Handler(BaseHTTPRequestHandler):
             self._error(404, "not_found", f"unknown path {self.path}")
 
     def do_POST(self) -> None:
+        self.engine.requests.append(self.path)
         if not self._authorised():
             return
         length = int(self.headers.get("Content-Length", 0))
@@ -120,15 +135,16 @@ class Handler(BaseHTTPRequestHandler):
             threading.Thread(target=self.server.shutdown, daemon=True).start()
         elif self.path == "/v1/jobs":
             options = body.split(b'name="options"', 1)[1].split(b"\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0]
-            job_id = secrets.token_hex(4)
+            job_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
             self.engine.submissions.append({"options": json.loads(options), "images": body.count(b'name="images"')})
             self.engine.jobs[job_id] = {"id": job_id, "state": "queued", "stage": "", "fraction": 0.0,
                                         "message": "", "error": None, "polls": 0}
-            self._send(202, {"id": job_id})
+            self._send(202, {"id": job_id if self.engine.next_id is None else self.engine.next_id})
         else:
             self._error(404, "not_found", f"unknown path {self.path}")
 
     def do_DELETE(self) -> None:
+        self.engine.requests.append(self.path)
         if self._authorised() and self.path.startswith("/v1/jobs/"):
             job = self._job()
             if job is not None:

@@ -54,6 +54,8 @@ def test_jobs_round_trip(fake, tmp_path: Path) -> None:
 def test_errors_are_sentences(fake, tmp_path: Path) -> None:
     server, _, client = fake
     with pytest.raises(EngineError, match="no such job"):
+        client.status("20260101-000000-abcdef")
+    with pytest.raises(EngineError, match="'nope' is not a PanSt3R job id"):
         client.status("nope")
     with pytest.raises(EngineError, match="refused the access token"):
         EngineClient(client.url, "wrong").health()

@@ -89,15 +89,15 @@ def jobs_dir(tmp_path) -> Path:
 
 @pytest.fixture
 def start_engine(jobs_dir, tiny_checkpoint, models):
-    """Start real engines (Werkzeug's threaded server on 127.0.0.1, a free port) in this process."""
+    """Start real engines (the service's waitress server on 127.0.0.1, a free port) in this process."""
     from panst3r_engine.service.server import EngineServer
 
     running = []
 
-    def start(**config) -> Client:
+    def start(server_kwargs: dict | None = None, **config) -> Client:
         config = {"TOKEN": TOKEN, "JOBS_DIR": jobs_dir, "WEIGHTS": str(tiny_checkpoint), "DEVICE": "cpu",
                   "MODELS": models, **config}
-        engine = EngineServer("127.0.0.1", 0, config)
+        engine = EngineServer("127.0.0.1", 0, config, **(server_kwargs or {}))
         thread = threading.Thread(target=engine.serve_forever, daemon=True)
         thread.start()
         running.append((engine, thread))
