@@ -132,7 +132,7 @@ class RunJob(Job):
                 return
             self._cancel.wait(self.poll_interval)
         self._set(state="downloading", message="downloading the result", progress=1.0)
-        bundle = client.download_bundle(job_id, self.results_dir / job_id)
+        bundle = client.download_bundle(job_id, self.results_dir / job_id, cancel=self._cancel)
         self._set(state="done", bundle=str(bundle), message=f"result in {bundle}", fraction=1.0, progress=1.0)
 
     def _progress(self, stage: str, fraction: float) -> float:
