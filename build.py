@@ -30,8 +30,17 @@ ADDON = ROOT / "blender_addon"
 ENGINE = ROOT / "panst3r_engine"
 SPEC = ENGINE / "bundle" / "spec.py"
 VENDORED_SPEC = "bundle/_spec.py"  # relative to ADDON
-REQUIRED = {"schema_version": str, "id": str, "version": str, "name": str, "tagline": str, "maintainer": str,
-            "type": str, "license": list, "blender_version_min": str}
+REQUIRED = {
+    "schema_version": str,
+    "id": str,
+    "version": str,
+    "name": str,
+    "tagline": str,
+    "maintainer": str,
+    "type": str,
+    "license": list,
+    "blender_version_min": str,
+}
 PERMISSIONS = {"files", "network", "clipboard", "camera", "microphone"}
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 EXCLUDED_DIRS = {"__pycache__", ".git", ".pytest_cache", ".ruff_cache"}
@@ -64,15 +73,17 @@ def validate_manifest(manifest: dict) -> list[str]:
     if not SEMVER.match(manifest["version"]):
         problems.append(f"'version' {manifest['version']!r} is not semantic versioning (MAJOR.MINOR.PATCH)")
     if manifest["type"] not in ("add-on", "theme"):
-        problems.append("'type' must be \"add-on\" or \"theme\"")
+        problems.append('\'type\' must be "add-on" or "theme"')
     tagline = manifest["tagline"]
     if not tagline or len(tagline) > 64 or tagline[-1] in ".!?,;:":
         problems.append("'tagline' must be 1-64 characters without trailing punctuation")
-    if not manifest["license"] or not all(isinstance(v, str) and re.fullmatch(r"SPDX:[A-Za-z0-9.+-]+", v)
-                                          for v in manifest["license"]):
+    if not manifest["license"] or not all(
+        isinstance(v, str) and re.fullmatch(r"SPDX:[A-Za-z0-9.+-]+", v) for v in manifest["license"]
+    ):
         problems.append("'license' must be a non-empty list of \"SPDX:<identifier>\" strings")
-    if not re.fullmatch(r"\d+\.\d+\.\d+", manifest["blender_version_min"]) \
-            or _version_tuple(manifest["blender_version_min"]) < (4, 2, 0):
+    if not re.fullmatch(r"\d+\.\d+\.\d+", manifest["blender_version_min"]) or _version_tuple(
+        manifest["blender_version_min"]
+    ) < (4, 2, 0):
         problems.append("'blender_version_min' must be a version X.Y.Z of at least 4.2.0")
     permissions = manifest.get("permissions", {})
     if not isinstance(permissions, dict):
@@ -89,8 +100,11 @@ def validate_manifest(manifest: dict) -> list[str]:
 def _included(path: Path, base: Path) -> bool:
     """A plain file under base, outside caches and build leftovers."""
     relative = path.relative_to(base)
-    return (path.is_file() and path.suffix not in EXCLUDED_SUFFIXES
-            and not any(part in EXCLUDED_DIRS or part.endswith(".egg-info") for part in relative.parts))
+    return (
+        path.is_file()
+        and path.suffix not in EXCLUDED_SUFFIXES
+        and not any(part in EXCLUDED_DIRS or part.endswith(".egg-info") for part in relative.parts)
+    )
 
 
 def vendor_spec(target: Path | None = None) -> bool:
@@ -150,22 +164,24 @@ def validate_with_blender(zip_path: Path) -> str:
         return "validated in Python (Blender's validator is not installed)"
     result = subprocess.run([*command, str(zip_path)], capture_output=True, text=True, timeout=120, check=False)
     if result.returncode != 0:
-        raise ManifestError(f"Blender's validator refused {zip_path.name}: "
-                            f"{(result.stdout + result.stderr).strip()[-800:]}")
+        raise ManifestError(
+            f"Blender's validator refused {zip_path.name}: {(result.stdout + result.stderr).strip()[-800:]}"
+        )
     return f"validated in Python and by {Path(command[1] if command[0] == sys.executable else command[0]).name}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output folder (default: dist/)")
-    parser.add_argument("--skip-blender-validate", action="store_true",
-                        help="only the Python manifest checks, not Blender's validator")
+    parser.add_argument(
+        "--skip-blender-validate", action="store_true", help="only the Python manifest checks, not Blender's validator"
+    )
     args = parser.parse_args(argv)
     if vendor_spec():
         print(f"refreshed blender_addon/{VENDORED_SPEC} from {SPEC.relative_to(ROOT).as_posix()}")
     try:
         path = build(args.out)
-        how = ("validated in Python" if args.skip_blender_validate else validate_with_blender(path))
+        how = "validated in Python" if args.skip_blender_validate else validate_with_blender(path)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

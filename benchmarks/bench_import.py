@@ -55,7 +55,8 @@ def write_bench_bundle(out: Path, points: int, segments: int) -> Path:
         extra = np.arange(len(furniture)) * (segments - 2) // len(furniture) + 3  # contiguous chunks
         arrays["segment"][furniture] = extra
         manifest["segments"] = manifest["segments"][:2] + [
-            {"id": int(s), "class_id": 2 + int(s) % 2, "score": 0.8} for s in range(3, segments + 1)]
+            {"id": int(s), "class_id": 2 + int(s) % 2, "score": 0.8} for s in range(3, segments + 1)
+        ]
     return write_bundle(out, manifest, arrays, panoptic, photos)
 
 
@@ -104,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(work, ignore_errors=True)
 
     med = statistics.median
-    print(f"\nPanSt3R add-on import benchmark: {args.points:,} points, {objects} objects, bundle {size_mb:.0f} MB "
-          f"(written in {write_s:.1f} s); bpy {bpy.app.version_string}, {os.cpu_count()} CPU cores; "
-          f"median of {args.repeat}\n")
+    print(
+        f"\nPanSt3R add-on import benchmark: {args.points:,} points, {objects} objects, bundle {size_mb:.0f} MB "
+        f"(written in {write_s:.1f} s); bpy {bpy.app.version_string}, {os.cpu_count()} CPU cores; "
+        f"median of {args.repeat}\n"
+    )
     print(f"{'step':<44}{'seconds':>10}")
     print(f"{'import_bundle operator (read + create)':<44}{med(totals):>10.3f}")
     print(f"{'  read manifest + points.npz':<44}{med(reads):>10.3f}")

@@ -69,8 +69,10 @@ def main() -> None:
     run_inference(model, images, text, num_keyframes=args.keyframes, max_batch=args.max_batch, progress=progress)
     total = time.perf_counter() - started
 
-    print(f"PanSt3R {args.version}, {args.views} views of {width}x{height}, device {device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"PanSt3R {args.version}, {args.views} views of {width}x{height}, device {device}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
     print(f"{'stage':<20}{'seconds':>10}")
     print(f"{'build weights':<20}{build_s:>10.2f}")
     for stage, seconds in marks:

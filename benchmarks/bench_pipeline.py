@@ -32,7 +32,7 @@ def synthetic_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
     for i in range(count):
         yy, xx = np.mgrid[0:384, 0:512]
         img = np.stack([(xx + 40 * i) % 256, yy % 256, (xx * yy // 97) % 256], -1).astype(np.uint8)
-        img[rng.integers(0, 300):, rng.integers(0, 400):] //= 2
+        img[rng.integers(0, 300) :, rng.integers(0, 400) :] //= 2
         path = folder / f"photo_{i:03d}.jpg"
         Image.fromarray(img).save(path, quality=90)
         paths.append(path)
@@ -54,19 +54,29 @@ def main() -> None:
         weights = args.weights or str(write_random_checkpoint(tmp / "full.pth", args.version, "full"))
         photos = synthetic_photos(tmp, args.photos)
         progress = Progress()
-        opts = JobOptions(weights=weights, vocab_embeddings="random", device=args.device, keyframes=args.keyframes,
-                          postprocess=args.postprocess, max_batch=args.max_batch)
+        opts = JobOptions(
+            weights=weights,
+            vocab_embeddings="random",
+            device=args.device,
+            keyframes=args.keyframes,
+            postprocess=args.postprocess,
+            max_batch=args.max_batch,
+        )
         started = time.perf_counter()
         result = run_job(photos, tmp / "bundle", opts, progress)
         total = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"{args.photos} photos at 512x384, {args.version}, device {args.device}, postprocess "
-          f"{result.manifest['options']['postprocess']}")
+    print(
+        f"{args.photos} photos at 512x384, {args.version}, device {args.device}, postprocess "
+        f"{result.manifest['options']['postprocess']}"
+    )
     print(f"{'stage':<20}{'seconds':>9}")
     for stage, secs in result.timings.items():
         print(f"{stage:<20}{secs:>9.2f}")
     print(f"{'total':<20}{total:>9.2f}")
-    network = sum(result.timings.get(s, 0) for s in ("encode", "memory", "render_keyframes", "decode_keyframes", "render_views"))
+    network = sum(
+        result.timings.get(s, 0) for s in ("encode", "memory", "render_keyframes", "decode_keyframes", "render_views")
+    )
     print(f"{'images/s (network)':<20}{args.photos / max(network, 1e-9):>9.2f}")
     print(f"{'images/s (job)':<20}{args.photos / total:>9.2f}")
     print(f"{'peak RSS GiB':<20}{peak:>9.2f}")

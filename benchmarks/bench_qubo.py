@@ -118,8 +118,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logits, masks, shapes = make_inputs(0, args.queries, args.views, args.height, args.width)
     runs = [run_stages(logits, masks, shapes, tau=args.tau) for _ in range(args.repeat)]
-    print(f"QUBO post-processing, {args.queries} queries x {args.views} views at {args.width}x{args.height}, "
-          f"{args.threads} thread(s), median of {args.repeat}")
+    print(
+        f"QUBO post-processing, {args.queries} queries x {args.views} views at {args.width}x{args.height}, "
+        f"{args.threads} thread(s), median of {args.repeat}"
+    )
     print(f"{'stage':<34}{'median s':>10}{'min s':>10}")
     for stage in STAGES + ("total",):
         ts = [sum(r["times"].values()) if stage == "total" else r["times"][stage] for r in runs]
@@ -127,8 +129,10 @@ def main() -> None:
         print(f"{label:<34}{np.median(ts):>10.3f}{min(ts):>10.3f}")
     fast = runs[0]
     n = qubo_norm(fast["shp"])
-    print(f"selected {int(fast['x'].sum())} queries, {len(fast['res'].segments)} segments; weight error bound: "
-          f"max {fast['stats'].bound.max() / n:.2e} per pair (normalised), {energy_bound(fast):.2e} on E(x)")
+    print(
+        f"selected {int(fast['x'].sum())} queries, {len(fast['res'].segments)} segments; weight error bound: "
+        f"max {fast['stats'].bound.max() / n:.2e} per pair (normalised), {energy_bound(fast):.2e} on E(x)"
+    )
     if args.exact_full:
         compare_exact(fast)
     small_cases()
@@ -140,9 +144,11 @@ def compare_exact(fast: dict) -> None:
     a = qubo_matrix(stats, qubo_norm(fast["shp"]))
     x_exact = solve_qubo(a, seed=0)
     print(f"{'weights (exact)':<34}{t_exact:>10.3f}")
-    print(f"exact objective: fast-weights solution {qubo_energy(a, fast['x']):.9f}, exact-weights solution "
-          f"{qubo_energy(a, x_exact):.9f}, same selection: {bool((x_exact == fast['x']).all())}; max |o_fast - o_exact| "
-          f"{np.abs(fast['stats'].overlap - stats.overlap).max() / qubo_norm(fast['shp']):.2e} (normalised)")
+    print(
+        f"exact objective: fast-weights solution {qubo_energy(a, fast['x']):.9f}, exact-weights solution "
+        f"{qubo_energy(a, x_exact):.9f}, same selection: {bool((x_exact == fast['x']).all())}; max |o_fast - o_exact| "
+        f"{np.abs(fast['stats'].overlap - stats.overlap).max() / qubo_norm(fast['shp']):.2e} (normalised)"
+    )
 
 
 def small_cases() -> None:

@@ -23,8 +23,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STAGE_ORDER = ("load_images", "load_model", "vocabulary", "encode", "memory", "render_keyframes", "decode_keyframes",
-               "render_views", "postprocess", "cameras", "write_bundle")
+STAGE_ORDER = (
+    "load_images",
+    "load_model",
+    "vocabulary",
+    "encode",
+    "memory",
+    "render_keyframes",
+    "decode_keyframes",
+    "render_views",
+    "postprocess",
+    "cameras",
+    "write_bundle",
+)
 
 
 def _peak_rss_gib() -> float:
@@ -51,20 +62,32 @@ def one_job(count: int, size: str, device: str, keyframes: int | None, keyframes
         photos = []
         for i in range(count):
             path = tmp / f"p{i:04d}.jpg"
-            Image.fromarray(strip[:, 8 * i:8 * i + 512]).save(path, quality=90)
+            Image.fromarray(strip[:, 8 * i : 8 * i + 512]).save(path, quality=90)
             photos.append(path)
         before = _peak_rss_gib()
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         progress = Progress()
-        options = JobOptions(weights=str(weights), vocab_embeddings="random", device=device, keyframes=keyframes,
-                             keyframes_by=keyframes_by, postprocess="standard_v2")
+        options = JobOptions(
+            weights=str(weights),
+            vocab_embeddings="random",
+            device=device,
+            keyframes=keyframes,
+            keyframes_by=keyframes_by,
+            postprocess="standard_v2",
+        )
         started = time.perf_counter()
         run_job(photos, tmp / "bundle", options, progress)
         total = time.perf_counter() - started
         gpu = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-        return {"photos": count, "timings": progress.timings, "total": total, "peak_rss_gib": _peak_rss_gib(),
-                "rss_before_gib": before, "peak_gpu_gib": gpu}
+        return {
+            "photos": count,
+            "timings": progress.timings,
+            "total": total,
+            "peak_rss_gib": _peak_rss_gib(),
+            "rss_before_gib": before,
+            "peak_gpu_gib": gpu,
+        }
 
 
 def main() -> None:
@@ -81,8 +104,18 @@ def main() -> None:
         return
     print(f"{'N':>5} {'stage':<18}{'seconds':>9}{'img/s':>9}   peak RAM GiB   peak GPU GiB")
     for count in args.photos:
-        command = [sys.executable, __file__, "--child", str(count), "--size", args.size, "--device", args.device,
-                   "--keyframes-by", args.keyframes_by] + (["--keyframes", str(args.keyframes)] if args.keyframes else [])
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(count),
+            "--size",
+            args.size,
+            "--device",
+            args.device,
+            "--keyframes-by",
+            args.keyframes_by,
+        ] + (["--keyframes", str(args.keyframes)] if args.keyframes else [])
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             print(f"{count:>5} failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
@@ -93,8 +126,10 @@ def main() -> None:
                 secs = row["timings"][stage]
                 print(f"{count:>5} {stage:<18}{secs:>9.2f}{count / secs if secs else float('inf'):>9.1f}")
         gpu = f"{row['peak_gpu_gib']:.2f}" if row["peak_gpu_gib"] is not None else "-"
-        print(f"{count:>5} {'total':<18}{row['total']:>9.2f}{count / row['total']:>9.2f}   "
-              f"{row['peak_rss_gib']:>12.2f}   {gpu:>12}   (RSS before the job {row['rss_before_gib']:.2f})")
+        print(
+            f"{count:>5} {'total':<18}{row['total']:>9.2f}{count / row['total']:>9.2f}   "
+            f"{row['peak_rss_gib']:>12.2f}   {gpu:>12}   (RSS before the job {row['rss_before_gib']:.2f})"
+        )
 
 
 if __name__ == "__main__":

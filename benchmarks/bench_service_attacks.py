@@ -31,12 +31,14 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from panst3r_engine.model.checkpoints import write_random_checkpoint
+from panst3r_engine.model.checkpoints import write_random_checkpoint  # noqa: E402
 
 TOKEN = "bench-attack-token-0123456789"
-START = ("import resource, sys; n = int(sys.argv.pop(1)); "  # the open-file soft limit, then serve
-         "resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
-         "from panst3r_engine.cli import main; sys.exit(main(['serve', *sys.argv[1:]]))")
+START = (
+    "import resource, sys; n = int(sys.argv.pop(1)); "  # the open-file soft limit, then serve
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+    "from panst3r_engine.cli import main; sys.exit(main(['serve', *sys.argv[1:]]))"
+)
 
 
 class SlowLoris:
@@ -89,9 +91,29 @@ def start_engine(folder: Path, checkpoint: Path, files: int) -> tuple[subprocess
     token_file.chmod(0o600)
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PANST3R_HOME": str(folder / "home"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", START, str(files), "--port", "0", "--jobs-dir", str(folder / "jobs"),
-                             "--weights", str(checkpoint), "--device", "cpu", "--token-file", str(token_file)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            START,
+            str(files),
+            "--port",
+            "0",
+            "--jobs-dir",
+            str(folder / "jobs"),
+            "--weights",
+            str(checkpoint),
+            "--device",
+            "cpu",
+            "--token-file",
+            str(token_file),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     line = proc.stdout.readline()
     if not line:
         proc.kill()
@@ -102,8 +124,9 @@ def start_engine(folder: Path, checkpoint: Path, files: int) -> tuple[subprocess
 def measure(port: int, timeout: float) -> str:
     started = time.monotonic()
     try:
-        reply = requests.get(f"http://127.0.0.1:{port}/v1/health", headers={"Authorization": f"Bearer {TOKEN}"},
-                             timeout=timeout)
+        reply = requests.get(
+            f"http://127.0.0.1:{port}/v1/health", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=timeout
+        )
         return f"{time.monotonic() - started:.2f} s (HTTP {reply.status_code})"
     except requests.RequestException as exc:
         return f"no answer within {timeout:.0f} s ({type(exc).__name__})"
@@ -123,8 +146,10 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(counts) + 256), hard))
     with tempfile.TemporaryDirectory(prefix="panst3r-bench-attack-") as tmp:
         checkpoint = write_random_checkpoint(Path(tmp) / "tiny.pth", "v2", "tiny", seed=5)
-        print(f"engine open-file soft limit at start: {args.files}; header byte every {args.every} s; "
-              f"request after {args.hold} s")
+        print(
+            f"engine open-file soft limit at start: {args.files}; header byte every {args.every} s; "
+            f"request after {args.hold} s"
+        )
         print(f"{'connections':>11}  {'held':>5}  {'dropped':>7}  authorised /v1/health during the attack")
         for count in counts:
             folder = Path(tempfile.mkdtemp(dir=tmp))

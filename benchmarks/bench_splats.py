@@ -39,8 +39,7 @@ from panst3r_engine.splats import fit_bundle, gsplat_cuda_available, render  # n
 from panst3r_engine.splats.fit import make_view, mean_psnr  # noqa: E402
 from panst3r_engine.splats.labels import pixel_accuracy  # noqa: E402
 
-DEFAULTS = {"numpy": {"views": 8, "width": 128, "height": 96},
-            "blender": {"views": 12, "width": 160, "height": 120}}
+DEFAULTS = {"numpy": {"views": 8, "width": 128, "height": 96}, "blender": {"views": 12, "width": 160, "height": 120}}
 
 
 def bpy_available() -> bool:
@@ -55,18 +54,36 @@ def fit(device: str, bundle: Path, args: argparse.Namespace):
     """(FitResult, seconds per step, total seconds) of one fit of the bundle on ``device``."""
     stamps: list[float] = []
     start = time.perf_counter()
-    result = fit_bundle(bundle, steps=args.steps, device=device, max_gaussians=args.gaussians, seed=args.seed,
-                        progress=lambda stage, fraction, message: stamps.append(time.perf_counter()))
+    result = fit_bundle(
+        bundle,
+        steps=args.steps,
+        device=device,
+        max_gaussians=args.gaussians,
+        seed=args.seed,
+        progress=lambda stage, fraction, message: stamps.append(time.perf_counter()),
+    )
     total = time.perf_counter() - start
     return result, (stamps[-1] - stamps[0]) / max(args.steps, 1), total
 
 
 def row(device: str, result, step_s: float, total: float, before, after) -> dict:
-    return {"device": device, "n0": len(result.initial), "n": len(result.model), "steps": result.stats["steps"],
-            "step_s": step_s, "total_s": total, "psnr0": before["psnr"], "psnr1": after["psnr"],
-            "train0": result.stats["psnr_before"], "train1": result.stats["psnr_after"],
-            "acc0": before["inst"], "acc1": after["inst"], "cls0": before["cls"], "cls1": after["cls"],
-            "render_s": after["render_s"]}
+    return {
+        "device": device,
+        "n0": len(result.initial),
+        "n": len(result.model),
+        "steps": result.stats["steps"],
+        "step_s": step_s,
+        "total_s": total,
+        "psnr0": before["psnr"],
+        "psnr1": after["psnr"],
+        "train0": result.stats["psnr_before"],
+        "train1": result.stats["psnr_after"],
+        "acc0": before["inst"],
+        "acc1": after["inst"],
+        "cls0": before["cls"],
+        "cls1": after["cls"],
+        "render_s": after["render_s"],
+    }
 
 
 # ---------------------------------------------------------------- the numpy ray-cast scene
@@ -76,13 +93,17 @@ def run_numpy(args: argparse.Namespace, tmp: Path, devices: list[str]) -> list[d
     start = time.perf_counter()
     bundle, cams, shots = make_scene(tmp / "job", args.width, args.height, args.views, args.test_views)
     points = len(np.load(bundle / "points.npz")["xyz"])
-    print(f"numpy scene: {args.views} training + {len(cams)} held-out views at {args.width}x{args.height}, "
-          f"{points} points, built in {time.perf_counter() - start:.2f} s")
+    print(
+        f"numpy scene: {args.views} training + {len(cams)} held-out views at {args.width}x{args.height}, "
+        f"{points} points, built in {time.perf_counter() - start:.2f} s"
+    )
 
     def scores(model, device: str) -> dict:
         model = model.to(device)
-        views = [make_view(f"test{i}", to_uint8(s.rgb), c.K, c.cam_to_world, device) for i, (c, s) in
-                 enumerate(zip(cams, shots))]
+        views = [
+            make_view(f"test{i}", to_uint8(s.rgb), c.K, c.cam_to_world, device)
+            for i, (c, s) in enumerate(zip(cams, shots))
+        ]
         seg, cls, times = [], [], []
         for cam, shot in zip(cams, shots):
             t = time.perf_counter()
@@ -90,8 +111,12 @@ def run_numpy(args: argparse.Namespace, tmp: Path, devices: list[str]) -> list[d
             times.append(time.perf_counter() - t)
             seg.append(pixel_accuracy(out.segment, shot.segment))
             cls.append(pixel_accuracy(out.class_id, class_map(shot.segment)))
-        return {"psnr": mean_psnr(model, views), "inst": float(np.mean(seg)), "cls": float(np.mean(cls)),
-                "render_s": float(np.median(times))}
+        return {
+            "psnr": mean_psnr(model, views),
+            "inst": float(np.mean(seg)),
+            "cls": float(np.mean(cls)),
+            "render_s": float(np.median(times)),
+        }
 
     rows = []
     for device in devices:
@@ -107,8 +132,14 @@ def run_blender(args: argparse.Namespace, tmp: Path, devices: list[str]) -> list
     from panst3r_engine.eval.synthetic import generate_scene  # noqa: PLC0415
 
     start = time.perf_counter()
-    generate_scene(tmp / "scene", seed=args.scene_seed, num_views=args.views, width=args.width,
-                   height=args.height, samples=args.samples)
+    generate_scene(
+        tmp / "scene",
+        seed=args.scene_seed,
+        num_views=args.views,
+        width=args.width,
+        height=args.height,
+        samples=args.samples,
+    )
     rendered = time.perf_counter() - start
     scene = read_scene(tmp / "scene")
     train, held = holdout_split(len(scene.views), args.holdout_every)
@@ -116,10 +147,12 @@ def run_blender(args: argparse.Namespace, tmp: Path, devices: list[str]) -> list
     points = len(np.load(bundle / "points.npz")["xyz"])
     held_views = [scene.views[i] for i in held]
     inst_base, cls_base = majority_baseline(held_views)
-    print(f"Blender scene (seed {args.scene_seed}, {args.samples} Cycles samples, rendered in {rendered:.1f} s): "
-          f"{len(train)} training + {len(held)} held-out views (views {held}) at {args.width}x{args.height}; "
-          f"ground-truth bundle of {points} points (stride {args.stride}), "
-          f"{len(scene.instances)} instances of {len({i.class_id for i in scene.instances})} classes")
+    print(
+        f"Blender scene (seed {args.scene_seed}, {args.samples} Cycles samples, rendered in {rendered:.1f} s): "
+        f"{len(train)} training + {len(held)} held-out views (views {held}) at {args.width}x{args.height}; "
+        f"ground-truth bundle of {points} points (stride {args.stride}), "
+        f"{len(scene.instances)} instances of {len({i.class_id for i in scene.instances})} classes"
+    )
     print(f"majority-label baseline on the held-out views: instance {inst_base:.3f}, class {cls_base:.3f}")
 
     def scores(model, device: str) -> dict:
@@ -135,15 +168,22 @@ def run_blender(args: argparse.Namespace, tmp: Path, devices: list[str]) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scene", choices=["blender", "numpy"], default=None,
-                        help="blender (default when bpy imports) or numpy (the procedural ray-cast scene)")
+    parser.add_argument(
+        "--scene",
+        choices=["blender", "numpy"],
+        default=None,
+        help="blender (default when bpy imports) or numpy (the procedural ray-cast scene)",
+    )
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--gaussians", type=int, default=10_000, help="max_gaussians (initial voxel merge and cap)")
     parser.add_argument("--width", type=int, default=None, help="default 160 (blender), 128 (numpy)")
     parser.add_argument("--height", type=int, default=None, help="default 120 (blender), 96 (numpy)")
-    parser.add_argument("--views", type=int, default=None,
-                        help="blender: views rendered, held-out ones included (default 12); "
-                             "numpy: training views (default 8)")
+    parser.add_argument(
+        "--views",
+        type=int,
+        default=None,
+        help="blender: views rendered, held-out ones included (default 12); numpy: training views (default 8)",
+    )
     parser.add_argument("--holdout-every", type=int, default=4, help="blender: hold out every k-th view")
     parser.add_argument("--stride", type=int, default=2, help="blender: a point from every k-th pixel in x and y")
     parser.add_argument("--samples", type=int, default=8, help="blender: Cycles samples per pixel (denoised)")
@@ -160,21 +200,29 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and gsplat_cuda_available() else [])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.steps} steps, "
-          f"at most {args.gaussians} Gaussians, fit seed {args.seed}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads; {args.steps} steps, "
+        f"at most {args.gaussians} Gaussians, fit seed {args.seed}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-splats-") as tmp:
         rows = (run_blender if args.scene == "blender" else run_numpy)(args, Path(tmp), devices)
     print()
-    print("| device | Gaussians | steps | s/step | fit total s | held-out PSNR dB | train PSNR dB "
-          "| instance acc | class acc | render s/view |")
+    print(
+        "| device | Gaussians | steps | s/step | fit total s | held-out PSNR dB | train PSNR dB "
+        "| instance acc | class acc | render s/view |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         name = "CPU (torch rasteriser)" if r["device"] == "cpu" else f"GPU (gsplat, {torch.cuda.get_device_name()})"
-        print(f"| {name} | {r['n0']} -> {r['n']} | {r['steps']} | {r['step_s']:.3f} | {r['total_s']:.1f} "
-              f"| {r['psnr0']:.2f} -> {r['psnr1']:.2f} | {r['train0']:.2f} -> {r['train1']:.2f} "
-              f"| {r['acc0']:.3f} -> {r['acc1']:.3f} | {r['cls0']:.3f} -> {r['cls1']:.3f} | {r['render_s']:.3f} |")
-    print("\n(before -> after: the initial Gaussians from the points -> the fitted ones; accuracies on the held-out "
-          "views)")
+        print(
+            f"| {name} | {r['n0']} -> {r['n']} | {r['steps']} | {r['step_s']:.3f} | {r['total_s']:.1f} "
+            f"| {r['psnr0']:.2f} -> {r['psnr1']:.2f} | {r['train0']:.2f} -> {r['train1']:.2f} "
+            f"| {r['acc0']:.3f} -> {r['acc1']:.3f} | {r['cls0']:.3f} -> {r['cls1']:.3f} | {r['render_s']:.3f} |"
+        )
+    print(
+        "\n(before -> after: the initial Gaussians from the points -> the fitted ones; accuracies on the held-out "
+        "views)"
+    )
     if len(rows) == 1:
         print("(no GPU row: CUDA or gsplat's compiled kernels are not available here)")
 

@@ -29,14 +29,22 @@ def ours(out) -> dict[str, np.ndarray]:
     pts3d, _, conf = activate_pointmaps(raw)
     mf = f["mask_feats"][0]
     return {
-        "must3r_enc_tokens_v0": f["enc_tokens"][0], "dino_feats_v0": f["dino_feats"][0],
-        "must3r_dec_feats_v0": f["dec_feats"][0], "pointmaps_raw": raw, "pts3d": pts3d, "conf": conf,
-        "upscaler_fpn_v0": f["fpn"][0], "upscaler_mask_feats_v0_first_channels": mf[:8],
+        "must3r_enc_tokens_v0": f["enc_tokens"][0],
+        "dino_feats_v0": f["dino_feats"][0],
+        "must3r_dec_feats_v0": f["dec_feats"][0],
+        "pointmaps_raw": raw,
+        "pts3d": pts3d,
+        "conf": conf,
+        "upscaler_fpn_v0": f["fpn"][0],
+        "upscaler_mask_feats_v0_first_channels": mf[:8],
         "upscaler_mask_feats_v0_channel_mean": mf.flatten(1).mean(-1),
         "upscaler_mask_feats_v0_channel_std": mf.flatten(1).std(-1),
-        "pred_logits": out.pred_logits, "out_queries": out.out_queries,
-        "pred_masks_first_queries": stack[:, :8], "pred_masks_query_mean": flat.mean(-1),
-        "pred_masks_query_std": flat.std(-1), "pred_masks_query_min": flat.min(-1).values,
+        "pred_logits": out.pred_logits,
+        "out_queries": out.out_queries,
+        "pred_masks_first_queries": stack[:, :8],
+        "pred_masks_query_mean": flat.mean(-1),
+        "pred_masks_query_std": flat.std(-1),
+        "pred_masks_query_min": flat.min(-1).values,
         "pred_masks_query_max": flat.max(-1).values,
     }
 
@@ -54,12 +62,18 @@ def main() -> None:
         model.eval()
         for case in ("all_kf", "partial_kf"):
             ref, meta = load_case(parity, f"{case}_{version}")
-            out = run_inference(model, images, torch.from_numpy(ref["class_embeddings"]),
-                                num_keyframes=meta["case"]["num_keyframes"], keep_features=True)
+            out = run_inference(
+                model,
+                images,
+                torch.from_numpy(ref["class_embeddings"]),
+                num_keyframes=meta["case"]["num_keyframes"],
+                keep_features=True,
+            )
             near = int((out.attention_margin < 2e-6).sum())
             for name, value in ours(out).items():
                 d = np.abs(value.numpy().astype(np.float64) - ref[name])
-                print(f"{case + '_' + version:<15}{name:<42}{d.max():>11.2e}{d.mean():>11.2e}{np.abs(ref[name]).max():>10.3g}")
+                label = f"{case}_{version}"
+                print(f"{label:<15}{name:<42}{d.max():>11.2e}{d.mean():>11.2e}{np.abs(ref[name]).max():>10.3g}")
             print(f"{case + '_' + version:<15}{'queries with near-tie attention masks':<42}{near:>11d}")
 
 

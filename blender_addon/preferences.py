@@ -35,49 +35,82 @@ class PanSt3RPreferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     engine_mode: EnumProperty(
-        name="Engine", description="Where the PanSt3R engine runs",
-        items=[("LOCAL", "Local", "Start the engine as a subprocess on this computer"),
-               ("REMOTE", "Remote", "Use an engine already running at a URL (needs online access unless local)")],
-        default="LOCAL")
+        name="Engine",
+        description="Where the PanSt3R engine runs",
+        items=[
+            ("LOCAL", "Local", "Start the engine as a subprocess on this computer"),
+            ("REMOTE", "Remote", "Use an engine already running at a URL (needs online access unless local)"),
+        ],
+        default="LOCAL",
+    )
     python_path: StringProperty(
-        name="Engine Python", subtype="FILE_PATH",
+        name="Engine Python",
+        subtype="FILE_PATH",
         description="Python interpreter that has panst3r_engine installed; leave empty to use the environment "
-                    "created with 'Create Engine Environment'")
+        "created with 'Create Engine Environment'",
+    )
     torch_variant: EnumProperty(
-        name="Torch Build", description="Which PyTorch build 'Create Engine Environment' installs",
-        items=[("DEFAULT", "Default (PyPI)", "PyPI's build: CUDA on Linux, CPU on Windows, MPS on macOS"),
-               ("CPU", "CPU only", "Smaller download, no GPU"),
-               ("CU128", "CUDA 12.8", "NVIDIA GPUs with a recent driver")],
-        default="DEFAULT")
-    remote_url: StringProperty(name="URL", description="Address of a running engine, e.g. http://gpu-box:8765",
-                               default="http://127.0.0.1:8765")
-    remote_token: StringProperty(name="Token", subtype="PASSWORD",
-                                 description="Access token the remote engine printed when it started")
+        name="Torch Build",
+        description="Which PyTorch build 'Create Engine Environment' installs",
+        items=[
+            ("DEFAULT", "Default (PyPI)", "PyPI's build: CUDA on Linux, CPU on Windows, MPS on macOS"),
+            ("CPU", "CPU only", "Smaller download, no GPU"),
+            ("CU128", "CUDA 12.8", "NVIDIA GPUs with a recent driver"),
+        ],
+        default="DEFAULT",
+    )
+    remote_url: StringProperty(
+        name="URL", description="Address of a running engine, e.g. http://gpu-box:8765", default="http://127.0.0.1:8765"
+    )
+    remote_token: StringProperty(
+        name="Token", subtype="PASSWORD", description="Access token the remote engine printed when it started"
+    )
     device: EnumProperty(
-        name="Device", description="Where the local engine computes",
-        items=[("auto", "Automatic", "CUDA if present, then Apple MPS, then CPU"), ("cpu", "CPU", "Processor only"),
-               ("cuda", "CUDA", "NVIDIA GPU"), ("mps", "Apple MPS", "Apple silicon GPU")],
-        default="auto")
+        name="Device",
+        description="Where the local engine computes",
+        items=[
+            ("auto", "Automatic", "CUDA if present, then Apple MPS, then CPU"),
+            ("cpu", "CPU", "Processor only"),
+            ("cuda", "CUDA", "NVIDIA GPU"),
+            ("mps", "Apple MPS", "Apple silicon GPU"),
+        ],
+        default="auto",
+    )
     weights: EnumProperty(
-        name="Weights", description="Which PanSt3R checkpoint the engine loads",
-        items=[("V2", "PanSt3R v2", "LoftUp upscaler, 512 px (recommended)"),
-               ("V1", "PanSt3R v1", "PixelShuffle upscaler, 512 px"),
-               ("CUSTOM", "File", "A checkpoint file on disk")],
-        default="V2")
-    weights_path: StringProperty(name="Checkpoint", subtype="FILE_PATH",
-                                 description="Checkpoint (.pth) used when Weights is 'File'")
+        name="Weights",
+        description="Which PanSt3R checkpoint the engine loads",
+        items=[
+            ("V2", "PanSt3R v2", "LoftUp upscaler, 512 px (recommended)"),
+            ("V1", "PanSt3R v1", "PixelShuffle upscaler, 512 px"),
+            ("CUSTOM", "File", "A checkpoint file on disk"),
+        ],
+        default="V2",
+    )
+    weights_path: StringProperty(
+        name="Checkpoint", subtype="FILE_PATH", description="Checkpoint (.pth) used when Weights is 'File'"
+    )
     accept_license: BoolProperty(
         name="I accept the PanSt3R weights licence (non-commercial)",
         description="The official checkpoints are licensed by NAVER LABS Europe for non-commercial use only; "
-                    "downloading them requires accepting that licence")
+        "downloading them requires accepting that licence",
+    )
     download_text_model: BoolProperty(
-        name="Also download the text model", default=True,
-        description="SigLIP text tower (Apache 2.0), needed for custom vocabularies")
-    cache_dir: StringProperty(name="Weights Cache", subtype="DIR_PATH",
-                              description="Where the engine keeps weights and class embeddings; empty = its "
-                                          "default per-user cache folder")
-    startup_timeout: FloatProperty(name="Start-up Timeout", default=180.0, min=5.0, subtype="TIME_ABSOLUTE",
-                                   description="Seconds to wait for a local engine to load its model and listen")
+        name="Also download the text model",
+        default=True,
+        description="SigLIP text tower (Apache 2.0), needed for custom vocabularies",
+    )
+    cache_dir: StringProperty(
+        name="Weights Cache",
+        subtype="DIR_PATH",
+        description="Where the engine keeps weights and class embeddings; empty = its default per-user cache folder",
+    )
+    startup_timeout: FloatProperty(
+        name="Start-up Timeout",
+        default=180.0,
+        min=5.0,
+        subtype="TIME_ABSOLUTE",
+        description="Seconds to wait for a local engine to load its model and listen",
+    )
 
     def draw(self, context) -> None:
         layout = self.layout
@@ -123,8 +156,10 @@ def _draw_engine(layout, prefs: PanSt3RPreferences) -> None:
     row.operator("panst3r.engine_stop", text="", icon="PAUSE")
     _draw_job(body, ("command",))
     if not bpy.app.online_access:
-        body.label(text="Online access is off (Preferences > System): setup and downloads are disabled",
-                   icon="INTERNET_OFFLINE")
+        body.label(
+            text="Online access is off (Preferences > System): setup and downloads are disabled",
+            icon="INTERNET_OFFLINE",
+        )
 
 
 def _draw_weights(layout, prefs: PanSt3RPreferences) -> None:
@@ -153,9 +188,20 @@ def _draw_storage(layout, prefs: PanSt3RPreferences) -> None:
         body.label(text=f"Jobs and results: {user_dir('results').parent}", icon="FILE_FOLDER")
 
 
-_DEFAULTS = SimpleNamespace(engine_mode="LOCAL", python_path="", torch_variant="DEFAULT", remote_url="",
-                            remote_token="", device="auto", weights="V2", weights_path="", accept_license=False,
-                            download_text_model=True, cache_dir="", startup_timeout=180.0)
+_DEFAULTS = SimpleNamespace(
+    engine_mode="LOCAL",
+    python_path="",
+    torch_variant="DEFAULT",
+    remote_url="",
+    remote_token="",
+    device="auto",
+    weights="V2",
+    weights_path="",
+    accept_license=False,
+    download_text_model=True,
+    cache_dir="",
+    startup_timeout=180.0,
+)
 
 
 def get_preferences(context=None):
@@ -181,10 +227,15 @@ def engine_settings(prefs) -> EngineSettings:
     """Plain settings for the client layer (read on the main thread; the job thread never touches bpy)."""
     if prefs.engine_mode == "REMOTE":
         return EngineSettings("REMOTE", url=prefs.remote_url.strip(), token=prefs.remote_token.strip())
-    local = LocalConfig(python=engine_python(prefs), log_dir=user_dir("logs"), weights=weights_argument(prefs),
-                        device=prefs.device, jobs_dir=user_dir("jobs"),
-                        cache_dir=bpy.path.abspath(prefs.cache_dir) if prefs.cache_dir else "",
-                        startup_timeout=prefs.startup_timeout)
+    local = LocalConfig(
+        python=engine_python(prefs),
+        log_dir=user_dir("logs"),
+        weights=weights_argument(prefs),
+        device=prefs.device,
+        jobs_dir=user_dir("jobs"),
+        cache_dir=bpy.path.abspath(prefs.cache_dir) if prefs.cache_dir else "",
+        startup_timeout=prefs.startup_timeout,
+    )
     return EngineSettings("LOCAL", local=local)
 
 

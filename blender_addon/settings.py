@@ -13,14 +13,18 @@ from bpy.props import (
     StringProperty,
 )
 
-VOCABULARIES = [("scannetpp", "ScanNet++ (100)", "Indoor scenes: 100 classes"),
-                ("coco", "COCO (133)", "Everyday things and stuff: 133 classes"),
-                ("ade20k", "ADE20K (150)", "Indoor and outdoor scenes: 150 classes"),
-                ("CUSTOM", "Custom", "Your own class names")]
-POSTPROCESS = [("AUTO", "Automatic", "The checkpoint's default"),
-               ("standard_v1", "Standard v1", "Greedy mask merging, as in PanSt3R v1"),
-               ("standard_v2", "Standard v2", "Mask merging with multi-view consistency (v2)"),
-               ("qubo", "QUBO", "Global selection of masks by quadratic optimisation")]
+VOCABULARIES = [
+    ("scannetpp", "ScanNet++ (100)", "Indoor scenes: 100 classes"),
+    ("coco", "COCO (133)", "Everyday things and stuff: 133 classes"),
+    ("ade20k", "ADE20K (150)", "Indoor and outdoor scenes: 150 classes"),
+    ("CUSTOM", "Custom", "Your own class names"),
+]
+POSTPROCESS = [
+    ("AUTO", "Automatic", "The checkpoint's default"),
+    ("standard_v1", "Standard v1", "Greedy mask merging, as in PanSt3R v1"),
+    ("standard_v2", "Standard v2", "Mask merging with multi-view consistency (v2)"),
+    ("qubo", "QUBO", "Global selection of masks by quadratic optimisation"),
+]
 # the engine's limits (panst3r_engine/pipeline/options.py; a test keeps them equal); 0 means Auto
 MAX_KEYFRAMES = 10_000
 MAX_SPLAT_STEPS = 100_000
@@ -54,47 +58,104 @@ def _update_display(self, context) -> None:
 
 class PanSt3RPhoto(bpy.types.PropertyGroup):
     path: StringProperty(name="File", subtype="FILE_PATH", description="Photo file sent to the engine")
-    image: PointerProperty(name="Image", type=bpy.types.Image,
-                           description="Image of this .blend sent to the engine (saved to a temporary file)")
+    image: PointerProperty(
+        name="Image",
+        type=bpy.types.Image,
+        description="Image of this .blend sent to the engine (saved to a temporary file)",
+    )
 
 
 class PanSt3RSettings(bpy.types.PropertyGroup):
     photos: CollectionProperty(type=PanSt3RPhoto, name="Photos", description="Photos sent to the engine")
     photo_index: IntProperty(name="Active Photo", description="Selected row of the photo list")
-    folder: StringProperty(name="Folder", subtype="DIR_PATH",
-                           description="Every image in this folder is sent too (in name order)")
-    keyframes: IntProperty(name="Keyframes", default=0, min=0, max=MAX_KEYFRAMES, soft_max=50,
-                           description="Photos that build the scene memory; 0 = Auto (all photos, at most 50)")
-    postprocess: EnumProperty(name="Post-processing", items=POSTPROCESS, default="AUTO",
-                              description="How the predicted masks become segments")
-    vocab: EnumProperty(name="Vocabulary", items=VOCABULARIES, default="scannetpp",
-                        description="The class names the engine labels segments with")
-    custom_vocab: StringProperty(name="Classes", default="floor, wall, chair, table",
-                                 description="Class names separated by commas (used when no text is chosen)")
-    custom_vocab_text: PointerProperty(name="Class List", type=bpy.types.Text,
-                                       description="A text with one class name per line (overrides the field)")
-    conf_threshold: FloatProperty(name="Confidence", default=3.0, min=1.0, soft_max=20.0,
-                                  description="Keep points whose confidence is at least this (1 keeps all)")
-    splats: BoolProperty(name="Gaussian Splats", default=False,
-                         description="Also fit Gaussian splats (slower; for novel-view rendering)")
-    splat_steps: IntProperty(name="Splat Steps", default=0, min=0, max=MAX_SPLAT_STEPS, soft_max=30000,
-                             description="Optimisation steps of the splat fit; 0 = Auto (a time budget on CPU, "
-                                         "2000 steps on a GPU)")
-    point_size: FloatProperty(name="Point Size", default=0.01, min=0.0, soft_max=0.1, precision=4,
-                              subtype="DISTANCE", update=_update_point_size,
-                              description="Radius of the imported points, in scene units")
-    min_conf: FloatProperty(name="Hide Below", default=0.0, min=0.0, soft_max=20.0, update=_update_min_conf,
-                            description="Hide imported points whose confidence is below this value")
-    display: EnumProperty(name="Colour", default="SEMANTIC", update=_update_display,
-                          description="What the point colours show in Rendered and Material Preview modes",
-                          items=[("SEMANTIC", "Class", "One colour per class"),
-                                 ("INSTANCE", "Instance", "One colour per segment"),
-                                 ("PHOTO", "Photo", "The colour of the photos")])
-    scale: FloatProperty(name="Scale", default=1.0, min=1e-4, soft_max=100.0,
-                         description="Multiply every imported distance (the network's units are roughly metres)")
-    level_floor: BoolProperty(name="Level on Floor", default=True,
-                              description="Rotate the scene so points of a floor, rug or carpet class are "
-                                          "horizontal, with the floor at height 0")
+    folder: StringProperty(
+        name="Folder", subtype="DIR_PATH", description="Every image in this folder is sent too (in name order)"
+    )
+    keyframes: IntProperty(
+        name="Keyframes",
+        default=0,
+        min=0,
+        max=MAX_KEYFRAMES,
+        soft_max=50,
+        description="Photos that build the scene memory; 0 = Auto (all photos, at most 50)",
+    )
+    postprocess: EnumProperty(
+        name="Post-processing", items=POSTPROCESS, default="AUTO", description="How the predicted masks become segments"
+    )
+    vocab: EnumProperty(
+        name="Vocabulary",
+        items=VOCABULARIES,
+        default="scannetpp",
+        description="The class names the engine labels segments with",
+    )
+    custom_vocab: StringProperty(
+        name="Classes",
+        default="floor, wall, chair, table",
+        description="Class names separated by commas (used when no text is chosen)",
+    )
+    custom_vocab_text: PointerProperty(
+        name="Class List", type=bpy.types.Text, description="A text with one class name per line (overrides the field)"
+    )
+    conf_threshold: FloatProperty(
+        name="Confidence",
+        default=3.0,
+        min=1.0,
+        soft_max=20.0,
+        description="Keep points whose confidence is at least this (1 keeps all)",
+    )
+    splats: BoolProperty(
+        name="Gaussian Splats", default=False, description="Also fit Gaussian splats (slower; for novel-view rendering)"
+    )
+    splat_steps: IntProperty(
+        name="Splat Steps",
+        default=0,
+        min=0,
+        max=MAX_SPLAT_STEPS,
+        soft_max=30000,
+        description="Optimisation steps of the splat fit; 0 = Auto (a time budget on CPU, 2000 steps on a GPU)",
+    )
+    point_size: FloatProperty(
+        name="Point Size",
+        default=0.01,
+        min=0.0,
+        soft_max=0.1,
+        precision=4,
+        subtype="DISTANCE",
+        update=_update_point_size,
+        description="Radius of the imported points, in scene units",
+    )
+    min_conf: FloatProperty(
+        name="Hide Below",
+        default=0.0,
+        min=0.0,
+        soft_max=20.0,
+        update=_update_min_conf,
+        description="Hide imported points whose confidence is below this value",
+    )
+    display: EnumProperty(
+        name="Colour",
+        default="SEMANTIC",
+        update=_update_display,
+        description="What the point colours show in Rendered and Material Preview modes",
+        items=[
+            ("SEMANTIC", "Class", "One colour per class"),
+            ("INSTANCE", "Instance", "One colour per segment"),
+            ("PHOTO", "Photo", "The colour of the photos"),
+        ],
+    )
+    scale: FloatProperty(
+        name="Scale",
+        default=1.0,
+        min=1e-4,
+        soft_max=100.0,
+        description="Multiply every imported distance (the network's units are roughly metres)",
+    )
+    level_floor: BoolProperty(
+        name="Level on Floor",
+        default=True,
+        description="Rotate the scene so points of a floor, rug or carpet class are "
+        "horizontal, with the floor at height 0",
+    )
 
     def vocabulary(self) -> str | list[str]:
         """The preset name, or the custom class names."""
@@ -112,8 +173,9 @@ classes = (PanSt3RPhoto, PanSt3RSettings)
 
 
 def register_properties() -> None:
-    bpy.types.Scene.panst3r = PointerProperty(type=PanSt3RSettings, name="PanSt3R",
-                                              description="PanSt3R panel settings")
+    bpy.types.Scene.panst3r = PointerProperty(
+        type=PanSt3RSettings, name="PanSt3R", description="PanSt3R panel settings"
+    )
 
 
 def unregister_properties() -> None:

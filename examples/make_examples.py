@@ -38,8 +38,9 @@ def make_room(out: Path, samples: int) -> dict:
     """Render, then write photos (+ small ground truth) to ``out``; returns sizes and timings."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        scene = read_scene(generate_scene(Path(tmp) / "scene", seed=SEED, num_views=VIEWS, width=WIDTH,
-                                          height=HEIGHT, samples=samples))
+        scene = read_scene(
+            generate_scene(Path(tmp) / "scene", seed=SEED, num_views=VIEWS, width=WIDTH, height=HEIGHT, samples=samples)
+        )
     render_s = time.perf_counter() - t0
     for i, v in enumerate(scene.views):
         v.stem, v.image_file, v.depth = f"view_{i}", f"view_{i}.jpg", None
@@ -61,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "examples" / "room")
     a = p.parse_args(argv)
     info = make_room(a.out, a.samples)
-    print(f"{a.out}: {VIEWS} views {WIDTH}x{HEIGHT}, rendered in {info['render_s']:.1f} s; "
-          f"photos {info['photos_bytes'] / 1e3:.0f} kB, folder {info['total_bytes'] / 1e3:.0f} kB")
+    print(
+        f"{a.out}: {VIEWS} views {WIDTH}x{HEIGHT}, rendered in {info['render_s']:.1f} s; "
+        f"photos {info['photos_bytes'] / 1e3:.0f} kB, folder {info['total_bytes'] / 1e3:.0f} kB"
+    )
     return 0
 
 

@@ -58,8 +58,7 @@ def add_job_options(parser: argparse.ArgumentParser) -> None:
             action = argparse.BooleanOptionalAction if f.default else "store_true"
             parser.add_argument(flag, action=action, default=f.default, help=meta["help"])
         else:
-            parser.add_argument(flag, type=meta["type"], default=f.default, choices=meta["choices"],
-                                help=meta["help"])
+            parser.add_argument(flag, type=meta["type"], default=f.default, choices=meta["choices"], help=meta["help"])
 
 
 def _add_postprocess(sub) -> None:
@@ -67,8 +66,9 @@ def _add_postprocess(sub) -> None:
     p.add_argument("raw", help="raw.npz written by 'run --save-raw'")
     from panst3r_engine.pipeline.options import MAX_SEED, POSTPROCESS_METHODS
 
-    p.add_argument("--method", choices=POSTPROCESS_METHODS, default="standard_v2",
-                   help="segment merging (default standard_v2)")
+    p.add_argument(
+        "--method", choices=POSTPROCESS_METHODS, default="standard_v2", help="segment merging (default standard_v2)"
+    )
     p.add_argument("--seed", type=int, default=0, help=f"seed for the QUBO restarts, 0 to {MAX_SEED} (default 0)")
     p.add_argument("--out", required=True, help="folder for panoptic.npz (created if missing)")
     p.set_defaults(func=cmd_postprocess)
@@ -81,8 +81,12 @@ def _add_weights(sub) -> None:
     wsub = p.add_subparsers(dest="weights_command", required=True)
     add_weights_commands(wsub)
     r = wsub.add_parser("random", help="write a checkpoint with random weights in the official layout")
-    r.add_argument("--size", choices=["tiny", "full"], default="tiny",
-                   help="tiny: a few MB, for tests; full: the real architecture, about 3.5 GB (default tiny)")
+    r.add_argument(
+        "--size",
+        choices=["tiny", "full"],
+        default="tiny",
+        help="tiny: a few MB, for tests; full: the real architecture, about 3.5 GB (default tiny)",
+    )
     r.add_argument("--version", choices=["v1", "v2"], default="v2", help="checkpoint layout to imitate (default v2)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     r.add_argument("--out", required=True, help="checkpoint file to write (.pth)")
@@ -102,8 +106,9 @@ def _add_eval(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m panst3r_engine",
-                                     description="PanSt3R engine: unordered photos -> 3D panoptic scene.")
+    parser = argparse.ArgumentParser(
+        prog="python -m panst3r_engine", description="PanSt3R engine: unordered photos -> 3D panoptic scene."
+    )
     parser.add_argument("--version", action="version", version=f"panst3r_engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
@@ -142,8 +147,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json_progress:
         import json
 
-        print(json.dumps({"event": "done", "bundle": str(result.bundle), "segments": len(result.manifest["segments"]),
-                          "seconds": round(time.perf_counter() - started, 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "event": "done",
+                    "bundle": str(result.bundle),
+                    "segments": len(result.manifest["segments"]),
+                    "seconds": round(time.perf_counter() - started, 3),
+                }
+            ),
+            flush=True,
+        )
     else:
         print_summary(result, time.perf_counter() - started)
     return 0
@@ -156,8 +170,10 @@ def print_summary(result, seconds: float, stream=sys.stdout) -> None:
     per_class = Counter(names.get(s["class_id"], "?") for s in manifest["segments"])
     w = stream.write
     w(f"\nbundle: {result.bundle}\n")
-    w(f"photos: {len(manifest['images'])}   keyframes: {len(manifest['options']['keyframes_used'])}   "
-      f"post-processing: {manifest['options']['postprocess']}\n")
+    w(
+        f"photos: {len(manifest['images'])}   keyframes: {len(manifest['options']['keyframes_used'])}   "
+        f"post-processing: {manifest['options']['postprocess']}\n"
+    )
     w(f"points: {result.num_points} (labelled {result.num_labelled})   segments: {len(manifest['segments'])}\n\n")
     if per_class:
         w(f"{'class':<28}{'segments':>9}\n")
@@ -189,8 +205,10 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     save_npz(out / "panoptic.npz", arrays)
-    print(f"{args.method}: {len(arrays['segment_ids'])} segments in {time.perf_counter() - started:.2f} s "
-          f"-> {out / 'panoptic.npz'}")
+    print(
+        f"{args.method}: {len(arrays['segment_ids'])} segments in {time.perf_counter() - started:.2f} s "
+        f"-> {out / 'panoptic.npz'}"
+    )
     return 0
 
 

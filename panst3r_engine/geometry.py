@@ -124,9 +124,7 @@ def _focals(pts_local: np.ndarray, pp: tuple[float, float] | None, mask: np.ndar
     return _weiszfeld(rays, pix, weight)
 
 
-def estimate_focal(
-    pts_local: ArrayLike, pp: tuple[float, float] | None = None, mask: ArrayLike | None = None
-) -> float:
+def estimate_focal(pts_local: ArrayLike, pp: tuple[float, float] | None = None, mask: ArrayLike | None = None) -> float:
     """Focal length in pixels from one local pointmap ``[H, W, 3]``.
 
     Official ``weiszfeld`` mode: rays (x/z, y/z) against centred pixels, init

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 SIZES = [(32, 24), (32, 24), (24, 32)]  # processed (W, H) per view; the last one is portrait
-CLASSES = [{"id": 0, "name": "wall", "isthing": False},
-           {"id": 1, "name": "chair", "isthing": True},
-           {"id": 2, "name": "dining table", "isthing": True}]
+CLASSES = [
+    {"id": 0, "name": "wall", "isthing": False},
+    {"id": 1, "name": "chair", "isthing": True},
+    {"id": 2, "name": "dining table", "isthing": True},
+]
 SEGMENT_CLASSES = {1: 0, 2: 1, 3: 1, 4: 2, 7: 2}  # segment id -> class id; 7 has pixels but no points
 POINTS_PER_VIEW = 60
 
@@ -16,10 +18,10 @@ def _panoptic_map(view: int, width: int, height: int) -> np.ndarray:
     """int32 [H, W]: wall on top, two chairs and a table as rectangles, a void strip, segment 7 only in view 2."""
     ids = np.zeros((height, width), np.int32)
     ids[: height // 2] = 1
-    ids[height // 2:, 2 + view: 9 + view] = 2
+    ids[height // 2 :, 2 + view : 9 + view] = 2
     if view != 1:
-        ids[height // 2 + 2:, 12:18] = 3
-    ids[height - 6:, 19:width - 1] = 4
+        ids[height // 2 + 2 :, 12:18] = 3
+    ids[height - 6 :, 19 : width - 1] = 4
     if view == 2:
         ids[1:4, 1:5] = 7
     return ids
@@ -40,8 +42,9 @@ def _camera(view: int, width: int, height: int, rng: np.random.Generator) -> dic
 def _photo(width: int, height: int, view: int) -> np.ndarray:
     """uint8 [H, W, 3] smooth gradient (so JPEG stays close to it)."""
     y, x = np.mgrid[0:height, 0:width]
-    return np.stack([x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1),
-                     np.full_like(x, 60 * view + 40)], axis=-1).astype(np.uint8)
+    return np.stack(
+        [x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), np.full_like(x, 60 * view + 40)], axis=-1
+    ).astype(np.uint8)
 
 
 def make_bundle_inputs(seed: int = 0) -> tuple[dict, dict, dict, dict]:
@@ -50,9 +53,17 @@ def make_bundle_inputs(seed: int = 0) -> tuple[dict, dict, dict, dict]:
     stems = ["IMG_0001", "IMG_0002", "portrait"]
     images, cameras, panoptic, photos, parts = [], [], {}, {}, []
     for view, ((width, height), stem) in enumerate(zip(SIZES, stems)):
-        images.append({"index": view, "file": f"{stem}.JPG", "stem": stem, "original_size": [width * 4, height * 4],
-                       "processed_size": [width, height], "crop_box": [0, 0, width * 4, height * 4],
-                       "keyframe": view != 1})
+        images.append(
+            {
+                "index": view,
+                "file": f"{stem}.JPG",
+                "stem": stem,
+                "original_size": [width * 4, height * 4],
+                "processed_size": [width, height],
+                "crop_box": [0, 0, width * 4, height * 4],
+                "keyframe": view != 1,
+            }
+        )
         cameras.append(_camera(view, width, height, rng))
         panoptic[stem] = _panoptic_map(view, width, height)
         photos[stem] = _photo(width, height, view)
@@ -60,16 +71,22 @@ def make_bundle_inputs(seed: int = 0) -> tuple[dict, dict, dict, dict]:
         segment = panoptic[stem][pixel[:, 1], pixel[:, 0]]
         parts.append((pixel, np.where(segment == 7, 0, segment), np.full(POINTS_PER_VIEW, view)))
     n = POINTS_PER_VIEW * len(SIZES)
-    points = {"xyz": rng.normal(size=(n, 3)).astype(np.float32),
-              "rgb": rng.integers(0, 256, (n, 3)).astype(np.uint8),
-              "conf": rng.uniform(1.0, 5.0, n).astype(np.float32),
-              "segment": np.concatenate([p[1] for p in parts]).astype(np.int32),
-              "view": np.concatenate([p[2] for p in parts]).astype(np.int16),
-              "pixel": np.concatenate([p[0] for p in parts]).astype(np.uint16)}
-    manifest = {"engine": {"name": "panst3r_engine", "version": "0.1.0"},
-                "model": {"id": "panst3r-v2-512", "version": "v2", "checkpoint_md5": "0123456789abcdef"},
-                "options": {"postprocess": "standard_v2", "keyframes": 2, "conf_threshold": 1.5},
-                "timings": {"encode": 0.5, "decode_panoptic": 1.25},
-                "images": images, "cameras": cameras, "classes": [dict(c) for c in CLASSES],
-                "segments": [{"id": s, "class_id": c, "score": 0.5 + 0.06 * s} for s, c in SEGMENT_CLASSES.items()]}
+    points = {
+        "xyz": rng.normal(size=(n, 3)).astype(np.float32),
+        "rgb": rng.integers(0, 256, (n, 3)).astype(np.uint8),
+        "conf": rng.uniform(1.0, 5.0, n).astype(np.float32),
+        "segment": np.concatenate([p[1] for p in parts]).astype(np.int32),
+        "view": np.concatenate([p[2] for p in parts]).astype(np.int16),
+        "pixel": np.concatenate([p[0] for p in parts]).astype(np.uint16),
+    }
+    manifest = {
+        "engine": {"name": "panst3r_engine", "version": "0.1.0"},
+        "model": {"id": "panst3r-v2-512", "version": "v2", "checkpoint_md5": "0123456789abcdef"},
+        "options": {"postprocess": "standard_v2", "keyframes": 2, "conf_threshold": 1.5},
+        "timings": {"encode": 0.5, "decode_panoptic": 1.25},
+        "images": images,
+        "cameras": cameras,
+        "classes": [dict(c) for c in CLASSES],
+        "segments": [{"id": s, "class_id": c, "score": 0.5 + 0.06 * s} for s, c in SEGMENT_CLASSES.items()],
+    }
     return manifest, points, panoptic, photos

@@ -18,7 +18,9 @@ PARITY_DIR = Path(os.environ.get("PANST3R_PARITY_DIR", REPO.parent / "shared" / 
 def parity_path() -> Path:
     """The parity folder, or skip the calling test with the reason."""
     if not (PARITY_DIR / "README.md").is_file():
-        pytest.skip(f"parity fixtures not found at {PARITY_DIR} (set PANST3R_PARITY_DIR or place shared/ beside the checkout)")
+        pytest.skip(
+            f"parity fixtures not found at {PARITY_DIR} (set PANST3R_PARITY_DIR or place shared/ beside the checkout)"
+        )
     return PARITY_DIR
 
 

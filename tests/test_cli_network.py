@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def engine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "panst3r_engine", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "panst3r_engine", *args], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,23 @@ def test_random_weights_then_raw_outputs(tiny_setup, version):
     assert result.returncode == 0, result.stderr
     assert 0 < ckpt.stat().st_size < 8 * 2**20
     out = root / f"out_{version}"
-    result = engine("run", *photos, "--weights", str(ckpt), "--vocab-embeddings", str(root / "emb.npz"),
-                    "--keyframes", "2", "--resize", "none", "--device", "cpu", "--save-raw", "--out", str(out))
+    result = engine(
+        "run",
+        *photos,
+        "--weights",
+        str(ckpt),
+        "--vocab-embeddings",
+        str(root / "emb.npz"),
+        "--keyframes",
+        "2",
+        "--resize",
+        "none",
+        "--device",
+        "cpu",
+        "--save-raw",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     raw = np.load(out / "raw.npz")
     assert raw["pointmaps_raw"].shape == (3, 48, 64, 7)
@@ -65,8 +81,22 @@ def test_size_not_multiple_of_16_is_refused(tiny_setup):
     if not ckpt.exists():
         engine("weights", "random", "--size", "tiny", "--version", "v1", "--out", str(ckpt))
     out = root / "out_odd"
-    result = engine("run", photos[0], str(odd), "--weights", str(ckpt), "--vocab-embeddings", str(root / "emb.npz"),
-                    "--resize", "none", "--device", "cpu", "--save-raw", "--out", str(out))
+    result = engine(
+        "run",
+        photos[0],
+        str(odd),
+        "--weights",
+        str(ckpt),
+        "--vocab-embeddings",
+        str(root / "emb.npz"),
+        "--resize",
+        "none",
+        "--device",
+        "cpu",
+        "--save-raw",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 2
     assert "odd.png: 50x40 pixels" in result.stderr and "multiples of 16" in result.stderr
     assert not (out / "raw.npz").exists()
@@ -79,7 +109,19 @@ def test_embedding_width_must_match_the_model(tiny_setup):
     ckpt = root / "tiny_v1.pth"
     if not ckpt.exists():
         engine("weights", "random", "--size", "tiny", "--version", "v1", "--out", str(ckpt))
-    result = engine("run", *photos, "--weights", str(ckpt), "--vocab-embeddings", str(root / "emb512.npz"),
-                    "--resize", "none", "--device", "cpu", "--out", str(root / "o512"))
+    result = engine(
+        "run",
+        *photos,
+        "--weights",
+        str(ckpt),
+        "--vocab-embeddings",
+        str(root / "emb512.npz"),
+        "--resize",
+        "none",
+        "--device",
+        "cpu",
+        "--out",
+        str(root / "o512"),
+    )
     assert result.returncode == 2
     assert "512-d but the model expects 768-d" in result.stderr

@@ -28,11 +28,22 @@ def test_demo_runs_on_the_example_photos(tmp_path):
     write_random_checkpoint(home / "weights" / "panst3r_v2_512_5ds.pth", "v2", "tiny")
     vocab = load_vocabulary("scannetpp")  # embeddings the user would have cached on a first, online run
     cache_embeddings(random_embeddings(list(vocab.names), 768), cache_dir=home)
-    env = {**os.environ, "PANST3R_HOME": str(home), "PANST3R_OFFLINE": "1", "VIRTUAL_ENV": sys.prefix,
-           "PANST3R_DEMO_OUT": str(tmp_path / "out" / "room")}
+    env = {
+        **os.environ,
+        "PANST3R_HOME": str(home),
+        "PANST3R_OFFLINE": "1",
+        "VIRTUAL_ENV": sys.prefix,
+        "PANST3R_DEMO_OUT": str(tmp_path / "out" / "room"),
+    }
     bash = shutil.which("bash")
-    result = subprocess.run([bash, "scripts/demo.sh", "--keyframes", "3", "--conf-threshold", "1.0"], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [bash, "scripts/demo.sh", "--keyframes", "3", "--conf-threshold", "1.0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     bundle = read_bundle(tmp_path / "out" / "room")
     photos = sorted(p.name for p in (REPO / "examples" / "room").iterdir() if p.suffix.lower() in (".jpg", ".png"))
@@ -43,10 +54,23 @@ def test_demo_runs_on_the_example_photos(tmp_path):
 
 def _demo_without_weights(tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PANST3R_ACCEPT_LICENSE", "PANST3R_WEIGHTS_BASE_URL")}
-    env.update({"PANST3R_HOME": str(tmp_path / "empty"), "VIRTUAL_ENV": sys.prefix,
-                "PANST3R_DEMO_OUT": str(tmp_path / "out"), **extra})
-    return subprocess.run([shutil.which("bash"), "scripts/demo.sh"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300, stdin=subprocess.DEVNULL)
+    env.update(
+        {
+            "PANST3R_HOME": str(tmp_path / "empty"),
+            "VIRTUAL_ENV": sys.prefix,
+            "PANST3R_DEMO_OUT": str(tmp_path / "out"),
+            **extra,
+        }
+    )
+    return subprocess.run(
+        [shutil.which("bash"), "scripts/demo.sh"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _ends_with_the_place_by_hand_sentence(result: subprocess.CompletedProcess, tmp_path: Path, url: str) -> None:
@@ -115,8 +139,17 @@ def _copy_scripts(tmp_path: Path, venv: Path) -> Path:
     return repo
 
 
-TEST_MODULES = ("panst3r_engine", "flask", "gsplat", "scipy", "pytest", "transformers", "sentencepiece",
-                "google.protobuf", "bpy")
+TEST_MODULES = (
+    "panst3r_engine",
+    "flask",
+    "gsplat",
+    "scipy",
+    "pytest",
+    "transformers",
+    "sentencepiece",
+    "google.protobuf",
+    "bpy",
+)
 
 
 def test_test_command_with_everything_installed_installs_nothing(tmp_path):
@@ -125,8 +158,14 @@ def test_test_command_with_everything_installed_installs_nothing(tmp_path):
         pytest.skip(f"this environment lacks {', '.join(missing)}, so the scripts would install into it")
     repo = _copy_scripts(tmp_path, Path(sys.prefix))
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    result = subprocess.run([shutil.which("bash"), "scripts/test.sh", "--version"], cwd=repo, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [shutil.which("bash"), "scripts/test.sh", "--version"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "environment ready" in result.stdout and "| bpy 5.0" in result.stdout
     assert "pytest" in result.stdout + result.stderr and "error" not in result.stderr
@@ -136,14 +175,26 @@ def test_test_command_refuses_an_environment_without_the_test_dependencies(tmp_p
     bare = tmp_path / "bare"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
     env = {**os.environ, "VIRTUAL_ENV": str(bare)}
-    result = subprocess.run([shutil.which("bash"), "scripts/test.sh", "--version"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [shutil.which("bash"), "scripts/test.sh", "--version"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("error: the tests need pytest transformers sentencepiece")
     assert "bpy" in message and f"{bare}/bin/python -m pip install -e '.[test]' bpy==5.0.1" in message
     env["PANST3R_WITH_BLENDER"] = "0"
-    result = subprocess.run([shutil.which("bash"), "scripts/test.sh", "--version"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [shutil.which("bash"), "scripts/test.sh", "--version"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1
     assert "need pytest transformers sentencepiece google.protobuf gsplat flask scipy, missing" in result.stderr

@@ -46,8 +46,9 @@ def test_pointmap_activation_numpy_and_torch_agree_and_invert_log_loss():
     out = geo.pointmap_activation(raw)
     # direction kept, norm becomes expm1(|raw|)
     np.testing.assert_allclose(np.linalg.norm(out, axis=-1), np.expm1(np.linalg.norm(raw, axis=-1)), rtol=1e-12)
-    np.testing.assert_allclose(out / np.linalg.norm(out, axis=-1, keepdims=True),
-                               raw / np.linalg.norm(raw, axis=-1, keepdims=True), rtol=1e-10)
+    np.testing.assert_allclose(
+        out / np.linalg.norm(out, axis=-1, keepdims=True), raw / np.linalg.norm(raw, axis=-1, keepdims=True), rtol=1e-10
+    )
     out_t = geo.pointmap_activation(torch.from_numpy(raw))
     assert isinstance(out_t, torch.Tensor)
     np.testing.assert_allclose(out_t.numpy(), out, rtol=1e-12)
@@ -232,7 +233,7 @@ def test_intrinsics_and_fov():
 
 
 def _focal_as_in_reference(pts: torch.Tensor) -> float:
-    """The Weiszfeld focal of DUSt3R (arXiv 2312.14132) written out literally (torch, means over all pixels, clip at 0)."""
+    """The Weiszfeld focal of DUSt3R (arXiv 2312.14132) written out literally (torch, all-pixel means, clip at 0)."""
     h, w, _ = pts.shape
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     pix = torch.stack([cols - w / 2, rows - h / 2], -1).reshape(-1, 2).double()

@@ -57,8 +57,9 @@ RESERVED_NAMES = frozenset({MANIFEST, POINTS, IMAGES_DIR, PANOPTIC_DIR})
 OPTIONAL_FILES = (SPLATS_FILE, RAW_FILE)
 # Image stems name files (images/<stem>.jpg, panoptic/<stem>.png): see is_safe_stem
 STEM_PATTERN = re.compile(r"\w[\w.\-]{0,127}")
-WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                              *(f"LPT{i}" for i in range(1, 10))})
+WINDOWS_RESERVED = frozenset(
+    {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+)
 
 # Limits a reader checks before it allocates: a bundle comes from outside.
 MAX_MANIFEST_BYTES = 64 << 20
@@ -81,11 +82,40 @@ POINT_ARRAYS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
 PLY_LEADING = ("x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2")
 PLY_TRAILING = ("opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3", "segment", "class")
 PLY_INT_PROPERTIES = ("segment", "class")  # int32; every other property is float32
-PLY_REQUIRED = ("x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
-                "rot_0", "rot_1", "rot_2", "rot_3")
-PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-             "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-             "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+PLY_REQUIRED = (
+    "x",
+    "y",
+    "z",
+    "f_dc_0",
+    "f_dc_1",
+    "f_dc_2",
+    "opacity",
+    "scale_0",
+    "scale_1",
+    "scale_2",
+    "rot_0",
+    "rot_1",
+    "rot_2",
+    "rot_3",
+)
+PLY_TYPES = {
+    "char": "i1",
+    "int8": "i1",
+    "uchar": "u1",
+    "uint8": "u1",
+    "short": "i2",
+    "int16": "i2",
+    "ushort": "u2",
+    "uint16": "u2",
+    "int": "i4",
+    "int32": "i4",
+    "uint": "u4",
+    "uint32": "u4",
+    "float": "f4",
+    "float32": "f4",
+    "double": "f8",
+    "float64": "f8",
+}
 POINT_BYTES = sum(dtype.itemsize * math.prod(tail) for dtype, tail in POINT_ARRAYS.values())
 
 PLY_MAX_HEADER = 1 << 20
@@ -93,8 +123,20 @@ SH_C0 = 0.28209479177387814  # degree-0 spherical-harmonic constant: rgb = 0.5 +
 
 # The job's stages, in the order the engine emits them. Progress clients map
 # (stage, fraction) to an overall fraction with :func:`overall_progress`.
-STAGES = ("load_images", "load_model", "vocabulary", "encode", "memory", "render_keyframes", "decode_keyframes",
-          "render_views", "postprocess", "cameras", "splats", "write_bundle")
+STAGES = (
+    "load_images",
+    "load_model",
+    "vocabulary",
+    "encode",
+    "memory",
+    "render_keyframes",
+    "decode_keyframes",
+    "render_views",
+    "postprocess",
+    "cameras",
+    "splats",
+    "write_bundle",
+)
 
 
 def ply_property_names(num_rest: int) -> list[str]:
@@ -108,8 +150,12 @@ def is_safe_stem(stem: object) -> bool:
     Letters, digits, '_', '-' and '.', at most 128 characters, not starting with '.' or '-', not ending with
     '.', not a reserved Windows device name.
     """
-    return (isinstance(stem, str) and STEM_PATTERN.fullmatch(stem) is not None and not stem.endswith(".")
-            and stem.split(".")[0].upper() not in WINDOWS_RESERVED)
+    return (
+        isinstance(stem, str)
+        and STEM_PATTERN.fullmatch(stem) is not None
+        and not stem.endswith(".")
+        and stem.split(".")[0].upper() not in WINDOWS_RESERVED
+    )
 
 
 def image_file(stem: str) -> str:
@@ -231,8 +277,15 @@ def read_npz(path: str | os.PathLike, max_bytes: int) -> dict[str, np.ndarray]:
                 if sum(info.file_size for info in infos) > max_bytes:
                     raise ValueError(f"{path} would inflate to more than the {max_bytes} bytes its arrays may take")
                 return _npz_members(archive, infos, path)
-    except (OSError, EOFError, RuntimeError, NotImplementedError, zlib.error, zipfile.BadZipFile,
-            zipfile.LargeZipFile) as exc:
+    except (
+        OSError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        zlib.error,
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+    ) as exc:
         raise ValueError(f"{path} is not a readable .npz archive ({exc})") from None
 
 
@@ -241,8 +294,9 @@ def _npz_members(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], path: o
     for info in infos:
         key = info.filename[:-4] if info.filename.endswith(".npy") else ""
         if not key or key in out or info.compress_type not in NPZ_MEMBER_TYPES:
-            raise ValueError(f"{path} has a member {info.filename[:60]!r} that is not a distinct, plainly "
-                             "stored .npy array")
+            raise ValueError(
+                f"{path} has a member {info.filename[:60]!r} that is not a distinct, plainly stored .npy array"
+            )
         with archive.open(info) as member:
             out[key] = _npy_member(member, info.file_size, f"{path} array {key[:60]!r}")
     return out
@@ -252,8 +306,9 @@ def _npy_member(member, size: int, name: str) -> np.ndarray:
     """One .npy stream of ``size`` bytes; the header is checked against the size before the data is read."""
     try:
         version = np.lib.format.read_magic(member)
-        read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                       (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(
+            version
+        )
         if read_header is None:
             raise ValueError(f"format version {version}")
         shape, fortran_order, dtype = read_header(member)

@@ -28,8 +28,8 @@ def _chunks(data: bytes, name: str):
     """Yield (type, payload) of every chunk."""
     pos = len(_SIGNATURE)
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        payload = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        payload = data[pos + 8 : pos + 8 + length]
         if len(payload) != length:
             raise PngError(f"{name} is truncated")
         yield kind, payload
@@ -71,13 +71,13 @@ def _unfilter_diagonals(rows: np.ndarray, kinds: np.ndarray, bpp: int) -> np.nda
     for d in range(height + width - 1):
         if by_row:
             k0, k1 = max(0, d - width + 1), min(height - 1, d)
-            kind = kinds[k0:k1 + 1, None]
+            kind = kinds[k0 : k1 + 1, None]
         else:
             k0, k1 = max(0, d - height + 1), min(width - 1, d)
-            kind = kinds[d - k1:d - k0 + 1][::-1, None]
-        same, shifted, c = skew[d + 1, k0 + 1:k1 + 2], skew[d + 1, k0:k1 + 1], skew[d, k0:k1 + 1]
+            kind = kinds[d - k1 : d - k0 + 1][::-1, None]
+        same, shifted, c = skew[d + 1, k0 + 1 : k1 + 2], skew[d + 1, k0 : k1 + 1], skew[d, k0 : k1 + 1]
         a, b = (same, shifted) if by_row else (shifted, same)
-        skew[d + 2, k0 + 1:k1 + 2] = (skew[d + 2, k0 + 1:k1 + 2] + _predict(a, b, c, kind)) & 255
+        skew[d + 2, k0 + 1 : k1 + 2] = (skew[d + 2, k0 + 1 : k1 + 2] + _predict(a, b, c, kind)) & 255
     return skew[d_index, k_index].astype(np.uint8).reshape(height, width * bpp)
 
 
@@ -118,8 +118,10 @@ def _header(fh, name: str, size: tuple[int, int] | None, max_pixels: int) -> tup
         raise PngError(f"{name} has a malformed PNG header (no 13-byte IHDR chunk first)")
     width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
     if depth != 8 or colour not in _CHANNELS or interlace:
-        raise PngError(f"{name} must be an 8-bit, non-interlaced grey/RGB/RGBA PNG "
-                       f"(found bit depth {depth}, colour type {colour}, interlace {interlace})")
+        raise PngError(
+            f"{name} must be an 8-bit, non-interlaced grey/RGB/RGBA PNG "
+            f"(found bit depth {depth}, colour type {colour}, interlace {interlace})"
+        )
     if size is not None and (width, height) != tuple(size):
         raise PngError(f"{name} is {width}x{height} pixels, but the bundle says {size[0]}x{size[1]}")
     if not 0 < width * height <= max_pixels:
@@ -176,5 +178,6 @@ def write_png(path: str | Path, pixels: np.ndarray) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 6 if channels == 4 else 2, 0, 0, 0)
-    Path(path).write_bytes(_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-                           + chunk(b"IEND", b""))
+    Path(path).write_bytes(
+        _SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b"")
+    )

@@ -126,8 +126,9 @@ class BundleData:
             raise BundleError(f"the bundle {self.path} has no panoptic map for image {stem!r}")
         path = _file(self.path, panoptic_file(stem))
         if path is None:
-            raise BundleError(f"the bundle {self.path} lacks {panoptic_file(stem)}; it is incomplete, "
-                              "run the job again")
+            raise BundleError(
+                f"the bundle {self.path} lacks {panoptic_file(stem)}; it is incomplete, run the job again"
+            )
         size = next(img.processed_size for img in self.images if img.stem == stem)
         try:
             rgb = read_png(path, size=size)
@@ -150,8 +151,10 @@ def check_version(version: Any) -> str:
     if parsed is None:
         raise BundleError(f"the bundle's format_version {version!r} is not of the form 'MAJOR.MINOR'")
     if parsed[0] != FORMAT_MAJOR:
-        raise BundleError(f"this bundle has format version {version}, but this add-on reads format "
-                          f"{FORMAT_MAJOR}.x only; update the PanSt3R add-on to import it")
+        raise BundleError(
+            f"this bundle has format version {version}, but this add-on reads format "
+            f"{FORMAT_MAJOR}.x only; update the PanSt3R add-on to import it"
+        )
     return version
 
 
@@ -171,14 +174,18 @@ def _images(manifest: dict) -> list[ImageInfo]:
         where = f"manifest images[{i}]"
         width, height = (int(v) for v in _need(entry, "processed_size", where))
         if not (width >= 1 and height >= 1 and width * height <= MAX_IMAGE_PIXELS):
-            raise BundleError(f"{where} has processed_size {width}x{height}, outside 1 to {MAX_IMAGE_PIXELS} "
-                              f"pixels; {CORRUPT}")
+            raise BundleError(
+                f"{where} has processed_size {width}x{height}, outside 1 to {MAX_IMAGE_PIXELS} pixels; {CORRUPT}"
+            )
         stem = _need(entry, "stem", where)
         if not is_safe_stem(stem):
-            raise BundleError(f"{where} has the stem {stem!r}, which is not a plain file name; the bundle is "
-                              "corrupt, run the job again")
-        out.append(ImageInfo(i, str(_need(entry, "file", where)), stem, (width, height),
-                             bool(entry.get("keyframe", i == 0))))
+            raise BundleError(
+                f"{where} has the stem {stem!r}, which is not a plain file name; the bundle is "
+                "corrupt, run the job again"
+            )
+        out.append(
+            ImageInfo(i, str(_need(entry, "file", where)), stem, (width, height), bool(entry.get("keyframe", i == 0)))
+        )
     if not out:
         raise BundleError("the bundle lists no images")
     if len({img.stem.casefold() for img in out}) != len(out):
@@ -195,9 +202,14 @@ def _cameras(manifest: dict, images: list[ImageInfo], root: Path) -> list[Camera
             raise BundleError(f"{where} refers to image {index}, which is unknown or already has a camera")
         img = images[index]
         photo = _file(root, image_file(img.stem))
-        by_image[index] = CameraInfo(index, img.stem, _matrix(_need(cam, "K", where), (3, 3), f"{where} K"),
-                                     _matrix(_need(cam, "cam_to_world", where), (4, 4), f"{where} cam_to_world"),
-                                     *img.processed_size, photo)
+        by_image[index] = CameraInfo(
+            index,
+            img.stem,
+            _matrix(_need(cam, "K", where), (3, 3), f"{where} K"),
+            _matrix(_need(cam, "cam_to_world", where), (4, 4), f"{where} cam_to_world"),
+            *img.processed_size,
+            photo,
+        )
     if len(by_image) != len(images):
         raise BundleError(f"the bundle has {len(by_image)} cameras for {len(images)} images; it is corrupt")
     return [by_image[i] for i in range(len(images))]
@@ -208,14 +220,22 @@ def _classes_and_segments(manifest: dict) -> tuple[dict[int, ClassInfo], list[Se
     for i, entry in enumerate(_need(manifest, "classes", "the manifest")):
         where = f"manifest classes[{i}]"
         class_id = int(_need(entry, "id", where))
-        classes[class_id] = ClassInfo(class_id, str(_need(entry, "name", where)),
-                                      tuple(int(c) for c in _need(entry, "color", where)), bool(entry.get("isthing")))
+        classes[class_id] = ClassInfo(
+            class_id,
+            str(_need(entry, "name", where)),
+            tuple(int(c) for c in _need(entry, "color", where)),
+            bool(entry.get("isthing")),
+        )
     segments = []
     for i, entry in enumerate(_need(manifest, "segments", "the manifest")):
         where = f"manifest segments[{i}]"
-        seg = SegmentInfo(int(_need(entry, "id", where)), int(_need(entry, "class_id", where)),
-                          float(entry.get("score", 0.0)), tuple(int(c) for c in _need(entry, "color", where)),
-                          int(entry.get("point_count", 0)))
+        seg = SegmentInfo(
+            int(_need(entry, "id", where)),
+            int(_need(entry, "class_id", where)),
+            float(entry.get("score", 0.0)),
+            tuple(int(c) for c in _need(entry, "color", where)),
+            int(entry.get("point_count", 0)),
+        )
         if seg.class_id not in classes:
             raise BundleError(f"segment {seg.id} has class_id {seg.class_id}, which the manifest does not list")
         segments.append(seg)
@@ -226,11 +246,15 @@ def _point_array(name: str, arr: np.ndarray) -> np.ndarray:
     """One points.npz array as the format's dtype; a cast that would change values is refused."""
     dtype, tail = POINT_ARRAYS[name]
     if arr.dtype.kind not in ACCEPTED_KINDS[dtype.kind] or arr.shape[1:] != tail or arr.ndim != 1 + len(tail):
-        raise BundleError(f"{POINTS} array '{name}' has dtype {arr.dtype.name} and shape {arr.shape}; "
-                          f"expected {dtype.name} (N{''.join(f', {t}' for t in tail)})")
+        raise BundleError(
+            f"{POINTS} array '{name}' has dtype {arr.dtype.name} and shape {arr.shape}; "
+            f"expected {dtype.name} (N{''.join(f', {t}' for t in tail)})"
+        )
     if dtype.kind in "iu" and arr.size and (arr.min() < np.iinfo(dtype).min or arr.max() > np.iinfo(dtype).max):
-        raise BundleError(f"{POINTS} array '{name}' holds values outside the range of {dtype.name}; "
-                          "the bundle is corrupt, run the job again")
+        raise BundleError(
+            f"{POINTS} array '{name}' holds values outside the range of {dtype.name}; "
+            "the bundle is corrupt, run the job again"
+        )
     return np.ascontiguousarray(arr, dtype=dtype)
 
 

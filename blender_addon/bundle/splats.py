@@ -66,8 +66,9 @@ def _header(path: Path) -> tuple[int, np.dtype, int]:
     return _vertex_layout(path, elements, endian, offset)
 
 
-def _vertex_layout(path: Path, elements: list[tuple[str, int, list]], endian: str, offset: int
-                   ) -> tuple[int, np.dtype, int]:
+def _vertex_layout(
+    path: Path, elements: list[tuple[str, int, list]], endian: str, offset: int
+) -> tuple[int, np.dtype, int]:
     """(count, dtype, byte offset) of the vertex element, skipping the elements stored before it."""
     for name, count, props in elements:
         if len({prop for prop, _ in props}) != len(props):
@@ -115,9 +116,12 @@ def read_splats(path: str | Path) -> dict[str, np.ndarray]:
     with np.errstate(over="ignore"):  # exp of a huge logit: sigmoid 0 or 1, as intended
         opacity = 1.0 / (1.0 + np.exp(-data["opacity"].astype(np.float64)))
         scale = np.exp(columns("scale_0", "scale_1", "scale_2"))
-    return {"xyz": columns("x", "y", "z").astype(np.float32),
-            "scale": scale.astype(np.float32),
-            "rotation": normalise_quaternions(columns("rot_0", "rot_1", "rot_2", "rot_3")).astype(np.float32),
-            "opacity": opacity.astype(np.float32),
-            "rgb": np.clip(0.5 + SH_C0 * columns("f_dc_0", "f_dc_1", "f_dc_2"), 0.0, 1.0).astype(np.float32),
-            "segment": labels("segment", 0), "class": labels("class", -1)}
+    return {
+        "xyz": columns("x", "y", "z").astype(np.float32),
+        "scale": scale.astype(np.float32),
+        "rotation": normalise_quaternions(columns("rot_0", "rot_1", "rot_2", "rot_3")).astype(np.float32),
+        "opacity": opacity.astype(np.float32),
+        "rgb": np.clip(0.5 + SH_C0 * columns("f_dc_0", "f_dc_1", "f_dc_2"), 0.0, 1.0).astype(np.float32),
+        "segment": labels("segment", 0),
+        "class": labels("class", -1),
+    }

@@ -75,14 +75,16 @@ def check_job_id(job_id: object) -> str:
         return job_id
     shown = repr(job_id)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    raise EngineError(f"{shown} is not a PanSt3R job id (those look like 20260131-120000-a1b2c3); check that the "
-                      "engine URL points at a PanSt3R engine of the same version as the add-on")
+    raise EngineError(
+        f"{shown} is not a PanSt3R job id (those look like 20260131-120000-a1b2c3); check that the "
+        "engine URL points at a PanSt3R engine of the same version as the add-on"
+    )
 
 
 def _text(value: object, limit: int = MAX_TEXT) -> str:
     """An engine-sent value as a short single-line string for the UI."""
     text = " ".join(str(value).split()) if value is not None else ""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _unsafe_member(info: zipfile.ZipInfo) -> bool:
@@ -90,8 +92,14 @@ def _unsafe_member(info: zipfile.ZipInfo) -> bool:
     name = info.filename
     parts = name.split("/")
     is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
-    return (is_link or not name or name.startswith("/") or ".." in parts or UNSAFE_NAME.search(name) is not None
-            or os.path.isabs(name))
+    return (
+        is_link
+        or not name
+        or name.startswith("/")
+        or ".." in parts
+        or UNSAFE_NAME.search(name) is not None
+        or os.path.isabs(name)
+    )
 
 
 def _safe_extract(archive: Path, dest: Path, max_bytes: int = MAX_BUNDLE_BYTES) -> None:
@@ -102,19 +110,25 @@ def _safe_extract(archive: Path, dest: Path, max_bytes: int = MAX_BUNDLE_BYTES) 
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
         if len(members) > MAX_BUNDLE_FILES:
-            raise EngineError(f"the bundle archive from the engine holds {len(members)} files, more than the "
-                              f"{MAX_BUNDLE_FILES} a result can have; it was not extracted")
+            raise EngineError(
+                f"the bundle archive from the engine holds {len(members)} files, more than the "
+                f"{MAX_BUNDLE_FILES} a result can have; it was not extracted"
+            )
         total = 0
         for info in members:
             target = (root / info.filename).resolve()
             if _unsafe_member(info) or (target != root and root not in target.parents):
-                raise EngineError(f"the bundle archive from the engine contains an unsafe path "
-                                  f"{_text(repr(info.filename), 120)}; it was not extracted")
+                raise EngineError(
+                    f"the bundle archive from the engine contains an unsafe path "
+                    f"{_text(repr(info.filename), 120)}; it was not extracted"
+                )
             total += info.file_size
         if total > max_bytes:
-            raise EngineError(f"the bundle archive from the engine would unpack to {total / 2**30:.1f} GB, more "
-                              f"than the {max_bytes / 2**30:.1f} GB this disk can take; free disk space and "
-                              "download it again")
+            raise EngineError(
+                f"the bundle archive from the engine would unpack to {total / 2**30:.1f} GB, more "
+                f"than the {max_bytes / 2**30:.1f} GB this disk can take; free disk space and "
+                "download it again"
+            )
         zf.extractall(root)
 
 
@@ -146,8 +160,15 @@ def _bundle_root(folder: Path) -> Path:
 class EngineClient:
     """HTTP client of one engine (local or remote); every request carries the bearer token."""
 
-    def __init__(self, url: str, token: str, *, log_path: Path | None = None,
-                 process: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        log_path: Path | None = None,
+        process: subprocess.Popen | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
         self.log_path, self.process = log_path, process
         self.session = requests.Session()
@@ -158,14 +179,18 @@ class EngineClient:
             code = self.process.poll()
             state = f"stopped (exit code {code})" if code is not None else "does not answer"
             return EngineError(f"the engine {state}; see its log at {self.log_path}")
-        return EngineError(f"cannot reach the engine at {self.url} ({type(exc).__name__}); check the URL in the "
-                           "add-on preferences and that the engine is running")
+        return EngineError(
+            f"cannot reach the engine at {self.url} ({type(exc).__name__}); check the URL in the "
+            "add-on preferences and that the engine is running"
+        )
 
     def _error(self, resp: requests.Response, what: str, sentences: dict[str, str] | None = None) -> EngineError:
         if resp.status_code == 401:
             resp.close()
-            return EngineError(f"the engine at {self.url} refused the access token; check the token in the add-on "
-                               "preferences (a local engine makes a new one each start)")
+            return EngineError(
+                f"the engine at {self.url} refused the access token; check the token in the add-on "
+                "preferences (a local engine makes a new one each start)"
+            )
         try:
             raw = self._read(resp, what, MAX_REPLY_BYTES)
         except EngineError as exc:
@@ -185,18 +210,24 @@ class EngineClient:
         declared = resp.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > limit:
             resp.close()
-            raise EngineError(f"the engine's reply is larger than the {limit} bytes expected ({what}, "
-                              f"{int(declared)} bytes); check that the URL points at a PanSt3R engine")
+            raise EngineError(
+                f"the engine's reply is larger than the {limit} bytes expected ({what}, "
+                f"{int(declared)} bytes); check that the URL points at a PanSt3R engine"
+            )
         chunks, size, deadline = [], 0, time.monotonic() + seconds
         try:
             for chunk in resp.iter_content(chunk_size=1 << 16):
                 size += len(chunk)
                 if size > limit:
-                    raise EngineError(f"the engine's reply is larger than the {limit} bytes expected ({what}); "
-                                      "check that the URL points at a PanSt3R engine")
+                    raise EngineError(
+                        f"the engine's reply is larger than the {limit} bytes expected ({what}); "
+                        "check that the URL points at a PanSt3R engine"
+                    )
                 if time.monotonic() > deadline:
-                    raise EngineError(f"the engine's reply took longer than {seconds:.0f} s to arrive ({what}); "
-                                      "it may be overloaded, try again")
+                    raise EngineError(
+                        f"the engine's reply took longer than {seconds:.0f} s to arrive ({what}); "
+                        "it may be overloaded, try again"
+                    )
                 chunks.append(chunk)
         except requests.RequestException as exc:
             raise self._gone(exc) from None
@@ -204,16 +235,32 @@ class EngineClient:
             resp.close()
         return b"".join(chunks)
 
-    def _request(self, method: str, path: str, what: str, *, timeout: float | None = None,
-                 sentences: dict[str, str] | None = None, **kwargs) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        timeout: float | None = None,
+        sentences: dict[str, str] | None = None,
+        **kwargs,
+    ) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}"}
         kwargs.setdefault("stream", True)  # bodies are read by _read / download_bundle, with bounds
         try:
-            resp = self.session.request(method, self.url + path, headers=headers,
-                                        timeout=timeout or self.timeout, allow_redirects=False, **kwargs)
+            resp = self.session.request(
+                method,
+                self.url + path,
+                headers=headers,
+                timeout=timeout or self.timeout,
+                allow_redirects=False,
+                **kwargs,
+            )
         except requests.Timeout:
-            raise EngineError(f"the engine at {self.url} did not answer within {timeout or self.timeout:.0f} s "
-                              f"({what}); it may be overloaded, try again") from None
+            raise EngineError(
+                f"the engine at {self.url} did not answer within {timeout or self.timeout:.0f} s "
+                f"({what}); it may be overloaded, try again"
+            ) from None
         except requests.RequestException as exc:
             raise self._gone(exc) from None
         if resp.status_code >= 400:
@@ -240,11 +287,14 @@ class EngineClient:
         with contextlib.ExitStack() as stack:
             files = [("options", (None, json.dumps(options)))]  # a plain form field; always multipart
             try:
-                files += [("images", (Path(path).name, stack.enter_context(open(path, "rb")),
-                                      "application/octet-stream")) for path in images]
+                files += [
+                    ("images", (Path(path).name, stack.enter_context(open(path, "rb")), "application/octet-stream"))
+                    for path in images
+                ]
             except OSError as exc:
-                raise EngineError(f"cannot read the photo {exc.filename} ({exc.strerror}); check that it "
-                                  "exists") from None
+                raise EngineError(
+                    f"cannot read the photo {exc.filename} ({exc.strerror}); check that it exists"
+                ) from None
             resp = self._request("POST", "/v1/jobs", "submit the job", files=files, timeout=max(self.timeout, 300))
         if "id" not in (body := self._json(resp, "submit")):
             raise EngineError("the engine accepted the job but returned no job id; update the engine")
@@ -256,8 +306,10 @@ class EngineClient:
         body = self._json(self._request("GET", path, "ask for the job's progress"), "status")
         state = body.get("state")
         if state not in JOB_STATES:
-            raise EngineError(f"the engine reported the unknown job state {_text(repr(state), 60)}; update the "
-                              "engine and the add-on to matching versions")
+            raise EngineError(
+                f"the engine reported the unknown job state {_text(repr(state), 60)}; update the "
+                "engine and the add-on to matching versions"
+            )
         fraction = body.get("fraction")
         ok = isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and math.isfinite(fraction)
         error = body.get("error")
@@ -265,9 +317,15 @@ class EngineClient:
             error = {"code": _text(error.get("code"), 60), "message": _text(error.get("message"))}
         elif error is not None:
             error = _text(error)
-        return {**body, "id": job_id, "state": state, "stage": _text(body.get("stage"), 60),
-                "fraction": min(1.0, max(0.0, float(fraction))) if ok else 0.0,
-                "message": _text(body.get("message"), 200), "error": error}
+        return {
+            **body,
+            "id": job_id,
+            "state": state,
+            "stage": _text(body.get("stage"), 60),
+            "fraction": min(1.0, max(0.0, float(fraction))) if ok else 0.0,
+            "message": _text(body.get("message"), 200),
+            "error": error,
+        }
 
     def cancel(self, job_id: str) -> None:
         """``DELETE /v1/jobs/{id}``."""
@@ -289,8 +347,9 @@ class EngineClient:
             dest.parent.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(dest.parent).free - MIN_FREE_BYTES
         except OSError as exc:
-            raise EngineError(f"cannot write the result to {dest.parent} ({exc.strerror or exc}); choose a "
-                              "writable folder") from None
+            raise EngineError(
+                f"cannot write the result to {dest.parent} ({exc.strerror or exc}); choose a writable folder"
+            ) from None
         archive = dest.parent / f".{dest.name}.download-{secrets.token_hex(6)}.zip"
         final, made_archive = None, False
         try:
@@ -298,16 +357,20 @@ class EngineClient:
             with self._request("GET", path, "download the result", timeout=max(self.timeout, 120)) as resp:
                 declared = resp.headers.get("Content-Length", "")
                 if declared.isdigit() and int(declared) > limit:
-                    raise EngineError(f"the result is {int(declared) / 2**30:.1f} GB, more than the "
-                                      f"{limit / 2**30:.1f} GB that can be stored here; free disk space and run "
-                                      "the job again")
+                    raise EngineError(
+                        f"the result is {int(declared) / 2**30:.1f} GB, more than the "
+                        f"{limit / 2**30:.1f} GB that can be stored here; free disk space and run "
+                        "the job again"
+                    )
                 with open(archive, "xb") as fh:  # "x": never write into a file that was already there
                     made_archive, size = True, 0
                     for chunk in resp.iter_content(chunk_size=1 << 20):
                         size += len(chunk)
                         if size > limit:
-                            raise EngineError(f"the result grew past the {limit / 2**30:.1f} GB that can be "
-                                              "stored here; free disk space and run the job again")
+                            raise EngineError(
+                                f"the result grew past the {limit / 2**30:.1f} GB that can be "
+                                "stored here; free disk space and run the job again"
+                            )
                         if cancel is not None and cancel.is_set():
                             raise EngineError("the download of the result was cancelled")
                         fh.write(chunk)
@@ -324,8 +387,9 @@ class EngineClient:
             if isinstance(exc, requests.RequestException):
                 raise self._gone(exc) from None
             if isinstance(exc, OSError):
-                raise EngineError(f"cannot write the result to {dest} ({exc.strerror or exc}); check the free "
-                                  "disk space") from None
+                raise EngineError(
+                    f"cannot write the result to {dest} ({exc.strerror or exc}); check the free disk space"
+                ) from None
             raise
         finally:
             if made_archive:
@@ -343,14 +407,25 @@ class EngineClient:
             ``{"rgb_png": bytes, "labels_png": bytes (COCO-panoptic ids), "width": int, "height": int}``.
         """
         job_id = check_job_id(job_id)
-        body = {"K": [[float(x) for x in row] for row in K],
-                "cam_to_world": [[float(x) for x in row] for row in cam_to_world],
-                "width": int(width), "height": int(height)}
-        sentences = {"no_splats": "this result has no splats; run again with Gaussian Splats on",
-                     "unknown_job": f"the engine no longer has job {job_id} (it keeps recent jobs only); run it "
-                                    "again to render new views"}
-        resp = self._request("POST", f"/v1/jobs/{job_id}/render", "render the view", json=body,
-                             timeout=max(self.timeout, 600), sentences=sentences)
+        body = {
+            "K": [[float(x) for x in row] for row in K],
+            "cam_to_world": [[float(x) for x in row] for row in cam_to_world],
+            "width": int(width),
+            "height": int(height),
+        }
+        sentences = {
+            "no_splats": "this result has no splats; run again with Gaussian Splats on",
+            "unknown_job": f"the engine no longer has job {job_id} (it keeps recent jobs only); run it "
+            "again to render new views",
+        }
+        resp = self._request(
+            "POST",
+            f"/v1/jobs/{job_id}/render",
+            "render the view",
+            json=body,
+            timeout=max(self.timeout, 600),
+            sentences=sentences,
+        )
         # two PNGs of at most 4 bytes a pixel (plus zlib's worst case), base64: decided before reading
         limit = MAX_REPLY_BYTES + 2 * (4 * int(width) * int(height) + (1 << 16)) * 4 // 3 * 11 // 10
         reply = self._json(resp, "render", limit)
@@ -360,8 +435,10 @@ class EngineClient:
         except (KeyError, TypeError, ValueError):  # binascii.Error is a ValueError
             raise EngineError("the engine's render reply lacks its images; update the engine") from None
         if (out["width"], out["height"]) != (int(width), int(height)):
-            raise EngineError(f"the engine rendered {out['width']}x{out['height']} pixels instead of the "
-                              f"{int(width)}x{int(height)} asked for; update the engine")
+            raise EngineError(
+                f"the engine rendered {out['width']}x{out['height']} pixels instead of the "
+                f"{int(width)}x{int(height)} asked for; update the engine"
+            )
         return out
 
     def shutdown(self) -> None:
@@ -385,8 +462,18 @@ class LocalConfig:
 
     def argv(self) -> list[str]:
         head = self.command or [self.python, "-m", "panst3r_engine"]
-        argv = [*head, "serve", "--host", "127.0.0.1", "--port", "0", "--weights", self.weights,
-                "--device", self.device]
+        argv = [
+            *head,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--weights",
+            self.weights,
+            "--device",
+            self.device,
+        ]
         return argv + (["--jobs-dir", str(self.jobs_dir)] if self.jobs_dir else [])
 
     def key(self) -> tuple:
@@ -413,8 +500,10 @@ class LocalEngine:
     def start(cls, config: LocalConfig) -> LocalEngine:
         """Start the engine and wait for its "listening" line (raises EngineError on failure or timeout)."""
         if not config.command and not Path(config.python).is_file():
-            raise EngineError(f"the engine's Python {config.python!r} does not exist; create the engine "
-                              "environment or set the Python path in the add-on preferences")
+            raise EngineError(
+                f"the engine's Python {config.python!r} does not exist; create the engine "
+                "environment or set the Python path in the add-on preferences"
+            )
         config.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = config.log_dir / "engine.log"
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **config.env}
@@ -422,8 +511,14 @@ class LocalEngine:
             env["PANST3R_HOME"] = config.cache_dir
         with open(log_path, "ab") as log:
             try:
-                process = subprocess.Popen(config.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=log, env=env, **process_group_kwargs())
+                process = subprocess.Popen(
+                    config.argv(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=env,
+                    **process_group_kwargs(),
+                )
             except OSError as exc:
                 raise EngineError(f"cannot start the engine with {config.argv()[0]} ({exc.strerror or exc})") from None
         lines: queue.Queue = queue.Queue()
@@ -475,12 +570,15 @@ def _wait_listening(process: subprocess.Popen, lines: queue.Queue, log_path: Pat
         except queue.Empty:
             line = ""
             if time.monotonic() > deadline:
-                raise EngineError(f"the engine did not start within {timeout:.0f} s; see its log at {log_path}:\n"
-                                  f"{_tail(log_path)}") from None
+                raise EngineError(
+                    f"the engine did not start within {timeout:.0f} s; see its log at {log_path}:\n{_tail(log_path)}"
+                ) from None
         if line is None or (line == "" and process.poll() is not None):
             process.wait(5)
-            raise EngineError(f"the engine exited with code {process.returncode} before it was ready; "
-                              f"see its log at {log_path}:\n{_tail(log_path)}")
+            raise EngineError(
+                f"the engine exited with code {process.returncode} before it was ready; "
+                f"see its log at {log_path}:\n{_tail(log_path)}"
+            )
         if not line.strip():
             continue
         try:
@@ -491,16 +589,22 @@ def _wait_listening(process: subprocess.Popen, lines: queue.Queue, log_path: Pat
             break
         prelude += 1
         if prelude > MAX_PRELUDE_LINES:
-            raise EngineError(f"the engine printed {prelude} lines without announcing its port; is this a "
-                              f"PanSt3R engine? Last line: {line[:200]!r}")
+            raise EngineError(
+                f"the engine printed {prelude} lines without announcing its port; is this a "
+                f"PanSt3R engine? Last line: {line[:200]!r}"
+            )
     if info.get("api_version") != API_VERSION:
-        raise EngineError(f"the engine speaks service API version {info.get('api_version')!r}, but this add-on "
-                          f"needs version {API_VERSION}; install matching versions of the engine and the add-on")
+        raise EngineError(
+            f"the engine speaks service API version {info.get('api_version')!r}, but this add-on "
+            f"needs version {API_VERSION}; install matching versions of the engine and the add-on"
+        )
     if not info.get("url") and not isinstance(info.get("port"), int):
         raise EngineError("the engine's start-up line names no port or URL")
     if info.get("url") and not (isinstance(info["url"], str) and is_local_url(info["url"])):
-        raise EngineError(f"the local engine announced the address {_text(repr(info['url']), 80)}, which is not on "
-                          "this machine; check the engine's Python path in the add-on preferences")
+        raise EngineError(
+            f"the local engine announced the address {_text(repr(info['url']), 80)}, which is not on "
+            "this machine; check the engine's Python path in the add-on preferences"
+        )
     return info
 
 

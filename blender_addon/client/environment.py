@@ -52,8 +52,9 @@ def _stage_source(source: Path, staging: Path) -> None:
         (staging / "README.md").write_text("PanSt3R engine\n", encoding="utf-8")
 
 
-def environment_steps(env_dir: Path, engine_source: Path | None, torch_variant: str = "DEFAULT",
-                      base_python: str | None = None) -> list[Step]:
+def environment_steps(
+    env_dir: Path, engine_source: Path | None, torch_variant: str = "DEFAULT", base_python: str | None = None
+) -> list[Step]:
     """Steps that create the venv and install torch and the engine into it.
 
     Args:
@@ -63,8 +64,10 @@ def environment_steps(env_dir: Path, engine_source: Path | None, torch_variant: 
         base_python: interpreter that creates the venv (default: the one running, Blender's own Python).
     """
     if engine_source is None:
-        raise EngineError("this copy of the add-on does not contain the engine source (engine/); install the "
-                          "zip made by build.py, or point the preferences at a Python that has the engine")
+        raise EngineError(
+            "this copy of the add-on does not contain the engine source (engine/); install the "
+            "zip made by build.py, or point the preferences at a Python that has the engine"
+        )
     if torch_variant not in TORCH_INDEXES:
         raise EngineError(f"unknown torch variant {torch_variant!r}; choose one of {', '.join(TORCH_INDEXES)}")
     python = str(env_python(env_dir))
@@ -77,8 +80,7 @@ def environment_steps(env_dir: Path, engine_source: Path | None, torch_variant: 
         Step("updating pip", [python, "-m", "pip", "install", "--progress-bar", "off", "--upgrade", "pip"]),
         Step("installing torch", torch),
         Step("copying the engine source", func=lambda: _stage_source(Path(engine_source), staging)),
-        Step("installing the engine", [python, "-m", "pip", "install", "--progress-bar", "off",
-                                       f"{staging}[text]"]),
+        Step("installing the engine", [python, "-m", "pip", "install", "--progress-bar", "off", f"{staging}[text]"]),
         Step("checking the engine", [python, "-m", "panst3r_engine", "--version"]),
     ]
 
@@ -86,8 +88,13 @@ def environment_steps(env_dir: Path, engine_source: Path | None, torch_variant: 
 def weights_steps(engine_python: str, weights_ids: list[str], cache_dir: str = "") -> list[Step]:
     """Steps that download weights with the engine's own downloader (licence accepted by the user)."""
     if not Path(engine_python).is_file():
-        raise EngineError(f"the engine's Python {engine_python!r} does not exist; create the engine environment "
-                          "first")
+        raise EngineError(f"the engine's Python {engine_python!r} does not exist; create the engine environment first")
     env = {"PANST3R_HOME": cache_dir} if cache_dir else {}
-    return [Step(f"downloading {wid}", [engine_python, "-m", "panst3r_engine", "weights", "download", wid,
-                                        "--accept-license"], env=env) for wid in weights_ids]
+    return [
+        Step(
+            f"downloading {wid}",
+            [engine_python, "-m", "panst3r_engine", "weights", "download", wid, "--accept-license"],
+            env=env,
+        )
+        for wid in weights_ids
+    ]

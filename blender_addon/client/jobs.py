@@ -30,8 +30,18 @@ from ..bundle._spec import STAGES, overall_progress
 from .engine import EngineClient, EngineError, kill_process_group, process_group_kwargs
 
 TERMINAL = ("done", "failed", "cancelled")
-_IDLE = {"kind": None, "title": "", "state": "idle", "stage": "", "fraction": 0.0, "progress": 0.0, "message": "",
-         "error": None, "bundle": None, "job_id": None}
+_IDLE = {
+    "kind": None,
+    "title": "",
+    "state": "idle",
+    "stage": "",
+    "fraction": 0.0,
+    "progress": 0.0,
+    "message": "",
+    "error": None,
+    "bundle": None,
+    "job_id": None,
+}
 _PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 
 
@@ -45,8 +55,18 @@ class Job:
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
         self.handled = False  # set by the UI once it has imported or reported the result
-        self._state = {"kind": self.kind, "title": title, "state": "starting", "stage": "", "fraction": 0.0,
-                       "progress": 0.0, "message": "", "error": None, "bundle": None, "job_id": None}
+        self._state = {
+            "kind": self.kind,
+            "title": title,
+            "state": "starting",
+            "stage": "",
+            "fraction": 0.0,
+            "progress": 0.0,
+            "message": "",
+            "error": None,
+            "bundle": None,
+            "job_id": None,
+        }
 
     def start(self) -> Job:
         self._thread = threading.Thread(target=self._main, name=f"panst3r-{self.kind}", daemon=True)
@@ -93,8 +113,15 @@ class RunJob(Job):
 
     kind = "run"
 
-    def __init__(self, connect: Callable[[], EngineClient], images: list[Path], options: dict,
-                 results_dir: Path, poll_interval: float = 0.5, title: str = "PanSt3R") -> None:
+    def __init__(
+        self,
+        connect: Callable[[], EngineClient],
+        images: list[Path],
+        options: dict,
+        results_dir: Path,
+        poll_interval: float = 0.5,
+        title: str = "PanSt3R",
+    ) -> None:
         super().__init__(title)
         self.connect, self.images, self.options = connect, [Path(p) for p in images], options
         self.results_dir, self.poll_interval = Path(results_dir), poll_interval
@@ -118,9 +145,13 @@ class RunJob(Job):
             status = client.status(job_id)
             state, stage = status.get("state"), str(status.get("stage") or "")
             fraction = float(status.get("fraction") or 0.0)
-            self._set(state=state if state in ("queued", "running") else "running", stage=stage,
-                      fraction=fraction, progress=self._progress(stage, fraction),
-                      message=str(status.get("message") or ""))
+            self._set(
+                state=state if state in ("queued", "running") else "running",
+                stage=stage,
+                fraction=fraction,
+                progress=self._progress(stage, fraction),
+                message=str(status.get("message") or ""),
+            )
             if state == "done":
                 break
             if state == "failed":
@@ -165,8 +196,9 @@ class CommandJob(Job):
             if self._cancel.is_set():
                 self._set(state="cancelled", message=f"cancelled before {step.label}")
                 return
-            self._set(state="running", stage=step.label, fraction=0.0, progress=index / len(self.steps),
-                      message=step.label)
+            self._set(
+                state="running", stage=step.label, fraction=0.0, progress=index / len(self.steps), message=step.label
+            )
             if step.func is not None:
                 step.func()
             elif not self._run_command(step, index):
@@ -180,8 +212,14 @@ class CommandJob(Job):
             log.write(f"\n$ {' '.join(step.argv)}\n")
             log.flush()
             try:
-                process = subprocess.Popen(step.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                           stderr=subprocess.STDOUT, env=env, **process_group_kwargs())
+                process = subprocess.Popen(
+                    step.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    **process_group_kwargs(),
+                )
             except OSError as exc:
                 raise EngineError(f"{step.label} failed: cannot run {step.argv[0]} ({exc.strerror or exc})") from None
             watcher = threading.Thread(target=self._watch_cancel, args=(process,), daemon=True)
@@ -212,7 +250,6 @@ class CommandJob(Job):
 
 class JobManager:
     """The one job the panel shows; a plain object, polled by the UI timer (or a test loop)."""
-
 
     def __init__(self) -> None:
         self.job: Job | None = None

@@ -21,8 +21,9 @@ def _background(data: bpy.types.Camera, cam: CameraInfo) -> None:
     data.show_background_images = True
 
 
-def create_camera(cam: CameraInfo, transform: WorldTransform, collection: bpy.types.Collection,
-                  display_size: float) -> bpy.types.Object:
+def create_camera(
+    cam: CameraInfo, transform: WorldTransform, collection: bpy.types.Collection, display_size: float
+) -> bpy.types.Object:
     """A camera object named ``Camera.<stem>`` matching the bundle camera of one image."""
     name = f"Camera.{cam.stem}"
     data = bpy.data.cameras.new(name)

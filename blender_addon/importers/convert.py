@@ -22,9 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes -> Blender camera axes (180° about X)
-CV_TO_BLENDER_WORLD = np.array([[1.0, 0.0, 0.0],  # Blender x = OpenCV x (right)
-                                [0.0, 0.0, 1.0],  # Blender y = OpenCV z (forward)
-                                [0.0, -1.0, 0.0]])  # Blender z = -OpenCV y (up)
+CV_TO_BLENDER_WORLD = np.array(
+    [
+        [1.0, 0.0, 0.0],  # Blender x = OpenCV x (right)
+        [0.0, 0.0, 1.0],  # Blender y = OpenCV z (forward)
+        [0.0, -1.0, 0.0],
+    ]
+)  # Blender z = -OpenCV y (up)
 FLOOR_CLASSES = ("floor", "rug", "carpet")
 MIN_FLOOR_POINTS = 30
 MAX_LEVEL_ANGLE = 45.0  # degrees; a steeper "floor" is more likely a bad fit than a tilted photo
@@ -132,8 +136,9 @@ def level_rotation(floor_points: np.ndarray) -> tuple[np.ndarray | None, str]:
     return rotation_between(normal, np.array([0.0, 0.0, 1.0])), ""
 
 
-def world_transform(ref_cam_to_world: np.ndarray, floor_xyz: np.ndarray | None = None,
-                    scale: float = 1.0) -> tuple[WorldTransform, str]:
+def world_transform(
+    ref_cam_to_world: np.ndarray, floor_xyz: np.ndarray | None = None, scale: float = 1.0
+) -> tuple[WorldTransform, str]:
     """The import's transform: reference camera upright, optionally levelled (floor at z = 0), scaled.
 
     Args:
@@ -175,10 +180,14 @@ def camera_intrinsics(K: np.ndarray, width: int, height: int, sensor: float = SE
     horizontal = width >= height
     side = width if horizontal else height
     focal = K[0, 0] if horizontal else K[1, 1]
-    return CameraIntrinsics(lens=float(focal * sensor / side), sensor_width=sensor, sensor_height=sensor,
-                            sensor_fit="HORIZONTAL" if horizontal else "VERTICAL",
-                            shift_x=float((width / 2.0 - K[0, 2]) / side),
-                            shift_y=float((K[1, 2] - height / 2.0) / side))
+    return CameraIntrinsics(
+        lens=float(focal * sensor / side),
+        sensor_width=sensor,
+        sensor_height=sensor,
+        sensor_fit="HORIZONTAL" if horizontal else "VERTICAL",
+        shift_x=float((width / 2.0 - K[0, 2]) / side),
+        shift_y=float((K[1, 2] - height / 2.0) / side),
+    )
 
 
 def intrinsics_to_K(intr: CameraIntrinsics, width: int, height: int, pixel_aspect: float = 1.0) -> np.ndarray:
@@ -196,9 +205,13 @@ def intrinsics_to_K(intr: CameraIntrinsics, width: int, height: int, pixel_aspec
         sensor = intr.sensor_width if fit == "HORIZONTAL" else intr.sensor_height
     side = width if fit == "HORIZONTAL" else pixel_aspect * height  # in x-pixels
     fx = intr.lens * side / sensor
-    return np.array([[fx, 0.0, width / 2.0 - intr.shift_x * side],
-                     [0.0, fx / pixel_aspect, height / 2.0 + intr.shift_y * side / pixel_aspect],
-                     [0.0, 0.0, 1.0]])
+    return np.array(
+        [
+            [fx, 0.0, width / 2.0 - intr.shift_x * side],
+            [0.0, fx / pixel_aspect, height / 2.0 + intr.shift_y * side / pixel_aspect],
+            [0.0, 0.0, 1.0],
+        ]
+    )
 
 
 def matrix_to_quaternion(rotation: np.ndarray) -> np.ndarray:
@@ -225,16 +238,28 @@ def quaternion_multiply(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     aw, ax, ay, az = np.moveaxis(a, -1, 0)
     bw, bx, by, bz = np.moveaxis(b, -1, 0)
-    return np.stack([aw * bw - ax * bx - ay * by - az * bz, aw * bx + ax * bw + ay * bz - az * by,
-                     aw * by - ax * bz + ay * bw + az * bx, aw * bz + ax * by - ay * bx + az * bw], axis=-1)
+    return np.stack(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ],
+        axis=-1,
+    )
 
 
 def quaternion_to_matrix(quats: np.ndarray) -> np.ndarray:
     """Unit (w, x, y, z) quaternions [..., 4] -> rotation matrices float64 [..., 3, 3]."""
     w, x, y, z = np.moveaxis(np.asarray(quats, dtype=np.float64), -1, 0)
-    return np.stack([np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-                     np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-                     np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], -2)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
+            np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
+            np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
 
 
 def _srgb_lut() -> np.ndarray:

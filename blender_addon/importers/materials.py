@@ -108,8 +108,11 @@ def class_material(class_name: str, color: tuple[int, int, int]) -> bpy.types.Ma
     rgba = linear_color(color)
     name = f"PanSt3R {class_name}"
     material = bpy.data.materials.get(name)
-    if material is not None and material.get(CLASS_PROPERTY) == class_name \
-            and all(abs(a - b) < 1e-4 for a, b in zip(material.diffuse_color, rgba)):
+    if (
+        material is not None
+        and material.get(CLASS_PROPERTY) == class_name
+        and all(abs(a - b) < 1e-4 for a, b in zip(material.diffuse_color, rgba))
+    ):
         return material
     material = bpy.data.materials.new(name)
     material[CLASS_PROPERTY] = class_name

@@ -18,8 +18,11 @@ def shared_node_group(name: str, build: Callable[[bpy.types.GeometryNodeTree], N
 
 def input_identifier(group: bpy.types.GeometryNodeTree, name: str) -> str:
     """The modifier key of a group input socket, found by its display name."""
-    return next(item.identifier for item in group.interface.items_tree
-                if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name)
+    return next(
+        item.identifier
+        for item in group.interface.items_tree
+        if item.item_type == "SOCKET" and item.in_out == "INPUT" and item.name == name
+    )
 
 
 def set_group_input(ob: bpy.types.Object, modifier_name: str, name: str, value) -> bool:

@@ -73,7 +73,6 @@ def points_group() -> bpy.types.GeometryNodeTree:
     return shared_node_group(POINTS_GROUP, _build_points_group)
 
 
-
 def set_modifier_input(ob: bpy.types.Object, name: str, value) -> bool:
     """Set one input ("Radius", "Min Confidence", "Material") of an object's points modifier."""
     return set_group_input(ob, MODIFIER, name, value)
@@ -93,8 +92,14 @@ def write_mesh(name: str, points: PointSet) -> bpy.types.Mesh:
     return mesh
 
 
-def create_object(name: str, points: PointSet, collection: bpy.types.Collection, material: bpy.types.Material,
-                  radius: float, min_conf: float = 0.0) -> bpy.types.Object:
+def create_object(
+    name: str,
+    points: PointSet,
+    collection: bpy.types.Collection,
+    material: bpy.types.Material,
+    radius: float,
+    min_conf: float = 0.0,
+) -> bpy.types.Object:
     """A points object (mesh + "PanSt3R Points" modifier) linked into collection."""
     mesh = write_mesh(name, points)
     mesh.materials.append(material)

@@ -74,8 +74,16 @@ def _collections(context, data: BundleData, class_ids: list[int]) -> tuple:
     return root, per_class
 
 
-def _point_objects(data: BundleData, sorted_points: dict, ids: np.ndarray, starts: np.ndarray,
-                   collections: dict, mats: dict, options: ImportOptions, result: ImportResult) -> None:
+def _point_objects(
+    data: BundleData,
+    sorted_points: dict,
+    ids: np.ndarray,
+    starts: np.ndarray,
+    collections: dict,
+    mats: dict,
+    options: ImportOptions,
+    result: ImportResult,
+) -> None:
     segments = {s.id: s for s in data.segments}
     counters: dict[int, int] = {}
     for k, seg_id in enumerate(ids.tolist()):
@@ -88,10 +96,12 @@ def _point_objects(data: BundleData, sorted_points: dict, ids: np.ndarray, start
             name, color = f"{class_name}.{counters[class_id]:03d}", seg.color
         else:
             class_name, name, color = UNLABELLED, UNLABELLED, UNLABELLED_COLOR
-        point_set = points.PointSet(sorted_points["xyz"][lo:hi], sorted_points["rgba"][lo:hi],
-                                    sorted_points["conf"][lo:hi], seg_id, class_id)
-        ob = points.create_object(name, point_set, collections[class_id], mats[class_id], options.point_size,
-                                  options.min_conf)
+        point_set = points.PointSet(
+            sorted_points["xyz"][lo:hi], sorted_points["rgba"][lo:hi], sorted_points["conf"][lo:hi], seg_id, class_id
+        )
+        ob = points.create_object(
+            name, point_set, collections[class_id], mats[class_id], options.point_size, options.min_conf
+        )
         ob.color = convert.linear_color(color)
         ob["segment"], ob["class"], ob["class_id"] = seg_id, class_name, class_id
         ob["score"] = seg.score if seg is not None else 0.0
@@ -99,12 +109,21 @@ def _point_objects(data: BundleData, sorted_points: dict, ids: np.ndarray, start
         result.objects.append(ob)
     empty = [s.id for s in data.segments if s.id not in set(ids.tolist())]
     if empty:
-        result.warnings.append(f"{len(empty)} segment(s) have no points above the confidence threshold "
-                               f"and were not imported (ids {empty[:5]})")
+        result.warnings.append(
+            f"{len(empty)} segment(s) have no points above the confidence threshold "
+            f"and were not imported (ids {empty[:5]})"
+        )
 
 
-def _camera_objects(context, data: BundleData, transform: convert.WorldTransform, root: bpy.types.Collection,
-                    xyz: np.ndarray, options: ImportOptions, result: ImportResult) -> None:
+def _camera_objects(
+    context,
+    data: BundleData,
+    transform: convert.WorldTransform,
+    root: bpy.types.Collection,
+    xyz: np.ndarray,
+    options: ImportOptions,
+    result: ImportResult,
+) -> None:
     collection = bpy.data.collections.new("Cameras")
     root.children.link(collection)
     sample = xyz[:: max(1, len(xyz) // 20000)]
@@ -116,8 +135,9 @@ def _camera_objects(context, data: BundleData, transform: convert.WorldTransform
         cameras.use_camera(context.scene, result.cameras[data.reference_image])
 
 
-def _splat_object(context, data: BundleData, transform: convert.WorldTransform, root: bpy.types.Collection,
-                  result: ImportResult) -> None:
+def _splat_object(
+    context, data: BundleData, transform: convert.WorldTransform, root: bpy.types.Collection, result: ImportResult
+) -> None:
     result.splats = splats.create_splat_layer(context, data, transform, root)
 
 
@@ -144,16 +164,22 @@ def import_bundle(context, data: BundleData, options: ImportOptions) -> ImportRe
     transform = _transform(data, options, result)
     lap("transform")
     order, ids, starts = points.split_by_segment(data.points["segment"])
-    sorted_points = {"xyz": transform.points(data.points["xyz"][order]),
-                     "rgba": convert.linear_rgba(data.points["rgb"][order]),
-                     "conf": np.ascontiguousarray(data.points["conf"][order], dtype=np.float32)}
+    sorted_points = {
+        "xyz": transform.points(data.points["xyz"][order]),
+        "rgba": convert.linear_rgba(data.points["rgb"][order]),
+        "conf": np.ascontiguousarray(data.points["conf"][order], dtype=np.float32),
+    }
     lap("split")
     class_of = {s.id: s.class_id for s in data.segments}
     class_ids = sorted({class_of.get(i, -1) for i in ids.tolist()}, key=lambda c: (c < 0, c))
     result.collection, collections = _collections(context, data, class_ids)
     lap("collections")
-    mats = {c: materials.class_material(data.classes[c].name, data.classes[c].color) if c >= 0
-            else materials.class_material(UNLABELLED, UNLABELLED_COLOR) for c in class_ids}
+    mats = {
+        c: materials.class_material(data.classes[c].name, data.classes[c].color)
+        if c >= 0
+        else materials.class_material(UNLABELLED, UNLABELLED_COLOR)
+        for c in class_ids
+    }
     lap("materials")
     _point_objects(data, sorted_points, ids, starts, collections, mats, options, result)
     lap("points")

@@ -66,8 +66,13 @@ def _build_splats_group(group: bpy.types.GeometryNodeTree) -> None:
     group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     _new_input(group, SIZE, "NodeSocketFloat", DEFAULT_SIZE, "Ellipsoid semi-axes in standard deviations", 0.0)
     _new_input(group, MIN_OPACITY, "NodeSocketFloat", 0.0, "Leave out Gaussians less opaque than this", 0.0)
-    _new_input(group, REALIZE, "NodeSocketBool", False,
-               "Make real geometry of the ellipsoids (slower, more memory; needed by some exporters)")
+    _new_input(
+        group,
+        REALIZE,
+        "NodeSocketBool",
+        False,
+        "Make real geometry of the ellipsoids (slower, more memory; needed by some exporters)",
+    )
     _new_input(group, MATERIAL, "NodeSocketMaterial")
     group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
     nodes, links = group.nodes, group.links
@@ -105,7 +110,6 @@ def _build_splats_group(group: bpy.types.GeometryNodeTree) -> None:
 def splats_group() -> bpy.types.GeometryNodeTree:
     """The shared splat display group, created on first use."""
     return shared_node_group(SPLATS_GROUP, _build_splats_group)
-
 
 
 def set_splats_input(ob: bpy.types.Object, name: str, value) -> bool:
@@ -187,34 +191,51 @@ def _label_colors(ids: np.ndarray, colors: dict[int, tuple[int, int, int]]) -> n
     return np.ascontiguousarray(linear_rgba(palette)[inverse.ravel()])
 
 
-def write_splats_mesh(splats: dict[str, np.ndarray], transform: WorldTransform,
-                      segment_colors: dict[int, tuple], class_colors: dict[int, tuple]) -> bpy.types.Mesh:
+def write_splats_mesh(
+    splats: dict[str, np.ndarray],
+    transform: WorldTransform,
+    segment_colors: dict[int, tuple],
+    class_colors: dict[int, tuple],
+) -> bpy.types.Mesh:
     """A vertex-only mesh with the Gaussians' attributes, in Blender world (float32/int32 ``foreach_set``)."""
     count = len(splats["xyz"])
     mesh = bpy.data.meshes.new("splats")
     mesh.vertices.add(count)
     color = np.empty((count, 4), np.float32)
     color[:, :3], color[:, 3] = srgb_to_linear(splats["rgb"]), splats["opacity"]
-    vectors = {"position": transform.points(splats["xyz"]),
-               "scale": (splats["scale"] * np.float32(transform.scale)).astype(np.float32),
-               "rotation": transform.quaternions(splats["rotation"])}
+    vectors = {
+        "position": transform.points(splats["xyz"]),
+        "scale": (splats["scale"] * np.float32(transform.scale)).astype(np.float32),
+        "rotation": transform.quaternions(splats["rotation"]),
+    }
     mesh.attributes["position"].data.foreach_set("vector", vectors.pop("position").ravel())
     mesh.attributes.new("scale", "FLOAT_VECTOR", "POINT").data.foreach_set("vector", vectors["scale"].ravel())
     mesh.attributes.new("rotation", "QUATERNION", "POINT").data.foreach_set(
-        "value", np.ascontiguousarray(vectors["rotation"]).ravel())
-    for name, values in (("color", color), ("segment_color", _label_colors(splats["segment"], segment_colors)),
-                         ("class_color", _label_colors(splats["class"], class_colors))):
+        "value", np.ascontiguousarray(vectors["rotation"]).ravel()
+    )
+    for name, values in (
+        ("color", color),
+        ("segment_color", _label_colors(splats["segment"], segment_colors)),
+        ("class_color", _label_colors(splats["class"], class_colors)),
+    ):
         mesh.attributes.new(name, "FLOAT_COLOR", "POINT").data.foreach_set("color", values.ravel())
-    for name, kind, values in (("opacity", "FLOAT", splats["opacity"]), ("segment", "INT", splats["segment"]),
-                               ("class", "INT", splats["class"])):
+    for name, kind, values in (
+        ("opacity", "FLOAT", splats["opacity"]),
+        ("segment", "INT", splats["segment"]),
+        ("class", "INT", splats["class"]),
+    ):
         mesh.attributes.new(name, kind, "POINT").data.foreach_set("value", np.ascontiguousarray(values))
     mesh.update()
     return mesh
 
 
-def create_splats(splats: dict[str, np.ndarray], transform: WorldTransform, collection: bpy.types.Collection,
-                  segment_colors: dict[int, tuple] | None = None,
-                  class_colors: dict[int, tuple] | None = None) -> bpy.types.Object:
+def create_splats(
+    splats: dict[str, np.ndarray],
+    transform: WorldTransform,
+    collection: bpy.types.Collection,
+    segment_colors: dict[int, tuple] | None = None,
+    class_colors: dict[int, tuple] | None = None,
+) -> bpy.types.Object:
     """The splats object (mesh + "PanSt3R Splats" modifier) in collection.
 
     Args:
@@ -266,8 +287,9 @@ def set_splats_visible(context, visible: bool, collection: bpy.types.Collection 
     return changed
 
 
-def create_splat_layer(context, data: BundleData, transform: WorldTransform,
-                       root: bpy.types.Collection) -> bpy.types.Object | None:
+def create_splat_layer(
+    context, data: BundleData, transform: WorldTransform, root: bpy.types.Collection
+) -> bpy.types.Object | None:
     """The bundle's splats.ply (if any) as the "splats" object of a new, excluded "Splats" collection in root."""
     path = Path(data.path) / SPLATS_FILE
     if not path.is_file():
@@ -275,8 +297,13 @@ def create_splat_layer(context, data: BundleData, transform: WorldTransform,
     collection = bpy.data.collections.new(COLLECTION)
     collection[LAYER_PROPERTY] = 1
     root.children.link(collection)
-    ob = create_splats(read_splats(path), transform, collection, {s.id: s.color for s in data.segments},
-                       {c.id: c.color for c in data.classes.values()})
+    ob = create_splats(
+        read_splats(path),
+        transform,
+        collection,
+        {s.id: s.color for s in data.segments},
+        {c.id: c.color for c in data.classes.values()},
+    )
     layer = layer_collection(context.view_layer, collection)
     if layer is not None:
         layer.exclude = True  # hidden in viewport and render, and not evaluated until shown

@@ -11,8 +11,9 @@ from .run import start_task
 def _require_online(operator, what: str) -> bool:
     if bpy.app.online_access:
         return True
-    operator.report({"ERROR"}, f"Online access is off, so {what} cannot be downloaded; allow it in "
-                               "Preferences > System > Network")
+    operator.report(
+        {"ERROR"}, f"Online access is off, so {what} cannot be downloaded; allow it in Preferences > System > Network"
+    )
     return False
 
 
@@ -70,9 +71,13 @@ class PANST3R_OT_download_weights(bpy.types.Operator):
             return {"CANCELLED"}
         ids = [WEIGHT_IDS[prefs.weights]] + (["siglip-text"] if prefs.download_text_model else [])
         cache = bpy.path.abspath(prefs.cache_dir) if prefs.cache_dir else ""
-        return start_task(self, lambda: CommandJob("Weights", weights_steps(engine_python(prefs), ids, cache),
-                                                   user_dir("logs") / "weights.log"),
-                          f"Downloading {', '.join(ids)}")
+        return start_task(
+            self,
+            lambda: CommandJob(
+                "Weights", weights_steps(engine_python(prefs), ids, cache), user_dir("logs") / "weights.log"
+            ),
+            f"Downloading {', '.join(ids)}",
+        )
 
 
 class PANST3R_OT_engine_start(bpy.types.Operator):
@@ -112,5 +117,4 @@ class PANST3R_OT_engine_stop(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (PANST3R_OT_create_engine_env, PANST3R_OT_download_weights, PANST3R_OT_engine_start,
-           PANST3R_OT_engine_stop)
+classes = (PANST3R_OT_create_engine_env, PANST3R_OT_download_weights, PANST3R_OT_engine_start, PANST3R_OT_engine_stop)

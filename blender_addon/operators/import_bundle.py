@@ -17,25 +17,48 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
     bl_label = "Import PanSt3R Result"
     bl_options = {"REGISTER", "UNDO"}
 
-    directory: StringProperty(name="Bundle Folder", subtype="DIR_PATH",
-                              description="Folder holding manifest.json and points.npz")
+    directory: StringProperty(
+        name="Bundle Folder", subtype="DIR_PATH", description="Folder holding manifest.json and points.npz"
+    )
     filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
     scale: FloatProperty(name="Scale", default=1.0, min=1e-4, description="Multiply every imported distance")
-    level_floor: BoolProperty(name="Level on Floor", default=True,
-                              description="Make floor/rug/carpet points horizontal, with the floor at height 0")
-    point_size: FloatProperty(name="Point Size", default=0.01, min=0.0, precision=4, subtype="DISTANCE",
-                              description="Radius of the points, in scene units")
-    min_conf: FloatProperty(name="Hide Below", default=0.0, min=0.0,
-                            description="Hide points whose confidence is below this value")
+    level_floor: BoolProperty(
+        name="Level on Floor",
+        default=True,
+        description="Make floor/rug/carpet points horizontal, with the floor at height 0",
+    )
+    point_size: FloatProperty(
+        name="Point Size",
+        default=0.01,
+        min=0.0,
+        precision=4,
+        subtype="DISTANCE",
+        description="Radius of the points, in scene units",
+    )
+    min_conf: FloatProperty(
+        name="Hide Below", default=0.0, min=0.0, description="Hide points whose confidence is below this value"
+    )
     cameras: BoolProperty(name="Cameras", default=True, description="Create one camera per photo")
-    splats: BoolProperty(name="Splats", default=True,
-                         description="Import the bundle's Gaussian splats (if any) as a hidden 'Splats' layer")
-    set_scene_camera: BoolProperty(name="Set Scene Camera", default=True,
-                                   description="Use the reference photo's camera and resolution for rendering")
-    job_id: StringProperty(name="Engine Job", options={"HIDDEN", "SKIP_SAVE"},
-                           description="The engine job that made the bundle (set by Run; lets the engine render it)")
-    engine: StringProperty(name="Engine", options={"HIDDEN", "SKIP_SAVE"},
-                           description="'local', or the URL of the remote engine that ran the job")
+    splats: BoolProperty(
+        name="Splats",
+        default=True,
+        description="Import the bundle's Gaussian splats (if any) as a hidden 'Splats' layer",
+    )
+    set_scene_camera: BoolProperty(
+        name="Set Scene Camera",
+        default=True,
+        description="Use the reference photo's camera and resolution for rendering",
+    )
+    job_id: StringProperty(
+        name="Engine Job",
+        options={"HIDDEN", "SKIP_SAVE"},
+        description="The engine job that made the bundle (set by Run; lets the engine render it)",
+    )
+    engine: StringProperty(
+        name="Engine",
+        options={"HIDDEN", "SKIP_SAVE"},
+        description="'local', or the URL of the remote engine that ran the job",
+    )
 
     def invoke(self, context, event):
         context.window_manager.fileselect_add(self)
@@ -45,8 +68,10 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         from ..importers.scene import ImportOptions
 
         settings = getattr(context.scene, "panst3r", None)
-        values = {name: getattr(self, name) for name in ("scale", "level_floor", "point_size", "min_conf",
-                                                          "cameras", "splats", "set_scene_camera")}
+        values = {
+            name: getattr(self, name)
+            for name in ("scale", "level_floor", "point_size", "min_conf", "cameras", "splats", "set_scene_camera")
+        }
         for name in _FROM_SETTINGS:  # unset operator options follow the panel
             if settings is not None and not self.properties.is_property_set(name):
                 values[name] = getattr(settings, name)
@@ -74,10 +99,16 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         if len(result.warnings) > 0:
             self.report({"WARNING"}, "; ".join(result.warnings))
         points = sum(ob["point_count"] for ob in result.objects)
-        splats = (f", {result.splats['splat_count']} splats (hidden; tick Gaussian Splats in the panel to show them)"
-                  if result.splats else "")
-        self.report({"INFO"}, f"Imported {len(result.objects)} objects ({points} points), "
-                              f"{len(result.cameras)} cameras{splats} in {time.perf_counter() - started:.2f} s")
+        splats = (
+            f", {result.splats['splat_count']} splats (hidden; tick Gaussian Splats in the panel to show them)"
+            if result.splats
+            else ""
+        )
+        self.report(
+            {"INFO"},
+            f"Imported {len(result.objects)} objects ({points} points), "
+            f"{len(result.cameras)} cameras{splats} in {time.perf_counter() - started:.2f} s",
+        )
         return {"FINISHED"}
 
 

@@ -79,10 +79,12 @@ class PANST3R_OT_extract_instance(bpy.types.Operator):
     bl_label = "Extract Instance"
     bl_options = {"REGISTER", "UNDO"}
 
-    hide_others: BoolProperty(name="Hide Others", default=False,
-                              description="Hide the other imported instances to isolate this one")
-    centre_origin: BoolProperty(name="Origin to Centre", default=True,
-                                description="Put the new object's origin at the centre of its points")
+    hide_others: BoolProperty(
+        name="Hide Others", default=False, description="Hide the other imported instances to isolate this one"
+    )
+    centre_origin: BoolProperty(
+        name="Origin to Centre", default=True, description="Put the new object's origin at the centre of its points"
+    )
 
     def execute(self, context):
         source = context.view_layer.objects.active

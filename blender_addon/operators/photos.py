@@ -139,8 +139,11 @@ class PANST3R_OT_add_blend_images(bpy.types.Operator):
 
     def execute(self, context):
         settings = context.scene.panst3r
-        chosen = [im for im in bpy.data.images if im.name not in _SKIP_IMAGES
-                  and (self.image == "__ALL__" or im.name == self.image)]
+        chosen = [
+            im
+            for im in bpy.data.images
+            if im.name not in _SKIP_IMAGES and (self.image == "__ALL__" or im.name == self.image)
+        ]
         present = {item.image for item in settings.photos if item.image is not None}
         for image in chosen:
             if image not in present:

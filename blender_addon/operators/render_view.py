@@ -53,8 +53,10 @@ def find_result(context, name: str = "") -> bpy.types.Collection:
     from_jobs = [c for c in results if c.get("job_id")]
     if len(from_jobs) == 1 or len(results) == 1:
         return (from_jobs or results)[0]
-    raise RenderViewError(f"the scene has {len(results)} PanSt3R results; make an object of the one to render "
-                          "active (or one of its cameras the scene camera)")
+    raise RenderViewError(
+        f"the scene has {len(results)} PanSt3R results; make an object of the one to render "
+        "active (or one of its cameras the scene camera)"
+    )
 
 
 def render_size(scene) -> tuple[int, int, float]:
@@ -77,8 +79,9 @@ def camera_request(scene, camera: bpy.types.Object, result: bpy.types.Collection
         raise RenderViewError(f"the result {result.name!r} has no stored import transform; import it again")
     transform = WorldTransform.from_matrix(list(result["world_matrix"]), float(result["scale"]))
     width, height, aspect = render_size(scene)
-    intrinsics = CameraIntrinsics(data.lens, data.sensor_width, data.sensor_height, data.sensor_fit,
-                                  data.shift_x, data.shift_y)
+    intrinsics = CameraIntrinsics(
+        data.lens, data.sensor_width, data.sensor_height, data.sensor_fit, data.shift_x, data.shift_y
+    )
     K = intrinsics_to_K(intrinsics, width, height, aspect)
     return K, transform.camera_to_opencv(np.array(camera.matrix_world)), width, height
 
@@ -91,19 +94,26 @@ def _client(context, result: bpy.types.Collection):
     prefs, origin = get_preferences(context), str(result.get("engine", "local"))
     if origin == "local":
         if prefs.engine_mode == "REMOTE":
-            raise RenderViewError("this result was made by the local engine, but the preferences use a remote "
-                                  "one; switch the engine back to Local to render it")
+            raise RenderViewError(
+                "this result was made by the local engine, but the preferences use a remote "
+                "one; switch the engine back to Local to render it"
+            )
         engine = runtime.host.engine
         if engine is None or not engine.alive():
-            raise RenderViewError("the local PanSt3R engine is not running; start it (Start Engine in the add-on "
-                                  "preferences, or run a job) and try again")
+            raise RenderViewError(
+                "the local PanSt3R engine is not running; start it (Start Engine in the add-on "
+                "preferences, or run a job) and try again"
+            )
         return engine.client
     if prefs.engine_mode != "REMOTE" or prefs.remote_url.strip().rstrip("/") != origin.rstrip("/"):
-        raise RenderViewError(f"this result was made by the engine at {origin}; set it as the remote engine in "
-                              "the add-on preferences to render it")
+        raise RenderViewError(
+            f"this result was made by the engine at {origin}; set it as the remote engine in "
+            "the add-on preferences to render it"
+        )
     if not bpy.app.online_access and not is_local_url(origin):
-        raise RenderViewError("online access is off, so the remote engine cannot be used; allow it in "
-                              "Preferences > System > Network")
+        raise RenderViewError(
+            "online access is off, so the remote engine cannot be used; allow it in Preferences > System > Network"
+        )
     return EngineClient(origin, prefs.remote_token.strip())
 
 
@@ -145,8 +155,9 @@ def check_png(data: bytes, width: int, height: int) -> None:
     except (PngError, struct.error) as exc:
         raise RenderViewError(f"the engine sent an unreadable image ({exc}); update the engine") from None
     if (w, h) != (width, height) or depth != 8 or colour not in _CHANNELS:
-        raise RenderViewError(f"the engine sent a {w}x{h} image (bit depth {depth}) for a {width}x{height} view; "
-                              "update the engine")
+        raise RenderViewError(
+            f"the engine sent a {w}x{h} image (bit depth {depth}) for a {width}x{height} view; update the engine"
+        )
     expected = height * (1 + width * _CHANNELS[colour])
     inflater = zlib.decompressobj()
     size = 0
@@ -155,8 +166,9 @@ def check_png(data: bytes, width: int, height: int) -> None:
             if kind == b"IDAT":
                 size += len(inflater.decompress(payload, expected + 1 - size))
                 if size > expected or inflater.unconsumed_tail:
-                    raise RenderViewError(f"the engine sent an image holding more data than a {width}x{height} "
-                                          "view; update the engine")
+                    raise RenderViewError(
+                        f"the engine sent an image holding more data than a {width}x{height} view; update the engine"
+                    )
     except zlib.error as exc:
         raise RenderViewError(f"the engine sent an unreadable image ({exc}); update the engine") from None
 
@@ -195,8 +207,12 @@ def store_image(name: str, rgb: np.ndarray) -> bpy.types.Image:
 
 def show_images(context, images: list[bpy.types.Image]) -> int:
     """Show the images in the screen's Image Editors (first RGB, then labels); returns how many were shown."""
-    areas = [area for window in getattr(context.window_manager, "windows", [])
-             for area in window.screen.areas if area.type == "IMAGE_EDITOR"]
+    areas = [
+        area
+        for window in getattr(context.window_manager, "windows", [])
+        for area in window.screen.areas
+        if area.type == "IMAGE_EDITOR"
+    ]
     for area, image in zip(areas, images):
         area.spaces.active.image = image
         area.tag_redraw()
@@ -210,9 +226,12 @@ class PANST3R_OT_render_view_engine(bpy.types.Operator):
     bl_label = "Render This View with the Engine"
     bl_options = {"REGISTER"}
 
-    result: StringProperty(name="Result", options={"SKIP_SAVE"},
-                           description="The imported result collection to render; empty = the one holding the "
-                                       "scene camera or the active object, or the only one")
+    result: StringProperty(
+        name="Result",
+        options={"SKIP_SAVE"},
+        description="The imported result collection to render; empty = the one holding the "
+        "scene camera or the active object, or the only one",
+    )
 
     def execute(self, context):
         from ..client.engine import EngineError
@@ -220,18 +239,24 @@ class PANST3R_OT_render_view_engine(bpy.types.Operator):
         camera = context.scene.camera
         try:
             if camera is None or camera.type != "CAMERA":
-                raise RenderViewError("the scene has no active camera; add one, or make one active with "
-                                      "View > Cameras > Set Active Object as Camera")
+                raise RenderViewError(
+                    "the scene has no active camera; add one, or make one active with "
+                    "View > Cameras > Set Active Object as Camera"
+                )
             result = find_result(context, self.result)
             job_id = str(result.get("job_id", ""))
             if not job_id:
-                raise RenderViewError(f"the result {result.name!r} was imported from a folder, so no engine job "
-                                      "is known for it; run PanSt3R with Gaussian Splats on to render new views")
+                raise RenderViewError(
+                    f"the result {result.name!r} was imported from a folder, so no engine job "
+                    "is known for it; run PanSt3R with Gaussian Splats on to render new views"
+                )
             K, cam_to_world, width, height = camera_request(context.scene, camera, result)
             reply = _client(context, result).render_view(job_id, K, cam_to_world, width, height)
             rgb = decode_png(reply["rgb_png"], width, height)[..., :3]
-            labels = color_labels(decode_labels(decode_png(reply["labels_png"], width, height)),
-                                  segment_colors(str(result.get("bundle", ""))))
+            labels = color_labels(
+                decode_labels(decode_png(reply["labels_png"], width, height)),
+                segment_colors(str(result.get("bundle", ""))),
+            )
         except (RenderViewError, EngineError) as exc:
             self.report({"ERROR"}, f"Cannot render this view: {exc}")
             return {"CANCELLED"}
@@ -240,8 +265,9 @@ class PANST3R_OT_render_view_engine(bpy.types.Operator):
             image["job_id"], image["camera"] = job_id, camera.name
         shown = show_images(context, images)
         where = "shown in the Image Editor" if shown else "open them in an Image Editor"
-        self.report({"INFO"}, f"Rendered {width}x{height} from {camera.name} into '{RGB_IMAGE}' and "
-                              f"'{LABELS_IMAGE}' ({where})")
+        self.report(
+            {"INFO"}, f"Rendered {width}x{height} from {camera.name} into '{RGB_IMAGE}' and '{LABELS_IMAGE}' ({where})"
+        )
         return {"FINISHED"}
 
 

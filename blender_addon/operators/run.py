@@ -140,8 +140,11 @@ class PANST3R_OT_run(bpy.types.Operator):
     bl_label = "Run PanSt3R"
     bl_options = {"REGISTER"}
 
-    extra_options: StringProperty(name="Extra Options", options={"HIDDEN", "SKIP_SAVE"},
-                                  description="JSON object merged into the job options (for scripts and tests)")
+    extra_options: StringProperty(
+        name="Extra Options",
+        options={"HIDDEN", "SKIP_SAVE"},
+        description="JSON object merged into the job options (for scripts and tests)",
+    )
 
     @classmethod
     def poll(cls, context):
@@ -157,7 +160,7 @@ class PANST3R_OT_run(bpy.types.Operator):
             except ValueError:
                 extra = None
             if not isinstance(extra, dict):
-                raise EngineError("extra_options must be a JSON object such as {\"seed\": 1}")
+                raise EngineError('extra_options must be a JSON object such as {"seed": 1}')
             options.update(extra)
         return options
 
@@ -173,19 +176,27 @@ class PANST3R_OT_run(bpy.types.Operator):
         def make_job() -> RunJob:
             engine = engine_settings(prefs)
             if engine.mode == "REMOTE" and not is_local_url(engine.url) and not bpy.app.online_access:
-                raise EngineError("online access is off, so the remote engine cannot be used; allow it in "
-                                  "Preferences > System > Network or use a local engine")
+                raise EngineError(
+                    "online access is off, so the remote engine cannot be used; allow it in "
+                    "Preferences > System > Network or use a local engine"
+                )
             if settings.vocab == "CUSTOM" and not settings.vocabulary():
                 raise EngineError("the custom vocabulary is empty; enter class names separated by commas")
             options = self._job_options(settings)
             uploads = user_dir("uploads")
             remove_old_uploads(uploads)
             photos = resolve_photos(settings, uploads)
-            return RunJob(lambda: runtime.host.connect(engine), photos, options, user_dir("results"),
-                          title=f"PanSt3R ({len(photos)} photos)")
+            return RunJob(
+                lambda: runtime.host.connect(engine),
+                photos,
+                options,
+                user_dir("results"),
+                title=f"PanSt3R ({len(photos)} photos)",
+            )
 
-        return start_task(self, make_job, lambda job: f"PanSt3R job started with {len(job.images)} photos",
-                          errors=(PhotoError,))
+        return start_task(
+            self, make_job, lambda job: f"PanSt3R job started with {len(job.images)} photos", errors=(PhotoError,)
+        )
 
 
 class PANST3R_OT_cancel(bpy.types.Operator):

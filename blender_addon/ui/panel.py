@@ -146,8 +146,11 @@ class VIEW3D_PT_panst3r_tools(_PanSt3RPanel, bpy.types.Panel):
         layout = self.layout
         active = context.view_layer.objects.active
         if active is not None and "segment" in active:
-            layout.label(text=f"{active['class']}: segment {active['segment']}, {active.get('point_count', 0)} "
-                              f"points, score {active.get('score', 0.0):.2f}", icon="OBJECT_DATA")
+            layout.label(
+                text=f"{active['class']}: segment {active['segment']}, {active.get('point_count', 0)} "
+                f"points, score {active.get('score', 0.0):.2f}",
+                icon="OBJECT_DATA",
+            )
         col = layout.column(align=True)
         col.operator("panst3r.select_class", icon="RESTRICT_SELECT_OFF")
         col.operator("panst3r.extract_instance", icon="DUPLICATE")
@@ -155,5 +158,11 @@ class VIEW3D_PT_panst3r_tools(_PanSt3RPanel, bpy.types.Panel):
         col.operator("panst3r.use_camera", icon="CAMERA_DATA")
 
 
-classes = (PANST3R_UL_photos, VIEW3D_PT_panst3r, VIEW3D_PT_panst3r_photos, VIEW3D_PT_panst3r_options,
-           VIEW3D_PT_panst3r_display, VIEW3D_PT_panst3r_tools)
+classes = (
+    PANST3R_UL_photos,
+    VIEW3D_PT_panst3r,
+    VIEW3D_PT_panst3r_photos,
+    VIEW3D_PT_panst3r_options,
+    VIEW3D_PT_panst3r_display,
+    VIEW3D_PT_panst3r_tools,
+)

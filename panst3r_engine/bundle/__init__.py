@@ -12,5 +12,16 @@ from panst3r_engine.bundle.read import Bundle, read_bundle
 from panst3r_engine.bundle.spec import FORMAT_VERSION, decode_panoptic, encode_panoptic
 from panst3r_engine.bundle.write import check_output_folder, make_stems, publish_bundle, staging_path, write_bundle
 
-__all__ = ["FORMAT_VERSION", "Bundle", "BundleError", "check_output_folder", "decode_panoptic", "encode_panoptic",
-           "make_stems", "publish_bundle", "read_bundle", "staging_path", "write_bundle"]
+__all__ = [
+    "FORMAT_VERSION",
+    "Bundle",
+    "BundleError",
+    "check_output_folder",
+    "decode_panoptic",
+    "encode_panoptic",
+    "make_stems",
+    "publish_bundle",
+    "read_bundle",
+    "staging_path",
+    "write_bundle",
+]

@@ -42,9 +42,16 @@ def panoptic_segments_info(ids: np.ndarray, class_of: Mapping[int, int]) -> list
     uniq, starts, counts = np.unique(values, return_index=True, return_counts=True)
     x0, x1 = np.minimum.reduceat(cols, starts), np.maximum.reduceat(cols, starts)
     y0, y1 = np.minimum.reduceat(rows, starts), np.maximum.reduceat(rows, starts)
-    return [{"id": int(s), "category_id": int(class_of[int(s)]), "area": int(n),
-             "bbox": [int(a), int(b), int(c - a + 1), int(d - b + 1)], "iscrowd": 0}
-            for s, n, a, b, c, d in zip(uniq, counts, x0, y0, x1, y1)]
+    return [
+        {
+            "id": int(s),
+            "category_id": int(class_of[int(s)]),
+            "area": int(n),
+            "bbox": [int(a), int(b), int(c - a + 1), int(d - b + 1)],
+            "iscrowd": 0,
+        }
+        for s, n, a, b, c, d in zip(uniq, counts, x0, y0, x1, y1)
+    ]
 
 
 # ---------------------------------------------------------------- small field checks
@@ -68,8 +75,11 @@ def as_int(value: Any, where: str, minimum: int | None = None) -> int:
 
 def as_number(value: Any, where: str) -> float:
     """A finite number."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+    ):
         raise BundleError(f"{where} must be a finite number, found {value!r}")
     return float(value)
 
@@ -93,8 +103,9 @@ def as_matrix(value: Any, shape: tuple[int, ...], where: str) -> np.ndarray:
     except (TypeError, ValueError):
         raise BundleError(f"{where} must be a {'x'.join(map(str, shape))} list of numbers") from None
     if arr.shape != shape or not np.isfinite(arr).all():
-        raise BundleError(f"{where} must be a {'x'.join(map(str, shape))} list of finite numbers, "
-                          f"found shape {arr.shape}")
+        raise BundleError(
+            f"{where} must be a {'x'.join(map(str, shape))} list of finite numbers, found shape {arr.shape}"
+        )
     return arr
 
 
@@ -112,8 +123,10 @@ def check_stem(stem: Any, where: str) -> str:
     """A stem usable as a file name on Linux, macOS and Windows."""
     stem = as_str(stem, where)
     if not is_safe_stem(stem):
-        raise BundleError(f"{where} {stem!r} is not a safe file name: use letters, digits, '_', '-' and '.', "
-                          "at most 128 characters, not starting with '.' or '-'")
+        raise BundleError(
+            f"{where} {stem!r} is not a safe file name: use letters, digits, '_', '-' and '.', "
+            "at most 128 characters, not starting with '.' or '-'"
+        )
     return stem
 
 
@@ -130,8 +143,10 @@ def check_version(version: Any) -> None:
     major, _ = parse_version(version)
     ours = parse_version(FORMAT_VERSION)[0]
     if major != ours:
-        raise BundleError(f"this bundle has format version {version}, but this panst3r_engine reads format "
-                          f"{ours}.x only; update panst3r_engine (or the add-on) to read it")
+        raise BundleError(
+            f"this bundle has format version {version}, but this panst3r_engine reads format "
+            f"{ours}.x only; update panst3r_engine (or the add-on) to read it"
+        )
 
 
 # ---------------------------------------------------------------- manifest sections
@@ -184,8 +199,10 @@ def check_images(images: Any) -> list[str]:
             if (size < 1).any() or (size != np.round(size)).any():
                 raise BundleError(f"{where} '{key}' must be [W, H] in whole pixels, found {entry[key]!r}")
         if size.prod() > MAX_IMAGE_PIXELS and key == "processed_size":
-            raise BundleError(f"{where} 'processed_size' {entry[key]!r} exceeds {MAX_IMAGE_PIXELS} pixels; "
-                              "process the photos at a lower resolution")
+            raise BundleError(
+                f"{where} 'processed_size' {entry[key]!r} exceeds {MAX_IMAGE_PIXELS} pixels; "
+                "process the photos at a lower resolution"
+            )
         box = as_matrix(need(entry, "crop_box", where), (4,), f"{where} 'crop_box'")
         if box[2] <= box[0] or box[3] <= box[1]:
             raise BundleError(f"{where} 'crop_box' must be [x0, y0, x1, y1] with x0 < x1 and y0 < y1")
@@ -329,8 +346,9 @@ def check_points(points: Any, sizes: np.ndarray, segment_ids: set[int], strict: 
         raise BundleError(f"points lack the array(s) {', '.join(missing)}")
     extra = [name for name in points if name not in POINT_ARRAYS]
     if extra and not strict:
-        raise BundleError(f"points has unknown array(s) {', '.join(extra)}; "
-                          f"the format defines {', '.join(POINT_ARRAYS)}")
+        raise BundleError(
+            f"points has unknown array(s) {', '.join(extra)}; the format defines {', '.join(POINT_ARRAYS)}"
+        )
     out = {name: _coerce(name, points[name], strict) for name in POINT_ARRAYS}
     out.update({name: np.asarray(points[name]) for name in extra})
     lengths = {name: len(arr) for name, arr in out.items()}
@@ -352,5 +370,7 @@ def _check_point_values(points: dict[str, np.ndarray], sizes: np.ndarray, segmen
     used = np.unique(points["segment"])
     unknown = [int(s) for s in used if s != 0 and int(s) not in segment_ids]
     if unknown or (used.size and used[0] < 0):
-        raise BundleError(f"points 'segment' uses id(s) {unknown[:10] or [int(used[0])]} that are not in the "
-                          "manifest's segments (0 means unlabelled)")
+        raise BundleError(
+            f"points 'segment' uses id(s) {unknown[:10] or [int(used[0])]} that are not in the "
+            "manifest's segments (0 means unlabelled)"
+        )

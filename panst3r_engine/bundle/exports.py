@@ -26,8 +26,18 @@ from panst3r_engine.bundle.read import Bundle
 OPENCV_TO_Y_UP = np.array([1.0, -1.0, -1.0], dtype=np.float32)  # x, -y, -z: OpenCV camera axes -> glTF axes
 UNLABELLED = "unlabelled"
 
-PLY_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-                      ("class", "<i4"), ("segment", "<i4")])
+PLY_DTYPE = np.dtype(
+    [
+        ("x", "<f4"),
+        ("y", "<f4"),
+        ("z", "<f4"),
+        ("red", "u1"),
+        ("green", "u1"),
+        ("blue", "u1"),
+        ("class", "<i4"),
+        ("segment", "<i4"),
+    ]
+)
 _PLY_TYPES = {"<f4": "float", "u1": "uchar", "<i4": "int"}
 
 GLB_MAGIC, GLB_VERSION = 0x46546C67, 2  # b"glTF"
@@ -76,10 +86,13 @@ def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray, class_id: np.ndarray
     for channel, name in enumerate(("red", "green", "blue")):
         vertices[name] = rgb[:, channel]
     vertices["class"], vertices["segment"] = class_id, segment
-    properties = "".join(f"property {_PLY_TYPES[PLY_DTYPE[name].str.replace('|', '')]} {name}\n"
-                         for name in PLY_DTYPE.names)
-    header = (f"ply\nformat binary_little_endian 1.0\ncomment panst3r_engine {__version__}\n"
-              f"element vertex {len(vertices)}\n{properties}end_header\n")
+    properties = "".join(
+        f"property {_PLY_TYPES[PLY_DTYPE[name].str.replace('|', '')]} {name}\n" for name in PLY_DTYPE.names
+    )
+    header = (
+        f"ply\nformat binary_little_endian 1.0\ncomment panst3r_engine {__version__}\n"
+        f"element vertex {len(vertices)}\n{properties}end_header\n"
+    )
     with open(path, "wb") as fh:
         fh.write(header.encode("ascii"))
         fh.write(vertices.tobytes())
@@ -102,7 +115,7 @@ def export_instance_plys(bundle: Bundle, out_dir: str | os.PathLike, y_up: bool 
     order, groups = group_points(points["segment"])
     paths = []
     for segment_id, start, count in sorted(groups, key=lambda g: (g[0] == 0, g[0])):
-        idx = order[start:start + count]
+        idx = order[start : start + count]
         class_id = np.full(count, class_of.get(segment_id, -1), dtype=np.int32)
         path = out_dir / f"{segment_label(bundle, segment_id)}.ply"
         paths.append(write_ply(path, xyz[idx], points["rgb"][idx], class_id, points["segment"][idx]))
@@ -114,9 +127,16 @@ COCO_CATEGORY_OFFSET = 1  # COCO category ids start at 1 (0 is no category): cla
 
 
 def _coco_categories(bundle: Bundle) -> list[dict]:
-    return [{"id": c["id"] + COCO_CATEGORY_OFFSET, "name": c["name"],
-             "supercategory": "thing" if c["isthing"] else "stuff", "isthing": int(c["isthing"]),
-             "color": list(c["color"])} for c in bundle.manifest["classes"]]
+    return [
+        {
+            "id": c["id"] + COCO_CATEGORY_OFFSET,
+            "name": c["name"],
+            "supercategory": "thing" if c["isthing"] else "stuff",
+            "isthing": int(c["isthing"]),
+            "color": list(c["color"]),
+        }
+        for c in bundle.manifest["classes"]
+    ]
 
 
 def export_coco_panoptic(bundle: Bundle, out_dir: str | os.PathLike) -> Path:
@@ -140,12 +160,26 @@ def export_coco_panoptic(bundle: Bundle, out_dir: str | os.PathLike) -> Path:
         if panoptic is None:
             continue
         shutil.copyfile(bundle.path / panoptic["file"], out_dir / "panoptic" / f"{stem}.png")
-        annotations.append({"image_id": entry["index"], "file_name": f"{stem}.png",
-                            "segments_info": [{**info, "category_id": info["category_id"] + COCO_CATEGORY_OFFSET}
-                                              for info in panoptic["segments_info"]]})
-    coco = {"info": {"description": f"PanSt3R result exported by panst3r_engine {__version__}",
-                     "date_created": bundle.manifest.get("created", "")},
-            "licenses": [], "images": images, "annotations": annotations, "categories": _coco_categories(bundle)}
+        annotations.append(
+            {
+                "image_id": entry["index"],
+                "file_name": f"{stem}.png",
+                "segments_info": [
+                    {**info, "category_id": info["category_id"] + COCO_CATEGORY_OFFSET}
+                    for info in panoptic["segments_info"]
+                ],
+            }
+        )
+    coco = {
+        "info": {
+            "description": f"PanSt3R result exported by panst3r_engine {__version__}",
+            "date_created": bundle.manifest.get("created", ""),
+        },
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": _coco_categories(bundle),
+    }
     path = out_dir / "panoptic.json"
     path.write_text(json.dumps(coco, indent=1), encoding="utf-8")
     return path
@@ -155,28 +189,50 @@ def export_coco_panoptic(bundle: Bundle, out_dir: str | os.PathLike) -> Path:
 def _gltf_document(bundle: Bundle, groups: list[tuple[int, int, int]], positions: np.ndarray) -> dict:
     """The glTF JSON for point groups laid out contiguously (positions then RGBA colours in one buffer)."""
     n = len(positions)
-    doc: dict = {"asset": {"version": "2.0", "generator": f"panst3r_engine {__version__}"}, "scene": 0,
-                 "scenes": [{"name": "PanSt3R", "nodes": [0]}],
-                 "nodes": [{"name": "panst3r_points", "children": list(range(1, len(groups) + 1))}]}
+    doc: dict = {
+        "asset": {"version": "2.0", "generator": f"panst3r_engine {__version__}"},
+        "scene": 0,
+        "scenes": [{"name": "PanSt3R", "nodes": [0]}],
+        "nodes": [{"name": "panst3r_points", "children": list(range(1, len(groups) + 1))}],
+    }
     if n == 0:
         del doc["nodes"][0]["children"]
         return doc
     doc["buffers"] = [{"byteLength": 16 * n}]
     doc["bufferViews"] = [
         {"buffer": 0, "byteOffset": 0, "byteLength": 12 * n, "byteStride": 12, "target": ARRAY_BUFFER},
-        {"buffer": 0, "byteOffset": 12 * n, "byteLength": 4 * n, "byteStride": 4, "target": ARRAY_BUFFER}]
+        {"buffer": 0, "byteOffset": 12 * n, "byteLength": 4 * n, "byteStride": 4, "target": ARRAY_BUFFER},
+    ]
     doc["accessors"], doc["meshes"] = [], []
     segments = bundle.segments_by_id
     for k, (segment_id, start, count) in enumerate(groups):
-        block = positions[start:start + count]
+        block = positions[start : start + count]
         doc["accessors"] += [
-            {"bufferView": 0, "byteOffset": 12 * start, "componentType": FLOAT, "count": count, "type": "VEC3",
-             "min": block.min(axis=0).tolist(), "max": block.max(axis=0).tolist()},
-            {"bufferView": 1, "byteOffset": 4 * start, "componentType": UNSIGNED_BYTE, "normalized": True,
-             "count": count, "type": "VEC4"}]
+            {
+                "bufferView": 0,
+                "byteOffset": 12 * start,
+                "componentType": FLOAT,
+                "count": count,
+                "type": "VEC3",
+                "min": block.min(axis=0).tolist(),
+                "max": block.max(axis=0).tolist(),
+            },
+            {
+                "bufferView": 1,
+                "byteOffset": 4 * start,
+                "componentType": UNSIGNED_BYTE,
+                "normalized": True,
+                "count": count,
+                "type": "VEC4",
+            },
+        ]
         label = segment_label(bundle, segment_id)
-        doc["meshes"].append({"name": label, "primitives": [
-            {"attributes": {"POSITION": 2 * k, "COLOR_0": 2 * k + 1}, "mode": POINTS_MODE}]})
+        doc["meshes"].append(
+            {
+                "name": label,
+                "primitives": [{"attributes": {"POSITION": 2 * k, "COLOR_0": 2 * k + 1}, "mode": POINTS_MODE}],
+            }
+        )
         extras = {"segment": segment_id}
         if segment_id:
             extras.update(class_id=segments[segment_id]["class_id"], score=segments[segment_id]["score"])

@@ -40,8 +40,10 @@ def _pad_stack(tensors: list[torch.Tensor], spatial_dims: tuple[int, int]) -> np
     a, b = spatial_dims
     size_a = max(t.shape[a] for t in tensors)
     size_b = max(t.shape[b] for t in tensors)
-    out = np.zeros((len(tensors),) + tuple(
-        size_a if d == a else size_b if d == b else s for d, s in enumerate(tensors[0].shape)), dtype=np.float32)
+    out = np.zeros(
+        (len(tensors),) + tuple(size_a if d == a else size_b if d == b else s for d, s in enumerate(tensors[0].shape)),
+        dtype=np.float32,
+    )
     for i, t in enumerate(tensors):
         index = [i] + [slice(0, s) for s in t.shape]
         out[tuple(index)] = t.numpy()

@@ -77,8 +77,9 @@ class Bundle:
         try:
             with open(path, "rb") as fh, Image.open(fh, formats=[kind]) as im:
                 if im.mode != "RGB" or im.size != (width, height):
-                    raise BundleError(f"{path} must be an RGB image of {width}x{height}, found {im.mode} {im.size}; "
-                                      f"{_CORRUPT}")
+                    raise BundleError(
+                        f"{path} must be an RGB image of {width}x{height}, found {im.mode} {im.size}; {_CORRUPT}"
+                    )
                 return np.asarray(im)
         except BundleError:
             raise

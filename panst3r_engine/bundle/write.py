@@ -15,7 +15,7 @@ import re
 import secrets
 import shutil
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +89,17 @@ def _check_maps(panoptic: Any, stems: list[str], sizes: np.ndarray, segment_ids:
         ids = np.asarray(ids)
         width, height = sizes[stems.index(stem)]
         if ids.dtype.kind not in "iu" or ids.shape != (height, width):
-            raise BundleError(f"the panoptic map of {stem!r} must be integer ids of shape ({height}, {width}), "
-                              f"found {ids.dtype.name} {ids.shape}")
+            raise BundleError(
+                f"the panoptic map of {stem!r} must be integer ids of shape ({height}, {width}), "
+                f"found {ids.dtype.name} {ids.shape}"
+            )
         used = np.unique(ids)
         unknown = [int(s) for s in used if s != 0 and int(s) not in segment_ids]
         if unknown or (used.size and (used[0] < 0 or used[-1] > MAX_SEGMENT_ID)):
-            raise BundleError(f"the panoptic map of {stem!r} uses ids {unknown[:10]} that are not in the manifest's "
-                              "segments (0 means void)")
+            raise BundleError(
+                f"the panoptic map of {stem!r} uses ids {unknown[:10]} that are not in the manifest's "
+                "segments (0 means void)"
+            )
         out[stem] = ids.astype(np.int32)
     return out
 
@@ -157,8 +161,10 @@ def _fill_segments(segments: list, stats: dict[int, dict]) -> None:
         seg_id = seg["id"]
         found = stats.get(seg_id, empty)
         if seg.setdefault("point_count", found["point_count"]) != found["point_count"]:
-            raise BundleError(f"segment {seg_id} says point_count {seg['point_count']} but the points hold "
-                              f"{found['point_count']}; leave point_count out to have it computed")
+            raise BundleError(
+                f"segment {seg_id} says point_count {seg['point_count']} but the points hold "
+                f"{found['point_count']}; leave point_count out to have it computed"
+            )
         seg.setdefault("color", list(instance_color(seg_id)))
         seg.setdefault("views", sorted(found["views"]))
         seg.setdefault("bbox_min", found["bbox_min"])
@@ -185,7 +191,7 @@ def _prepare(manifest: Any, points: Any, panoptic: Any, images: Any, extra_files
     if not isinstance(m, dict):
         raise BundleError("the manifest must be a dict")
     m.setdefault("format_version", FORMAT_VERSION)
-    m.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    m.setdefault("created", datetime.now(UTC).isoformat(timespec="seconds"))
     m.setdefault("engine", {"name": "panst3r_engine", "version": __version__})
     m.setdefault("options", {})
     m.setdefault("timings", {})
@@ -208,8 +214,9 @@ def _prepare(manifest: Any, points: Any, panoptic: Any, images: Any, extra_files
     try:
         text = json.dumps(m, indent=1, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise BundleError(f"the manifest cannot be written as strict JSON ({exc}); replace NaN, infinity "
-                          "and non-JSON objects in it") from None
+        raise BundleError(
+            f"the manifest cannot be written as strict JSON ({exc}); replace NaN, infinity and non-JSON objects in it"
+        ) from None
     return text, arrays, maps, _check_photos(images, stems, sizes), _check_extra(extra_files)
 
 
@@ -235,24 +242,37 @@ def _check_replaceable(out_dir: Path) -> None:
     try:
         bundle = read_bundle(out_dir)
     except BundleError as exc:
-        raise BundleError(f"refusing to replace {out_dir}: it is not a readable result bundle ({exc}); "
-                          "choose another output folder") from None
+        raise BundleError(
+            f"refusing to replace {out_dir}: it is not a readable result bundle ({exc}); choose another output folder"
+        ) from None
     others = _foreign_entries(out_dir, bundle.manifest, bundle.stems)
     if others:
         listed = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        raise BundleError(f"refusing to replace {out_dir}: besides a result bundle it holds {listed}; "
-                          "move those away or choose another output folder")
+        raise BundleError(
+            f"refusing to replace {out_dir}: besides a result bundle it holds {listed}; "
+            "move those away or choose another output folder"
+        )
 
 
 def _foreign_entries(out_dir: Path, manifest: dict, stems: list[str]) -> list[str]:
     """Bundle-relative names in ``out_dir`` that a bundle with this manifest does not consist of (links included)."""
-    ours = {MANIFEST, POINTS, PANOPTIC_DIR, IMAGES_DIR, *OPTIONAL_FILES, *map(image_file, stems),
-            *(entry["file"] for entry in manifest["panoptic"].values())}
+    ours = {
+        MANIFEST,
+        POINTS,
+        PANOPTIC_DIR,
+        IMAGES_DIR,
+        *OPTIONAL_FILES,
+        *map(image_file, stems),
+        *(entry["file"] for entry in manifest["panoptic"].values()),
+    }
     found = []
     for folder, dirs, files in os.walk(out_dir):
         here = Path(folder).relative_to(out_dir)
-        found += [(here / name).as_posix() for name in sorted(dirs + files)
-                  if (here / name).as_posix() not in ours or (out_dir / here / name).is_symlink()]
+        found += [
+            (here / name).as_posix()
+            for name in sorted(dirs + files)
+            if (here / name).as_posix() not in ours or (out_dir / here / name).is_symlink()
+        ]
         dirs[:] = [name for name in dirs if (here / name).as_posix() in ours]  # a foreign folder is named once
     return found
 
@@ -346,8 +366,13 @@ def remove_stale_staging(out_dir: str | os.PathLike) -> list[Path]:
         return removed
     for entry in out_dir.parent.iterdir():
         match = _STAGING.fullmatch(entry.name)
-        if match and match["name"] == out_dir.name and entry.is_dir() and not entry.is_symlink() \
-                and not _alive(int(match["pid"])):
+        if (
+            match
+            and match["name"] == out_dir.name
+            and entry.is_dir()
+            and not entry.is_symlink()
+            and not _alive(int(match["pid"]))
+        ):
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
@@ -356,15 +381,23 @@ def remove_stale_staging(out_dir: str | os.PathLike) -> list[Path]:
 def _os_error(exc: OSError, out_dir: Path) -> BundleError:
     """One sentence for a failed write."""
     if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return BundleError(f"not enough disk space to write the result bundle {out_dir}; "
-                           "free some space or choose another output folder")
-    return BundleError(f"could not write the result bundle {out_dir} ({exc.strerror or exc}); "
-                       "check that the folder is writable")
+        return BundleError(
+            f"not enough disk space to write the result bundle {out_dir}; "
+            "free some space or choose another output folder"
+        )
+    return BundleError(
+        f"could not write the result bundle {out_dir} ({exc.strerror or exc}); check that the folder is writable"
+    )
 
 
-def write_bundle_files(folder: str | os.PathLike, manifest: dict, points: dict[str, np.ndarray],
-                       panoptic: dict[str, np.ndarray], images: dict[str, np.ndarray],
-                       extra_files: Mapping[str, Path | Callable[[Path], Any]] | None = None) -> dict:
+def write_bundle_files(
+    folder: str | os.PathLike,
+    manifest: dict,
+    points: dict[str, np.ndarray],
+    panoptic: dict[str, np.ndarray],
+    images: dict[str, np.ndarray],
+    extra_files: Mapping[str, Path | Callable[[Path], Any]] | None = None,
+) -> dict:
     """Validate, then write every file of a bundle into ``folder`` (an existing, empty, private folder).
 
     The arguments are those of :func:`write_bundle`. Returns the manifest as written. Nothing is renamed: the
@@ -382,10 +415,15 @@ def _write_prepared(folder: Path, prepared: tuple) -> dict:
     return json.loads(text)
 
 
-def write_bundle(out_dir: str | os.PathLike, manifest: dict, points: dict[str, np.ndarray],
-                 panoptic: dict[str, np.ndarray], images: dict[str, np.ndarray],
-                 extra_files: Mapping[str, Path | Callable[[Path], Any]] | None = None,
-                 overwrite: bool = False) -> Path:
+def write_bundle(
+    out_dir: str | os.PathLike,
+    manifest: dict,
+    points: dict[str, np.ndarray],
+    panoptic: dict[str, np.ndarray],
+    images: dict[str, np.ndarray],
+    extra_files: Mapping[str, Path | Callable[[Path], Any]] | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Validate and write a result bundle atomically.
 
     Args:

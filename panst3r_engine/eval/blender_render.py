@@ -43,7 +43,8 @@ def require_bpy():
     except ImportError as exc:
         raise BlenderUnavailable(
             f"Blender as a module is needed to render synthetic scenes: pip install bpy==5.0.1 "
-            f"(Python 3.11 only; this is {sys.version_info.major}.{sys.version_info.minor}): {exc}") from exc
+            f"(Python 3.11 only; this is {sys.version_info.major}.{sys.version_info.minor}): {exc}"
+        ) from exc
     return bpy
 
 
@@ -66,14 +67,22 @@ def _mesh_from_parts(name: str, parts: list[Part]):
     bpy = require_bpy()
     import bmesh  # noqa: PLC0415
     from mathutils import Matrix  # noqa: PLC0415
+
     bm = bmesh.new()
     for p in parts:
         if p.kind == "box":
             m = Matrix.Translation(p.center) @ Matrix.Diagonal((*p.size, 1.0))
             bmesh.ops.create_cube(bm, size=1.0, matrix=m)
         else:
-            bmesh.ops.create_cone(bm, cap_ends=True, segments=20, radius1=p.size[0], radius2=p.size[1],
-                                  depth=p.size[2], matrix=Matrix.Translation(p.center))
+            bmesh.ops.create_cone(
+                bm,
+                cap_ends=True,
+                segments=20,
+                radius1=p.size[0],
+                radius2=p.size[1],
+                depth=p.size[2],
+                matrix=Matrix.Translation(p.center),
+            )
     mesh = bpy.data.meshes.new(name)
     bm.to_mesh(mesh)
     bm.free()
@@ -156,6 +165,7 @@ def add_cameras(scene, layout: RoomLayout) -> list:
     """One Blender camera per view from the layout's OpenCV poses and the half-pixel shift in K."""
     bpy = require_bpy()
     from mathutils import Matrix  # noqa: PLC0415
+
     w, h = layout.width, layout.height
     m = float(max(w, h))
     cams = []
@@ -308,8 +318,11 @@ def read_data_passes(path: str | os.PathLike) -> dict[str, np.ndarray]:
     inst = np.rint(find("Object Index", "IndexOB")).astype(np.int64)
     sem = np.rint(find("Material Index", "IndexMA")).astype(np.int64)
     hit = (inst > 0) & (depth < NO_HIT_DEPTH)
-    return {"depth": np.where(hit, depth, 0.0).astype(np.float32), "instance": np.where(hit, inst, 0),
-            "semantic": np.where(hit, sem, 0)}
+    return {
+        "depth": np.where(hit, depth, 0.0).astype(np.float32),
+        "instance": np.where(hit, inst, 0),
+        "semantic": np.where(hit, sem, 0),
+    }
 
 
 def camera_matrices(cams: list) -> list[tuple[np.ndarray, dict]]:
@@ -317,8 +330,16 @@ def camera_matrices(cams: list) -> list[tuple[np.ndarray, dict]]:
     out = []
     for ob in cams:
         d = ob.data
-        out.append((np.array(ob.matrix_world, np.float64),
-                    {"lens": d.lens, "sensor_width": d.sensor_width, "sensor_fit": d.sensor_fit,
-                     "shift_x": d.shift_x, "shift_y": d.shift_y}))
+        out.append(
+            (
+                np.array(ob.matrix_world, np.float64),
+                {
+                    "lens": d.lens,
+                    "sensor_width": d.sensor_width,
+                    "sensor_fit": d.sensor_fit,
+                    "shift_x": d.shift_x,
+                    "shift_y": d.shift_y,
+                },
+            )
+        )
     return out
-

@@ -57,8 +57,9 @@ def pixel_centre_shift(width: int, height: int) -> tuple[float, float]:
     return -0.5 / m, 0.5 / m
 
 
-def blender_intrinsics(lens_mm: float, sensor_mm: float, width: int, height: int,
-                       shift_x: float = 0.0, shift_y: float = 0.0) -> np.ndarray:
+def blender_intrinsics(
+    lens_mm: float, sensor_mm: float, width: int, height: int, shift_x: float = 0.0, shift_y: float = 0.0
+) -> np.ndarray:
     """K ``[3, 3]`` in index pixel coordinates for a Blender camera with horizontal sensor fit."""
     f = lens_mm / sensor_mm * width
     m = float(max(width, height))

@@ -22,8 +22,11 @@ METHODS = ("standard_v1", "standard_v2", "qubo")
 
 def add_eval_commands(subparsers) -> argparse.ArgumentParser:
     """Add ``eval`` (with ``run`` and ``make-scene``) to a top-level subparsers object; returns its parser."""
-    p = subparsers.add_parser("eval", help="benchmark: score the pipeline on a scene with ground truth",
-                              description="Score the pipeline against ground truth (PQ^scene, mIoU, cameras, points).")
+    p = subparsers.add_parser(
+        "eval",
+        help="benchmark: score the pipeline on a scene with ground truth",
+        description="Score the pipeline against ground truth (PQ^scene, mIoU, cameras, points).",
+    )
     sub = p.add_subparsers(dest="eval_command", required=True)
     _add_run(sub)
     _add_make_scene(sub)
@@ -31,34 +34,64 @@ def add_eval_commands(subparsers) -> argparse.ArgumentParser:
 
 
 def _add_run(sub) -> None:
-    r = sub.add_parser("run", help="run the pipeline on a scene folder and score it",
-                       description="DATASET: a panst3r-synthetic-1 scene folder (scene.json) or a Panoptic Lifting "
-                                   "scene folder (color/, pose/, rs_semantics/, rs_instance/, splits.json).")
+    r = sub.add_parser(
+        "run",
+        help="run the pipeline on a scene folder and score it",
+        description="DATASET: a panst3r-synthetic-1 scene folder (scene.json) or a Panoptic Lifting "
+        "scene folder (color/, pose/, rs_semantics/, rs_instance/, splits.json).",
+    )
     r.add_argument("dataset", help="scene folder")
     r.add_argument("--weights", required=True, help="v1, v2, a registry id, or a checkpoint path")
-    r.add_argument("--protocol", choices=["input-views", "held-out"], default="input-views",
-                   help="score the photos the job saw, or views held out of the job (default input-views)")
-    r.add_argument("--holdout-every", type=int, default=4,
-                   help="held-out: views 0, K, 2K, ... are held out (default 4; a Panoptic Lifting scene uses "
-                        "its splits.json test list instead)")
+    r.add_argument(
+        "--protocol",
+        choices=["input-views", "held-out"],
+        default="input-views",
+        help="score the photos the job saw, or views held out of the job (default input-views)",
+    )
+    r.add_argument(
+        "--holdout-every",
+        type=int,
+        default=4,
+        help="held-out: views 0, K, 2K, ... are held out (default 4; a Panoptic Lifting scene uses "
+        "its splits.json test list instead)",
+    )
     r.add_argument("--keyframes", type=int, default=None, help="number of keyframes (default: all, at most 50)")
     r.add_argument("--postprocess", choices=METHODS, default=None, help="default: the checkpoint's own")
-    r.add_argument("--vocab-embeddings", default=None,
-                   help="an .npz of class text embeddings for the dataset's class names, or 'random' (smoke tests); "
-                        "default: computed/cached SigLIP embeddings")
+    r.add_argument(
+        "--vocab-embeddings",
+        default=None,
+        help="an .npz of class text embeddings for the dataset's class names, or 'random' (smoke tests); "
+        "default: computed/cached SigLIP embeddings",
+    )
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    r.add_argument("--resize", choices=["512", "none"], default="512",
-                   help="512: the official loader (crop + resize); none: photos as they are (multiples of 16)")
+    r.add_argument(
+        "--resize",
+        choices=["512", "none"],
+        default="512",
+        help="512: the official loader (crop + resize); none: photos as they are (multiples of 16)",
+    )
     r.add_argument("--conf-threshold", type=float, default=3.0, help="keep points with confidence >= T (default 3)")
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--point-radius", type=int, default=0,
-                   help="held-out projection: point footprint radius in px (default 0; raise it for sparse points)")
+    r.add_argument(
+        "--point-radius",
+        type=int,
+        default=0,
+        help="held-out projection: point footprint radius in px (default 0; raise it for sparse points)",
+    )
     r.add_argument("--fill-radius", type=float, default=2.0, help="held-out projection: hole filling distance (px)")
-    r.add_argument("--max-points", type=int, default=200_000,
-                   help="points used for the alignment and chamfer (seeded subsample; default 200000)")
-    r.add_argument("--splat-steps", type=int, default=0,
-                   help="fit Gaussian splats for N steps after the job; held-out views are then rendered from them "
-                        "(the paper scores 3DGS renders); default 0: project the points")
+    r.add_argument(
+        "--max-points",
+        type=int,
+        default=200_000,
+        help="points used for the alignment and chamfer (seeded subsample; default 200000)",
+    )
+    r.add_argument(
+        "--splat-steps",
+        type=int,
+        default=0,
+        help="fit Gaussian splats for N steps after the job; held-out views are then rendered from them "
+        "(the paper scores 3DGS renders); default 0: project the points",
+    )
     r.add_argument("--no-splats", action="store_true", help="held-out: project points even if the bundle has splats")
     r.add_argument("--out", default=None, help="output folder for bundle/ and eval.json (default ./eval_<dataset>)")
     r.add_argument("--json", default=None, help="where to write the numbers (default <out>/eval.json)")
@@ -69,7 +102,9 @@ def _add_run(sub) -> None:
 def _add_make_scene(sub) -> None:
     from panst3r_engine.eval.synthetic import add_scene_arguments
 
-    add_scene_arguments(sub.add_parser("make-scene", help="render a seeded synthetic room with ground truth (needs bpy)"))
+    add_scene_arguments(
+        sub.add_parser("make-scene", help="render a seeded synthetic room with ground truth (needs bpy)")
+    )
 
 
 def _fmt(x, pct: bool = True) -> str:
@@ -82,30 +117,44 @@ def print_report(report: dict, stream: TextIO | None = None) -> None:
     """The headline numbers as a plain table (PQ-like scores in percent)."""
     w = (stream or sys.stdout).write
     pan = report["panoptic"]
-    w(f"\nprotocol: {report['protocol']}   post-processing: {report.get('postprocess')}   "
-      f"scored views: {len(report['views']['held_out'] or report['views']['input'])} "
-      f"({pan.get('label_source')})\n")
+    w(
+        f"\nprotocol: {report['protocol']}   post-processing: {report.get('postprocess')}   "
+        f"scored views: {len(report['views']['held_out'] or report['views']['input'])} "
+        f"({pan.get('label_source')})\n"
+    )
     w(f"{'PQ':>7}{'PQ_th':>7}{'PQ_st':>7}{'SQ':>7}{'RQ':>7}{'mIoU':>7}{'PQ_img':>8}\n")
-    w("".join(f"{_fmt(pan.get(k)):>7}" for k in ("pq", "pq_th", "pq_st", "sq", "rq", "miou"))
-      + f"{_fmt(pan.get('pq_image_wise')):>8}\n")
+    w(
+        "".join(f"{_fmt(pan.get(k)):>7}" for k in ("pq", "pq_th", "pq_st", "sq", "rq", "miou"))
+        + f"{_fmt(pan.get('pq_image_wise')):>8}\n"
+    )
     w("per-view PQ: " + " ".join(_fmt(v) for v in pan.get("per_view_pq", [])) + "\n")
-    w(f"PQ without the 0.5 % class filter: {_fmt(pan.get('unfiltered', {}).get('pq'))}   "
-      f"classes scored: {len(pan.get('classes_scored', []))}, dropped: {len(pan.get('classes_dropped', []))}\n")
+    w(
+        f"PQ without the 0.5 % class filter: {_fmt(pan.get('unfiltered', {}).get('pq'))}   "
+        f"classes scored: {len(pan.get('classes_scored', []))}, dropped: {len(pan.get('classes_dropped', []))}\n"
+    )
     if "panoptic_input_views" in report:
-        w(f"input views: PQ {_fmt(report['panoptic_input_views']['pq'])}   "
-          f"mIoU {_fmt(report['panoptic_input_views']['miou'])}\n")
+        w(
+            f"input views: PQ {_fmt(report['panoptic_input_views']['pq'])}   "
+            f"mIoU {_fmt(report['panoptic_input_views']['miou'])}\n"
+        )
     names = report["classes"]
     w(f"\n{'class':<20}{'PQ':>7}{'SQ':>7}{'RQ':>7}{'TP':>5}{'FP':>5}{'FN':>5}\n")
     for cid, c in sorted(pan.get("per_class", {}).items(), key=lambda kv: int(kv[0])):
-        w(f"{names[cid]['name'][:19]:<20}{_fmt(c['pq']):>7}{_fmt(c['sq']):>7}{_fmt(c['rq']):>7}"
-          f"{c['tp']:>5}{c['fp']:>5}{c['fn']:>5}\n")
+        w(
+            f"{names[cid]['name'][:19]:<20}{_fmt(c['pq']):>7}{_fmt(c['sq']):>7}{_fmt(c['rq']):>7}"
+            f"{c['tp']:>5}{c['fp']:>5}{c['fn']:>5}\n"
+        )
     geo = report["geometry"]
     cams, pts = geo["cameras"], geo["points"]
-    w(f"\ncameras ({cams.get('alignment_from')}): rotation {_fmt(cams.get('rot_err_deg_mean'), False)} deg mean, "
-      f"translation {_fmt(cams.get('trans_err_mean'), False)} mean (GT units); "
-      f"focal error {_fmt(geo['focal'].get('mean'))} % mean\n")
-    w(f"points: accuracy {_fmt(pts.get('accuracy'), False)}  completeness {_fmt(pts.get('completeness'), False)}  "
-      f"chamfer {_fmt(pts.get('chamfer'), False)} (GT units, {pts.get('points', 0)} points)\n")
+    w(
+        f"\ncameras ({cams.get('alignment_from')}): rotation {_fmt(cams.get('rot_err_deg_mean'), False)} deg mean, "
+        f"translation {_fmt(cams.get('trans_err_mean'), False)} mean (GT units); "
+        f"focal error {_fmt(geo['focal'].get('mean'))} % mean\n"
+    )
+    w(
+        f"points: accuracy {_fmt(pts.get('accuracy'), False)}  completeness {_fmt(pts.get('completeness'), False)}  "
+        f"chamfer {_fmt(pts.get('chamfer'), False)} (GT units, {pts.get('points', 0)} points)\n"
+    )
     for note in report.get("notes", []):
         w(f"note: {note}\n")
 
@@ -118,14 +167,30 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
 
     dataset = Path(args.dataset)
     if not dataset.is_dir():
-        raise DatasetError(f"dataset folder {dataset} does not exist" if not dataset.exists()
-                           else f"{dataset} is not a folder (expected a scene folder)")
+        raise DatasetError(
+            f"dataset folder {dataset} does not exist"
+            if not dataset.exists()
+            else f"{dataset} is not a folder (expected a scene folder)"
+        )
     out = Path(args.out) if args.out else Path(f"eval_{dataset.resolve().name}")
-    opts = EvalOptions(weights=args.weights, protocol=args.protocol, holdout_every=args.holdout_every,
-                       keyframes=args.keyframes, postprocess=args.postprocess, vocab_embeddings=args.vocab_embeddings,
-                       device=args.device, resize=args.resize, conf_threshold=args.conf_threshold, seed=args.seed,
-                       point_radius=args.point_radius, fill_radius=args.fill_radius, use_splats=not args.no_splats,
-                       max_points=args.max_points, splat_steps=args.splat_steps, overwrite=args.overwrite)
+    opts = EvalOptions(
+        weights=args.weights,
+        protocol=args.protocol,
+        holdout_every=args.holdout_every,
+        keyframes=args.keyframes,
+        postprocess=args.postprocess,
+        vocab_embeddings=args.vocab_embeddings,
+        device=args.device,
+        resize=args.resize,
+        conf_threshold=args.conf_threshold,
+        seed=args.seed,
+        point_radius=args.point_radius,
+        fill_radius=args.fill_radius,
+        use_splats=not args.no_splats,
+        max_points=args.max_points,
+        splat_steps=args.splat_steps,
+        overwrite=args.overwrite,
+    )
     report = run_evaluation(dataset, out, opts, TextProgress(stream=sys.stderr))
     path = write_report(report, args.json or out / "eval.json")
     print_report(to_json(report))

@@ -63,6 +63,7 @@ class InstanceInfo:
 @dataclass
 class View:
     """One posed photo with its optional ground-truth maps (all ``[H, W]`` but the image)."""
+
     stem: str
     K: np.ndarray  # [3, 3] float64
     cam_to_world: np.ndarray  # [4, 4] float64, OpenCV axes
@@ -150,18 +151,27 @@ def _save_u16(path: Path, a: np.ndarray) -> None:
 
 
 def _view_json(v: View) -> dict:
-    d = {"stem": v.stem, "width": v.width, "height": v.height,
-         "K": np.asarray(v.K, float).tolist(), "cam_to_world": np.asarray(v.cam_to_world, float).tolist()}
+    d = {
+        "stem": v.stem,
+        "width": v.width,
+        "height": v.height,
+        "K": np.asarray(v.K, float).tolist(),
+        "cam_to_world": np.asarray(v.cam_to_world, float).tolist(),
+    }
     if v.image_file:
         d["image"] = v.image_file
     return d
 
 
 def _write_into(scene: SceneDataset, root: Path) -> None:
-    meta = {"format": FORMAT, "seed": scene.seed,
-            "classes": [{"id": c.id, "name": c.name, "isthing": c.isthing} for c in scene.classes],
-            "instances": [{"id": i.id, "class_id": i.class_id, "name": i.name} for i in scene.instances],
-            "views": [_view_json(v) for v in scene.views], "meta": scene.meta}
+    meta = {
+        "format": FORMAT,
+        "seed": scene.seed,
+        "classes": [{"id": c.id, "name": c.name, "isthing": c.isthing} for c in scene.classes],
+        "instances": [{"id": i.id, "class_id": i.class_id, "name": i.name} for i in scene.instances],
+        "views": [_view_json(v) for v in scene.views],
+        "meta": scene.meta,
+    }
     (root / "scene.json").write_text(json.dumps(meta, indent=1))
     for v in scene.views:
         img_path = root / (v.image_file or f"images/{v.stem}.png")
@@ -221,8 +231,16 @@ def _read_view(root: Path, d: dict) -> View:
     image = np.asarray(Image.open(img_path).convert("RGB"))
     depth_path = root / "depth" / f"{stem}.npy"
     depth = np.load(depth_path).astype(np.float32) if depth_path.is_file() else None
-    v = View(stem, np.asarray(d["K"], np.float64), np.asarray(d["cam_to_world"], np.float64), image, depth,
-             _load_u16(root / "semantic" / f"{stem}.png"), _load_u16(root / "instance" / f"{stem}.png"), image_file)
+    v = View(
+        stem,
+        np.asarray(d["K"], np.float64),
+        np.asarray(d["cam_to_world"], np.float64),
+        image,
+        depth,
+        _load_u16(root / "semantic" / f"{stem}.png"),
+        _load_u16(root / "instance" / f"{stem}.png"),
+        image_file,
+    )
     if (v.width, v.height) != (int(d.get("width", v.width)), int(d.get("height", v.height))):
         raise DatasetError(f"view {stem}: photo is {v.width}x{v.height}, scene.json says {d['width']}x{d['height']}")
     return v
@@ -248,7 +266,9 @@ def read_scene(path: str | os.PathLike, stems: list[str] | None = None) -> Scene
         classes=[ClassInfo(int(c["id"]), str(c["name"]), bool(c["isthing"])) for c in meta["classes"]],
         instances=[InstanceInfo(int(i["id"]), int(i["class_id"]), str(i["name"])) for i in meta["instances"]],
         views=[_read_view(root, by_stem[s]) for s in (stems or list(by_stem))],
-        seed=meta.get("seed"), meta=dict(meta.get("meta") or {}))
+        seed=meta.get("seed"),
+        meta=dict(meta.get("meta") or {}),
+    )
     validate(scene)
     return scene
 

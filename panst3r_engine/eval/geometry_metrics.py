@@ -49,7 +49,9 @@ def apply_similarity(points: np.ndarray, s: float, rot: np.ndarray, t: np.ndarra
 
 
 def chamfer(
-    pred: np.ndarray, gt: np.ndarray, align: bool = False,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    align: bool = False,
     transform: tuple[float, np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Accuracy (pred -> nearest GT), completeness (GT -> nearest pred) and their mean.
@@ -72,9 +74,11 @@ def chamfer(
     acc = cKDTree(g).query(p)[0]
     comp = cKDTree(p).query(g)[0]
     return {
-        "accuracy": float(acc.mean()), "completeness": float(comp.mean()),
+        "accuracy": float(acc.mean()),
+        "completeness": float(comp.mean()),
         "chamfer": float((acc.mean() + comp.mean()) / 2),
-        "accuracy_median": float(np.median(acc)), "completeness_median": float(np.median(comp)),
+        "accuracy_median": float(np.median(acc)),
+        "completeness_median": float(np.median(comp)),
         "scale": float(transform[0]) if transform is not None else 1.0,
     }
 
@@ -108,9 +112,12 @@ def camera_errors(pred_c2w: np.ndarray, gt_c2w: np.ndarray, align: bool = True) 
     rot_err = rotation_angle_deg(rot @ p[:, :3, :3], g[:, :3, :3])
     trans_err = np.linalg.norm(centres - g[:, :3, 3], axis=1)
     return {
-        "rot_err_deg": rot_err, "trans_err": trans_err,
-        "rot_err_deg_mean": float(rot_err.mean()), "rot_err_deg_median": float(np.median(rot_err)),
-        "trans_err_mean": float(trans_err.mean()), "trans_err_median": float(np.median(trans_err)),
+        "rot_err_deg": rot_err,
+        "trans_err": trans_err,
+        "rot_err_deg_mean": float(rot_err.mean()),
+        "rot_err_deg_median": float(np.median(rot_err)),
+        "trans_err_mean": float(trans_err.mean()),
+        "trans_err_median": float(np.median(trans_err)),
         "alignment": (s, rot, t),
     }
 

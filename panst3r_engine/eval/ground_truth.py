@@ -66,8 +66,13 @@ def _select(scene: SceneDataset, views: Sequence[int | str] | None) -> list[View
     return [scene.views[scene.view_index(v) if isinstance(v, str) else int(v)] for v in views]
 
 
-def bundle_from_scene(scene: SceneDataset | str | os.PathLike, views: Sequence[int | str] | None,
-                      out_dir: str | os.PathLike, stride: int = 2, overwrite: bool = False) -> Path:
+def bundle_from_scene(
+    scene: SceneDataset | str | os.PathLike,
+    views: Sequence[int | str] | None,
+    out_dir: str | os.PathLike,
+    stride: int = 2,
+    overwrite: bool = False,
+) -> Path:
     """Write the ground-truth bundle of ``views`` (indices or stems; None = all) of a scene; returns its path.
 
     Every view needs depth and instance maps. ``stride`` keeps every stride-th pixel in x and y as a point
@@ -89,7 +94,7 @@ def bundle_from_scene(scene: SceneDataset | str | os.PathLike, views: Sequence[i
         if unknown:
             raise ValueError(f"view {v.stem} has instance ids {sorted(unknown)} that the scene does not list")
         xyz = gt_pointmaps(scene, scene.view_index(v.stem))  # [H, W, 3], NaN where no depth
-        rows, cols = np.mgrid[0:v.height:stride, 0:v.width:stride]
+        rows, cols = np.mgrid[0 : v.height : stride, 0 : v.width : stride]
         rows, cols = rows.ravel(), cols.ravel()
         keep = np.isfinite(xyz[rows, cols]).all(1)
         rows, cols = rows[keep], cols[keep]
@@ -98,22 +103,45 @@ def bundle_from_scene(scene: SceneDataset | str | os.PathLike, views: Sequence[i
         parts["segment"].append(v.instance[rows, cols].astype(np.int32))
         parts["view"].append(np.full(len(rows), index, np.int16))
         parts["pixel"].append(np.stack([cols, rows], 1).astype(np.uint16))
-        images.append({"index": index, "file": f"{v.stem}.png", "stem": v.stem,
-                       "original_size": [v.width, v.height], "processed_size": [v.width, v.height],
-                       "crop_box": [0, 0, v.width, v.height], "keyframe": index == 0})
+        images.append(
+            {
+                "index": index,
+                "file": f"{v.stem}.png",
+                "stem": v.stem,
+                "original_size": [v.width, v.height],
+                "processed_size": [v.width, v.height],
+                "crop_box": [0, 0, v.width, v.height],
+                "keyframe": index == 0,
+            }
+        )
         K = splat_K(v.K)
-        cameras.append({"image": index, "K": K.tolist(), "cam_to_world": np.asarray(v.cam_to_world).tolist(),
-                        "focal": float(K[0, 0]), "confidence": 1.0})
+        cameras.append(
+            {
+                "image": index,
+                "K": K.tolist(),
+                "cam_to_world": np.asarray(v.cam_to_world).tolist(),
+                "focal": float(K[0, 0]),
+                "confidence": 1.0,
+            }
+        )
         panoptic[v.stem] = v.instance.astype(np.int32)
         photos[v.stem] = np.ascontiguousarray(v.image, np.uint8)
     points = {k: np.concatenate(p) for k, p in parts.items()}
     points["conf"] = np.ones(len(points["xyz"]), np.float32)
-    manifest = {"model": {"id": "ground-truth", "version": "v2", "checkpoint_md5": None},
-                "options": {"source": "synthetic scene ground truth", "stride": stride, "seed": scene.seed,
-                            "views": [v.stem for v in chosen]},
-                "timings": {}, "images": images, "cameras": cameras,
-                "classes": [{"id": c.id, "name": c.name, "isthing": c.isthing} for c in scene.classes],
-                "segments": [{"id": i.id, "class_id": i.class_id, "score": 1.0} for i in scene.instances]}
+    manifest = {
+        "model": {"id": "ground-truth", "version": "v2", "checkpoint_md5": None},
+        "options": {
+            "source": "synthetic scene ground truth",
+            "stride": stride,
+            "seed": scene.seed,
+            "views": [v.stem for v in chosen],
+        },
+        "timings": {},
+        "images": images,
+        "cameras": cameras,
+        "classes": [{"id": c.id, "name": c.name, "isthing": c.isthing} for c in scene.classes],
+        "segments": [{"id": i.id, "class_id": i.class_id, "score": 1.0} for i in scene.instances],
+    }
     return write_bundle(out_dir, manifest, points, panoptic, photos, overwrite=overwrite)
 
 

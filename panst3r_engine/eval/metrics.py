@@ -67,14 +67,22 @@ def _flatten_scene(pred_sem, pred_inst, gt_sem, gt_inst) -> dict[str, np.ndarray
     keep = gs != 0
     if not keep.any():
         raise ValueError("every GT pixel is void (semantic 0): nothing to score")
-    out = {"gs": gs, "view": view, "ps": _concat(pred_sem, "pred_sem")[0],
-           "pi": _concat(pred_inst, "pred_inst")[0], "gi": _concat(gt_inst, "gt_inst")[0]}
+    out = {
+        "gs": gs,
+        "view": view,
+        "ps": _concat(pred_sem, "pred_sem")[0],
+        "pi": _concat(pred_inst, "pred_inst")[0],
+        "gi": _concat(gt_inst, "gt_inst")[0],
+    }
     return {k: v[keep] for k, v in out.items()}
 
 
 def robust_classes(
-    pred_sem: np.ndarray, gt_sem: np.ndarray, classes: Iterable[int],
-    rule: FilterRule = "or", min_fraction: float = MIN_CLASS_FRACTION,
+    pred_sem: np.ndarray,
+    gt_sem: np.ndarray,
+    classes: Iterable[int],
+    rule: FilterRule = "or",
+    min_fraction: float = MIN_CLASS_FRACTION,
 ) -> list[int]:
     """Classes kept for scoring, from flat non-void pixel labels ``[N]``.
 
@@ -145,7 +153,8 @@ def pq_counts(pred_keys: np.ndarray, gt_keys: np.ndarray, class_ids: Sequence[in
     np.add.at(out["tp"], hit_cls, 1)
 
     for keys, area, on_void, matched, name in (
-        (gu, garea, gt_on_void, gi[hit], "fn"), (pu, parea, pred_on_void, pi[hit], "fp"),
+        (gu, garea, gt_on_void, gi[hit], "fn"),
+        (pu, parea, pred_on_void, pi[hit], "fp"),
     ):
         miss = keys != VOID
         miss[matched] = False
@@ -177,9 +186,11 @@ def summarise_pq(counts: dict[str, np.ndarray], class_ids: Sequence[int], things
     for m, v in scores.items():
         out[m], out[f"{m}_th"], out[f"{m}_st"] = _mean(v), _mean(v[is_th]), _mean(v[~is_th])
     out["per_class"] = {
-        int(c): {**{m: float(v[i]) for m, v in scores.items()},
-                 **{k: (float if k == "iou_sum" else int)(counts[k][i]) for k in counts},
-                 "thing": bool(is_th[i])}
+        int(c): {
+            **{m: float(v[i]) for m, v in scores.items()},
+            **{k: (float if k == "iou_sum" else int)(counts[k][i]) for k in counts},
+            "thing": bool(is_th[i]),
+        }
         for i, c in enumerate(class_ids)
     }
     return out
@@ -201,9 +212,12 @@ def _prepare(pred_sem, pred_inst, gt_sem, gt_inst, thing_classes, stuff_classes,
 
 
 def panoptic_quality_scene(
-    pred_sem: Sequence[np.ndarray], pred_inst: Sequence[np.ndarray],
-    gt_sem: Sequence[np.ndarray], gt_inst: Sequence[np.ndarray],
-    thing_classes: Iterable[int], stuff_classes: Iterable[int],
+    pred_sem: Sequence[np.ndarray],
+    pred_inst: Sequence[np.ndarray],
+    gt_sem: Sequence[np.ndarray],
+    gt_inst: Sequence[np.ndarray],
+    thing_classes: Iterable[int],
+    stuff_classes: Iterable[int],
     class_filter: FilterRule = "or",
 ) -> dict:
     """PQ^scene of one scene: views concatenated, segments matched across the whole scene.
@@ -214,16 +228,18 @@ def panoptic_quality_scene(
     classes_scored and classes_dropped (present but filtered out).
     ``class_filter`` other than "or" departs from the reference protocol.
     """
-    px, kept, things, meta = _prepare(pred_sem, pred_inst, gt_sem, gt_inst, thing_classes, stuff_classes,
-                                      class_filter)
+    px, kept, things, meta = _prepare(pred_sem, pred_inst, gt_sem, gt_inst, thing_classes, stuff_classes, class_filter)
     counts = pq_counts(px["pk"], px["gk"], kept)
     return {**summarise_pq(counts, kept, things), **meta}
 
 
 def panoptic_quality_per_view(
-    pred_sem: Sequence[np.ndarray], pred_inst: Sequence[np.ndarray],
-    gt_sem: Sequence[np.ndarray], gt_inst: Sequence[np.ndarray],
-    thing_classes: Iterable[int], stuff_classes: Iterable[int],
+    pred_sem: Sequence[np.ndarray],
+    pred_inst: Sequence[np.ndarray],
+    gt_sem: Sequence[np.ndarray],
+    gt_inst: Sequence[np.ndarray],
+    thing_classes: Iterable[int],
+    stuff_classes: Iterable[int],
     class_filter: FilterRule = "or",
 ) -> dict:
     """Image-wise PQ for comparison: segments matched inside each view only.
@@ -233,8 +249,7 @@ def panoptic_quality_per_view(
     dataset style) before the per-class scores. Also returns ``per_view_pq``:
     each view's mean PQ over the classes with a TP, FP or FN there (NaN if none).
     """
-    px, kept, things, meta = _prepare(pred_sem, pred_inst, gt_sem, gt_inst, thing_classes, stuff_classes,
-                                      class_filter)
+    px, kept, things, meta = _prepare(pred_sem, pred_inst, gt_sem, gt_inst, thing_classes, stuff_classes, class_filter)
     total = {k: np.zeros(len(kept), np.float64 if k == "iou_sum" else np.int64) for k in ("iou_sum", "tp", "fp", "fn")}
     per_view = []
     for v in range(len(gt_sem)):
@@ -248,8 +263,11 @@ def panoptic_quality_per_view(
 
 
 def mean_iou(
-    pred_sem: Sequence[np.ndarray], gt_sem: Sequence[np.ndarray], classes: Iterable[int],
-    class_filter: bool = True, min_fraction: float = MIN_CLASS_FRACTION,
+    pred_sem: Sequence[np.ndarray],
+    gt_sem: Sequence[np.ndarray],
+    classes: Iterable[int],
+    class_filter: bool = True,
+    min_fraction: float = MIN_CLASS_FRACTION,
 ) -> dict:
     """Scene mIoU from one confusion matrix over all views (Panoptic Lifting ``calculate_iou_folders``).
 

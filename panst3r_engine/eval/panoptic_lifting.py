@@ -37,10 +37,27 @@ from panst3r_engine.eval.dataset import ClassInfo, DatasetError, InstanceInfo, S
 
 #: ``resources/scannet_reduced_things.csv``: (name, isthing), class id = index + 1. Spelling as upstream.
 REDUCED_SCANNET_CLASSES: tuple[tuple[str, bool], ...] = (
-    ("wall", False), ("floor", False), ("cabinet", False), ("bed", True), ("chair", True), ("sofa", True),
-    ("table", False), ("door", False), ("window", False), ("counter", False), ("shelves", False),
-    ("curtain", False), ("ceiling", False), ("refridgerator", True), ("television", True), ("person", True),
-    ("toilet", True), ("sink", True), ("lamp", False), ("bag", True), ("otherprop", False),
+    ("wall", False),
+    ("floor", False),
+    ("cabinet", False),
+    ("bed", True),
+    ("chair", True),
+    ("sofa", True),
+    ("table", False),
+    ("door", False),
+    ("window", False),
+    ("counter", False),
+    ("shelves", False),
+    ("curtain", False),
+    ("ceiling", False),
+    ("refridgerator", True),
+    ("television", True),
+    ("person", True),
+    ("toilet", True),
+    ("sink", True),
+    ("lamp", False),
+    ("bag", True),
+    ("otherprop", False),
 )
 #: instant-NGP / NeRF camera axes (x right, y up, z backward) -> OpenCV, as preprocess_itw.py does.
 _GL_TO_CV = np.diag([1.0, -1.0, -1.0, 1.0])
@@ -107,8 +124,9 @@ def _resize(a: np.ndarray, size: tuple[int, int], resample: int) -> np.ndarray:
     return np.asarray(Image.fromarray(a.astype(np.float32)).resize(size, resample)).astype(a.dtype)
 
 
-def _read_frame(root: Path, stem: str, K: np.ndarray, c2w: np.ndarray, labels: str,
-                size: tuple[int, int] | None) -> View:
+def _read_frame(
+    root: Path, stem: str, K: np.ndarray, c2w: np.ndarray, labels: str, size: tuple[int, int] | None
+) -> View:
     photo = next(p for e in (".jpg", ".jpeg", ".png") if (p := root / "color" / f"{stem}{e}").is_file())
     image = np.asarray(Image.open(photo).convert("RGB"))
     h, w = image.shape[:2]
@@ -146,8 +164,12 @@ def _instances(views: list[View], classes: list[ClassInfo]) -> list[InstanceInfo
 
 
 def read_panoptic_lifting(
-    path: str | os.PathLike, split: Split = "test", labels: Literal["rs", "raw"] = "rs",
-    size: tuple[int, int] | None = None, classes: list[ClassInfo] | None = None, max_views: int | None = None,
+    path: str | os.PathLike,
+    split: Split = "test",
+    labels: Literal["rs", "raw"] = "rs",
+    size: tuple[int, int] | None = None,
+    classes: list[ClassInfo] | None = None,
+    max_views: int | None = None,
 ) -> SceneDataset:
     """A Panoptic Lifting scene folder as a :class:`SceneDataset` (frames of one split, in frame order).
 
@@ -175,8 +197,12 @@ def read_panoptic_lifting(
         else:
             seen = sorted({int(c) for v in views if v.semantic is not None for c in np.unique(v.semantic)} - {0})
             classes = [ClassInfo(c, f"class_{c}", True) for c in seen]
-    scene = SceneDataset(classes, _instances(views, classes), views, seed=None,
-                         meta={"source": "panoptic-lifting", "root": str(root), "split": split, "labels": labels,
-                               "skipped": skipped})
+    scene = SceneDataset(
+        classes,
+        _instances(views, classes),
+        views,
+        seed=None,
+        meta={"source": "panoptic-lifting", "root": str(root), "split": split, "labels": labels, "skipped": skipped},
+    )
     validate(scene)
     return scene

@@ -64,7 +64,7 @@ class EvalOptions:
     splat_steps: int = 0  # > 0: fit splats after the job (the paper's held-out protocol scores 3DGS renders)
     overwrite: bool = False
 
-    def validate(self) -> "EvalOptions":
+    def validate(self) -> EvalOptions:
         if self.protocol not in PROTOCOLS:
             raise OptionsError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
         if self.holdout_every < 2:
@@ -112,8 +112,9 @@ def load_dataset(path: str | os.PathLike) -> tuple[SceneDataset, list[str] | Non
     raise DatasetError(f"{root} is neither a scene folder (scene.json) nor a Panoptic Lifting scene (color/)")
 
 
-def split_views(n: int, every: int, test_stems: list[str] | None = None,
-                stems: list[str] | None = None) -> tuple[list[int], list[int]]:
+def split_views(
+    n: int, every: int, test_stems: list[str] | None = None, stems: list[str] | None = None
+) -> tuple[list[int], list[int]]:
     """(input, held-out) view indices: the dataset's test stems if given, else indices 0, k, 2k, ..."""
     held = [i for i, s in enumerate(stems or []) if s in set(test_stems)] if test_stems else list(range(0, n, every))
     inputs = [i for i in range(n) if i not in set(held)]
@@ -162,8 +163,13 @@ def processed_K(K: np.ndarray, box: Box, size: tuple[int, int]) -> np.ndarray:
     x0, y0, x1, y1 = box
     sx, sy = size[0] / (x1 - x0), size[1] / (y1 - y0)
     k = np.asarray(K, np.float64)
-    return np.array([[k[0, 0] * sx, k[0, 1] * sx, (k[0, 2] + 0.5 - x0) * sx - 0.5],
-                     [0.0, k[1, 1] * sy, (k[1, 2] + 0.5 - y0) * sy - 0.5], [0.0, 0.0, 1.0]])
+    return np.array(
+        [
+            [k[0, 0] * sx, k[0, 1] * sx, (k[0, 2] + 0.5 - x0) * sx - 0.5],
+            [0.0, k[1, 1] * sy, (k[1, 2] + 0.5 - y0) * sy - 0.5],
+            [0.0, 0.0, 1.0],
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- bundle -> prediction
@@ -182,12 +188,19 @@ def prediction_from_bundle(bundle, scene: SceneDataset) -> Prediction:
     pts = bundle.points
     notes = [f"predicted classes not in the dataset (scored as void): {unknown}"] if unknown else []
     return Prediction(
-        pan=[bundle.panoptic(s) for s in bundle.stems], seg_class=lut,
+        pan=[bundle.panoptic(s) for s in bundle.stems],
+        seg_class=lut,
         crop_boxes=[tuple(im["crop_box"]) for im in bundle.manifest["images"]],
-        K=np.array([c["K"] for c in cams], np.float64), cam_to_world=np.array([c["cam_to_world"] for c in cams]),
-        focal=np.array([c["focal"] for c in cams], np.float64), xyz=pts["xyz"].astype(np.float64),
-        view=pts["view"].astype(np.int64), pixel=pts["pixel"].astype(np.int64),
-        segment=pts["segment"].astype(np.int64), bundle_path=Path(bundle.path), notes=notes)
+        K=np.array([c["K"] for c in cams], np.float64),
+        cam_to_world=np.array([c["cam_to_world"] for c in cams]),
+        focal=np.array([c["focal"] for c in cams], np.float64),
+        xyz=pts["xyz"].astype(np.float64),
+        view=pts["view"].astype(np.int64),
+        pixel=pts["pixel"].astype(np.int64),
+        segment=pts["segment"].astype(np.int64),
+        bundle_path=Path(bundle.path),
+        notes=notes,
+    )
 
 
 def classes_of(pred: Prediction, ids: np.ndarray) -> np.ndarray:
@@ -200,8 +213,13 @@ def classes_of(pred: Prediction, ids: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- scoring
 
 
-def score_panoptic(pred_ids: list[np.ndarray], pred: Prediction, gt_sem: list[np.ndarray],
-                   gt_inst: list[np.ndarray], scene: SceneDataset) -> dict:
+def score_panoptic(
+    pred_ids: list[np.ndarray],
+    pred: Prediction,
+    gt_sem: list[np.ndarray],
+    gt_inst: list[np.ndarray],
+    scene: SceneDataset,
+) -> dict:
     """PQ^scene (+ things/stuff), image-wise PQ with per-view values, and mIoU of one set of views.
 
     ``unfiltered`` repeats PQ^scene without the 0.5 % class filter: the reference
@@ -215,9 +233,14 @@ def score_panoptic(pred_ids: list[np.ndarray], pred: Prediction, gt_sem: list[np
     per_view = panoptic_quality_per_view(pred_sem, pred_inst, gt_sem, gt_inst, th, st)
     miou = mean_iou(pred_sem, gt_sem, [c.id for c in scene.classes])
     everything = panoptic_quality_scene(pred_sem, pred_inst, gt_sem, gt_inst, th, st, class_filter=None)
-    return {**pq, "pq_image_wise": per_view["pq"], "per_view_pq": per_view["per_view_pq"],
-            "miou": miou["miou"], "iou_per_class": miou["per_class"],
-            "unfiltered": {k: everything[k] for k in ("pq", "pq_th", "pq_st", "sq", "rq", "classes_scored")}}
+    return {
+        **pq,
+        "pq_image_wise": per_view["pq"],
+        "per_view_pq": per_view["per_view_pq"],
+        "miou": miou["miou"],
+        "iou_per_class": miou["per_class"],
+        "unfiltered": {k: everything[k] for k in ("pq", "pq_th", "pq_st", "sq", "rq", "classes_scored")},
+    }
 
 
 def _subsample(n: int, cap: int, seed: int) -> np.ndarray:
@@ -240,14 +263,18 @@ def correspondences(pred: Prediction, scene: SceneDataset, inputs: list[int]) ->
 
 def gt_cloud(pred: Prediction, scene: SceneDataset, inputs: list[int]) -> np.ndarray:
     """GT points of every processed pixel of the input views (what a complete prediction would cover)."""
-    parts = [to_processed(gt_pointmaps(scene, v), pred.crop_boxes[i], pred.pan[i].shape[::-1]).reshape(-1, 3)
-             for i, v in enumerate(inputs) if scene.views[v].depth is not None]
+    parts = [
+        to_processed(gt_pointmaps(scene, v), pred.crop_boxes[i], pred.pan[i].shape[::-1]).reshape(-1, 3)
+        for i, v in enumerate(inputs)
+        if scene.views[v].depth is not None
+    ]
     pts = np.concatenate(parts) if parts else np.zeros((0, 3))
     return pts[np.isfinite(pts).all(1)]
 
 
-def point_metrics(pred: Prediction, scene: SceneDataset, inputs: list[int],
-                  opts: EvalOptions) -> tuple[dict, Similarity | None]:
+def point_metrics(
+    pred: Prediction, scene: SceneDataset, inputs: list[int], opts: EvalOptions
+) -> tuple[dict, Similarity | None]:
     """Chamfer-style errors after the Umeyama fit on pixel correspondences; returns the fit too.
 
     ``pointmap_error_*``: aligned distance between a predicted point and the GT
@@ -262,11 +289,19 @@ def point_metrics(pred: Prediction, scene: SceneDataset, inputs: list[int],
     except ValueError as exc:
         return {"error": str(exc)}, None
     cloud = gt_cloud(pred, scene, inputs)
-    out = chamfer(pred.xyz[_subsample(len(pred.xyz), opts.max_points, opts.seed)],
-                  cloud[_subsample(len(cloud), opts.max_points, opts.seed + 1)], transform=sim)
+    out = chamfer(
+        pred.xyz[_subsample(len(pred.xyz), opts.max_points, opts.seed)],
+        cloud[_subsample(len(cloud), opts.max_points, opts.seed + 1)],
+        transform=sim,
+    )
     residual = np.linalg.norm(apply_similarity(p[sub], *sim) - g[sub], axis=1)
-    return {**out, "pointmap_error_mean": float(residual.mean()), "pointmap_error_median": float(np.median(residual)),
-            "points": int(len(pred.xyz)), "correspondences": int(len(p))}, sim
+    return {
+        **out,
+        "pointmap_error_mean": float(residual.mean()),
+        "pointmap_error_median": float(np.median(residual)),
+        "points": int(len(pred.xyz)),
+        "correspondences": int(len(p)),
+    }, sim
 
 
 def transform_pose(c2w: np.ndarray, sim: Similarity) -> np.ndarray:
@@ -295,8 +330,10 @@ def camera_metrics(pred: Prediction, scene: SceneDataset, inputs: list[int], sim
             moved = np.stack([transform_pose(c, sim) for c in pred.cam_to_world])
             cams, how = camera_errors(moved, gt_c2w, align=False), "points"
     cams["alignment_from"] = how
-    gt_f = [math.sqrt(np.prod(np.diag(processed_K(scene.views[v].K, pred.crop_boxes[i], pred.pan[i].shape[::-1]))[:2]))
-            for i, v in enumerate(inputs)]
+    gt_f = [
+        math.sqrt(np.prod(np.diag(processed_K(scene.views[v].K, pred.crop_boxes[i], pred.pan[i].shape[::-1]))[:2]))
+        for i, v in enumerate(inputs)
+    ]
     return {"cameras": cams, "focal": {**focal_error(pred.focal, gt_f), "predicted": pred.focal, "gt": gt_f}}
 
 
@@ -309,8 +346,16 @@ def _nearest(pix: np.ndarray, z: np.ndarray, ids: np.ndarray, n: int) -> tuple[n
     return best_z, label
 
 
-def zbuffer_labels(xyz: np.ndarray, ids: np.ndarray, K: np.ndarray, c2w: np.ndarray, size: tuple[int, int],
-                   point_radius: int = 0, fill_radius: float = 2.0, occlusion_tol: float = 0.05) -> np.ndarray:
+def zbuffer_labels(
+    xyz: np.ndarray,
+    ids: np.ndarray,
+    K: np.ndarray,
+    c2w: np.ndarray,
+    size: tuple[int, int],
+    point_radius: int = 0,
+    fill_radius: float = 2.0,
+    occlusion_tol: float = 0.05,
+) -> np.ndarray:
     """Segment ids ``[H, W]`` seen by a camera: nearest point per pixel, then short-range hole filling.
 
     Direct hits win, except that the (2r+1)^2 footprint of a point more than
@@ -359,8 +404,9 @@ def _splat_labels(pred: Prediction, K: np.ndarray, c2w: np.ndarray, size: tuple[
         return None
 
 
-def heldout_labels(pred: Prediction, scene: SceneDataset, held: list[int], sim: Similarity,
-                   opts: EvalOptions) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], str]:
+def heldout_labels(
+    pred: Prediction, scene: SceneDataset, held: list[int], sim: Similarity, opts: EvalOptions
+) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], str]:
     """Predicted ids and GT maps of the held-out views, all in the frame the loader would give them."""
     back = inverse_similarity(sim)
     ids, sem, inst, source = [], [], [], "points"
@@ -370,25 +416,36 @@ def heldout_labels(pred: Prediction, scene: SceneDataset, held: list[int], sim: 
         K, c2w = processed_K(view.K, box, size), transform_pose(view.cam_to_world, back)
         rendered = _splat_labels(pred, K, c2w, size) if opts.use_splats else None
         source = "splats" if rendered is not None else source
-        ids.append(rendered if rendered is not None else zbuffer_labels(
-            pred.xyz, pred.segment, K, c2w, size, opts.point_radius, opts.fill_radius))
+        ids.append(
+            rendered
+            if rendered is not None
+            else zbuffer_labels(pred.xyz, pred.segment, K, c2w, size, opts.point_radius, opts.fill_radius)
+        )
         sem.append(to_processed(view.semantic.astype(np.int64), box, size))
         inst.append(to_processed(view.instance.astype(np.int64), box, size))
     return ids, sem, inst, source
 
 
-def evaluate_prediction(scene: SceneDataset, pred: Prediction, inputs: list[int], held: list[int],
-                        opts: EvalOptions) -> dict:
+def evaluate_prediction(
+    scene: SceneDataset, pred: Prediction, inputs: list[int], held: list[int], opts: EvalOptions
+) -> dict:
     """All metrics of one prediction; ``held`` empty means the input-views protocol."""
     points, sim = point_metrics(pred, scene, inputs, opts)
     geometry = {**camera_metrics(pred, scene, inputs, sim), "points": points}
-    gt_sem = [to_processed(scene.views[v].semantic.astype(np.int64), pred.crop_boxes[i], p.shape[::-1])
-              for i, (v, p) in enumerate(zip(inputs, pred.pan))]
-    gt_inst = [to_processed(scene.views[v].instance.astype(np.int64), pred.crop_boxes[i], p.shape[::-1])
-               for i, (v, p) in enumerate(zip(inputs, pred.pan))]
+    gt_sem = [
+        to_processed(scene.views[v].semantic.astype(np.int64), pred.crop_boxes[i], p.shape[::-1])
+        for i, (v, p) in enumerate(zip(inputs, pred.pan))
+    ]
+    gt_inst = [
+        to_processed(scene.views[v].instance.astype(np.int64), pred.crop_boxes[i], p.shape[::-1])
+        for i, (v, p) in enumerate(zip(inputs, pred.pan))
+    ]
     on_inputs = score_panoptic(pred.pan, pred, gt_sem, gt_inst, scene)
-    out = {"views": {"input": [scene.views[v].stem for v in inputs], "held_out": [scene.views[v].stem for v in held]},
-           "classes": {c.id: {"name": c.name, "isthing": c.isthing} for c in scene.classes}, "geometry": geometry}
+    out = {
+        "views": {"input": [scene.views[v].stem for v in inputs], "held_out": [scene.views[v].stem for v in held]},
+        "classes": {c.id: {"name": c.name, "isthing": c.isthing} for c in scene.classes},
+        "geometry": geometry,
+    }
     if not held:
         return {**out, "panoptic": {**on_inputs, "label_source": "panoptic_maps"}}
     if sim is None:
@@ -396,8 +453,11 @@ def evaluate_prediction(scene: SceneDataset, pred: Prediction, inputs: list[int]
     if sim is None:
         raise ValueError("cannot place the held-out cameras: neither points nor camera centres could be aligned")
     ids, sem, inst, source = heldout_labels(pred, scene, held, sim, opts)
-    return {**out, "panoptic": {**score_panoptic(ids, pred, sem, inst, scene), "label_source": source},
-            "panoptic_input_views": on_inputs}
+    return {
+        **out,
+        "panoptic": {**score_panoptic(ids, pred, sem, inst, scene), "label_source": source},
+        "panoptic_input_views": on_inputs,
+    }
 
 
 # --------------------------------------------------------------------------- the job
@@ -414,15 +474,24 @@ def _run_pipeline(scene: SceneDataset, inputs: list[int], out_dir: Path, opts: E
             Image.fromarray(scene.views[v].image).save(path)
         vocab = Path(tmp) / "classes.txt"
         vocab.write_text(vocabulary_lines(scene), encoding="utf-8")
-        job = JobOptions(weights=opts.weights, keyframes=opts.keyframes, postprocess=opts.postprocess,
-                         vocab=str(vocab), vocab_embeddings=opts.vocab_embeddings, conf_threshold=opts.conf_threshold,
-                         device=opts.device, resize=opts.resize, seed=opts.seed, overwrite=opts.overwrite,
-                         splats=opts.splat_steps > 0, splat_steps=opts.splat_steps or None)
+        job = JobOptions(
+            weights=opts.weights,
+            keyframes=opts.keyframes,
+            postprocess=opts.postprocess,
+            vocab=str(vocab),
+            vocab_embeddings=opts.vocab_embeddings,
+            conf_threshold=opts.conf_threshold,
+            device=opts.device,
+            resize=opts.resize,
+            seed=opts.seed,
+            overwrite=opts.overwrite,
+            splats=opts.splat_steps > 0,
+            splat_steps=opts.splat_steps or None,
+        )
         return run_job(photos, out_dir / "bundle", job, progress)
 
 
-def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts: EvalOptions,
-                   progress=None) -> dict:
+def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts: EvalOptions, progress=None) -> dict:
     """Run the pipeline on the dataset's (input) photos into ``out_dir/bundle`` and score it; returns the report."""
     from panst3r_engine.bundle.read import read_bundle
 
@@ -434,8 +503,9 @@ def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts:
         inputs, held = split_views(n, opts.holdout_every, test_stems, [v.stem for v in scene.views])
     else:
         inputs, held = list(range(n)), []
-    missing = [scene.views[v].stem for v in inputs + held
-               if scene.views[v].semantic is None or scene.views[v].instance is None]
+    missing = [
+        scene.views[v].stem for v in inputs + held if scene.views[v].semantic is None or scene.views[v].instance is None
+    ]
     if missing:
         raise DatasetError(f"views without semantic/instance ground truth: {missing[:5]}")
     result = _run_pipeline(scene, inputs, Path(out_dir), opts, progress)
@@ -443,7 +513,13 @@ def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts:
     pred = prediction_from_bundle(bundle, scene)
     scoring = time.perf_counter()
     report = evaluate_prediction(scene, pred, inputs, held, opts)
-    return {"dataset": str(Path(dataset)), "protocol": opts.protocol, "bundle": str(result.bundle),
-            "options": asdict(opts), "postprocess": bundle.manifest["options"].get("postprocess"), **report,
-            "notes": pred.notes, "timings": {**result.timings, "scoring": time.perf_counter() - scoring,
-                                             "total": time.perf_counter() - started}}
+    return {
+        "dataset": str(Path(dataset)),
+        "protocol": opts.protocol,
+        "bundle": str(result.bundle),
+        "options": asdict(opts),
+        "postprocess": bundle.manifest["options"].get("postprocess"),
+        **report,
+        "notes": pred.notes,
+        "timings": {**result.timings, "scoring": time.perf_counter() - scoring, "total": time.perf_counter() - started},
+    }

@@ -21,10 +21,20 @@ from panst3r_engine.eval.camera_conventions import blender_intrinsics, look_at, 
 #: semantic vocabulary (as hard-coded in PanSt3R's demo), ``(name, isthing)``.
 #: Class id = index + 1 (0 = void). ScanNet++ has "table lamp"/"ceiling lamp", no plain "lamp".
 SYNTHETIC_CLASSES: tuple[tuple[str, bool], ...] = (
-    ("wall", False), ("floor", False), ("ceiling", False),
-    ("door", True), ("window", True), ("table", True), ("chair", True),
-    ("cabinet", True), ("bed", True), ("sofa", True), ("table lamp", True),
-    ("bookshelf", True), ("box", True), ("trash can", True),
+    ("wall", False),
+    ("floor", False),
+    ("ceiling", False),
+    ("door", True),
+    ("window", True),
+    ("table", True),
+    ("chair", True),
+    ("cabinet", True),
+    ("bed", True),
+    ("sofa", True),
+    ("table lamp", True),
+    ("bookshelf", True),
+    ("box", True),
+    ("trash can", True),
 )
 CLASS_ID = {name: i + 1 for i, (name, _) in enumerate(SYNTHETIC_CLASSES)}
 FURNITURE = ("table", "chair", "cabinet", "bed", "sofa", "table lamp", "bookshelf", "box", "trash can")
@@ -40,6 +50,7 @@ class Part:
     box: ``size`` = full extents (x, y, z); cylinder: (bottom radius, top radius, height).
     ``center`` is the primitive's centre (z measured from the floor).
     """
+
     kind: Literal["box", "cylinder"]
     size: tuple[float, float, float]
     center: tuple[float, float, float]
@@ -48,6 +59,7 @@ class Part:
 @dataclass(frozen=True)
 class MaterialSpec:
     """Diffuse material with a procedural pattern, so photos have texture to match."""
+
     pattern: Literal["noise", "wave", "checker", "voronoi"]
     color_a: tuple[float, float, float]
     color_b: tuple[float, float, float]
@@ -181,10 +193,14 @@ def footprint(parts: list[Part]) -> tuple[float, float, float]:
 def random_material(rng: np.random.Generator, kind: str = "furniture") -> MaterialSpec:
     """Seeded two-colour procedural material; walls stay pale, furniture is saturated."""
     pattern = {"wall": "noise", "floor": "wave", "ceiling": "noise"}.get(kind) or str(
-        rng.choice(["noise", "checker", "voronoi", "wave"]))
+        rng.choice(["noise", "checker", "voronoi", "wave"])
+    )
     hue = rng.uniform()
-    sat, val = (rng.uniform(0.05, 0.2), rng.uniform(0.6, 0.85)) if kind in ("wall", "ceiling") else (
-        rng.uniform(0.35, 0.8), rng.uniform(0.3, 0.7))
+    sat, val = (
+        (rng.uniform(0.05, 0.2), rng.uniform(0.6, 0.85))
+        if kind in ("wall", "ceiling")
+        else (rng.uniform(0.35, 0.8), rng.uniform(0.3, 0.7))
+    )
     a = _hsv(hue, sat, val)
     b = _hsv((hue + rng.uniform(-0.08, 0.08)) % 1, sat * rng.uniform(0.6, 1.2), val * rng.uniform(0.45, 0.75))
     scale = {"wall": 3.0, "ceiling": 2.0, "floor": 2.0}.get(kind, rng.uniform(3.0, 8.0))
@@ -230,8 +246,10 @@ def structure(room: tuple[float, float, float], rng: np.random.Generator) -> tup
     rx, ry, h = room
     t = WALL_T
     slab = lambda z0: [_box(rx + 2 * t, ry + 2 * t, t, z0=z0)]  # noqa: E731
-    objs = [SceneObject("floor", "floor", slab(-t), (0, 0, 0), 0.0, random_material(rng, "floor")),
-            SceneObject("ceiling", "ceiling", slab(h), (0, 0, 0), 0.0, random_material(rng, "ceiling"))]
+    objs = [
+        SceneObject("floor", "floor", slab(-t), (0, 0, 0), 0.0, random_material(rng, "floor")),
+        SceneObject("ceiling", "ceiling", slab(h), (0, 0, 0), 0.0, random_material(rng, "ceiling")),
+    ]
     wall_mat = random_material(rng, "wall")
     for w in range(4):
         centre, normal, length = _wall_frame(w, room)
@@ -275,7 +293,8 @@ def _place(kind: str, parts: list[Part], room, occupied, eyes, rng) -> tuple[np.
         near_cam = _aabb(xy, yaw, hx, hy, pad=0.4)
         inside = bool(np.all(np.abs(box) <= np.array([rx, ry, rx, ry]) / 2 + 1e-6))
         cams_ok = top < eyes[:, 2].min() - 0.3 or not any(  # cameras may look over low pieces
-            near_cam[0] < e[0] < near_cam[2] and near_cam[1] < e[1] < near_cam[3] for e in eyes)
+            near_cam[0] < e[0] < near_cam[2] and near_cam[1] < e[1] < near_cam[3] for e in eyes
+        )
         if inside and cams_ok and not _overlaps(_aabb(xy, yaw, hx, hy, pad=0.05), occupied):
             return xy, yaw
     return None
@@ -300,8 +319,14 @@ def _on_table(table: SceneObject, parts: list[Part], rng: np.random.Generator) -
     off = np.array([rng.uniform(-thx + 0.2, thx - 0.2), rng.uniform(-thy + 0.2, thy - 0.2)])
     c, s = math.cos(table.yaw), math.sin(table.yaw)
     xy = np.array(table.location[:2]) + np.array([c * off[0] - s * off[1], s * off[0] + c * off[1]])
-    return SceneObject("table lamp", "table lamp", parts, (float(xy[0]), float(xy[1]), th),
-                       float(rng.uniform(-math.pi, math.pi)), random_material(rng))
+    return SceneObject(
+        "table lamp",
+        "table lamp",
+        parts,
+        (float(xy[0]), float(xy[1]), th),
+        float(rng.uniform(-math.pi, math.pi)),
+        random_material(rng),
+    )
 
 
 def furniture(room, occupied: list[np.ndarray], eyes: np.ndarray, rng: np.random.Generator) -> list[SceneObject]:
@@ -332,12 +357,15 @@ def lights(room: tuple[float, float, float], rng: np.random.Generator) -> list[L
     rx, ry, h = room
     area = rx * ry
     p = (float(rng.uniform(-rx / 3, rx / 3)), float(rng.uniform(-ry / 3, ry / 3)), h - 0.4)
-    return [LightSpec("AREA", (0.0, 0.0, h - 0.02), 6.0 * area, size=1.5),
-            LightSpec("POINT", p, 2.5 * area, color=(1.0, 0.85, 0.7))]
+    return [
+        LightSpec("AREA", (0.0, 0.0, h - 0.02), 6.0 * area, size=1.5),
+        LightSpec("POINT", p, 2.5 * area, color=(1.0, 0.85, 0.7)),
+    ]
 
 
-def sample_layout(seed: int = 0, num_views: int = 6, width: int = 128, height: int = 96,
-                  path: CameraPath = "orbit") -> RoomLayout:
+def sample_layout(
+    seed: int = 0, num_views: int = 6, width: int = 128, height: int = 96, path: CameraPath = "orbit"
+) -> RoomLayout:
     """The whole seeded scene: room, furniture, lights and ``num_views`` cameras looking at the centre."""
     if num_views < 1 or width < 8 or height < 8:
         raise ValueError(f"need num_views >= 1 and an image of at least 8x8, got {num_views} views of {width}x{height}")
@@ -352,5 +380,14 @@ def sample_layout(seed: int = 0, num_views: int = 6, width: int = 128, height: i
     for i, o in enumerate(objs):
         o.instance_id = i + 1
     k = blender_intrinsics(lens, 36.0, width, height, *pixel_centre_shift(width, height))
-    return RoomLayout(room, objs, lights(room, rng), c2w, k, width, height, lens,
-                      meta={"seed": seed, "path": path, "target": target.tolist()})
+    return RoomLayout(
+        room,
+        objs,
+        lights(room, rng),
+        c2w,
+        k,
+        width,
+        height,
+        lens,
+        meta={"seed": seed, "path": path, "target": target.tolist()},
+    )

@@ -27,16 +27,24 @@ from panst3r_engine.eval.dataset import ClassInfo, InstanceInfo, SceneDataset, V
 from panst3r_engine.eval.scene_layout import SYNTHETIC_CLASSES, CameraPath, RoomLayout, sample_layout
 
 
-def _render_all(layout: RoomLayout, samples: int, fast: bool, work: Path,
-                save_blend: Path | None) -> tuple[list, list, list, dict]:
+def _render_all(
+    layout: RoomLayout, samples: int, fast: bool, work: Path, save_blend: Path | None
+) -> tuple[list, list, list, dict]:
     """Build and render the layout; returns photo paths, data-pass paths, camera data and timings."""
     from panst3r_engine.eval import blender_render as br  # noqa: PLC0415
 
     t0 = time.perf_counter()
     scene, cams = br.build_scene(layout)
     t1 = time.perf_counter()
-    photos = br.render_photos(scene, cams, work, samples=1 if fast else samples, denoise=not fast,
-                              bounces=1 if fast else 3, seed=int(layout.meta["seed"]))
+    photos = br.render_photos(
+        scene,
+        cams,
+        work,
+        samples=1 if fast else samples,
+        denoise=not fast,
+        bounces=1 if fast else 3,
+        seed=int(layout.meta["seed"]),
+    )
     t2 = time.perf_counter()
     data = br.render_data(scene, cams, work)
     t3 = time.perf_counter()
@@ -46,8 +54,16 @@ def _render_all(layout: RoomLayout, samples: int, fast: bool, work: Path,
     return photos, data, br.camera_matrices(cams), timings
 
 
-def _view_from_render(stem: str, photo: Path, data: Path, matrix_world: np.ndarray, cam: dict,
-                      width: int, height: int, class_of: dict[int, int]) -> View:
+def _view_from_render(
+    stem: str,
+    photo: Path,
+    data: Path,
+    matrix_world: np.ndarray,
+    cam: dict,
+    width: int,
+    height: int,
+    class_of: dict[int, int],
+) -> View:
     """One dataset view: Blender camera -> OpenCV pose and K, passes -> depth and label maps."""
     from panst3r_engine.eval.blender_render import read_data_passes  # noqa: PLC0415
 
@@ -65,8 +81,15 @@ def _view_from_render(stem: str, photo: Path, data: Path, matrix_world: np.ndarr
     if image.shape[:2] != (height, width):
         raise RuntimeError(f"view {stem}: rendered {image.shape[1]}x{image.shape[0]}, expected {width}x{height}")
     K = blender_intrinsics(cam["lens"], cam["sensor_width"], width, height, cam["shift_x"], cam["shift_y"])
-    return View(stem, K, blender_to_opencv(matrix_world), image, passes["depth"],
-                semantic.astype(np.uint16), passes["instance"].astype(np.uint16))
+    return View(
+        stem,
+        K,
+        blender_to_opencv(matrix_world),
+        image,
+        passes["depth"],
+        semantic.astype(np.uint16),
+        passes["instance"].astype(np.uint16),
+    )
 
 
 def layout_to_dataset(layout: RoomLayout, views: list[View], meta: dict) -> SceneDataset:
@@ -77,8 +100,15 @@ def layout_to_dataset(layout: RoomLayout, views: list[View], meta: dict) -> Scen
 
 
 def generate_scene(
-    out_dir: str | os.PathLike, seed: int = 0, num_views: int = 6, width: int = 128, height: int = 96,
-    samples: int = 8, path: CameraPath = "orbit", fast: bool = False, save_blend: bool = False,
+    out_dir: str | os.PathLike,
+    seed: int = 0,
+    num_views: int = 6,
+    width: int = 128,
+    height: int = 96,
+    samples: int = 8,
+    path: CameraPath = "orbit",
+    fast: bool = False,
+    save_blend: bool = False,
 ) -> Path:
     """Render a seeded synthetic room and write it as a scene folder at ``out_dir``.
 
@@ -95,12 +125,21 @@ def generate_scene(
     with tempfile.TemporaryDirectory(prefix="panst3r-synth-") as tmp:
         blend = Path(tmp) / "scene.blend" if save_blend else None
         photos, data, cams, timings = _render_all(layout, samples, fast, Path(tmp), blend)
-        views = [_view_from_render(f"view_{i:03d}", photos[i], data[i], m, c, width, height, class_of)
-                 for i, (m, c) in enumerate(cams)]
-        meta = {"generator": "panst3r_engine.eval.synthetic", "path": path, "samples": 1 if fast else samples,
-                "fast": fast, "room_size": list(layout.size), "lens_mm": layout.lens_mm,
-                "look_at": layout.meta["target"], "world": "Blender (metres, Z up)",
-                "timings": {**timings, "total_s": time.perf_counter() - t0}}
+        views = [
+            _view_from_render(f"view_{i:03d}", photos[i], data[i], m, c, width, height, class_of)
+            for i, (m, c) in enumerate(cams)
+        ]
+        meta = {
+            "generator": "panst3r_engine.eval.synthetic",
+            "path": path,
+            "samples": 1 if fast else samples,
+            "fast": fast,
+            "room_size": list(layout.size),
+            "lens_mm": layout.lens_mm,
+            "look_at": layout.meta["target"],
+            "world": "Blender (metres, Z up)",
+            "timings": {**timings, "total_s": time.perf_counter() - t0},
+        }
         scene = layout_to_dataset(layout, views, meta)
         write_scene(scene, out)
         if blend is not None:
@@ -140,8 +179,10 @@ def run_from_args(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: render one synthetic scene folder and print where it went."""
-    p = argparse.ArgumentParser(prog="python -m panst3r_engine.eval.synthetic",
-                                description="Render a seeded synthetic room: photos, cameras, depth, panoptic labels.")
+    p = argparse.ArgumentParser(
+        prog="python -m panst3r_engine.eval.synthetic",
+        description="Render a seeded synthetic room: photos, cameras, depth, panoptic labels.",
+    )
     return run_from_args(add_scene_arguments(p).parse_args(argv))
 
 

@@ -69,7 +69,9 @@ def _read(path: Path) -> dict:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic.startswith(b"PK") and not is_zip:
-        raise CheckpointError(f"checkpoint {path} is truncated or corrupt (its zip directory is missing); download it again")
+        raise CheckpointError(
+            f"checkpoint {path} is truncated or corrupt (its zip directory is missing); download it again"
+        )
     if not is_zip and not magic.startswith(b"\x80"):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch zip archive nor a pickle)")
     try:
@@ -78,15 +80,19 @@ def _read(path: Path) -> dict:
     except pickle.UnpicklingError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if "Unsupported" in ln or "global" in ln.lower()]
         blocked = lines[0] if lines else str(exc).splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} holds Python objects that are not allowed in a weights file; "
-                              f"refusing to load it ({blocked})") from exc
+        raise CheckpointError(
+            f"checkpoint {path} holds Python objects that are not allowed in a weights file; "
+            f"refusing to load it ({blocked})"
+        ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         if is_zip or "zip" in str(exc).lower():
             raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc}); download it again") from exc
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(data, dict) or "weights" not in data or "args" not in data:
         found = sorted(data)[:8] if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(f"{path} is not a PanSt3R checkpoint: expected a dict with 'weights' and 'args', found {found}")
+        raise CheckpointError(
+            f"{path} is not a PanSt3R checkpoint: expected a dict with 'weights' and 'args', found {found}"
+        )
     return data
 
 
@@ -102,8 +108,11 @@ def check_state_dict(expected: dict[str, torch.Size], weights: dict[str, torch.T
     """Raise one message naming missing, unexpected and mis-shaped tensors."""
     missing = [k for k in expected if k not in weights]
     unexpected = [k for k in weights if k not in expected]
-    wrong = [f"{k} {tuple(weights[k].shape)} (expected {tuple(expected[k])})"
-             for k in expected if k in weights and tuple(weights[k].shape) != tuple(expected[k])]
+    wrong = [
+        f"{k} {tuple(weights[k].shape)} (expected {tuple(expected[k])})"
+        for k in expected
+        if k in weights and tuple(weights[k].shape) != tuple(expected[k])
+    ]
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("with a wrong shape", wrong)):
         if items:
@@ -167,7 +176,9 @@ def random_state_dict(cfg: ModelConfig, seed: int = 0) -> dict[str, torch.Tensor
     return out
 
 
-def write_checkpoint(path: str | os.PathLike, cfg: ModelConfig, weights: dict[str, torch.Tensor], epoch: int = 0) -> Path:
+def write_checkpoint(
+    path: str | os.PathLike, cfg: ModelConfig, weights: dict[str, torch.Tensor], epoch: int = 0
+) -> Path:
     """Write ``{'args', 'weights', 'epoch'}`` in the official layout, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -158,7 +158,17 @@ def model_config(version: Version, tiny: bool = False) -> ModelConfig:
 
 
 __all__ = [
-    "DecoderConfig", "DinoConfig", "EncoderConfig", "InputMixerConfig", "LoftUpConfig",
-    "MaskTransformerConfig", "ModelConfig", "PanopticConfig", "PixelShuffleConfig",
-    "model_config", "panst3r_v1", "panst3r_v2", "replace",
+    "DecoderConfig",
+    "DinoConfig",
+    "EncoderConfig",
+    "InputMixerConfig",
+    "LoftUpConfig",
+    "MaskTransformerConfig",
+    "ModelConfig",
+    "PanopticConfig",
+    "PixelShuffleConfig",
+    "model_config",
+    "panst3r_v1",
+    "panst3r_v2",
+    "replace",
 ]

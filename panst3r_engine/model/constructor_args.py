@@ -91,9 +91,13 @@ def encoder_config(call: Call) -> EncoderConfig:
     if call.get("pos_embed", "RoPE100") != "RoPE100":
         raise ConstructorError(f"unsupported MUSt3R position embedding {call.get('pos_embed')!r}")
     d = EncoderConfig()
-    return EncoderConfig(patch_size=call.get("patch_size", d.patch_size), dim=call.get("embed_dim", d.dim),
-                         depth=call.get("depth", d.depth), num_heads=call.get("num_heads", d.num_heads),
-                         mlp_ratio=call.get("mlp_ratio", d.mlp_ratio))
+    return EncoderConfig(
+        patch_size=call.get("patch_size", d.patch_size),
+        dim=call.get("embed_dim", d.dim),
+        depth=call.get("depth", d.depth),
+        num_heads=call.get("num_heads", d.num_heads),
+        mlp_ratio=call.get("mlp_ratio", d.mlp_ratio),
+    )
 
 
 def decoder_config(call: Call, enc: EncoderConfig) -> DecoderConfig:
@@ -105,9 +109,14 @@ def decoder_config(call: Call, enc: EncoderConfig) -> DecoderConfig:
     if call.get("head", "Linear") != "Linear":
         raise ConstructorError(f"unsupported MUSt3R head {call.get('head')!r}")
     d = DecoderConfig()
-    return DecoderConfig(enc_dim=enc.dim, dim=call.get("embed_dim", d.dim), depth=call.get("depth", d.depth),
-                         num_heads=call.get("num_heads", d.num_heads), mlp_ratio=call.get("mlp_ratio", d.mlp_ratio),
-                         patch_size=enc.patch_size)
+    return DecoderConfig(
+        enc_dim=enc.dim,
+        dim=call.get("embed_dim", d.dim),
+        depth=call.get("depth", d.depth),
+        num_heads=call.get("num_heads", d.num_heads),
+        mlp_ratio=call.get("mlp_ratio", d.mlp_ratio),
+        patch_size=enc.patch_size,
+    )
 
 
 def dino_config(call: Call) -> DinoConfig:
@@ -116,9 +125,12 @@ def dino_config(call: Call) -> DinoConfig:
     if name != "facebook/dinov2-large" and "hidden_size" not in call.kwargs:
         raise ConstructorError(f"unsupported DINOv2 model {name!r} (only facebook/dinov2-large)")
     d = DinoConfig()
-    return DinoConfig(dim=call.get("hidden_size", d.dim), depth=call.get("num_hidden_layers", d.depth),
-                      num_heads=call.get("num_attention_heads", d.num_heads),
-                      output_stride=call.get("output_stride", d.output_stride))
+    return DinoConfig(
+        dim=call.get("hidden_size", d.dim),
+        depth=call.get("num_hidden_layers", d.depth),
+        num_heads=call.get("num_attention_heads", d.num_heads),
+        output_stride=call.get("output_stride", d.output_stride),
+    )
 
 
 def panoptic_config(call: Call, concat_dim: int) -> PanopticConfig:
@@ -133,24 +145,40 @@ def panoptic_config(call: Call, concat_dim: int) -> PanopticConfig:
     d = MaskTransformerConfig()
     hidden = call.get("hidden_dim", d.hidden_dim)
     mask_dim = call.get("mask_dim", 256)
-    mt = MaskTransformerConfig(hidden_dim=hidden, ff_dim=call.get("ff_dim", d.ff_dim),
-                               num_queries=call.get("num_queries", d.num_queries), num_heads=call.get("num_heads", d.num_heads),
-                               depth=call.get("dec_layers", d.depth), mask_dim=mask_dim,
-                               lang_dim=call.get("lang_dim", d.lang_dim))
+    mt = MaskTransformerConfig(
+        hidden_dim=hidden,
+        ff_dim=call.get("ff_dim", d.ff_dim),
+        num_queries=call.get("num_queries", d.num_queries),
+        num_heads=call.get("num_heads", d.num_heads),
+        depth=call.get("dec_layers", d.depth),
+        mask_dim=mask_dim,
+        lang_dim=call.get("lang_dim", d.lang_dim),
+    )
     if upscaler.name == "PixelShuffleUpscaler" and mixer is None:
         dims = tuple(upscaler.get("fp_dim", (hidden, 512, 384, mask_dim)))
         if upscaler.get("input_dim", concat_dim, position=0) != concat_dim:
-            raise ConstructorError(f"PixelShuffleUpscaler input_dim {upscaler.get('input_dim', position=0)} != {concat_dim}")
+            raise ConstructorError(
+                f"PixelShuffleUpscaler input_dim {upscaler.get('input_dim', position=0)} != {concat_dim}"
+            )
         ps = PixelShuffleConfig(dims=dims, hidden_factor=upscaler.get("hidden_dim_factor", 4))
         return PanopticConfig("v1", ps, None, None, mt)
     if upscaler.name == "LoftUpUpscaler" and isinstance(mixer, Call) and mixer.name == "InputMixer":
-        mx = InputMixerConfig(dim=mixer.get("hidden_dim", 768), depth=mixer.get("num_layers", 3),
-                              num_heads=mixer.get("num_heads", 12), mlp_ratio=mixer.get("ff_dim_mult", 4))
-        lu = LoftUpConfig(dim=upscaler.get("dim", 384), depth=upscaler.get("num_layers", 2),
-                          num_heads=upscaler.get("num_heads", 4), n_freqs=upscaler.get("n_freqs", 20))
+        mx = InputMixerConfig(
+            dim=mixer.get("hidden_dim", 768),
+            depth=mixer.get("num_layers", 3),
+            num_heads=mixer.get("num_heads", 12),
+            mlp_ratio=mixer.get("ff_dim_mult", 4),
+        )
+        lu = LoftUpConfig(
+            dim=upscaler.get("dim", 384),
+            depth=upscaler.get("num_layers", 2),
+            num_heads=upscaler.get("num_heads", 4),
+            n_freqs=upscaler.get("n_freqs", 20),
+        )
         return PanopticConfig("v2", None, mx, lu, mt)
-    raise ConstructorError(f"unsupported panoptic decoder: upscaler {upscaler.name} with input mixer "
-                           f"{getattr(mixer, 'name', None)}")
+    raise ConstructorError(
+        f"unsupported panoptic decoder: upscaler {upscaler.name} with input mixer {getattr(mixer, 'name', None)}"
+    )
 
 
 def config_from_args(args: Any) -> ModelConfig:
@@ -183,19 +211,38 @@ def args_from_config(cfg: ModelConfig) -> dict[str, Any]:
     if dino != full.dino:
         dino_s += f"hidden_size={dino.dim}, num_hidden_layers={dino.depth}, num_attention_heads={dino.num_heads}"
     mt = pan.mask_transformer
-    sizes = (f", hidden_dim={mt.hidden_dim}, ff_dim={mt.ff_dim}, num_queries={mt.num_queries}, "
-             f"num_heads={mt.num_heads}, dec_layers={mt.depth}" if mt.hidden_dim != 768 or mt.depth != 6 else "")
+    sizes = (
+        f", hidden_dim={mt.hidden_dim}, ff_dim={mt.ff_dim}, num_queries={mt.num_queries}, "
+        f"num_heads={mt.num_heads}, dec_layers={mt.depth}"
+        if mt.hidden_dim != 768 or mt.depth != 6
+        else ""
+    )
     if pan.version == "v1":
         ps = pan.pixel_shuffle
-        up = f"PixelShuffleUpscaler(input_dim={cfg.concat_dim}" + (f", fp_dim={list(ps.dims)})" if ps.dims != (768, 512, 384, 256) else ")")
-        pan_s = f"PanopticDecoder(input_mixer=None, upscaler={up}, mask_dim={mt.mask_dim}, label_mode='sigmoid', text_encoder='siglip'{sizes})"
+        up = f"PixelShuffleUpscaler(input_dim={cfg.concat_dim}" + (
+            f", fp_dim={list(ps.dims)})" if ps.dims != (768, 512, 384, 256) else ")"
+        )
+        pan_s = (
+            f"PanopticDecoder(input_mixer=None, upscaler={up}, mask_dim={mt.mask_dim}, label_mode='sigmoid', "
+            f"text_encoder='siglip'{sizes})"
+        )
     else:
         mx, lu = pan.input_mixer, pan.loftup
-        mix = (f"InputMixer(img_size=[512, 512], patch_size=16, in_dim={cfg.concat_dim}, hidden_dim={mx.dim}, "
-               f"num_heads={mx.num_heads}, num_layers={mx.depth}, ff_dim_mult={int(mx.mlp_ratio)})")
+        mix = (
+            f"InputMixer(img_size=[512, 512], patch_size=16, in_dim={cfg.concat_dim}, hidden_dim={mx.dim}, "
+            f"num_heads={mx.num_heads}, num_layers={mx.depth}, ff_dim_mult={int(mx.mlp_ratio)})"
+        )
         up = f"LoftUpUpscaler(input_dim={mx.dim}, dim={lu.dim}, output_stride=2, patch_size=16"
         up += ")" if (lu.depth, lu.num_heads) == (2, 4) else f", num_layers={lu.depth}, num_heads={lu.num_heads})"
-        pan_s = (f"PanopticDecoder(input_mixer={mix}, upscaler={up}, mask_dim={mt.mask_dim}, label_mode='sigmoid', "
-                 f"text_encoder='siglip'{sizes})")
-    return {"must3r_encoder": enc_s + ")", "must3r_decoder": dec_s + ")", "dino_encoder": dino_s + ")",
-            "panoptic_decoder": pan_s, "postprocess_default": cfg.postprocess_default, "qubo_enabled": True}
+        pan_s = (
+            f"PanopticDecoder(input_mixer={mix}, upscaler={up}, mask_dim={mt.mask_dim}, label_mode='sigmoid', "
+            f"text_encoder='siglip'{sizes})"
+        )
+    return {
+        "must3r_encoder": enc_s + ")",
+        "must3r_decoder": dec_s + ")",
+        "dino_encoder": dino_s + ")",
+        "panoptic_decoder": pan_s,
+        "postprocess_default": cfg.postprocess_default,
+        "qubo_enabled": True,
+    }

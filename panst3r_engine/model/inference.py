@@ -1,4 +1,4 @@
-"""Multi-view inference in the official order (PanSt3R, arXiv 2506.21348; the order of the public demo in naver/panst3r).
+"""Multi-view inference in the official order (PanSt3R, arXiv 2506.21348; the public demo in naver/panst3r).
 
 1. encode every image with the MUSt3R encoder;
 2. build the MUSt3R memory on the keyframes, in batches [2, 1, 1, ...];
@@ -75,14 +75,21 @@ def _same_size_chunks(indices: Sequence[int], shapes: Sequence[tuple[int, int]],
     groups: dict[tuple[int, int], list[int]] = {}
     for i in indices:
         groups.setdefault(tuple(shapes[i]), []).append(i)
-    return [group[s:s + max_batch] for group in groups.values() for s in range(0, len(group), max_batch)]
+    return [group[s : s + max_batch] for group in groups.values() for s in range(0, len(group), max_batch)]
 
 
 class _Run:
     """State of one inference call; methods are the stages."""
 
-    def __init__(self, model: "PanSt3R", images: Sequence[torch.Tensor], max_batch: int,
-                 progress: ProgressFn | None, keep_features: bool, amp: bool = False) -> None:
+    def __init__(
+        self,
+        model: PanSt3R,
+        images: Sequence[torch.Tensor],
+        max_batch: int,
+        progress: ProgressFn | None,
+        keep_features: bool,
+        amp: bool = False,
+    ) -> None:
         self.model = model
         self.amp = amp and model.device.type == "cuda"
         self.device = model.device
@@ -91,8 +98,9 @@ class _Run:
         self.max_batch = max(1, int(max_batch))
         self.progress = progress or (lambda stage, fraction: None)
         self.keep = keep_features
-        self.features: dict[str, list] = {k: [None] * len(images) for k in
-                                           ("enc_tokens", "enc_pos", "dec_feats", "dino_feats", "fpn", "mask_feats")}
+        self.features: dict[str, list] = {
+            k: [None] * len(images) for k in ("enc_tokens", "enc_pos", "dec_feats", "dino_feats", "fpn", "mask_feats")
+        }
         self.pointmaps: list = [None] * len(images)
         self.fpn: list = [None] * len(images)
         self.mask_feats: list = [None] * len(images)
@@ -121,10 +129,11 @@ class _Run:
     def build_memory(self, keyframes: list[int]) -> Memory:
         memory, start = None, 0
         for size in memory_batches(len(keyframes)):
-            batch = keyframes[start:start + size]
+            batch = keyframes[start : start + size]
             with self.backbone_precision():
-                memory = self.model.must3r_decoder.update([self.tokens[i] for i in batch], [self.pos[i] for i in batch],
-                                                          memory)
+                memory = self.model.must3r_decoder.update(
+                    [self.tokens[i] for i in batch], [self.pos[i] for i in batch], memory
+                )
             start += size
             self.progress("memory", start / len(keyframes))
         return memory
@@ -142,22 +151,34 @@ class _Run:
             dec_feats, dino = dec_feats.float(), dino.float()
             concat = torch.cat((tokens, dec_feats, dino), dim=-1)
             for j, i in enumerate(chunk):
-                fpn, mask_feats = self.model.panoptic_decoder.encode_views(concat[j:j + 1], pos[j:j + 1], images[j:j + 1])
+                fpn, mask_feats = self.model.panoptic_decoder.encode_views(
+                    concat[j : j + 1], pos[j : j + 1], images[j : j + 1]
+                )
                 self.fpn[i], self.mask_feats[i] = fpn[0], mask_feats[0]
                 self.pointmaps[i] = pointmaps[j].float().cpu()
                 if self.keep:
-                    for key, value in (("dec_feats", dec_feats[j]), ("dino_feats", dino[j]), ("fpn", fpn[0]),
-                                       ("mask_feats", mask_feats[0])):
+                    for key, value in (
+                        ("dec_feats", dec_feats[j]),
+                        ("dino_feats", dino[j]),
+                        ("fpn", fpn[0]),
+                        ("mask_feats", mask_feats[0]),
+                    ):
                         self.features[key][i] = value.cpu()
             self.progress(stage, (n + 1) / len(chunks))
 
 
 @torch.no_grad()
-def run_inference(model: "PanSt3R", images: Sequence[torch.Tensor], class_embeddings: torch.Tensor,
-                  num_keyframes: int | None = None,
-                  keyframes: Sequence[int] | Callable[[list[torch.Tensor]], list[int]] | None = None,
-                  max_batch: int = 1, progress: ProgressFn | None = None,
-                  keep_features: bool = False, amp: bool = False) -> RawOutputs:
+def run_inference(
+    model: PanSt3R,
+    images: Sequence[torch.Tensor],
+    class_embeddings: torch.Tensor,
+    num_keyframes: int | None = None,
+    keyframes: Sequence[int] | Callable[[list[torch.Tensor]], list[int]] | None = None,
+    max_batch: int = 1,
+    progress: ProgressFn | None = None,
+    keep_features: bool = False,
+    amp: bool = False,
+) -> RawOutputs:
     """Run the network on views in [-1, 1] (each [3, H, W], H and W multiples of 16).
 
     Args:
@@ -189,13 +210,22 @@ def run_inference(model: "PanSt3R", images: Sequence[torch.Tensor], class_embedd
         predicted = model.panoptic_decoder.predict(decoded["out_queries"], [run.mask_feats[i] for i in others], text)
         for i, m in zip(others, predicted["pred_masks"]):
             masks[i] = m.cpu()
-    features = {k: [t.cpu() if t is not None else None for t in v] for k, v in run.features.items()} if keep_features else {}
-    return RawOutputs(pointmaps_raw=run.pointmaps, pred_logits=decoded["pred_logits"].cpu(), pred_masks=masks,
-                      out_queries=decoded["out_queries"].cpu(), keyframes=chosen, true_shapes=run.shapes,
-                      attention_margin=decoded["attention_margin"].cpu(), features=features)
+    features = (
+        {k: [t.cpu() if t is not None else None for t in v] for k, v in run.features.items()} if keep_features else {}
+    )
+    return RawOutputs(
+        pointmaps_raw=run.pointmaps,
+        pred_logits=decoded["pred_logits"].cpu(),
+        pred_masks=masks,
+        out_queries=decoded["out_queries"].cpu(),
+        keyframes=chosen,
+        true_shapes=run.shapes,
+        attention_margin=decoded["attention_margin"].cpu(),
+        features=features,
+    )
 
 
-def _check_inputs(model: "PanSt3R", images: Sequence[torch.Tensor], class_embeddings: torch.Tensor) -> None:
+def _check_inputs(model: PanSt3R, images: Sequence[torch.Tensor], class_embeddings: torch.Tensor) -> None:
     if len(images) == 0:
         raise ValueError("no images given")
     patch = model.patch_size
@@ -203,7 +233,9 @@ def _check_inputs(model: "PanSt3R", images: Sequence[torch.Tensor], class_embedd
         if im.ndim != 3 or im.shape[0] != 3:
             raise ValueError(f"image {i} must be [3, H, W], got {tuple(im.shape)}")
         if im.shape[1] % patch or im.shape[2] % patch:
-            raise ValueError(f"image {i} is {im.shape[2]}x{im.shape[1]} pixels; both sides must be multiples of {patch}")
+            raise ValueError(
+                f"image {i} is {im.shape[2]}x{im.shape[1]} pixels; both sides must be multiples of {patch}"
+            )
     if class_embeddings.ndim != 2 or class_embeddings.shape[1] != model.text_dim:
         raise ValueError(f"class embeddings must be [C, {model.text_dim}], got {tuple(class_embeddings.shape)}")
     if class_embeddings.shape[0] == 0:

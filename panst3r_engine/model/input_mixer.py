@@ -43,7 +43,8 @@ class InputMixer(nn.Module):
         self.in_proj = nn.Linear(in_dim, cfg.dim)
         rope = RoPE2D(base=100.0)
         self.mixer_blk = nn.ModuleList(
-            MixerBlock(cfg.dim, cfg.num_heads, cfg.mlp_ratio, rope) for _ in range(cfg.depth))
+            MixerBlock(cfg.dim, cfg.num_heads, cfg.mlp_ratio, rope) for _ in range(cfg.depth)
+        )
         self.mixer_norm = nn.LayerNorm(cfg.dim, eps=NORM_EPS)
 
     def forward(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

@@ -124,12 +124,12 @@ class LoftUpUpscaler(nn.Module):
         self.patch_embed = nn.Conv2d(in_dim, fpn_dim, 1)
         self.lr_pe = ImplicitFeaturizer(color_feats=False, n_freqs=cfg.lr_freqs)
         self.lr_input_proj = nn.Sequential(
-            nn.Linear(in_dim + self.lr_pe.out_channels, cfg.dim), nn.LayerNorm(cfg.dim, eps=NORM_EPS))
+            nn.Linear(in_dim + self.lr_pe.out_channels, cfg.dim), nn.LayerNorm(cfg.dim, eps=NORM_EPS)
+        )
         featurizer = ImplicitFeaturizer(color_feats=True, n_freqs=cfg.n_freqs)
         self.fourier_feat = nn.Sequential(MinMaxScale(), featurizer)
         self.first_conv = _first_conv(featurizer.out_channels, cfg.dim)
-        self.ca_transformer_blocks = nn.ModuleList(
-            CrossOnlyBlock(cfg.dim, cfg.num_heads) for _ in range(cfg.depth))
+        self.ca_transformer_blocks = nn.ModuleList(CrossOnlyBlock(cfg.dim, cfg.num_heads) for _ in range(cfg.depth))
         self.ca_transformer_norm = nn.LayerNorm(cfg.dim, eps=NORM_EPS)
 
     def guidance(self, images: torch.Tensor) -> torch.Tensor:
@@ -142,8 +142,9 @@ class LoftUpUpscaler(nn.Module):
         with_pe = torch.cat([lr_map, self.lr_pe(lr_map)], dim=1)
         return self.lr_input_proj(map_to_tokens(with_pe))
 
-    def forward(self, tokens: torch.Tensor, grid: tuple[int, int],
-                images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, grid: tuple[int, int], images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [B, hs*ws, in_dim], images [B, 3, H, W].
 
         Returns fpn [B, fpn_dim, hs, ws] and mask features [B, dim, H/2, W/2].

@@ -21,8 +21,9 @@ NORM_EPS = 1e-5
 LANG_EPS = 1e-7
 
 
-def sine_position_embedding(height: int, width: int, num_pos_feats: int, temperature: float = 10000.0,
-                            device: torch.device | None = None) -> torch.Tensor:
+def sine_position_embedding(
+    height: int, width: int, num_pos_feats: int, temperature: float = 10000.0, device: torch.device | None = None
+) -> torch.Tensor:
     """DETR-style normalised sine PE of an h x w grid, row-major: [h*w, 2*num_pos_feats].
 
     Rows/columns are numbered 1..n, divided by (n + 1e-6) and scaled by 2*pi; each half
@@ -42,8 +43,13 @@ def sine_position_embedding(height: int, width: int, num_pos_feats: int, tempera
     return torch.cat((rows, cols), dim=-1).reshape(height * width, 2 * num_pos_feats)
 
 
-def _attend(mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-            blocked: torch.Tensor | None = None) -> torch.Tensor:
+def _attend(
+    mha: nn.MultiheadAttention,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    blocked: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``nn.MultiheadAttention`` on (L, 1, D) inputs; ``blocked`` bool, True = not attended.
 
     ``need_weights`` selects torch's explicit-softmax path when fused attention is
@@ -61,8 +67,14 @@ class CrossAttentionLayer(nn.Module):
         self.multihead_attn = nn.MultiheadAttention(dim, num_heads)
         self.norm = nn.LayerNorm(dim, eps=NORM_EPS)
 
-    def forward(self, q: torch.Tensor, memory: torch.Tensor, pos: torch.Tensor, query_pos: torch.Tensor,
-                blocked: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self,
+        q: torch.Tensor,
+        memory: torch.Tensor,
+        pos: torch.Tensor,
+        query_pos: torch.Tensor,
+        blocked: torch.Tensor | None,
+    ) -> torch.Tensor:
         out = _attend(self.multihead_attn, q + query_pos, memory + pos, memory, blocked)
         return self.norm(q + out)
 
@@ -148,8 +160,7 @@ class MaskTransformer(nn.Module):
             poses.append(sine_position_embedding(height, width, dim // 2, device=feature_map.device))
         return torch.cat(srcs).unsqueeze(1), torch.cat(poses).unsqueeze(1)
 
-    def predict(self, queries: torch.Tensor, mask_feats: list[torch.Tensor],
-                class_embeddings: torch.Tensor) -> dict:
+    def predict(self, queries: torch.Tensor, mask_feats: list[torch.Tensor], class_embeddings: torch.Tensor) -> dict:
         """Prediction heads on query states [Q, D] (pre-``decoder_norm``).
 
         mask_feats: per view [mask_dim, H_v/2, W_v/2]; class_embeddings [C, lang_dim], unit norm.
@@ -163,7 +174,9 @@ class MaskTransformer(nn.Module):
         masks = [torch.einsum("qc,chw->qhw", embedding, feats) for feats in mask_feats]
         return {"pred_logits": logits, "pred_masks": masks}
 
-    def attention_mask(self, masks: list[torch.Tensor], sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def attention_mask(
+        self, masks: list[torch.Tensor], sizes: list[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits -> blocked [heads, Q, K] (True where sigmoid < 0.5 at the key's fpn cell).
 
         Each view's logits are resized (bilinear) to its fpn grid, flattened and concatenated
@@ -171,14 +184,15 @@ class MaskTransformer(nn.Module):
         query's margin [Q]: the smallest |logit| among its keys, i.e. how close the mask
         came to flipping an attention decision (rounding noise can flip a near-zero one).
         """
-        parts = [F.interpolate(m.detach()[None], size=size, mode="bilinear", align_corners=False)[0].flatten(1)
-                 for m, size in zip(masks, sizes)]
+        parts = [
+            F.interpolate(m.detach()[None], size=size, mode="bilinear", align_corners=False)[0].flatten(1)
+            for m, size in zip(masks, sizes)
+        ]
         logits = torch.cat(parts, dim=1)
         blocked = logits.sigmoid() < 0.5
         return blocked.unsqueeze(0).expand(self.num_heads, -1, -1), logits.abs().amin(dim=1)
 
-    def forward(self, fpn: list[torch.Tensor], mask_feats: list[torch.Tensor],
-                class_embeddings: torch.Tensor) -> dict:
+    def forward(self, fpn: list[torch.Tensor], mask_feats: list[torch.Tensor], class_embeddings: torch.Tensor) -> dict:
         """Joint decoding of all given views (see :meth:`predict` for shapes).
 
         fpn: per view [D, h_v, w_v]. Adds ``out_queries`` [Q, D], the final query states

@@ -97,7 +97,8 @@ class MUSt3RDecoder(nn.Module):
         self.image2_embed = nn.Parameter(torch.zeros(1, 1, cfg.dim))
         rope = RoPE2D(cfg.rope_base)
         self.blocks_dec = nn.ModuleList(
-            DecoderBlock(cfg.dim, cfg.num_heads, cfg.mlp_ratio, rope) for _ in range(cfg.depth))
+            DecoderBlock(cfg.dim, cfg.num_heads, cfg.mlp_ratio, rope) for _ in range(cfg.depth)
+        )
         self.feedback_layer = Mlp(cfg.dim, int(cfg.dim * cfg.mlp_ratio))
         self.feedback_norm = nn.LayerNorm(cfg.dim, eps=1e-5)
         self.norm_dec = LayerNorm6(cfg.dim)

@@ -39,8 +39,9 @@ class PatchEmbed(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, rope: nn.Module | None,
-                 norm_layer=LayerNorm6) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, rope: nn.Module | None, norm_layer=LayerNorm6
+    ) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = Attention(dim, num_heads, qkv_bias=True, rope=rope)

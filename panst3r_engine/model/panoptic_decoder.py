@@ -55,8 +55,9 @@ class PanopticDecoder(nn.Module):
             self.upscaler = PixelShuffleUpscaler(cfg.pixel_shuffle, concat_dim)
         self.mask_transformer = MaskTransformer(cfg.mask_transformer)
 
-    def encode_views(self, tokens: torch.Tensor, pos: torch.Tensor,
-                     images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_views(
+        self, tokens: torch.Tensor, pos: torch.Tensor, images: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-view features for the mask transformer.
 
         tokens [B, N, concat_dim] on the (H/16)x(W/16) grid, pos [B, N, 2] int64 (row, col),
@@ -71,8 +72,7 @@ class PanopticDecoder(nn.Module):
             return self.upscaler(tokens, grid)
         return self.upscaler(self.input_mixer(tokens, pos), grid, images)
 
-    def decode(self, fpn: list[torch.Tensor], mask_feats: list[torch.Tensor],
-               class_embeddings: torch.Tensor) -> dict:
+    def decode(self, fpn: list[torch.Tensor], mask_feats: list[torch.Tensor], class_embeddings: torch.Tensor) -> dict:
         """Joint decoding of keyframes.
 
         fpn: per view [hidden, h_v, w_v]; mask_feats: per view [mask_dim, H_v/2, W_v/2];
@@ -82,8 +82,7 @@ class PanopticDecoder(nn.Module):
         """
         return self.mask_transformer(fpn, mask_feats, class_embeddings)
 
-    def predict(self, queries: torch.Tensor, mask_feats: list[torch.Tensor],
-                class_embeddings: torch.Tensor) -> dict:
+    def predict(self, queries: torch.Tensor, mask_feats: list[torch.Tensor], class_embeddings: torch.Tensor) -> dict:
         """Prediction heads only (non-keyframes): queries [Q, hidden] = ``out_queries`` of :meth:`decode`.
 
         Returns ``pred_logits`` [Q, C] and ``pred_masks`` (list per view of [Q, H_v/2, W_v/2]).

@@ -14,10 +14,16 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "JobOptions": "options", "POSTPROCESS_METHODS": "options",
-    "run_job": "run", "JobResult": "reconstruction", "Reconstruction": "reconstruction",
-    "Camera": "reconstruction", "Segment": "reconstruction",
-    "Progress": "progress", "TextProgress": "progress", "JsonProgress": "progress",
+    "JobOptions": "options",
+    "POSTPROCESS_METHODS": "options",
+    "run_job": "run",
+    "JobResult": "reconstruction",
+    "Reconstruction": "reconstruction",
+    "Camera": "reconstruction",
+    "Segment": "reconstruction",
+    "Progress": "progress",
+    "TextProgress": "progress",
+    "JsonProgress": "progress",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -28,9 +28,16 @@ def _images(recon: Reconstruction, stems: list[str]) -> list[dict]:
     sources = recon.sources or [None] * len(recon.photos)
     images = []
     for i, (p, stem, source) in enumerate(zip(recon.photos, stems, sources)):
-        entry = {"index": i, "file": p.path.name, "stem": stem, "original_size": list(p.original_size),
-                 "processed_size": list(p.processed_size), "crop_box": list(p.crop_box), "keyframe": i in keyframes,
-                 "transposed_for_network": p.transposed}
+        entry = {
+            "index": i,
+            "file": p.path.name,
+            "stem": stem,
+            "original_size": list(p.original_size),
+            "processed_size": list(p.processed_size),
+            "crop_box": list(p.crop_box),
+            "keyframe": i in keyframes,
+            "transposed_for_network": p.transposed,
+        }
         if source is not None:
             entry["video"] = source
         images.append(entry)
@@ -38,20 +45,32 @@ def _images(recon: Reconstruction, stems: list[str]) -> list[dict]:
 
 
 def _cameras(recon: Reconstruction) -> list[dict]:
-    return [{"image": i, "K": cam.K.tolist(), "cam_to_world": cam.cam_to_world.tolist(), "focal": cam.focal,
-             "confidence": cam.confidence, "valid": cam.valid}
-            for i, cam in enumerate(recon.cameras)]
+    return [
+        {
+            "image": i,
+            "K": cam.K.tolist(),
+            "cam_to_world": cam.cam_to_world.tolist(),
+            "focal": cam.focal,
+            "confidence": cam.confidence,
+            "valid": cam.valid,
+        }
+        for i, cam in enumerate(recon.cameras)
+    ]
 
 
 def _classes(recon: Reconstruction) -> list[dict]:
     isthing = recon.vocab.isthing or [True] * len(recon.vocab.names)
-    return [{"id": c, "name": name, "color": list(class_color(name)), "isthing": bool(thing)}
-            for c, (name, thing) in enumerate(zip(recon.vocab.names, isthing))]
+    return [
+        {"id": c, "name": name, "color": list(class_color(name)), "isthing": bool(thing)}
+        for c, (name, thing) in enumerate(zip(recon.vocab.names, isthing))
+    ]
 
 
 def _segments(recon: Reconstruction) -> list[dict]:
-    return [{"id": s.id, "class_id": s.class_id, "score": s.score, "query": s.query,
-             "color": list(instance_color(s.id))} for s in recon.segments]
+    return [
+        {"id": s.id, "class_id": s.class_id, "score": s.score, "query": s.query, "color": list(instance_color(s.id))}
+        for s in recon.segments
+    ]
 
 
 def build_manifest(recon: Reconstruction, meta: JobMeta, stems: list[str]) -> dict:
@@ -72,13 +91,19 @@ def build_manifest(recon: Reconstruction, meta: JobMeta, stems: list[str]) -> di
     return manifest
 
 
-def build_bundle(folder: Path, recon: Reconstruction, meta: JobMeta,
-                 files: Mapping[str, Callable[[Path], object]] | None = None) -> dict:
+def build_bundle(
+    folder: Path, recon: Reconstruction, meta: JobMeta, files: Mapping[str, Callable[[Path], object]] | None = None
+) -> dict:
     """Write the bundle's files into ``folder`` (empty, private; published by the caller); returns the manifest.
 
     ``files``: extra bundle files (``splats.ply``, ``raw.npz``) as functions that write them in place.
     """
     stems = make_stems([p.path.name for p in recon.photos])
-    return write_bundle_files(folder, build_manifest(recon, meta, stems), recon.points.arrays(),
-                              dict(zip(stems, recon.panoptic)), {s: p.rgb for s, p in zip(stems, recon.photos)},
-                              files)
+    return write_bundle_files(
+        folder,
+        build_manifest(recon, meta, stems),
+        recon.points.arrays(),
+        dict(zip(stems, recon.panoptic)),
+        {s: p.rgb for s, p in zip(stems, recon.photos)},
+        files,
+    )

@@ -50,6 +50,10 @@ def recover_camera(view: ViewGeometry) -> Camera:
         ok = False
     if not ok:
         focal, pose = max(height, width) / (2 * np.tan(np.radians(30))), np.eye(4)
-    return Camera(intrinsics(focal, height, width), np.asarray(pose, np.float64), float(focal),
-                  float(np.median(view.conf)), bool(ok))
-
+    return Camera(
+        intrinsics(focal, height, width),
+        np.asarray(pose, np.float64),
+        float(focal),
+        float(np.median(view.conf)),
+        bool(ok),
+    )

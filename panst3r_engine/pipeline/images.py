@@ -53,8 +53,10 @@ def size_problem(width: int, height: int, max_pixels: int | None = None) -> str 
     limit = MAX_PIXELS if max_pixels is None else max_pixels
     if width * height <= limit:
         return None
-    return (f"{width}x{height} pixels ({_mp(width * height)}) is more than this engine's limit of {_mp(limit)}; "
-            "scale the photo down")
+    return (
+        f"{width}x{height} pixels ({_mp(width * height)}) is more than this engine's limit of {_mp(limit)}; "
+        "scale the photo down"
+    )
 
 
 def _mp(pixels: float) -> str:
@@ -206,8 +208,9 @@ def resize_512(tensor: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int,
     target = target_size_512(width, height)
     x0, y0, x1, y1 = crop_box_for(width, height, target)
     cropped = tensor[:, y0:y1, x0:x1]
-    resized = F.interpolate(cropped[None], size=(target[1], target[0]), mode="bilinear", align_corners=False,
-                            antialias=True)[0]
+    resized = F.interpolate(
+        cropped[None], size=(target[1], target[0]), mode="bilinear", align_corners=False, antialias=True
+    )[0]
     return resized, (x0, y0, x1, y1)
 
 
@@ -226,8 +229,10 @@ def load_photo(path: str | os.PathLike, resize: str = "512", patch_size: int = 1
         tensor, box = resize_512(tensor)
     elif resize == "none":
         if height % patch_size or width % patch_size:
-            raise ImageError(f"{path}: {width}x{height} pixels; with --resize none both sides must be multiples of "
-                             f"{patch_size} (use --resize 512 to resize and crop like the official loader)")
+            raise ImageError(
+                f"{path}: {width}x{height} pixels; with --resize none both sides must be multiples of "
+                f"{patch_size} (use --resize 512 to resize and crop like the official loader)"
+            )
         box = (0, 0, width, height)
     else:
         raise ValueError(f"unknown resize mode {resize!r} (expected '512' or 'none')")
@@ -236,8 +241,12 @@ def load_photo(path: str | os.PathLike, resize: str = "512", patch_size: int = 1
     network = tensor.transpose(1, 2).contiguous() if transposed else tensor
     if original != (width, height):  # decoded reduced: the crop box in the original's pixels
         sx, sy = original[0] / width, original[1] / height
-        box = (round(box[0] * sx), round(box[1] * sy), min(original[0], round(box[2] * sx)),
-               min(original[1], round(box[3] * sy)))
+        box = (
+            round(box[0] * sx),
+            round(box[1] * sy),
+            min(original[0], round(box[2] * sx)),
+            min(original[1], round(box[3] * sy)),
+        )
     return Photo(Path(path), processed, network, original, box, transposed)
 
 
@@ -250,8 +259,11 @@ def load_photos(paths: list[str | os.PathLike], resize: str = "512") -> list[Pho
         except ImageError as exc:
             problems.append(str(exc))
     if problems:
-        raise ImageError("; ".join(problems) if len(problems) < 4 else
-                         f"{len(problems)} photos cannot be used: " + "; ".join(problems[:3]) + "; ...")
+        raise ImageError(
+            "; ".join(problems)
+            if len(problems) < 4
+            else f"{len(problems)} photos cannot be used: " + "; ".join(problems[:3]) + "; ..."
+        )
     return photos
 
 

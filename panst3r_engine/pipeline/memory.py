@@ -16,11 +16,11 @@ from panst3r_engine.errors import PanSt3RError
 GiB = 2**30
 
 
-
 class InsufficientMemory(PanSt3RError):
     """A job that would not fit in the device's memory, with the keyframe count or group size that would."""
 
     code = "out_of_memory"
+
 
 @dataclass(frozen=True)
 class MemoryEstimate:
@@ -35,15 +35,18 @@ class MemoryEstimate:
         return self.weights + self.must3r_memory + self.per_view + self.working + self.postprocess
 
 
-def estimate(model, sizes: list[tuple[int, int]], num_keyframes: int, max_batch: int = 1,
-             bytes_per_value: int = 4) -> MemoryEstimate:
+def estimate(
+    model, sizes: list[tuple[int, int]], num_keyframes: int, max_batch: int = 1, bytes_per_value: int = 4
+) -> MemoryEstimate:
     """Peak bytes for ``sizes`` [(H, W)] network inputs with ``num_keyframes`` keyframes."""
     cfg = model.cfg
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     tokens = [(h // 16) * (w // 16) for h, w in sizes]
     largest = max(tokens)
     queries = cfg.panoptic.mask_transformer.num_queries
-    mem = cfg.decoder.depth * cfg.decoder.dim * bytes_per_value * sum(sorted(tokens)[-num_keyframes:]) * 2  # + projected k/v
+    mem = (
+        cfg.decoder.depth * cfg.decoder.dim * bytes_per_value * sum(sorted(tokens)[-num_keyframes:]) * 2
+    )  # + projected k/v
     per_view = sum(t * (cfg.encoder.dim + 16 * 16 * 7) + queries * t * 64 for t in tokens) * bytes_per_value
     hidden = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
     working = max_batch * largest * hidden * bytes_per_value * 6
@@ -71,8 +74,15 @@ def available_bytes(device: torch.device) -> int:
         return 1 << 62
 
 
-def check_fits(model, sizes: list[tuple[int, int]], num_keyframes: int, device: torch.device,
-               max_batch: int = 1, weights_loaded: bool = True, available: int | None = None) -> MemoryEstimate:
+def check_fits(
+    model,
+    sizes: list[tuple[int, int]],
+    num_keyframes: int,
+    device: torch.device,
+    max_batch: int = 1,
+    weights_loaded: bool = True,
+    available: int | None = None,
+) -> MemoryEstimate:
     """Raise :class:`InsufficientMemory` with a suggested keyframe count when the job will not fit.
 
     ``available`` overrides the measured free memory (bytes), e.g. for a per-job budget.
@@ -86,5 +96,7 @@ def check_fits(model, sizes: list[tuple[int, int]], num_keyframes: int, device: 
     need = f"this job needs about {est.total / GiB:.1f} GiB of {where} but only {free / GiB:.1f} GiB is available"
     if fitting:
         raise InsufficientMemory(f"{need}; use --keyframes {fitting[0]} (or fewer) to fit")
-    raise InsufficientMemory(f"{need}, even with 2 keyframes; run fewer photos at once (e.g. split into groups of "
-                      f"{max(2, len(sizes) // 2)}) or use a machine with more memory")
+    raise InsufficientMemory(
+        f"{need}, even with 2 keyframes; run fewer photos at once (e.g. split into groups of "
+        f"{max(2, len(sizes) // 2)}) or use a machine with more memory"
+    )

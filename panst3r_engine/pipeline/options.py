@@ -37,37 +37,72 @@ class JobOptions:
 
     weights: str = option("v2", "v1, v2, a registry id, or a checkpoint path (default v2)", str)
     keyframes: int | None = option(
-        None, f"number of keyframes; 0 or left out: all photos, at most {DEFAULT_MAX_KEYFRAMES} (a number above "
-        "the photo count uses every photo)", int, min=0, max=MAX_KEYFRAMES, client=True)
+        None,
+        f"number of keyframes; 0 or left out: all photos, at most {DEFAULT_MAX_KEYFRAMES} (a number above "
+        "the photo count uses every photo)",
+        int,
+        min=0,
+        max=MAX_KEYFRAMES,
+        client=True,
+    )
     keyframes_by: str = option(
-        "auto", "how keyframes are chosen: linspace (evenly spaced, the official default), retrieval (views far "
+        "auto",
+        "how keyframes are chosen: linspace (evenly spaced, the official default), retrieval (views far "
         "apart in appearance, ordered by overlap: best for unordered photos) or auto (linspace until the MUSt3R "
-        "retrieval weights are available)", str, choices=KEYFRAME_METHODS, client=True)
+        "retrieval weights are available)",
+        str,
+        choices=KEYFRAME_METHODS,
+        client=True,
+    )
     video_frames: int | None = option(
-        None, "frames taken from each video given as input (default 30): the sharpest of every few, "
-        "near-duplicates dropped", int, min=1, max=MAX_VIDEO_FRAMES)
-    video_fps: float | None = option(None, "sample videos at this many frames per second instead of a count", float,
-                                     min=0.01, max=120.0)
-    postprocess: str | None = option(None, "segment merging (default: the checkpoint's own default)", str,
-                                     choices=POSTPROCESS_METHODS, client=True)
+        None,
+        "frames taken from each video given as input (default 30): the sharpest of every few, near-duplicates dropped",
+        int,
+        min=1,
+        max=MAX_VIDEO_FRAMES,
+    )
+    video_fps: float | None = option(
+        None, "sample videos at this many frames per second instead of a count", float, min=0.01, max=120.0
+    )
+    postprocess: str | None = option(
+        None, "segment merging (default: the checkpoint's own default)", str, choices=POSTPROCESS_METHODS, client=True
+    )
     vocab: str = option("scannetpp", "scannetpp, coco, ade20k, or a file with one class per line", str, client=True)
     vocab_embeddings: str | None = option(
-        None, "class text embeddings: an .npz (names + embeddings) or 'random' (smoke tests)", str, client=True)
+        None, "class text embeddings: an .npz (names + embeddings) or 'random' (smoke tests)", str, client=True
+    )
     conf_threshold: float = option(3.0, "keep points with confidence >= T (default 3)", float, min=1.0, client=True)
     device: str = option("auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps", str)
-    resize: str = option("512", "512: crop/resize like the official loader; none: use photos as they are "
-                         "(multiples of 16)", str, choices=RESIZE_MODES)
-    max_batch: int = option(1, f"views per backbone call, 1 to {MAX_BATCH} (outputs do not depend on it)", int,
-                            min=1, max=MAX_BATCH, client=True)
-    seed: int = option(0, "seed for QUBO restarts and random embeddings (default 0)", int, min=0, max=MAX_SEED,
-                       client=True)
+    resize: str = option(
+        "512",
+        "512: crop/resize like the official loader; none: use photos as they are (multiples of 16)",
+        str,
+        choices=RESIZE_MODES,
+    )
+    max_batch: int = option(
+        1,
+        f"views per backbone call, 1 to {MAX_BATCH} (outputs do not depend on it)",
+        int,
+        min=1,
+        max=MAX_BATCH,
+        client=True,
+    )
+    seed: int = option(
+        0, "seed for QUBO restarts and random embeddings (default 0)", int, min=0, max=MAX_SEED, client=True
+    )
     save_raw: bool = option(False, "also write OUT/raw.npz (raw network outputs)", bool, client=True)
     amp: bool = option(False, "bfloat16 autocast for the MUSt3R decoder on CUDA", bool)
     overwrite: bool = option(False, "replace OUT if it exists", bool)
     splats: bool = option(False, "also fit 3D Gaussians (OUT/splats.ply) for novel views", bool, client=True)
     splat_steps: int | None = option(
-        None, f"optimisation steps for --splats, 1 to {MAX_SPLAT_STEPS} (default: auto (a time budget on CPU, "
-        "2000 steps on a GPU))", int, min=1, max=MAX_SPLAT_STEPS, client=True)
+        None,
+        f"optimisation steps for --splats, 1 to {MAX_SPLAT_STEPS} (default: auto (a time budget on CPU, "
+        "2000 steps on a GPU))",
+        int,
+        min=1,
+        max=MAX_SPLAT_STEPS,
+        client=True,
+    )
 
     def validate(self) -> JobOptions:
         """Check every field against its metadata; returns the options with 0 keyframes spelled None (auto)."""

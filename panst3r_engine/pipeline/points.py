@@ -1,5 +1,4 @@
-"""The bundle's point cloud: every view's confident points with colour, confidence, segment and source pixel.
-"""
+"""The bundle's point cloud: every view's confident points with colour, confidence, segment and source pixel."""
 
 from __future__ import annotations
 
@@ -21,12 +20,19 @@ class PointCloud:
     pixel: np.ndarray  # [N, 2] uint16 (x, y)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {"xyz": self.xyz, "rgb": self.rgb, "conf": self.conf, "segment": self.segment, "view": self.view,
-                "pixel": self.pixel}
+        return {
+            "xyz": self.xyz,
+            "rgb": self.rgb,
+            "conf": self.conf,
+            "segment": self.segment,
+            "view": self.view,
+            "pixel": self.pixel,
+        }
 
 
-def collect_points(views: list[ViewGeometry], photos_rgb: list[np.ndarray], pan: list[np.ndarray],
-                   threshold: float) -> PointCloud:
+def collect_points(
+    views: list[ViewGeometry], photos_rgb: list[np.ndarray], pan: list[np.ndarray], threshold: float
+) -> PointCloud:
     """Confident points of every view with colour, confidence, segment id and source pixel."""
     parts: dict[str, list] = {k: [] for k in ("xyz", "rgb", "conf", "segment", "view", "pixel")}
     for index, (view, rgb, ids) in enumerate(zip(views, photos_rgb, pan)):
@@ -39,10 +45,15 @@ def collect_points(views: list[ViewGeometry], photos_rgb: list[np.ndarray], pan:
         parts["view"].append(np.full(len(rows), index, dtype=np.int16))
         parts["pixel"].append(np.stack([cols, rows], axis=1).astype(np.uint16))
     empty = {"xyz": (0, 3), "rgb": (0, 3), "conf": (0,), "segment": (0,), "view": (0,), "pixel": (0, 2)}
-    dtypes = {"xyz": np.float32, "rgb": np.uint8, "conf": np.float32, "segment": np.int32, "view": np.int16,
-              "pixel": np.uint16}
+    dtypes = {
+        "xyz": np.float32,
+        "rgb": np.uint8,
+        "conf": np.float32,
+        "segment": np.int32,
+        "view": np.int16,
+        "pixel": np.uint16,
+    }
     return PointCloud(**{k: np.concatenate(v) if v else np.zeros(empty[k], dtypes[k]) for k, v in parts.items()})
-
 
 
 def confidence_warnings(views: list[ViewGeometry], kept: int, threshold: float) -> list[str]:
@@ -52,6 +63,8 @@ def confidence_warnings(views: list[ViewGeometry], kept: int, threshold: float) 
         return []
     suggestion = max(1.0, float(np.floor(np.median(conf) * 100) / 100))
     what = "no point" if kept == 0 else f"only {kept} of {conf.size} pixels"
-    return [f"{what} reached the confidence threshold {threshold:g} (the highest confidence is {conf.max():.3g}); "
-            f"run again with --conf-threshold {suggestion:g} to keep about half of the pixels "
-            "(very low confidences usually mean untrained or mismatched weights)"]
+    return [
+        f"{what} reached the confidence threshold {threshold:g} (the highest confidence is {conf.max():.3g}); "
+        f"run again with --conf-threshold {suggestion:g} to keep about half of the pixels "
+        "(very low confidences usually mean untrained or mismatched weights)"
+    ]

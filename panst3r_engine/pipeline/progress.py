@@ -64,8 +64,14 @@ class TextProgress(Progress):
 
     BAR = 24
 
-    def __init__(self, stream: TextIO | None = None, rate: float = 8.0, log_interval: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic, **kw) -> None:
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        rate: float = 8.0,
+        log_interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        **kw,
+    ) -> None:
         super().__init__(**kw)
         self.stream = stream if stream is not None else sys.stderr
         self.interval, self.log_interval, self.clock = 1.0 / rate, log_interval, clock
@@ -108,8 +114,13 @@ class JsonProgress(Progress):
         if key == self._last_key:
             return
         self._last_key = key
-        record = {"event": "progress", "stage": self.stage, "fraction": round(self.fraction, 4),
-                  "message": self.message, "elapsed": round(self.timings.get(self.stage, 0.0), 3)}
+        record = {
+            "event": "progress",
+            "stage": self.stage,
+            "fraction": round(self.fraction, 4),
+            "message": self.message,
+            "elapsed": round(self.timings.get(self.stage, 0.0), 3),
+        }
         self.stream.write(json.dumps(record) + "\n")
         self.stream.flush()
 

@@ -42,10 +42,20 @@ from panst3r_engine.vocab.embeddings import ClassEmbeddings, resolve_class_embed
 log = logging.getLogger(__name__)
 
 
-def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, options: JobOptions,
-            progress: Progress | None = None, models: ModelCache | None = None) -> JobResult:
+def run_job(
+    photo_paths: list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    options: JobOptions,
+    progress: Progress | None = None,
+    models: ModelCache | None = None,
+) -> JobResult:
     """Run the whole pipeline; the bundle appears at ``out_dir`` only when complete."""
-    options, progress, models, out_dir = options.validate(), progress or Progress(), models or ModelCache(), Path(out_dir)
+    options, progress, models, out_dir = (
+        options.validate(),
+        progress or Progress(),
+        models or ModelCache(),
+        Path(out_dir),
+    )
     check_output_folder(out_dir, options.overwrite)
     remove_stale_staging(out_dir)
     if not photo_paths:
@@ -61,11 +71,18 @@ def run_job(photo_paths: list[str | os.PathLike], out_dir: str | os.PathLike, op
     views, cameras = _cameras(raw, progress)
     points = collect_points(views, [p.rgb for p in photos], panoptic, options.conf_threshold)
     warnings += confidence_warnings(views, len(points.segment), options.conf_threshold)
-    recon = Reconstruction(photos, views, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method,
-                           sources)
+    recon = Reconstruction(
+        photos, views, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method, sources
+    )
     splats, splat_warnings = _splats(recon, options, loaded.device, progress)
-    meta = JobMeta(__version__, _model_info(loaded), asdict(options), dict(progress.timings),
-                   warnings + splat_warnings, splats[1] if splats else None)
+    meta = JobMeta(
+        __version__,
+        _model_info(loaded),
+        asdict(options),
+        dict(progress.timings),
+        warnings + splat_warnings,
+        splats[1] if splats else None,
+    )
     return _write(out_dir, recon, meta, raw if options.save_raw else None, splats, options.overwrite, progress)
 
 
@@ -91,13 +108,21 @@ def _keyframes(num_photos: int, requested: int | None) -> tuple[int, list[str]]:
     if not requested:
         return min(num_photos, DEFAULT_MAX_KEYFRAMES), []
     if requested > num_photos:
-        return num_photos, [f"{requested} keyframes were asked for but there are only {num_photos} photos; "
-                            f"all {num_photos} are keyframes"]
+        return num_photos, [
+            f"{requested} keyframes were asked for but there are only {num_photos} photos; "
+            f"all {num_photos} are keyframes"
+        ]
     return requested, []
 
 
-def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_keyframes: int,
-           options: JobOptions, progress: Progress) -> RawOutputs:
+def _infer(
+    loaded: LoadedModel,
+    photos: list[Photo],
+    text: torch.Tensor,
+    num_keyframes: int,
+    options: JobOptions,
+    progress: Progress,
+) -> RawOutputs:
     """Run the network; a lone photo is paired with itself, as the official demo does."""
     tensors = [p.tensor for p in photos]
     single = len(tensors) == 1
@@ -105,13 +130,26 @@ def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_key
         tensors = tensors * 2
     chooser = None
     if options.keyframes_by == "retrieval" and not single:
+
         def chooser(tokens):
             return choose_keyframes("retrieval", tokens, num_keyframes, options.seed)
 
-    raw = run_inference(loaded.model, tensors, text, num_keyframes=2 if single else num_keyframes,
-                        keyframes=chooser, max_batch=options.max_batch, progress=progress, amp=options.amp)
+    raw = run_inference(
+        loaded.model,
+        tensors,
+        text,
+        num_keyframes=2 if single else num_keyframes,
+        keyframes=chooser,
+        max_batch=options.max_batch,
+        progress=progress,
+        amp=options.amp,
+    )
     if single:
-        raw.pointmaps_raw, raw.pred_masks, raw.true_shapes = raw.pointmaps_raw[:1], raw.pred_masks[:1], raw.true_shapes[:1]
+        raw.pointmaps_raw, raw.pred_masks, raw.true_shapes = (
+            raw.pointmaps_raw[:1],
+            raw.pred_masks[:1],
+            raw.true_shapes[:1],
+        )
         raw.keyframes = [0]
     for i, photo in enumerate(photos):  # back to each photo's own orientation
         raw.pointmaps_raw[i] = to_photo_orientation(raw.pointmaps_raw[i], photo.transposed, (0, 1))
@@ -123,10 +161,12 @@ def _infer(loaded: LoadedModel, photos: list[Photo], text: torch.Tensor, num_key
 def _postprocess(raw: RawOutputs, method: str, seed: int, progress: Progress) -> tuple[list[np.ndarray], list[Segment]]:
     """Per-view panoptic maps and the segments they share."""
     progress("postprocess", 0.0, method)
-    result = postprocess(raw.pred_logits, raw.pred_masks, raw.true_shapes, method=method, seed=seed,
-                         progress=progress)  # reports inside its loops, so a cancel stops it promptly
-    segments = [Segment(int(s["id"]), int(s["category_id"]), float(s["score"]), int(s["query"]))
-                for s in result.segments]
+    result = postprocess(
+        raw.pred_logits, raw.pred_masks, raw.true_shapes, method=method, seed=seed, progress=progress
+    )  # reports inside its loops, so a cancel stops it promptly
+    segments = [
+        Segment(int(s["id"]), int(s["category_id"]), float(s["score"]), int(s["query"])) for s in result.segments
+    ]
     progress("postprocess", 1.0, f"{len(segments)} segments")
     return result.pan, segments
 
@@ -142,20 +182,30 @@ def _cameras(raw: RawOutputs, progress: Progress) -> tuple[list[ViewGeometry], l
     return views, cameras
 
 
-def _splats(recon: Reconstruction, options: JobOptions, device: torch.device,
-            progress: Progress) -> tuple[tuple | None, list[str]]:
+def _splats(
+    recon: Reconstruction, options: JobOptions, device: torch.device, progress: Progress
+) -> tuple[tuple | None, list[str]]:
     """((model, manifest entry) or None, warnings). Splats are optional: a failed fit never costs the job."""
     if not options.splats:
         return None, []
     from panst3r_engine.splats.fit import SplatInputs, device_budget, fit_inputs
 
     progress("splats", 0.0)
-    inputs = SplatInputs([p.path.name for p in recon.photos], [p.rgb for p in recon.photos],
-                         [(c.K, c.cam_to_world) for c in recon.cameras], recon.points.arrays(),
-                         {s.id: s.class_id for s in recon.segments})
+    inputs = SplatInputs(
+        [p.path.name for p in recon.photos],
+        [p.rgb for p in recon.photos],
+        [(c.K, c.cam_to_world) for c in recon.cameras],
+        recon.points.arrays(),
+        {s.id: s.class_id for s in recon.segments},
+    )
     try:
-        result = fit_inputs(inputs, device=str(device), progress=progress, seed=options.seed,
-                            **device_budget(device, options.splat_steps))
+        result = fit_inputs(
+            inputs,
+            device=str(device),
+            progress=progress,
+            seed=options.seed,
+            **device_budget(device, options.splat_steps),
+        )
     except Cancelled:
         raise
     except Exception as exc:  # noqa: BLE001 - an optional stage: report it and keep the job's result
@@ -171,8 +221,15 @@ def _model_info(loaded: LoadedModel) -> dict:
     return {"id": loaded.model_id, "version": loaded.config.version, "checkpoint_md5": loaded.md5}
 
 
-def _write(out_dir: Path, recon: Reconstruction, meta: JobMeta, raw: RawOutputs | None, splats: tuple | None,
-           overwrite: bool, progress: Progress) -> JobResult:
+def _write(
+    out_dir: Path,
+    recon: Reconstruction,
+    meta: JobMeta,
+    raw: RawOutputs | None,
+    splats: tuple | None,
+    overwrite: bool,
+    progress: Progress,
+) -> JobResult:
     """Write every file once into a private staging folder, then publish it with one rename."""
     progress("write_bundle", 0.0)
     files = {}
@@ -192,5 +249,11 @@ def _write(out_dir: Path, recon: Reconstruction, meta: JobMeta, raw: RawOutputs 
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     labelled = int((recon.points.segment > 0).sum())
-    return JobResult(bundle, manifest, dict(progress.timings), num_points=len(recon.points.segment),
-                     num_labelled=labelled, warnings=list(meta.warnings))
+    return JobResult(
+        bundle,
+        manifest,
+        dict(progress.timings),
+        num_points=len(recon.points.segment),
+        num_labelled=labelled,
+        warnings=list(meta.warnings),
+    )

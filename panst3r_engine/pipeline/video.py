@@ -17,8 +17,9 @@ import numpy as np
 
 from panst3r_engine.pipeline.images import ImageError
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mts", ".m2ts", ".3gp", ".mpg",
-                            ".mpeg", ".wmv", ".flv"})
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mts", ".m2ts", ".3gp", ".mpg", ".mpeg", ".wmv", ".flv"}
+)
 DEFAULT_FRAMES = 30
 CANDIDATES_PER_FRAME = 3
 DUPLICATE_DIFFERENCE = 2.0  # mean absolute grey difference (0-255) of 32x24 thumbnails below which frames match
@@ -51,8 +52,10 @@ def thumbnail(rgb: np.ndarray, size: tuple[int, int] = (32, 24)) -> np.ndarray:
     grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     rows = np.linspace(0, grey.shape[0], size[1] + 1).astype(int)
     cols = np.linspace(0, grey.shape[1], size[0] + 1).astype(int)
-    return np.array([[grey[r0:r1, c0:c1].mean() for c0, c1 in zip(cols[:-1], cols[1:])]
-                     for r0, r1 in zip(rows[:-1], rows[1:])], np.float32)
+    return np.array(
+        [[grey[r0:r1, c0:c1].mean() for c0, c1 in zip(cols[:-1], cols[1:])] for r0, r1 in zip(rows[:-1], rows[1:])],
+        np.float32,
+    )
 
 
 def select_frames(candidates: list[Frame], wanted: int) -> list[Frame]:
@@ -159,8 +162,9 @@ def write_frames(frames: list[Frame], folder: Path, stem: str) -> list[Path]:
     return paths
 
 
-def expand_videos(paths: list, folder: Path, wanted: int | None = None,
-                  fps: float | None = None) -> tuple[list[Path], list[dict | None]]:
+def expand_videos(
+    paths: list, folder: Path, wanted: int | None = None, fps: float | None = None
+) -> tuple[list[Path], list[dict | None]]:
     """Photo paths with every video replaced by its frames (written into ``folder``), and per photo where it came
     from: ``{"video": file name, "frame": index, "time": seconds}`` for frames, None for photos."""
     out: list[Path] = []

@@ -7,9 +7,8 @@ output size per view (H_v, W_v), padded size (H_max, W_max) = per-axis maxima.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -20,9 +20,13 @@ def postprocess_raw(raw: Mapping[str, np.ndarray], method: str = "standard_v2", 
     masks = [raw["pred_masks"][v, :, : h // 2, : w // 2] for v, (h, w) in enumerate(shapes)]
     result = postprocess(raw["pred_logits"], masks, shapes, method=method, seed=seed)
     pan, conf = _padded(result.pan, shapes, np.int32), _padded(result.conf, shapes, np.float32)
-    return {"pan": pan, "conf": conf, "true_shape": shapes.astype(np.int32),
-            "segment_ids": np.array([s["id"] for s in result.segments], dtype=np.int32),
-            "segment_classes": np.array([s["category_id"] for s in result.segments], dtype=np.int32)}
+    return {
+        "pan": pan,
+        "conf": conf,
+        "true_shape": shapes.astype(np.int32),
+        "segment_ids": np.array([s["id"] for s in result.segments], dtype=np.int32),
+        "segment_classes": np.array([s["category_id"] for s in result.segments], dtype=np.int32),
+    }
 
 
 def _padded(maps, shapes: np.ndarray, dtype) -> np.ndarray:

@@ -92,7 +92,10 @@ def _energies(bits: np.ndarray, d: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def solve_qubo(
-    a: np.ndarray, seed: int = 0, lam: float = LAMBDA_REG, cfg: SolverConfig = SolverConfig(),
+    a: np.ndarray,
+    seed: int = 0,
+    lam: float = LAMBDA_REG,
+    cfg: SolverConfig = SolverConfig(),
     ck: Checkpoints | None = None,
 ) -> np.ndarray:
     """Minimise xᵀAx + λ·mean(x); returns x int8 [n]. ``ck``: progress/cancellation checkpoints

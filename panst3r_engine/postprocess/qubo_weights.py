@@ -20,8 +20,8 @@ Sums are float64.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -43,7 +43,10 @@ class OverlapStats:
 
 
 def soft_overlaps(
-    probs: Sequence[torch.Tensor], shapes: Sequence[tuple[int, int]], tau: float = 0.0, tile: int = TILE,
+    probs: Sequence[torch.Tensor],
+    shapes: Sequence[tuple[int, int]],
+    tau: float = 0.0,
+    tile: int = TILE,
     ck: Checkpoints | None = None,
 ) -> OverlapStats:
     """probs: per view stride-2 probabilities [Q, h_v, w_v]; shapes: output (H_v, W_v).
@@ -115,8 +118,13 @@ def _sparse_view(
 
 
 def _active_pairs(
-    p: torch.Tensor, geo: TileGeometry, tiles: torch.Tensor, active: torch.Tensor, s: torch.Tensor,
-    over: torch.Tensor, bound: torch.Tensor,
+    p: torch.Tensor,
+    geo: TileGeometry,
+    tiles: torch.Tensor,
+    active: torch.Tensor,
+    s: torch.Tensor,
+    over: torch.Tensor,
+    bound: torch.Tensor,
 ) -> None:
     """Exact tile terms of the pairs active together on ``tiles`` [nc] (one padded cdist batch)."""
     counts = active[tiles].sum(1)

@@ -80,13 +80,20 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["JOBS_DIR"] = jobs_dir
     app.config["DEVICE_NAME"] = str(resolve_device(app.config["DEVICE"]))
     limits = render_limits(app.config["DEVICE_NAME"])
-    app.config["RENDER_LIMITS"] = {"pixels": app.config["RENDER_MAX_PIXELS"] or limits["pixels"],
-                                   "gaussians": app.config["RENDER_MAX_GAUSSIANS"] or limits["gaussians"],
-                                   "work": app.config["RENDER_MAX_WORK"] or limits["work"]}
+    app.config["RENDER_LIMITS"] = {
+        "pixels": app.config["RENDER_MAX_PIXELS"] or limits["pixels"],
+        "gaussians": app.config["RENDER_MAX_GAUSSIANS"] or limits["gaussians"],
+        "work": app.config["RENDER_MAX_WORK"] or limits["work"],
+    }
     base = JobOptions(weights=app.config["WEIGHTS"], device=app.config["DEVICE"])
     app.extensions["panst3r_jobs"] = JobManager(
-        jobs_dir, base, app.config["MODELS"], keep_jobs=app.config["KEEP_JOBS"],
-        job_ttl_hours=app.config["JOB_TTL_HOURS"], preload=app.config["PRELOAD"]).start()
+        jobs_dir,
+        base,
+        app.config["MODELS"],
+        keep_jobs=app.config["KEEP_JOBS"],
+        job_ttl_hours=app.config["JOB_TTL_HOURS"],
+        preload=app.config["PRELOAD"],
+    ).start()
     auth.install(app, app.config["TOKEN"])
     _register_errors(app)
     app.register_blueprint(bp)
@@ -100,8 +107,14 @@ def jobs() -> JobManager:
 # ---------------------------------------------------------------- routes
 @bp.get("/health")
 def health():
-    return jsonify({"version": __version__, "api_version": API_VERSION,
-                    "device": current_app.config["DEVICE_NAME"], **jobs().health()})
+    return jsonify(
+        {
+            "version": __version__,
+            "api_version": API_VERSION,
+            "device": current_app.config["DEVICE_NAME"],
+            **jobs().health(),
+        }
+    )
 
 
 @bp.post("/jobs")
@@ -116,8 +129,12 @@ def submit_job():
         hint = f" (files came under {', '.join(map(repr, others))})" if others else ""
         raise ApiError(400, "no_images", f"no photos were sent; attach them as multipart form field 'images'{hint}")
     if len(files) > config["MAX_IMAGES"]:
-        raise ApiError(400, "too_many_images", f"{len(files)} photos are more than this engine's limit of "
-                       f"{config['MAX_IMAGES']}; split them into smaller jobs (or start it with --max-images)")
+        raise ApiError(
+            400,
+            "too_many_images",
+            f"{len(files)} photos are more than this engine's limit of "
+            f"{config['MAX_IMAGES']}; split them into smaller jobs (or start it with --max-images)",
+        )
     if options.splats:
         check_splats_available()
     return jsonify(jobs().submit(lambda folder: save_uploads(files, folder), options)), 202
@@ -153,8 +170,11 @@ def download_bundle(job_id: str):
     folder = jobs().finished_job(job_id).bundle_dir
     if not folder.is_dir():
         raise ApiError(409, "bundle_missing", f"the bundle of job {job_id} is no longer on disk; run the job again")
-    return Response(zip_stream(folder), mimetype="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'})
+    return Response(
+        zip_stream(folder),
+        mimetype="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'},
+    )
 
 
 @bp.post("/jobs/<job_id>/render")
@@ -166,8 +186,7 @@ def render_view(job_id: str):
     config = current_app.config
     camera = check_render(bundle, body, config["RENDER_LIMITS"])  # refusals before any wait or work
     gone = request.environ.get("waitress.client_disconnected")  # waitress: True once the client hung up
-    return jsonify(jobs().run_on_worker(lambda: render_camera(bundle, camera), float(config["RENDER_WAIT_S"]),
-                                        gone))
+    return jsonify(jobs().run_on_worker(lambda: render_camera(bundle, camera), float(config["RENDER_WAIT_S"]), gone))
 
 
 @bp.post("/shutdown")
@@ -201,13 +220,21 @@ def _register_errors(app: Flask) -> None:
     def _too_large_message() -> str:
         config = current_app.config
         if (request.content_length or 0) > config["MAX_CONTENT_LENGTH"]:
-            return (f"the upload is larger than this engine's limit of {config['MAX_UPLOAD_MB']} MB; send fewer or "
-                    "smaller photos (or start the engine with a larger --max-upload-mb)")
-        return (f"the request has too many parts or too large a form field; send at most {config['MAX_IMAGES']} "
-                "photos and keep the options under 500 kB")
+            return (
+                f"the upload is larger than this engine's limit of {config['MAX_UPLOAD_MB']} MB; send fewer or "
+                "smaller photos (or start the engine with a larger --max-upload-mb)"
+            )
+        return (
+            f"the request has too many parts or too large a form field; send at most {config['MAX_IMAGES']} "
+            "photos and keep the options under 500 kB"
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
         log.exception("unexpected error in %s %s", request.method, request.path)
-        return jsonify(error_body("internal", _private(f"the engine failed unexpectedly ({type(exc).__name__}: "
-                                                       f"{exc}); see its log for details"))), 500
+        return jsonify(
+            error_body(
+                "internal",
+                _private(f"the engine failed unexpectedly ({type(exc).__name__}: {exc}); see its log for details"),
+            )
+        ), 500

@@ -20,8 +20,10 @@ from panst3r_engine.errors import PanSt3RError
 from panst3r_engine.service.errors import ApiError
 
 MIN_TOKEN_LENGTH = 16
-UNAUTHORISED = ("this engine needs 'Authorization: Bearer <token>' with the token it printed on start (or the one "
-                "in its --token-file)")
+UNAUTHORISED = (
+    "this engine needs 'Authorization: Bearer <token>' with the token it printed on start (or the one "
+    "in its --token-file)"
+)
 log = logging.getLogger(__name__)
 
 
@@ -29,6 +31,7 @@ class TokenError(PanSt3RError):
     """A service token (or token file) that cannot be used."""
 
     code = "bad_options"
+
 
 def generate_token() -> str:
     """A fresh random token (256 bits, URL-safe)."""
@@ -45,15 +48,20 @@ def read_token_file(path: str | os.PathLike) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise TokenError(f"cannot read the token file {path}: {exc}") from exc
     if os.name == "posix" and mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise TokenError(f"the token file {path} can be changed by other users (mode {stat.filemode(mode)}); "
-                         f"run chmod 600 {path} and start the engine again")
+        raise TokenError(
+            f"the token file {path} can be changed by other users (mode {stat.filemode(mode)}); "
+            f"run chmod 600 {path} and start the engine again"
+        )
     if os.name == "posix" and mode & (stat.S_IRGRP | stat.S_IROTH):
-        log.warning("the token file %s can be read by other users (mode %s); run chmod 600 %s", path,
-                    stat.filemode(mode), path)
+        log.warning(
+            "the token file %s can be read by other users (mode %s); run chmod 600 %s", path, stat.filemode(mode), path
+        )
     if len(token) < MIN_TOKEN_LENGTH:
-        raise TokenError(f"the token in {path} is {'empty' if not token else 'too short'}; use at least "
-                         f"{MIN_TOKEN_LENGTH} random characters (e.g. python -c \"import secrets; "
-                         "print(secrets.token_urlsafe(32))\")")
+        raise TokenError(
+            f"the token in {path} is {'empty' if not token else 'too short'}; use at least "
+            f'{MIN_TOKEN_LENGTH} random characters (e.g. python -c "import secrets; '
+            'print(secrets.token_urlsafe(32))")'
+        )
     if any(ch.isspace() for ch in token):
         raise TokenError(f"the token in {path} contains whitespace; put one token on one line")
     return token

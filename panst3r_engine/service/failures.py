@@ -12,7 +12,11 @@ def describe_failure(exc: BaseException) -> dict:
     if isinstance(exc, PanSt3RError):
         return {"code": exc.code, "message": exc.message}
     if isinstance(exc, torch.cuda.OutOfMemoryError) or isinstance(exc, MemoryError):
-        return {"code": "out_of_memory", "message": "the engine ran out of memory; use fewer keyframes or split the "
-                "photos into smaller jobs"}
-    return {"code": "internal", "message": f"the engine failed unexpectedly ({type(exc).__name__}); "
-            "see the engine's log for details"}
+        return {
+            "code": "out_of_memory",
+            "message": "the engine ran out of memory; use fewer keyframes or split the photos into smaller jobs",
+        }
+    return {
+        "code": "internal",
+        "message": f"the engine failed unexpectedly ({type(exc).__name__}); see the engine's log for details",
+    }

@@ -72,8 +72,15 @@ class WorkerTask:
 class JobManager:
     """Job records, the queue and the worker; every public method is safe to call from any thread."""
 
-    def __init__(self, jobs_dir: str | Path, base: JobOptions, models: ModelCache | None = None,
-                 keep_jobs: int = 20, job_ttl_hours: float = 24.0, preload: bool = False) -> None:
+    def __init__(
+        self,
+        jobs_dir: str | Path,
+        base: JobOptions,
+        models: ModelCache | None = None,
+        keep_jobs: int = 20,
+        job_ttl_hours: float = 24.0,
+        preload: bool = False,
+    ) -> None:
         self.jobs_dir, self.base, self.models = Path(jobs_dir), base, models or ModelCache()
         self.keep_jobs, self.job_ttl_s, self.preload = keep_jobs, job_ttl_hours * 3600.0, preload
         self.model_id: str | None = None
@@ -112,8 +119,12 @@ class JobManager:
 
     def health(self) -> dict:
         with self._lock:
-            return {"model_loaded": self.model_id is not None, "model": self.model_id,
-                    "queue_length": len(self._pending), "running": self._running.id if self._running else None}
+            return {
+                "model_loaded": self.model_id is not None,
+                "model": self.model_id,
+                "queue_length": len(self._pending),
+                "running": self._running.id if self._running else None,
+            }
 
     def finished_job(self, job_id: str) -> Job:
         """A job that is ``done`` (its bundle can be read), else 409."""
@@ -159,8 +170,7 @@ class JobManager:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
-    def run_on_worker(self, fn: Callable[[], object], wait_s: float,
-                      gone: Callable[[], bool] | None = None) -> object:
+    def run_on_worker(self, fn: Callable[[], object], wait_s: float, gone: Callable[[], bool] | None = None) -> object:
         """Run ``fn`` on the worker (so device work never overlaps a job or another render) and return its result.
 
         A task still queued after ``wait_s`` s is dropped (503 busy), and so is one whose client went away
@@ -182,8 +192,12 @@ class JobManager:
                 log.info("render dropped: the client went away")
                 raise ApiError(503, "client_gone", "the client closed the connection; the render was dropped")
             if queued and time.monotonic() > deadline:
-                raise ApiError(503, "busy", f"the engine is busy with a job and could not render within {wait_s:.0f} "
-                               "s; try again when the job is done")
+                raise ApiError(
+                    503,
+                    "busy",
+                    f"the engine is busy with a job and could not render within {wait_s:.0f} "
+                    "s; try again when the job is done",
+                )
         if task.error is not None:
             raise task.error
         return task.result
@@ -201,8 +215,11 @@ class JobManager:
                 self._pending.remove(job)
                 self._mark_finished(job, "cancelled", message="cancelled before it started")
             elif not purge:
-                raise ApiError(409, "already_finished", f"job {job_id} has already finished ({job.state}); "
-                               "add ?purge=1 to delete it and its files")
+                raise ApiError(
+                    409,
+                    "already_finished",
+                    f"job {job_id} has already finished ({job.state}); add ?purge=1 to delete it and its files",
+                )
             if purge:
                 del self._jobs[job_id]
             body = {"id": job_id, "state": job.state, "purged": True} if purge else job.public()
@@ -213,10 +230,14 @@ class JobManager:
         """Delete finished jobs older than the TTL, and all but the newest ``keep_jobs`` finished ones."""
         now = time.time()
         with self._lock:
-            finished = sorted((j for j in self._jobs.values() if j.is_finished),
-                              key=lambda j: j.finished or j.created, reverse=True)
-            old = [j for i, j in enumerate(finished)
-                   if i >= self.keep_jobs or now - (j.finished or j.created) > self.job_ttl_s]
+            finished = sorted(
+                (j for j in self._jobs.values() if j.is_finished), key=lambda j: j.finished or j.created, reverse=True
+            )
+            old = [
+                j
+                for i, j in enumerate(finished)
+                if i >= self.keep_jobs or now - (j.finished or j.created) > self.job_ttl_s
+            ]
             for job in old:
                 del self._jobs[job.id]
         for job in old:
@@ -282,8 +303,13 @@ class JobManager:
         progress = JobProgress(job, self._lock)
         log.info("job %s: %d photos", job.id, len(job.photos))
         try:
-            result = run_job([job.input_dir / name for name in job.photos], job.bundle_dir,
-                             self._job_options(job), progress, self.models)
+            result = run_job(
+                [job.input_dir / name for name in job.photos],
+                job.bundle_dir,
+                self._job_options(job),
+                progress,
+                self.models,
+            )
             self._load_model(None)  # cached by now: records the model's id (stages stay in the spec's order)
             progress.check_cancelled()
         except Cancelled:
@@ -294,8 +320,13 @@ class JobManager:
                 log.error("job %s failed unexpectedly", job.id, exc_info=exc)
             self._end(job, "failed", message=error["message"], error=error)
         else:
-            self._end(job, "done", message=f"{len(result.manifest['segments'])} segments",
-                      segments=len(result.manifest["segments"]), has_splats=(job.bundle_dir / "splats.ply").is_file())
+            self._end(
+                job,
+                "done",
+                message=f"{len(result.manifest['segments'])} segments",
+                segments=len(result.manifest["segments"]),
+                has_splats=(job.bundle_dir / "splats.ply").is_file(),
+            )
 
     def _load_model(self, progress: Progress | None) -> None:
         loaded = self.models.get(self.base.weights, self.base.device, progress)
@@ -313,8 +344,9 @@ class JobManager:
             self._mark_finished(job, state, **fields)
             self._running = None
             purge = job.purge_when_finished
-            log.info("job %s %s after %.1f s: %s", job.id, state, job.finished - (job.started or job.created),
-                     job.message)
+            log.info(
+                "job %s %s after %.1f s: %s", job.id, state, job.finished - (job.started or job.created), job.message
+            )
             if purge:
                 self._jobs.pop(job.id, None)
         self._remove_files(job, everything=purge)
@@ -324,8 +356,12 @@ class JobManager:
     def _get(self, job_id: str) -> Job:
         job = self._jobs.get(job_id)
         if job is None:
-            raise ApiError(404, "unknown_job", f"there is no job {job_id!r} on this engine (it may have been "
-                           "deleted after --job-ttl-hours or beyond --keep-jobs)")
+            raise ApiError(
+                404,
+                "unknown_job",
+                f"there is no job {job_id!r} on this engine (it may have been "
+                "deleted after --job-ttl-hours or beyond --keep-jobs)",
+            )
         return job
 
     def _position(self, job: Job) -> int | None:

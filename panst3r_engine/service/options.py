@@ -111,8 +111,10 @@ def _vocab_names(vocab: object) -> tuple[str, ...] | None:
         return None
     if isinstance(vocab, str):
         if preset_name(vocab) is None:
-            raise _bad(f"vocabulary {vocab!r} is not a preset ({', '.join(PRESETS)}); "
-                       "send your own classes as a list of names instead")
+            raise _bad(
+                f"vocabulary {vocab!r} is not a preset ({', '.join(PRESETS)}); "
+                "send your own classes as a list of names instead"
+            )
         return None
     for i, name in enumerate(vocab):
         if not isinstance(name, str):

@@ -28,8 +28,10 @@ FINISHED = frozenset({"done", "failed", "cancelled"})
 ID_PATTERN = re.compile(r"^\d{8}-\d{6}-[0-9a-f]{6}$")
 RECORD = "job.json"
 MARKER = ".panst3r-job"  # written first into every job folder the service makes
-ENGINE_STOPPED = {"code": "engine_stopped",
-                  "message": "the engine stopped before this job finished; submit the photos again"}
+ENGINE_STOPPED = {
+    "code": "engine_stopped",
+    "message": "the engine stopped before this job finished; submit the photos again",
+}
 
 
 def new_job_id(now: float | None = None) -> str:
@@ -83,17 +85,34 @@ class Job:
         error = self.error
         if isinstance(error, dict) and isinstance(error.get("message"), str):
             error = {**error, "message": scrub(error["message"], self.folder.parent)}
-        return {"id": self.id, "state": self.state, "stage": self.stage, "fraction": round(self.fraction, 4),
-                "message": scrub(self.message, self.folder.parent), "error": error, "created": iso(self.created),
-                "started": iso(self.started), "finished": iso(self.finished), "num_images": len(self.photos),
-                "segments": self.segments, "has_splats": self.has_splats, "position": position}
+        return {
+            "id": self.id,
+            "state": self.state,
+            "stage": self.stage,
+            "fraction": round(self.fraction, 4),
+            "message": scrub(self.message, self.folder.parent),
+            "error": error,
+            "created": iso(self.created),
+            "started": iso(self.started),
+            "finished": iso(self.finished),
+            "num_images": len(self.photos),
+            "segments": self.segments,
+            "has_splats": self.has_splats,
+            "position": position,
+        }
 
     def record(self) -> dict:
         """What ``job.json`` holds: the public fields with raw timestamps, plus the options."""
         body = self.public()
         body.pop("position")
-        body.update(created=self.created, started=self.started, finished=self.finished, photos=self.photos,
-                    options=self.client.values, record_version=1)
+        body.update(
+            created=self.created,
+            started=self.started,
+            finished=self.finished,
+            photos=self.photos,
+            options=self.client.values,
+            record_version=1,
+        )
         return body
 
 
@@ -127,20 +146,35 @@ def make_job_folder(jobs_dir: Path, job_id: str) -> Path:
 
 def is_orphan(folder: Path, known: set[str] | dict) -> bool:
     """A job folder this service made (id-named, with MARKER, not a link) whose id has no loaded record."""
-    return (ID_PATTERN.match(folder.name) is not None and folder.name not in known and not folder.is_symlink()
-            and folder.is_dir() and (folder / MARKER).is_file())
+    return (
+        ID_PATTERN.match(folder.name) is not None
+        and folder.name not in known
+        and not folder.is_symlink()
+        and folder.is_dir()
+        and (folder / MARKER).is_file()
+    )
 
 
 def load_record(folder: Path) -> Job | None:
     """The job in ``folder``; one that was queued or running when the engine stopped becomes failed."""
     try:
         data = json.loads((folder / RECORD).read_text("utf-8"))
-        job = Job(id=data["id"], folder=folder, client=ClientOptions(dict(data.get("options") or {})),
-                  photos=list(data["photos"]), created=float(data["created"]), state=data["state"],
-                  stage=data.get("stage"), fraction=float(data.get("fraction") or 0.0),
-                  message=data.get("message") or "", error=data.get("error"), started=data.get("started"),
-                  finished=data.get("finished"), segments=data.get("segments"),
-                  has_splats=bool(data.get("has_splats")))
+        job = Job(
+            id=data["id"],
+            folder=folder,
+            client=ClientOptions(dict(data.get("options") or {})),
+            photos=list(data["photos"]),
+            created=float(data["created"]),
+            state=data["state"],
+            stage=data.get("stage"),
+            fraction=float(data.get("fraction") or 0.0),
+            message=data.get("message") or "",
+            error=data.get("error"),
+            started=data.get("started"),
+            finished=data.get("finished"),
+            segments=data.get("segments"),
+            has_splats=bool(data.get("has_splats")),
+        )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring job folder %s: unreadable %s (%s)", folder, RECORD, exc)
         return None

@@ -27,11 +27,14 @@ MAX_SIDE = 4096
 # and the Gaussians rendered are checked before anything is loaded, and renders run one at a time on the job
 # worker (the device's one queue). Two sets: a GPU engine, and a CPU one, which is ~100x slower; on a CPU the
 # product pixels x Gaussians ("work") is bounded too (512x384 x ~300k Gaussians took 80 s: ~6e10).
-RENDER_LIMITS = {"cuda": {"pixels": 4096 * 2048, "gaussians": 4_000_000, "work": None},
-                 "cpu": {"pixels": 1024 * 768, "gaussians": 1_000_000, "work": 2.5e10}}
+RENDER_LIMITS = {
+    "cuda": {"pixels": 4096 * 2048, "gaussians": 4_000_000, "work": None},
+    "cpu": {"pixels": 1024 * 768, "gaussians": 1_000_000, "work": 2.5e10},
+}
 PLY_HEADER_BYTES = 64 * 1024
-UNAVAILABLE = ("this engine cannot make or render Gaussian splats "
-               "(its panst3r_engine.splats module or gsplat is missing)")
+UNAVAILABLE = (
+    "this engine cannot make or render Gaussian splats (its panst3r_engine.splats module or gsplat is missing)"
+)
 
 
 def _splats_function(name: str):
@@ -61,18 +64,24 @@ def check_render(bundle: Path, body: object, limits: dict | None = None) -> tupl
     (400), the splats (409) and their number (422). Returns the parsed camera."""
     camera = parse_camera(body, (limits or {}).get("pixels"))
     if not (bundle / SPLATS_FILE).is_file():
-        raise ApiError(409, "no_splats", "this job has no splats; submit it again with \"splats\": true")
+        raise ApiError(409, "no_splats", 'this job has no splats; submit it again with "splats": true')
     most = (limits or {}).get("gaussians")
     count = splat_count(bundle / SPLATS_FILE)
     if most is not None and count is not None and count > most:
-        raise ApiError(422, "too_many_splats", f"this job has {count} Gaussian splats, more than the {most} this "
-                       "engine renders in one call; run the job again with fewer splat steps, or render on a "
-                       "GPU engine")
+        raise ApiError(
+            422,
+            "too_many_splats",
+            f"this job has {count} Gaussian splats, more than the {most} this "
+            "engine renders in one call; run the job again with fewer splat steps, or render on a "
+            "GPU engine",
+        )
     work = (limits or {}).get("work")
     if work and count and count * camera[2] * camera[3] > work:
         side = int((work / count / (camera[2] * camera[3])) ** 0.5 * 100)
-        raise _bad(f"a {camera[2]}x{camera[3]} view of {count} Gaussian splats is more than this engine renders in "
-                   f"one call on its CPU; lower the render resolution to about {max(side, 1)}% (or use a GPU engine)")
+        raise _bad(
+            f"a {camera[2]}x{camera[3]} view of {count} Gaussian splats is more than this engine renders in "
+            f"one call on its CPU; lower the render resolution to about {max(side, 1)}% (or use a GPU engine)"
+        )
     return camera
 
 
@@ -100,8 +109,12 @@ def render_camera(bundle: Path, camera: tuple) -> dict:
     rgb, labels = np.asarray(rgb), np.asarray(labels)
     if rgb.shape != (height, width, 3) or labels.shape != (height, width):
         raise RuntimeError(f"render_view returned {rgb.shape} and {labels.shape} for a {width}x{height} view")
-    return {"rgb_png": _png_base64(rgb.astype(np.uint8)), "labels_png": _png_base64(encode_panoptic(labels)),
-            "width": width, "height": height}
+    return {
+        "rgb_png": _png_base64(rgb.astype(np.uint8)),
+        "labels_png": _png_base64(encode_panoptic(labels)),
+        "width": width,
+        "height": height,
+    }
 
 
 def parse_camera(body: object, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -119,16 +132,22 @@ def parse_camera(body: object, max_pixels: int | None = None) -> tuple[np.ndarra
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIDE:
             raise _bad(f"{name} must be an integer number of pixels from 1 to {MAX_SIDE}")
     if max_pixels is not None and sizes[0] * sizes[1] > max_pixels:
-        raise _bad(f"a {sizes[0]}x{sizes[1]} view is more than the {max_pixels} pixels this engine renders in one "
-                   "call; lower the render resolution (or its percentage)")
+        raise _bad(
+            f"a {sizes[0]}x{sizes[1]} view is more than the {max_pixels} pixels this engine renders in one "
+            "call; lower the render resolution (or its percentage)"
+        )
     return K, cam_to_world, sizes[0], sizes[1]
 
 
 def _matrix(value: object, name: str, n: int) -> np.ndarray:
-    ok = (isinstance(value, list) and len(value) == n
-          and all(isinstance(row, list) and len(row) == n for row in value)
-          and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-                  for row in value for x in row))
+    ok = (
+        isinstance(value, list)
+        and len(value) == n
+        and all(isinstance(row, list) and len(row) == n for row in value)
+        and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for row in value for x in row
+        )
+    )
     if not ok:
         raise _bad(f"{name} must be a {n}x{n} list of finite numbers (rows first)")
     return np.array(value, dtype=np.float64)

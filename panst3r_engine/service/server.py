@@ -74,8 +74,17 @@ def raise_open_file_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else wanted
 
 
-def _make_waitress_server(app, host: str, port: int, header_timeout: float, idle_timeout: float,
-                          connection_limit: int, threads: int, max_body: int, token: str):
+def _make_waitress_server(
+    app,
+    host: str,
+    port: int,
+    header_timeout: float,
+    idle_timeout: float,
+    connection_limit: int,
+    threads: int,
+    max_body: int,
+    token: str,
+):
     """A waitress server whose maintenance also closes connections that send their headers too slowly, and
     that answers 401 to a request with a body but without the token as soon as its headers are in (waitress
     would otherwise take the whole body, up to the upload limit, before the app sees the request)."""
@@ -104,8 +113,11 @@ def _make_waitress_server(app, host: str, port: int, header_timeout: float, idle
             consumed = super().received(data)
             if self.headers_finished and not self.checked:
                 self.checked = True
-                if (self.body_rcv is not None and not self.completed
-                        and not bearer_matches(self.headers.get("AUTHORIZATION"), token)):
+                if (
+                    self.body_rcv is not None
+                    and not self.completed
+                    and not bearer_matches(self.headers.get("AUTHORIZATION"), token)
+                ):
                     self.error, self.completed = Unauthorised(""), True  # the body is never read
             return consumed
 
@@ -123,18 +135,37 @@ def _make_waitress_server(app, host: str, port: int, header_timeout: float, idle
                 if request is not None and not request.headers_finished and request.started < cutoff:
                     channel.will_close = True  # a slow-loris: headers trickling in
 
-    return Server(app, host=host, port=port, threads=threads, connection_limit=connection_limit,
-                  channel_timeout=idle_timeout, cleanup_interval=max(0.2, min(header_timeout, idle_timeout) / 4),
-                  asyncore_use_poll=True, max_request_body_size=max_body, max_request_header_size=64 * 1024,
-                  ident="panst3r-engine", expose_tracebacks=False, backlog=1024,
-                  channel_request_lookahead=1)  # keeps reading while a view runs: a hang-up is seen (renders)
+    return Server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        connection_limit=connection_limit,
+        channel_timeout=idle_timeout,
+        cleanup_interval=max(0.2, min(header_timeout, idle_timeout) / 4),
+        asyncore_use_poll=True,
+        max_request_body_size=max_body,
+        max_request_header_size=64 * 1024,
+        ident="panst3r-engine",
+        expose_tracebacks=False,
+        backlog=1024,
+        channel_request_lookahead=1,
+    )  # keeps reading while a view runs: a hang-up is seen (renders)
 
 
 class EngineServer:
     """The app on waitress (connection limits and timeouts), with one idempotent graceful stop."""
 
-    def __init__(self, host: str, port: int, config: dict, *, header_timeout: float = HEADER_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT, threads: int = THREADS) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        config: dict,
+        *,
+        header_timeout: float = HEADER_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
+        threads: int = THREADS,
+    ) -> None:
         from panst3r_engine.service.app import create_app
 
         self.app = create_app({**config, "SHUTDOWN_HOOK": self.stop})
@@ -142,13 +173,23 @@ class EngineServer:
         self.connection_limit = max(16, min(MAX_CONNECTIONS, files - RESERVED_FILES))
         max_body = int(self.app.config["MAX_CONTENT_LENGTH"]) + (1 << 20)
         try:
-            self.server = _make_waitress_server(self.app, host, port, header_timeout, idle_timeout,
-                                                self.connection_limit, threads, max_body, self.app.config["TOKEN"])
+            self.server = _make_waitress_server(
+                self.app,
+                host,
+                port,
+                header_timeout,
+                idle_timeout,
+                self.connection_limit,
+                threads,
+                max_body,
+                self.app.config["TOKEN"],
+            )
         except (OSError, ValueError) as exc:
             self.jobs.shutdown(timeout=5)
             reason = getattr(exc, "strerror", None) or "the address is in use or not available here"
-            raise ServeError(f"cannot listen on {host}:{port} ({reason}); choose another --port "
-                             "(0 picks a free one) or --host") from exc
+            raise ServeError(
+                f"cannot listen on {host}:{port} ({reason}); choose another --port (0 picks a free one) or --host"
+            ) from exc
         self.host, self.port = host, int(self.server.effective_port)
         self._stop_lock, self._stopping = threading.Lock(), False
         self._stop_serving = threading.Event()
@@ -176,7 +217,8 @@ class EngineServer:
                 server.socket.close()  # refuse new connections at once
             deadline = time.monotonic() + 2.0
             while time.monotonic() < deadline and any(
-                    getattr(c, "requests", None) or getattr(c, "total_outbufs_len", 0) for c in connections.values()):
+                getattr(c, "requests", None) or getattr(c, "total_outbufs_len", 0) for c in connections.values()
+            ):
                 wasyncore.loop(timeout=0.05, map=connections, use_poll=True, count=1)
         finally:
             for channel in list(connections.values()):
@@ -209,33 +251,66 @@ class EngineServer:
 
 def startup_line(engine: EngineServer, token: str | None) -> dict:
     """The one stdout line clients wait for; ``token`` only when it was generated."""
-    line = {"event": "listening", "host": engine.host, "port": engine.port, "url": engine.url,
-            "version": __version__, "api_version": API_VERSION, "pid": os.getpid()}
+    line = {
+        "event": "listening",
+        "host": engine.host,
+        "port": engine.port,
+        "url": engine.url,
+        "version": __version__,
+        "api_version": API_VERSION,
+        "pid": os.getpid(),
+    }
     if token is not None:
         line["token"] = token
     return line
 
 
-def serve(host: str = "127.0.0.1", port: int = 0, token: str | None = None, *, jobs_dir: str | None = None,
-          weights: str = "v2", device: str = "auto", preload: bool = False, max_upload_mb: float = 4096,
-          max_images: int = 2000, keep_jobs: int = 20, job_ttl_hours: float = 24.0,
-          max_megapixels: float = 100, stdout: TextIO | None = None) -> int:
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    *,
+    jobs_dir: str | None = None,
+    weights: str = "v2",
+    device: str = "auto",
+    preload: bool = False,
+    max_upload_mb: float = 4096,
+    max_images: int = 2000,
+    keep_jobs: int = 20,
+    job_ttl_hours: float = 24.0,
+    max_megapixels: float = 100,
+    stdout: TextIO | None = None,
+) -> int:
     """Serve until shut down; ``token`` None generates one and prints it on the start-up line."""
     from panst3r_engine.service.auth import generate_token
 
     _configure_logging()
     _check_weights(weights)
     generated = generate_token() if token is None else None
-    config = {"TOKEN": token or generated, "JOBS_DIR": jobs_dir, "WEIGHTS": weights, "DEVICE": device,
-              "PRELOAD": preload, "MAX_UPLOAD_MB": max_upload_mb, "MAX_IMAGES": max_images, "KEEP_JOBS": keep_jobs,
-              "JOB_TTL_HOURS": job_ttl_hours, "MAX_MEGAPIXELS": max_megapixels}
+    config = {
+        "TOKEN": token or generated,
+        "JOBS_DIR": jobs_dir,
+        "WEIGHTS": weights,
+        "DEVICE": device,
+        "PRELOAD": preload,
+        "MAX_UPLOAD_MB": max_upload_mb,
+        "MAX_IMAGES": max_images,
+        "KEEP_JOBS": keep_jobs,
+        "JOB_TTL_HOURS": job_ttl_hours,
+        "MAX_MEGAPIXELS": max_megapixels,
+    }
     engine = EngineServer(host, port, config)
     _install_signal_handlers(engine)
     stream = stdout or sys.stdout
     stream.write(json.dumps(startup_line(engine, generated)) + "\n")
     stream.flush()
-    log.info("PanSt3R engine %s listening on %s (jobs in %s, device %s)", __version__, engine.url,
-             engine.app.config["JOBS_DIR"], engine.app.config["DEVICE_NAME"])
+    log.info(
+        "PanSt3R engine %s listening on %s (jobs in %s, device %s)",
+        __version__,
+        engine.url,
+        engine.app.config["JOBS_DIR"],
+        engine.app.config["DEVICE_NAME"],
+    )
     try:
         engine.serve_forever()
     finally:
@@ -246,8 +321,9 @@ def serve(host: str = "127.0.0.1", port: int = 0, token: str | None = None, *, j
 
 def _configure_logging() -> None:
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per status poll
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" while a job uploads
 
@@ -282,26 +358,44 @@ def _install_signal_handlers(engine: EngineServer) -> None:
 # ---------------------------------------------------------------- command line
 def add_serve_command(subparsers) -> argparse.ArgumentParser:
     """Add ``serve`` to the engine's command line (``subparsers`` from ``add_subparsers``)."""
-    p = subparsers.add_parser("serve", help="run the local HTTP job service (used by the Blender add-on)",
-                              description=__doc__.replace("``", ""),  # the docstring, without its RST markup
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface, for "
-                   "remote use behind a firewall/VPN; default 127.0.0.1)")
+    p = subparsers.add_parser(
+        "serve",
+        help="run the local HTTP job service (used by the Blender add-on)",
+        description=__doc__.replace("``", ""),  # the docstring, without its RST markup
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (0.0.0.0: every interface, for remote use behind a firewall/VPN; default 127.0.0.1)",
+    )
     p.add_argument("--port", type=int, default=0, help="port (default 0: pick a free one)")
-    p.add_argument("--token-file", default=None, help="file holding the access token (default: generate one and "
-                   "print it on the start-up line)")
+    p.add_argument(
+        "--token-file",
+        default=None,
+        help="file holding the access token (default: generate one and print it on the start-up line)",
+    )
     p.add_argument("--jobs-dir", default=None, help="folder for job folders (default: <cache>/jobs)")
     p.add_argument("--weights", default="v2", help="v1, v2, a registry id, or a checkpoint path (default v2)")
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--preload", action="store_true", help="load the model right after start, not at the first job")
     p.add_argument("--max-upload-mb", type=_positive(float), default=4096, help="largest upload (default 4096)")
     p.add_argument("--max-images", type=_positive(int), default=2000, help="most photos per job (default 2000)")
-    p.add_argument("--keep-jobs", type=_positive(int, zero=True), default=20,
-                   help="finished jobs kept on disk (default 20)")
-    p.add_argument("--job-ttl-hours", type=_positive(float), default=24.0,
-                   help="finished jobs older than this are deleted (default 24)")
-    p.add_argument("--max-megapixels", type=_positive(float), default=100,
-                   help="largest photo in megapixels, checked from its header (default 100)")
+    p.add_argument(
+        "--keep-jobs", type=_positive(int, zero=True), default=20, help="finished jobs kept on disk (default 20)"
+    )
+    p.add_argument(
+        "--job-ttl-hours",
+        type=_positive(float),
+        default=24.0,
+        help="finished jobs older than this are deleted (default 24)",
+    )
+    p.add_argument(
+        "--max-megapixels",
+        type=_positive(float),
+        default=100,
+        help="largest photo in megapixels, checked from its header (default 100)",
+    )
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -321,7 +415,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from panst3r_engine.service.auth import read_token_file
 
     token = read_token_file(args.token_file) if args.token_file else None
-    return serve(args.host, args.port, token, jobs_dir=args.jobs_dir, weights=args.weights, device=args.device,
-                 preload=args.preload, max_upload_mb=args.max_upload_mb, max_images=args.max_images,
-                 keep_jobs=args.keep_jobs, job_ttl_hours=args.job_ttl_hours,
-                 max_megapixels=getattr(args, "max_megapixels", 100))
+    return serve(
+        args.host,
+        args.port,
+        token,
+        jobs_dir=args.jobs_dir,
+        weights=args.weights,
+        device=args.device,
+        preload=args.preload,
+        max_upload_mb=args.max_upload_mb,
+        max_images=args.max_images,
+        keep_jobs=args.keep_jobs,
+        job_ttl_hours=args.job_ttl_hours,
+        max_megapixels=getattr(args, "max_megapixels", 100),
+    )

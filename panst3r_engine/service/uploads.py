@@ -20,8 +20,16 @@ from panst3r_engine.service.errors import ApiError
 
 GB = 1 << 30
 MAX_NAME = 100
-PIL_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp", "HEIF": ".heic",
-              "MPO": ".jpg", "GIF": ".gif"}
+PIL_SUFFIX = {
+    "JPEG": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "TIFF": ".tif",
+    "BMP": ".bmp",
+    "HEIF": ".heic",
+    "MPO": ".jpg",
+    "GIF": ".gif",
+}
 
 
 class Upload(Protocol):
@@ -77,8 +85,12 @@ def save_uploads(files: list[Upload], folder: Path) -> list[Path]:
             paths.append(_with_image_suffix(path))
     if problems:
         shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
-        raise ApiError(422, "bad_image", f"{len(problems)} of {len(files)} files cannot be used as photos "
-                       f"(send JPEG, PNG, WebP, TIFF or BMP images): {shown}")
+        raise ApiError(
+            422,
+            "bad_image",
+            f"{len(problems)} of {len(files)} files cannot be used as photos "
+            f"(send JPEG, PNG, WebP, TIFF or BMP images): {shown}",
+        )
     return paths
 
 
@@ -125,7 +137,10 @@ def check_disk_space(folder: Path, upload_bytes: int, min_free: int = GB) -> Non
     free = shutil.disk_usage(folder).free
     need = max(min_free, 3 * max(upload_bytes, 0))
     if free < need:
-        raise ApiError(507, "insufficient_storage",
-                       f"only {free / GB:.1f} GB are free on the disk of {folder}, and a job of this size needs "
-                       f"about {need / GB:.1f} GB; delete old jobs or start the engine with --jobs-dir on a "
-                       "larger disk")
+        raise ApiError(
+            507,
+            "insufficient_storage",
+            f"only {free / GB:.1f} GB are free on the disk of {folder}, and a job of this size needs "
+            f"about {need / GB:.1f} GB; delete old jobs or start the engine with --jobs-dir on a "
+            "larger disk",
+        )

@@ -16,20 +16,46 @@ kernels available, gsplat renders; everywhere else a pure-torch rasteriser that 
 """
 
 from panst3r_engine.splats.export import SplatsFileError, read_splats_ply, write_splats_ply
-from panst3r_engine.splats.fit import (FitConfig, FitResult, SplatInputs, SplatsSkipped, add_splats_to_bundle,
-                                       fit_bundle, fit_inputs, fit_splats)
+from panst3r_engine.splats.fit import (
+    FitConfig,
+    FitResult,
+    SplatInputs,
+    SplatsSkipped,
+    add_splats_to_bundle,
+    fit_bundle,
+    fit_inputs,
+    fit_splats,
+)
 from panst3r_engine.splats.init import init_from_bundle, init_from_points
 from panst3r_engine.splats.model import SplatModel
 from panst3r_engine.splats.render import (
-                                          RenderOutput,
-                                          choose_backend,
-                                          gsplat_cuda_available,
-                                          rasterize,
-                                          render,
-                                          render_view,
+    RenderOutput,
+    choose_backend,
+    gsplat_cuda_available,
+    rasterize,
+    render,
+    render_view,
 )
 
-__all__ = ["FitConfig", "FitResult", "RenderOutput", "SplatInputs", "SplatModel", "SplatsFileError", "SplatsSkipped",
-           "add_splats_to_bundle", "fit_inputs",
-           "choose_backend", "fit_bundle", "fit_splats", "gsplat_cuda_available", "init_from_bundle",
-           "init_from_points", "rasterize", "read_splats_ply", "render", "render_view", "write_splats_ply"]
+__all__ = [
+    "FitConfig",
+    "FitResult",
+    "RenderOutput",
+    "SplatInputs",
+    "SplatModel",
+    "SplatsFileError",
+    "SplatsSkipped",
+    "add_splats_to_bundle",
+    "fit_inputs",
+    "choose_backend",
+    "fit_bundle",
+    "fit_splats",
+    "gsplat_cuda_available",
+    "init_from_bundle",
+    "init_from_points",
+    "rasterize",
+    "read_splats_ply",
+    "render",
+    "render_view",
+    "write_splats_ply",
+]

@@ -31,9 +31,20 @@ PAIR_BUDGET = 4_000_000  # raw (pixel, Gaussian) pairs sorted at once, about 300
 RENDER_MODES = ("RGB", "D", "ED", "RGB+D", "RGB+ED")
 
 
-def _project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, viewmats: Tensor, Ks: Tensor,
-             width: int, height: int, near_plane: float, far_plane: float, eps2d: float,
-             radius_clip: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _project(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float,
+    far_plane: float,
+    eps2d: float,
+    radius_clip: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """EWA projection; radii redone as the 1.5.3 CUDA kernel does (opacity-aware extent, cull below 1/255).
 
     Returns radii [C, N, 2] int32 (0 = culled), means2d [C, N, 2], depths [C, N], conics [C, N, 3] (a, b, c of
@@ -41,7 +52,8 @@ def _project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vi
     """
     covars, _ = _quat_scale_to_covar_preci(quats, scales, compute_covar=True, compute_preci=False)  # [N, 3, 3]
     _, means2d, depths, conics, _ = _fully_fused_projection(
-        means, covars, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane)
+        means, covars, viewmats, Ks, width, height, eps2d=eps2d, near_plane=near_plane, far_plane=far_plane
+    )
     with torch.no_grad():
         a, b, c = conics.unbind(-1)  # [C, N] each
         det_conic = a * c - b * b  # 1 / det(cov2d)
@@ -50,17 +62,27 @@ def _project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, vi
         extend = torch.sqrt(2.0 * torch.log(opac.clamp_min(ALPHA_THRESHOLD) / ALPHA_THRESHOLD)).clamp(max=3.33)
         rx, ry = torch.ceil(extend * cov_xx.sqrt()), torch.ceil(extend * cov_yy.sqrt())  # [C, N]
         mx, my = means2d.detach().unbind(-1)
-        visible = ((depths >= near_plane) & (depths <= far_plane) & (opac >= ALPHA_THRESHOLD) & (det_conic > 0)
-                   & ~((rx <= radius_clip) & (ry <= radius_clip))
-                   & (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
-                   & torch.isfinite(mx) & torch.isfinite(my))
+        visible = (
+            (depths >= near_plane)
+            & (depths <= far_plane)
+            & (opac >= ALPHA_THRESHOLD)
+            & (det_conic > 0)
+            & ~((rx <= radius_clip) & (ry <= radius_clip))
+            & (mx + rx > 0)
+            & (mx - rx < width)
+            & (my + ry > 0)
+            & (my - ry < height)
+            & torch.isfinite(mx)
+            & torch.isfinite(my)
+        )
         radii = torch.where(visible[..., None], torch.stack([rx, ry], -1), 0.0).to(torch.int32)  # [C, N, 2]
     return radii, means2d, depths, conics, visible
 
 
 @torch.no_grad()
-def _ellipse_rows(means2d: Tensor, conics: Tensor, opacities: Tensor, ids: Tensor, width: int,
-                  height: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _ellipse_rows(
+    means2d: Tensor, conics: Tensor, opacities: Tensor, ids: Tensor, width: int, height: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Row spans of one camera: (gaussian [R], row [R], first column [R], columns [R]).
 
     Each visible Gaussian (``ids`` [G]) gets the image rows whose pixel centres (+0.5) cross its 1/255 ellipse
@@ -98,8 +120,9 @@ def _expand_rows(row_g: Tensor, row_i: Tensor, j0: Tensor, ncol: Tensor, width: 
 
 
 @torch.no_grad()
-def _front_pairs(gauss: Tensor, pix: Tensor, rank: Tensor, m2d: Tensor, con: Tensor, opa: Tensor, n: int,
-                 hw: int, width: int) -> tuple[Tensor, Tensor]:
+def _front_pairs(
+    gauss: Tensor, pix: Tensor, rank: Tensor, m2d: Tensor, con: Tensor, opa: Tensor, n: int, hw: int, width: int
+) -> tuple[Tensor, Tensor]:
     """The contributing pairs, sorted by (pixel, depth): skipped ones and those past T <= 1e-4 dropped.
 
     All ids are camera-flat (camera * N + gaussian, camera * H*W + pixel); ``rank`` [C*N] is the depth rank.
@@ -130,11 +153,25 @@ def _segment_exclusive(values: Tensor, seg_start: Tensor, counts: Tensor) -> Ten
     return excl - torch.repeat_interleave(excl[seg_start], counts)
 
 
-def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor,
-              Ks: Tensor, width: int, height: int, near_plane: float = 0.01, far_plane: float = 1e10,
-              radius_clip: float = 0.0, eps2d: float = 0.3, sh_degree: int | None = None,
-              backgrounds: Tensor | None = None, render_mode: str = "RGB",
-              max_weight_ids: bool = False) -> tuple[Tensor, Tensor, dict[str, Any]]:
+def rasterize(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+    radius_clip: float = 0.0,
+    eps2d: float = 0.3,
+    sh_degree: int | None = None,
+    backgrounds: Tensor | None = None,
+    render_mode: str = "RGB",
+    max_weight_ids: bool = False,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """gsplat-compatible rasterisation on any device, differentiable w.r.t. everything but Ks and viewmats.
 
     Args: as ``gsplat.rasterization`` with ``packed=False``: means [N, 3], quats [N, 4] (wxyz), scales [N, 3]
@@ -148,8 +185,9 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     if render_mode not in RENDER_MODES:
         raise ValueError(f"render_mode must be one of {RENDER_MODES}, got {render_mode!r}")
     n, cams, hw = means.shape[0], viewmats.shape[0], width * height
-    radii, means2d, depths, conics, visible = _project(means, quats, scales, opacities, viewmats, Ks, width,
-                                                       height, near_plane, far_plane, eps2d, radius_clip)
+    radii, means2d, depths, conics, visible = _project(
+        means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d, radius_clip
+    )
     if sh_degree is not None:
         campos = torch.linalg.inv(viewmats.detach())[:, :3, 3]  # [C, 3]
         dirs = means[None] - campos[:, None]  # [C, N, 3]
@@ -172,13 +210,17 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
         opac_cn = opacities.detach().expand(cams, n)  # [C, N]
         m2d, con, opa = means2d.detach().reshape(-1, 2), conics.detach().reshape(-1, 3), opac_cn.reshape(-1)
         rank = torch.empty(cams, n, dtype=torch.long, device=means.device)
-        rank.scatter_(1, torch.argsort(depths.detach(), dim=1, stable=True),
-                      torch.arange(n, device=means.device).expand(cams, n).contiguous())
+        rank.scatter_(
+            1,
+            torch.argsort(depths.detach(), dim=1, stable=True),
+            torch.arange(n, device=means.device).expand(cams, n).contiguous(),
+        )
         gauss_l, pix_l = [], []
         for cam in range(cams):
             ids = torch.nonzero(visible[cam]).squeeze(1)
-            row_g, row_i, j0, ncol = _ellipse_rows(means2d[cam].detach(), conics[cam].detach(), opac_cn[cam], ids,
-                                                   width, height)
+            row_g, row_i, j0, ncol = _ellipse_rows(
+                means2d[cam].detach(), conics[cam].detach(), opac_cn[cam], ids, width, height
+            )
             per_row = torch.bincount(row_i, weights=ncol.double(), minlength=height).cumsum(0)  # [H]
             band_id = torch.div(per_row, PAIR_BUDGET, rounding_mode="floor").long()  # non-decreasing in the row
             for band in torch.unique(band_id).tolist():
@@ -194,8 +236,13 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
         seg_start = torch.cumsum(counts, 0) - counts
 
     # Compositing (autograd).
-    alpha, _ = _alpha(means2d.reshape(-1, 2)[gauss], conics.reshape(-1, 3)[gauss],
-                      opacities.expand(cams, n).reshape(-1)[gauss], px, py)
+    alpha, _ = _alpha(
+        means2d.reshape(-1, 2)[gauss],
+        conics.reshape(-1, 3)[gauss],
+        opacities.expand(cams, n).reshape(-1)[gauss],
+        px,
+        py,
+    )
     trans = torch.exp(_segment_exclusive(torch.log1p(-alpha.double()), seg_start, counts)).to(alpha.dtype)
     weight = alpha * trans  # [P]
     out_alpha = torch.zeros(cams * hw, dtype=weight.dtype, device=weight.device).index_add(0, pix, weight)
@@ -207,9 +254,17 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     if render_mode in ("ED", "RGB+ED"):
         out = torch.cat([out[..., :-1], out[..., -1:] / out_alpha.clamp(min=1e-10)], -1)
 
-    meta: dict[str, Any] = {"radii": radii, "means2d": means2d, "depths": depths, "conics": conics,
-                            "width": width, "height": height, "n_cameras": cams, "gaussian_ids": None,
-                            "n_pairs": int(gauss.numel())}
+    meta: dict[str, Any] = {
+        "radii": radii,
+        "means2d": means2d,
+        "depths": depths,
+        "conics": conics,
+        "width": width,
+        "height": height,
+        "n_cameras": cams,
+        "gaussian_ids": None,
+        "n_pairs": int(gauss.numel()),
+    }
     if max_weight_ids:
         meta["max_weight_ids"] = _max_weight_ids(weight.detach(), gauss, pix, cams, n, hw).view(cams, height, width)
     return out, out_alpha, meta
@@ -227,4 +282,3 @@ def _max_weight_ids(weight: Tensor, gauss: Tensor, pix: Tensor, cams: int, n: in
     ids = torch.full((cams * hw,), -1, dtype=torch.long, device=pix.device)
     ids[has] = gauss[first[has]] % n
     return ids
-

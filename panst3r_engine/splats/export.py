@@ -50,8 +50,14 @@ def splats_to_array(model: SplatModel) -> np.ndarray:
     names = ply_property_names(3 * k)
     dtype = np.dtype([(name, "<i4" if name in PLY_INT_PROPERTIES else "<f4") for name in names])
     rec = np.zeros(n, dtype)
-    cols = {"x": model.means[:, 0], "y": model.means[:, 1], "z": model.means[:, 2], "opacity": model.opacities,
-            "segment": model.segment, "class": model.class_id}
+    cols = {
+        "x": model.means[:, 0],
+        "y": model.means[:, 1],
+        "z": model.means[:, 2],
+        "opacity": model.opacities,
+        "segment": model.segment,
+        "class": model.class_id,
+    }
     cols.update({f"f_dc_{c}": model.sh0[:, 0, c] for c in range(3)})
     rest = model.shN.transpose(1, 2).reshape(n, 3 * k)  # [N, 3K] channel-major
     cols.update({f"f_rest_{i}": rest[:, i] for i in range(3 * k)})
@@ -122,8 +128,11 @@ def _parse_header(fh) -> tuple[list[tuple[str, int, np.dtype]], list[str], int]:
     for name, _, props in elements:
         if len({prop for prop, _ in props}) != len(props):
             raise SplatsFileError(f"the PLY header names a property twice in element {name!r}")
-    return ([(name, count, np.dtype([(prop, endian + kind) for prop, kind in props]))
-             for name, count, props in elements], comments, fh.tell())
+    return (
+        [(name, count, np.dtype([(prop, endian + kind) for prop, kind in props])) for name, count, props in elements],
+        comments,
+        fh.tell(),
+    )
 
 
 def read_splats_array(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
@@ -134,8 +143,10 @@ def read_splats_array(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     for name, count, dtype in elements:
         if name == "vertex":
             if offset + count * dtype.itemsize > size:  # decided before np.fromfile reserves count records
-                raise SplatsFileError(f"{path} is truncated: it declares {count} Gaussians but holds "
-                                      f"{max(size - offset, 0) // dtype.itemsize}")
+                raise SplatsFileError(
+                    f"{path} is truncated: it declares {count} Gaussians but holds "
+                    f"{max(size - offset, 0) // dtype.itemsize}"
+                )
             data = np.fromfile(path, dtype=dtype, count=count, offset=offset)
             if len(data) != count:
                 raise SplatsFileError(f"{path} is truncated: {len(data)} of {count} Gaussians present")
@@ -168,11 +179,18 @@ def read_splats_ply(path: str | os.PathLike) -> SplatModel:
         words = comment.split()
         if len(words) == 4 and words[0] == "background":
             background = torch.from_numpy(np.array([float(w) for w in words[1:]], "<f4"))
-    labels = {key: torch.from_numpy(rec[key].astype("<i4")) if key in names else torch.full((n,), default,
-                                                                                              dtype=torch.int32)
-              for key, default in (("segment", 0), ("class", -1))}
-    return SplatModel(means=col("x", "y", "z"), scales=col("scale_0", "scale_1", "scale_2"),
-                      quats=col("rot_0", "rot_1", "rot_2", "rot_3"), opacities=col("opacity")[:, 0].contiguous(),
-                      sh0=col("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :].contiguous(),
-                      shN=col(*rest).reshape(n, 3, k).transpose(1, 2).contiguous() if k else torch.zeros(n, 0, 3),
-                      segment=labels["segment"], class_id=labels["class"], background=background)
+    labels = {
+        key: torch.from_numpy(rec[key].astype("<i4")) if key in names else torch.full((n,), default, dtype=torch.int32)
+        for key, default in (("segment", 0), ("class", -1))
+    }
+    return SplatModel(
+        means=col("x", "y", "z"),
+        scales=col("scale_0", "scale_1", "scale_2"),
+        quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
+        opacities=col("opacity")[:, 0].contiguous(),
+        sh0=col("f_dc_0", "f_dc_1", "f_dc_2")[:, None, :].contiguous(),
+        shN=col(*rest).reshape(n, 3, k).transpose(1, 2).contiguous() if k else torch.zeros(n, 0, 3),
+        segment=labels["segment"],
+        class_id=labels["class"],
+        background=background,
+    )

@@ -80,9 +80,17 @@ class FitConfig:
     # measured better on the synthetic scene (held-out PSNR 21.8 -> 22.4 dB, label accuracy 0.963 -> 0.977
     # at 10k Gaussians, 300 steps; the same held at 100 steps). Use 1 for long runs.
     lr_scale: float = 3.0
-    lrs: dict[str, float] = field(default_factory=lambda: {
-        "means": 1.6e-4, "scales": 5e-3, "quats": 1e-3, "opacities": 5e-2, "sh0": 2.5e-3, "shN": 2.5e-3 / 20,
-        "background": 1e-3})
+    lrs: dict[str, float] = field(
+        default_factory=lambda: {
+            "means": 1.6e-4,
+            "scales": 5e-3,
+            "quats": 1e-3,
+            "opacities": 5e-2,
+            "sh0": 2.5e-3,
+            "shN": 2.5e-3 / 20,
+            "background": 1e-3,
+        }
+    )
     sh_interval: int = 100  # raise the SH degree in use every this many steps
     densify: bool = True
     refine_every: int = 100
@@ -123,8 +131,12 @@ def make_view(name: str, image: np.ndarray, K, cam_to_world, device: str | torch
     img = torch.from_numpy(np.array(image))  # a copy: decoded photos may be read-only
     img = img.float() / 255.0 if img.dtype == torch.uint8 else img.float()
     c2w = torch.as_tensor(np.asarray(cam_to_world, np.float64))
-    return View(name, img.to(device), torch.linalg.inv(c2w).float().to(device),
-                torch.as_tensor(np.asarray(K, np.float64)).float().to(device))
+    return View(
+        name,
+        img.to(device),
+        torch.linalg.inv(c2w).float().to(device),
+        torch.as_tensor(np.asarray(K, np.float64)).float().to(device),
+    )
 
 
 def _downscaled(image: np.ndarray, K, max_side: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -204,7 +216,7 @@ def estimate_background(inputs: SplatInputs, views: list[View]) -> Tensor:
 def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Mean SSIM of two [H, W, 3] images in 0-1 (separable Gaussian window, zero padding)."""
     x, y = a.permute(2, 0, 1)[None], b.permute(2, 0, 1)[None]  # [1, 3, H, W]
-    g = torch.exp(-((torch.arange(window, dtype=a.dtype, device=a.device) - window // 2) ** 2) / (2 * sigma ** 2))
+    g = torch.exp(-((torch.arange(window, dtype=a.dtype, device=a.device) - window // 2) ** 2) / (2 * sigma**2))
     g = (g / g.sum()).expand(3, 1, 1, window)
 
     def blur(t: Tensor) -> Tensor:
@@ -213,7 +225,7 @@ def ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
 
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    c1, c2 = 0.01**2, 0.03**2
     return (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean()
 
 
@@ -225,10 +237,20 @@ def psnr(pred: Tensor, target: Tensor) -> float:
 def render_rgb(model: SplatModel, view: View, backend: str = "auto", sh_degree: int | None = None) -> Tensor:
     """[H, W, 3] colour of a view (background included), differentiable w.r.t. the model's tensors."""
     quats, scales, opacities = model.activated()
-    out, _, _ = rasterize(model.means, quats, scales, opacities, model.sh_coeffs(), view.viewmat[None],
-                          view.K[None], view.width, view.height, backend=backend,
-                          sh_degree=model.sh_degree if sh_degree is None else sh_degree,
-                          backgrounds=model.background[None])
+    out, _, _ = rasterize(
+        model.means,
+        quats,
+        scales,
+        opacities,
+        model.sh_coeffs(),
+        view.viewmat[None],
+        view.K[None],
+        view.width,
+        view.height,
+        backend=backend,
+        sh_degree=model.sh_degree if sh_degree is None else sh_degree,
+        backgrounds=model.background[None],
+    )
     return out[0]
 
 
@@ -246,8 +268,10 @@ def scene_scale(model: SplatModel, views: list[View]) -> float:
 
 
 def _params_and_optimizers(model: SplatModel, cfg: FitConfig, scale: float) -> tuple[dict, dict]:
-    params = {name: torch.nn.Parameter(getattr(model, name).clone()) for name in
-              ("means", "scales", "quats", "opacities", "sh0", "shN", "background")}
+    params = {
+        name: torch.nn.Parameter(getattr(model, name).clone())
+        for name in ("means", "scales", "quats", "opacities", "sh0", "shN", "background")
+    }
     params["segment"] = torch.nn.Parameter(model.segment.clone(), requires_grad=False)
     params["class_id"] = torch.nn.Parameter(model.class_id.clone(), requires_grad=False)
     optimizers = {}
@@ -267,8 +291,9 @@ def _cap(params: dict, optimizers: dict, state: dict, max_gaussians: int) -> Non
         remove(params=params, optimizers=optimizers, state=state, mask=mask)
 
 
-def fit_model(model: SplatModel, views: list[View], cfg: FitConfig, progress: ProgressFn | None = None,
-              seed: int = 0) -> tuple[SplatModel, int]:
+def fit_model(
+    model: SplatModel, views: list[View], cfg: FitConfig, progress: ProgressFn | None = None, seed: int = 0
+) -> tuple[SplatModel, int]:
     """Optimise ``model`` (on the views' device) against ``views``; returns a detached copy and the steps run."""
     device = views[0].image.device
     backend = choose_backend(device, cfg.backend)
@@ -278,8 +303,12 @@ def fit_model(model: SplatModel, views: list[View], cfg: FitConfig, progress: Pr
     bg_opt = optimizers.pop("background")
     background = params.pop("background")
     decay = torch.optim.lr_scheduler.ExponentialLR(optimizers["means"], gamma=0.01 ** (1.0 / max(cfg.steps, 1)))
-    strategy = FixedDefaultStrategy(refine_start_iter=cfg.steps // 3, refine_stop_iter=int(0.8 * cfg.steps),
-                                    refine_every=cfg.refine_every, reset_every=cfg.reset_every)
+    strategy = FixedDefaultStrategy(
+        refine_start_iter=cfg.steps // 3,
+        refine_stop_iter=int(0.8 * cfg.steps),
+        refine_every=cfg.refine_every,
+        reset_every=cfg.reset_every,
+    )
     strategy.check_sanity(params, optimizers)
     state = strategy.initialize_state(scene_scale=scale)
     rng = np.random.default_rng(seed)
@@ -293,15 +322,28 @@ def fit_model(model: SplatModel, views: list[View], cfg: FitConfig, progress: Pr
             view = views[int(rng.integers(len(views)))]
             current = SplatModel(**{k: params[k] for k in splat_params}, background=background)
             quats, scales, opacities = current.activated()
-            out, _, info = rasterize(current.means, quats, scales, opacities, current.sh_coeffs(),
-                                     view.viewmat[None], view.K[None], view.width, view.height, backend=backend,
-                                     sh_degree=min(step // cfg.sh_interval, current.sh_degree),
-                                     backgrounds=background[None])
+            out, _, info = rasterize(
+                current.means,
+                quats,
+                scales,
+                opacities,
+                current.sh_coeffs(),
+                view.viewmat[None],
+                view.K[None],
+                view.width,
+                view.height,
+                backend=backend,
+                sh_degree=min(step // cfg.sh_interval, current.sh_degree),
+                backgrounds=background[None],
+            )
             if cfg.densify:
                 strategy.step_pre_backward(params, optimizers, state, step, info)
             l1 = (out[0] - view.image).abs().mean()
-            loss = l1 if cfg.ssim_weight == 0 else (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (
-                1 - ssim(out[0], view.image))
+            loss = (
+                l1
+                if cfg.ssim_weight == 0
+                else (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * (1 - ssim(out[0], view.image))
+            )
             loss.backward()
             for opt in (*optimizers.values(), bg_opt):
                 opt.step()
@@ -311,8 +353,11 @@ def fit_model(model: SplatModel, views: list[View], cfg: FitConfig, progress: Pr
                 strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
                 _cap(params, optimizers, state, cfg.max_gaussians)
             if progress is not None and (step % 10 == 0 or step == steps - 1):
-                progress(STAGE, (step + 1) / steps, f"step {step + 1}/{steps}, {len(params['means'])} "
-                         f"Gaussians, loss {loss.item():.4f}")
+                progress(
+                    STAGE,
+                    (step + 1) / steps,
+                    f"step {step + 1}/{steps}, {len(params['means'])} Gaussians, loss {loss.item():.4f}",
+                )
             step += 1
     with torch.no_grad():
         params["background"] = background.clamp(0, 1)
@@ -333,25 +378,38 @@ def device_budget(device: str | torch.device, steps: int | None) -> dict:
     """Fit settings for a device: CPUs get fewer Gaussians, photos of at most 256 px and (without an explicit
     step count) a time budget; GPUs train at full size for GPU_STEPS."""
     on_cpu = torch.device(device).type == "cpu"
-    budget = {"max_gaussians": CPU_MAX_GAUSSIANS if on_cpu else GPU_MAX_GAUSSIANS,
-              "max_side": CPU_TRAIN_SIDE if on_cpu else None, "steps": steps or GPU_STEPS, "time_budget_s": None}
+    budget = {
+        "max_gaussians": CPU_MAX_GAUSSIANS if on_cpu else GPU_MAX_GAUSSIANS,
+        "max_side": CPU_TRAIN_SIDE if on_cpu else None,
+        "steps": steps or GPU_STEPS,
+        "time_budget_s": None,
+    }
     if steps is None and on_cpu:
         budget["time_budget_s"] = CPU_TIME_BUDGET_S
     return budget
 
 
-def fit_inputs(inputs: SplatInputs, steps: int = 300, device: str = "cpu", max_gaussians: int = 200_000,
-               voxel: float | None = None, progress: ProgressFn | None = None, seed: int = 0,
-               config: FitConfig | None = None, max_side: int | None = None,
-               time_budget_s: float | None = None) -> FitResult:
+def fit_inputs(
+    inputs: SplatInputs,
+    steps: int = 300,
+    device: str = "cpu",
+    max_gaussians: int = 200_000,
+    voxel: float | None = None,
+    progress: ProgressFn | None = None,
+    seed: int = 0,
+    config: FitConfig | None = None,
+    max_side: int | None = None,
+    time_budget_s: float | None = None,
+) -> FitResult:
     """Initialise from the points, fit to the photos; PSNRs are over those same photos.
 
     ``max_side`` trains on photos downscaled to at most that many pixels per side; ``time_budget_s`` stops the
     fit after about that long (at least MIN_STEPS + 1 steps).
     """
     start = time.perf_counter()
-    cfg = replace(config or FitConfig(), steps=int(steps), max_gaussians=int(max_gaussians),
-                  time_budget_s=time_budget_s)
+    cfg = replace(
+        config or FitConfig(), steps=int(steps), max_gaussians=int(max_gaussians), time_budget_s=time_budget_s
+    )
     views = make_views(inputs, device, max_side)
     pts = inputs.points
     if len(pts["xyz"]) == 0:
@@ -364,22 +422,52 @@ def fit_inputs(inputs: SplatInputs, steps: int = 300, device: str = "cpu", max_g
         progress(STAGE, 0.0, f"fitting {len(initial)} Gaussians to {len(views)} photos")
     fitted, steps_run = fit_model(initial, views, cfg, progress, seed)
     after = mean_psnr(fitted, views, backend)
-    stats = {"count": len(fitted), "steps": steps_run, "psnr_before": round(before, 3),
-             "psnr_after": round(after, 3), "seconds": round(time.perf_counter() - start, 3)}
+    stats = {
+        "count": len(fitted),
+        "steps": steps_run,
+        "psnr_before": round(before, 3),
+        "psnr_after": round(after, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
     return FitResult(fitted.to("cpu"), initial, stats)
 
 
-def fit_bundle(bundle_path, steps: int = 300, device: str = "cpu", max_gaussians: int = 200_000,
-               voxel: float | None = None, progress: ProgressFn | None = None, seed: int = 0,
-               config: FitConfig | None = None, max_side: int | None = None,
-               time_budget_s: float | None = None) -> FitResult:
+def fit_bundle(
+    bundle_path,
+    steps: int = 300,
+    device: str = "cpu",
+    max_gaussians: int = 200_000,
+    voxel: float | None = None,
+    progress: ProgressFn | None = None,
+    seed: int = 0,
+    config: FitConfig | None = None,
+    max_side: int | None = None,
+    time_budget_s: float | None = None,
+) -> FitResult:
     """:func:`fit_inputs` on a bundle read from disk."""
-    return fit_inputs(inputs_from_bundle(read_bundle(bundle_path)), steps, device, max_gaussians, voxel, progress,
-                      seed, config, max_side, time_budget_s)
+    return fit_inputs(
+        inputs_from_bundle(read_bundle(bundle_path)),
+        steps,
+        device,
+        max_gaussians,
+        voxel,
+        progress,
+        seed,
+        config,
+        max_side,
+        time_budget_s,
+    )
 
 
-def fit_splats(bundle_path, steps: int = 300, device: str = "cpu", max_gaussians: int = 200_000,
-               voxel: float | None = None, progress: ProgressFn | None = None, seed: int = 0) -> SplatModel:
+def fit_splats(
+    bundle_path,
+    steps: int = 300,
+    device: str = "cpu",
+    max_gaussians: int = 200_000,
+    voxel: float | None = None,
+    progress: ProgressFn | None = None,
+    seed: int = 0,
+) -> SplatModel:
     """Gaussians for a bundle: initialised from its annotated points, briefly fitted to its photos (CPU model)."""
     return fit_bundle(bundle_path, steps, device, max_gaussians, voxel, progress, seed).model
 
@@ -394,8 +482,9 @@ def _write_json_atomic(path: Path, data: dict) -> None:
         raise
 
 
-def add_splats_to_bundle(bundle_path, steps: int | None = None, device: str = "cpu",
-                         progress: ProgressFn | None = None) -> Path:
+def add_splats_to_bundle(
+    bundle_path, steps: int | None = None, device: str = "cpu", progress: ProgressFn | None = None
+) -> Path:
     """Re-fit splats for an existing bundle: write ``<bundle>/splats.ply`` and record them in ``manifest["splats"]``.
 
     A job fits its splats in memory before its bundle is written (:mod:`panst3r_engine.pipeline.run`); this is

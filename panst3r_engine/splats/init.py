@@ -51,8 +51,9 @@ def choose_voxel(xyz: np.ndarray, max_gaussians: int) -> float | None:
     return voxel
 
 
-def voxel_merge(xyz: np.ndarray, rgb: np.ndarray, segment: np.ndarray,
-                voxel: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def voxel_merge(
+    xyz: np.ndarray, rgb: np.ndarray, segment: np.ndarray, voxel: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(xyz [V, 3] mean, rgb [V, 3] mean 0-255 float, segment [V] majority, smallest id on ties) per voxel."""
     _, inverse, counts = np.unique(_voxel_keys(xyz, voxel), return_inverse=True, return_counts=True)
     n = len(counts)
@@ -90,8 +91,15 @@ def _lookup_classes(segment: np.ndarray, segment_class: dict[int, int]) -> np.nd
     return np.where((segment != 0) & (keys[pos] == segment), values[pos], -1).astype(np.int32)
 
 
-def init_from_points(xyz: np.ndarray, rgb: np.ndarray, segment: np.ndarray, segment_class: dict[int, int],
-                     max_gaussians: int = 200_000, voxel: float | None = None, sh_degree: int = 1) -> SplatModel:
+def init_from_points(
+    xyz: np.ndarray,
+    rgb: np.ndarray,
+    segment: np.ndarray,
+    segment_class: dict[int, int],
+    max_gaussians: int = 200_000,
+    voxel: float | None = None,
+    sh_degree: int = 1,
+) -> SplatModel:
     """Gaussians from points: xyz float [M, 3], rgb uint8 [M, 3], segment int [M] (0 = unlabelled).
 
     ``segment_class`` maps segment ids to class ids; unlisted segments and segment 0 get class -1.
@@ -121,7 +129,8 @@ def init_from_points(xyz: np.ndarray, rgb: np.ndarray, segment: np.ndarray, segm
         sh0=rgb_to_sh0(colour)[:, None, :],
         shN=torch.zeros(n, (sh_degree + 1) ** 2 - 1, 3),
         segment=torch.as_tensor(segment, dtype=torch.int32),
-        class_id=torch.as_tensor(classes, dtype=torch.int32))
+        class_id=torch.as_tensor(classes, dtype=torch.int32),
+    )
 
 
 def segment_classes(bundle: Bundle) -> dict[int, int]:
@@ -129,12 +138,14 @@ def segment_classes(bundle: Bundle) -> dict[int, int]:
     return {int(s["id"]): int(s["class_id"]) for s in bundle.manifest["segments"]}
 
 
-def init_from_bundle(bundle: Bundle | str | os.PathLike, max_gaussians: int = 200_000, voxel: float | None = None,
-                     sh_degree: int = 1) -> SplatModel:
+def init_from_bundle(
+    bundle: Bundle | str | os.PathLike, max_gaussians: int = 200_000, voxel: float | None = None, sh_degree: int = 1
+) -> SplatModel:
     """Gaussians from a bundle's ``points.npz`` and its segments' classes."""
     bundle = bundle if isinstance(bundle, Bundle) else read_bundle(bundle)
     pts = bundle.points
     if len(pts["xyz"]) == 0:
         raise BundleError(f"the bundle {bundle.path} has no points, so there is nothing to make splats from")
-    return init_from_points(pts["xyz"], pts["rgb"], pts["segment"], segment_classes(bundle), max_gaussians,
-                            voxel, sh_degree)
+    return init_from_points(
+        pts["xyz"], pts["rgb"], pts["segment"], segment_classes(bundle), max_gaussians, voxel, sh_degree
+    )

@@ -15,8 +15,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from panst3r_engine.splats.model import SplatModel
-
 MIN_ALPHA = 0.5  # below this coverage a pixel is void (background shows through more than the splats)
 
 
@@ -35,8 +33,9 @@ def segment_class_table(segment: Tensor, class_id: Tensor) -> tuple[Tensor, Tens
     return segs, classes
 
 
-def labels_from_ids(ids: Tensor, alpha: Tensor, segment: Tensor, class_id: Tensor,
-                    min_alpha: float = MIN_ALPHA) -> tuple[Tensor, Tensor]:
+def labels_from_ids(
+    ids: Tensor, alpha: Tensor, segment: Tensor, class_id: Tensor, min_alpha: float = MIN_ALPHA
+) -> tuple[Tensor, Tensor]:
     """(segment [H, W] int32, class [H, W] int32) from max-weight Gaussian ids [H, W] (-1 = none)."""
     hit = (ids >= 0) & (alpha >= min_alpha)
     safe = ids.clamp_min(0)

@@ -49,8 +49,16 @@ class SplatModel:
 
     def __post_init__(self) -> None:
         n = self.means.shape[0]
-        shapes = {"means": (n, 3), "scales": (n, 3), "quats": (n, 4), "opacities": (n,), "sh0": (n, 1, 3),
-                  "segment": (n,), "class_id": (n,), "background": (3,)}
+        shapes = {
+            "means": (n, 3),
+            "scales": (n, 3),
+            "quats": (n, 4),
+            "opacities": (n,),
+            "sh0": (n, 1, 3),
+            "segment": (n,),
+            "class_id": (n,),
+            "background": (3,),
+        }
         for name, shape in shapes.items():
             if tuple(getattr(self, name).shape) != shape:
                 raise ValueError(f"SplatModel.{name} must have shape {shape}, found {tuple(getattr(self, name).shape)}")

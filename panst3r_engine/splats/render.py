@@ -55,16 +55,28 @@ def choose_backend(device: torch.device | str, backend: str = "auto") -> str:
             raise ValueError(f"{BACKEND_ENV} must be one of {BACKENDS}, got {backend!r}")
     on_cuda = torch.device(device).type == "cuda"
     if backend == "gsplat" and not (on_cuda and gsplat_cuda_available()):
-        raise RuntimeError("the gsplat backend needs CUDA tensors and gsplat's compiled CUDA kernels; "
-                           "use backend='torch' (or 'auto') on this machine")
+        raise RuntimeError(
+            "the gsplat backend needs CUDA tensors and gsplat's compiled CUDA kernels; "
+            "use backend='torch' (or 'auto') on this machine"
+        )
     if backend == "auto":
         backend = "gsplat" if on_cuda and gsplat_cuda_available() else "torch"
     return backend
 
 
-def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmats: Tensor,
-              Ks: Tensor, width: int, height: int, backend: str = "auto",
-              **kwargs: Any) -> tuple[Tensor, Tensor, dict[str, Any]]:
+def rasterize(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+    backend: str = "auto",
+    **kwargs: Any,
+) -> tuple[Tensor, Tensor, dict[str, Any]]:
     """``gsplat.rasterization(..., packed=False)`` semantics on the chosen backend; see ``_torch_render``.
 
     ``max_weight_ids=True`` (labels by the max-weight Gaussian) is only available on the torch backend.
@@ -72,14 +84,14 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     chosen = choose_backend(means.device, backend)
     log.debug("rasterize: %s backend, %d Gaussians, %dx%d", chosen, means.shape[0], width, height)
     if chosen == "torch":
-        return _torch_render.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                                       **kwargs)
+        return _torch_render.rasterize(means, quats, scales, opacities, colors, viewmats, Ks, width, height, **kwargs)
     if kwargs.pop("max_weight_ids", False):
         raise ValueError("max_weight_ids is only available on the torch backend")
     from gsplat import rasterization
 
-    out, alphas, meta = rasterization(means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-                                      packed=False, **kwargs)
+    out, alphas, meta = rasterization(
+        means, quats, scales, opacities, colors, viewmats, Ks, width, height, packed=False, **kwargs
+    )
     return out, alphas, meta
 
 
@@ -95,26 +107,34 @@ class RenderOutput:
     backend: str = "torch"
 
 
-def camera_tensors(K: Any, cam_to_world: Any, width: int, height: int, device: torch.device | str,
-                   dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+def camera_tensors(
+    K: Any, cam_to_world: Any, width: int, height: int, device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
     """(viewmats [1, 4, 4] world->camera, Ks [1, 3, 3]) from a 3x3 K and a 4x4 OpenCV camera-to-world."""
     K = np.asarray(K, dtype=np.float64)
     c2w = np.asarray(cam_to_world, dtype=np.float64)
     if K.shape != (3, 3) or c2w.shape != (4, 4) or not (np.isfinite(K).all() and np.isfinite(c2w).all()):
         raise ValueError("K must be a finite 3x3 matrix and cam_to_world a finite 4x4 matrix")
-    if not (isinstance(width, (int, np.integer)) and isinstance(height, (int, np.integer))
-            and 0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE):
+    if not (
+        isinstance(width, (int, np.integer))
+        and isinstance(height, (int, np.integer))
+        and 0 < width <= MAX_SIDE
+        and 0 < height <= MAX_SIDE
+    ):
         raise ValueError(f"width and height must be integers in 1..{MAX_SIDE}, got {width!r} x {height!r}")
     if abs(np.linalg.det(c2w[:3, :3])) < 1e-9:
         raise ValueError("cam_to_world has a singular rotation part")
     w2c = np.linalg.inv(c2w)
-    return (torch.as_tensor(w2c, dtype=dtype, device=device)[None],
-            torch.as_tensor(K, dtype=dtype, device=device)[None])
+    return (
+        torch.as_tensor(w2c, dtype=dtype, device=device)[None],
+        torch.as_tensor(K, dtype=dtype, device=device)[None],
+    )
 
 
 @torch.no_grad()
-def render(model: SplatModel, K: Any, cam_to_world: Any, width: int, height: int, backend: str = "auto",
-           labels: str = "auto") -> RenderOutput:
+def render(
+    model: SplatModel, K: Any, cam_to_world: Any, width: int, height: int, backend: str = "auto", labels: str = "auto"
+) -> RenderOutput:
     """Render RGB, alpha, expected depth and labels of one pinhole view (K in pixels, centres at +0.5).
 
     labels: 'maxweight' (label of the Gaussian with the largest blending weight; torch backend), 'onehot'
@@ -128,25 +148,41 @@ def render(model: SplatModel, K: Any, cam_to_world: Any, width: int, height: int
     viewmats, Ks = camera_tensors(K, cam_to_world, width, height, model.device)
     quats, scales, opacities = model.activated()
     extra = {"max_weight_ids": True} if labels == "maxweight" else {}
-    out, alphas, meta = rasterize(model.means, quats, scales, opacities, model.sh_coeffs(), viewmats, Ks,
-                                  width, height, backend=chosen, sh_degree=model.sh_degree,
-                                  backgrounds=model.background[None].to(model.means.dtype),
-                                  render_mode="RGB+ED", **extra)
+    out, alphas, meta = rasterize(
+        model.means,
+        quats,
+        scales,
+        opacities,
+        model.sh_coeffs(),
+        viewmats,
+        Ks,
+        width,
+        height,
+        backend=chosen,
+        sh_degree=model.sh_degree,
+        backgrounds=model.background[None].to(model.means.dtype),
+        render_mode="RGB+ED",
+        **extra,
+    )
     alpha = alphas[0, ..., 0]  # [H, W]
     if labels == "maxweight":
-        segment, class_id = labels_from_ids(meta["max_weight_ids"][0], alpha, model.segment,
-                                                       model.class_id)
+        segment, class_id = labels_from_ids(meta["max_weight_ids"][0], alpha, model.segment, model.class_id)
     else:
         segment, class_id = render_onehot_labels(model, viewmats, Ks, width, height, chosen)
-    return RenderOutput(rgb=out[0, ..., :3].clamp(0, 1).float().cpu().numpy(),
-                        alpha=alpha.float().cpu().numpy(), depth=out[0, ..., 3].float().cpu().numpy(),
-                        segment=segment.cpu().numpy().astype(np.int32),
-                        class_id=class_id.cpu().numpy().astype(np.int32), backend=chosen)
+    return RenderOutput(
+        rgb=out[0, ..., :3].clamp(0, 1).float().cpu().numpy(),
+        alpha=alpha.float().cpu().numpy(),
+        depth=out[0, ..., 3].float().cpu().numpy(),
+        segment=segment.cpu().numpy().astype(np.int32),
+        class_id=class_id.cpu().numpy().astype(np.int32),
+        backend=chosen,
+    )
 
 
 @torch.no_grad()
-def render_onehot_labels(model: SplatModel, viewmats: Tensor, Ks: Tensor, width: int, height: int,
-                         backend: str = "auto") -> tuple[Tensor, Tensor]:
+def render_onehot_labels(
+    model: SplatModel, viewmats: Tensor, Ks: Tensor, width: int, height: int, backend: str = "auto"
+) -> tuple[Tensor, Tensor]:
     """(segment [H, W] int32, class [H, W] int32) by compositing one-hot segment channels and taking argmax."""
     segs, classes = segment_class_table(model.segment, model.class_id)  # [L], [L]
     channel = torch.searchsorted(segs, model.segment.to(segs.dtype))  # [N] channel of each Gaussian
@@ -154,8 +190,19 @@ def render_onehot_labels(model: SplatModel, viewmats: Tensor, Ks: Tensor, width:
     background = torch.zeros(1, len(segs), dtype=model.means.dtype, device=model.device)
     background[0, 0] = 1.0  # the uncovered part of a pixel votes void
     quats, scales, opacities = model.activated()
-    feats, _, _ = rasterize(model.means, quats, scales, opacities, onehot, viewmats, Ks, width, height,
-                            backend=backend, backgrounds=background)
+    feats, _, _ = rasterize(
+        model.means,
+        quats,
+        scales,
+        opacities,
+        onehot,
+        viewmats,
+        Ks,
+        width,
+        height,
+        backend=backend,
+        backgrounds=background,
+    )
     best = feats[0].argmax(-1)  # [H, W]
     return segs[best].to(torch.int32), classes[best].to(torch.int32)
 
@@ -168,18 +215,19 @@ _CACHE_LOCK = threading.Lock()
 def load_bundle_splats(bundle_path: str | os.PathLike) -> SplatModel:
     """``<bundle>/splats.ply`` as a model on the render device, cached per (path, mtime, size)."""
     from panst3r_engine.bundle.checks import BundleError
-    from panst3r_engine.splats.export import read_splats_ply
-
     from panst3r_engine.bundle.spec import SPLATS_FILE
     from panst3r_engine.bundle.spec import bundle_path as checked_path
+    from panst3r_engine.splats.export import read_splats_ply
 
     try:
         path = checked_path(Path(bundle_path).resolve(), SPLATS_FILE)  # no link out of the bundle
     except ValueError as exc:
         raise BundleError(str(exc)) from None
     if path is None:
-        raise BundleError(f"the bundle {Path(bundle_path)} has no splats.ply; run the job with splats enabled "
-                          "(or add them with add_splats_to_bundle)")
+        raise BundleError(
+            f"the bundle {Path(bundle_path)} has no splats.ply; run the job with splats enabled "
+            "(or add them with add_splats_to_bundle)"
+        )
     st = path.stat()
     key = (str(path), st.st_mtime_ns, st.st_size)
     with _CACHE_LOCK:
@@ -197,8 +245,9 @@ def load_bundle_splats(bundle_path: str | os.PathLike) -> SplatModel:
     return model
 
 
-def render_view(bundle_path: str | os.PathLike, K: Any, cam_to_world: Any, width: int,
-                height: int) -> tuple[np.ndarray, np.ndarray]:
+def render_view(
+    bundle_path: str | os.PathLike, K: Any, cam_to_world: Any, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(rgb uint8 [H, W, 3], segment ids int32 [H, W], 0 = void) of a novel view from the bundle's splats."""
     out = render(load_bundle_splats(bundle_path), K, cam_to_world, width, height)
     return (np.round(out.rgb * 255.0)).astype(np.uint8), out.segment

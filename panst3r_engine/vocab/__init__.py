@@ -8,16 +8,28 @@
 
 from panst3r_engine.vocab.colors import class_color, instance_color
 from panst3r_engine.vocab.embeddings import (
-                                             ClassEmbeddings,
-                                             cache_embeddings,
-                                             embeddings_for,
-                                             load_embeddings,
-                                             random_embeddings,
-                                             resolve_class_embeddings,
-                                             save_embeddings,
+    ClassEmbeddings,
+    cache_embeddings,
+    embeddings_for,
+    load_embeddings,
+    random_embeddings,
+    resolve_class_embeddings,
+    save_embeddings,
 )
 from panst3r_engine.vocab.vocabularies import PRESETS, Vocabulary, VocabularyError, load_vocabulary
 
-__all__ = ["PRESETS", "ClassEmbeddings", "Vocabulary", "VocabularyError", "cache_embeddings", "class_color",
-           "embeddings_for", "instance_color", "load_embeddings", "load_vocabulary", "random_embeddings",
-           "resolve_class_embeddings", "save_embeddings"]
+__all__ = [
+    "PRESETS",
+    "ClassEmbeddings",
+    "Vocabulary",
+    "VocabularyError",
+    "cache_embeddings",
+    "class_color",
+    "embeddings_for",
+    "instance_color",
+    "load_embeddings",
+    "load_vocabulary",
+    "random_embeddings",
+    "resolve_class_embeddings",
+    "save_embeddings",
+]

@@ -67,8 +67,9 @@ def class_colors(names: Iterable[str]) -> list[tuple[int, int, int]]:
 def instance_color(segment_id: int) -> tuple[int, int, int]:
     """Colour of one segment id; consecutive ids get distant hues."""
     segment_id = int(segment_id)
-    return _hsv_to_rgb8(segment_id * _GOLDEN, _INSTANCE_SATURATION[segment_id % 3],
-                        _INSTANCE_VALUE[(segment_id // 3) % 3])
+    return _hsv_to_rgb8(
+        segment_id * _GOLDEN, _INSTANCE_SATURATION[segment_id % 3], _INSTANCE_VALUE[(segment_id // 3) % 3]
+    )
 
 
 def instance_colors(segment_ids: Iterable[int]) -> np.ndarray:

@@ -143,17 +143,23 @@ def _write_cache(path: Path, emb: ClassEmbeddings, model_id: str, fingerprint: s
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, names=np.asarray(emb.names), embeddings=emb.vectors.numpy().astype(np.float32),
-                     model_id=np.asarray(model_id), model_fingerprint=np.asarray(fingerprint),
-                     recipe=np.asarray(EMBEDDING_RECIPE))
+            np.savez(
+                f,
+                names=np.asarray(emb.names),
+                embeddings=emb.vectors.numpy().astype(np.float32),
+                model_id=np.asarray(model_id),
+                model_fingerprint=np.asarray(fingerprint),
+                recipe=np.asarray(EMBEDDING_RECIPE),
+            )
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def cache_embeddings(emb: ClassEmbeddings, cache_dir: str | os.PathLike | None = None,
-                     model_id: str = TEXT_MODEL_ID) -> Path:
+def cache_embeddings(
+    emb: ClassEmbeddings, cache_dir: str | os.PathLike | None = None, model_id: str = TEXT_MODEL_ID
+) -> Path:
     """Store embeddings computed elsewhere (e.g. on another machine) so jobs find them offline."""
     path = embeddings_cache_dir(cache_dir) / f"{cache_key(tuple(emb.names), model_id)}.npz"
     _write_cache(path, ClassEmbeddings(list(emb.names), normalise(emb.vectors.float())), model_id, "")
@@ -166,9 +172,11 @@ def _missing_model_message(vocab: Vocabulary, model_dir: str | os.PathLike | Non
     if incomplete:
         return f"{what} and {incomplete}{reason}, or pass precomputed embeddings with --vocab-embeddings EMB.npz."
     where = f"no text model at {model_dir}" if model_dir else "no text model was given"
-    return (f"{what} and {where}{reason}. Fetch the SigLIP text tower and tokenizer ({TEXT_MODEL_ID}) with "
-            "`python -m panst3r_engine weights download siglip-text`, or pass precomputed embeddings "
-            "with --vocab-embeddings EMB.npz.")
+    return (
+        f"{what} and {where}{reason}. Fetch the SigLIP text tower and tokenizer ({TEXT_MODEL_ID}) with "
+        "`python -m panst3r_engine weights download siglip-text`, or pass precomputed embeddings "
+        "with --vocab-embeddings EMB.npz."
+    )
 
 
 def _incomplete_default_model() -> str | None:
@@ -177,9 +185,13 @@ def _incomplete_default_model() -> str | None:
     return manual_instructions(entry) if weights_path(entry).is_dir() and missing_files(entry) else None
 
 
-def embeddings_for(vocabulary: Vocabulary, model_dir: str | os.PathLike | None = None,
-                   cache_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                   model_id: str = TEXT_MODEL_ID) -> ClassEmbeddings:
+def embeddings_for(
+    vocabulary: Vocabulary,
+    model_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    model_id: str = TEXT_MODEL_ID,
+) -> ClassEmbeddings:
     """Cached text embeddings of ``vocabulary``, computed with the text model in ``model_dir`` when missing.
 
     With a model, a cache entry is trusted only if it was made from the same model files
@@ -207,8 +219,9 @@ def default_text_model_dir() -> Path | None:
     return weights_path("siglip-text") if is_present("siglip-text") else None
 
 
-def resolve_class_embeddings(vocab: str, vocab_embeddings: str | None, text_dim: int, seed: int = 0,
-                             model_dir: str | os.PathLike | None = None) -> ClassEmbeddings:
+def resolve_class_embeddings(
+    vocab: str, vocab_embeddings: str | None, text_dim: int, seed: int = 0, model_dir: str | os.PathLike | None = None
+) -> ClassEmbeddings:
     """The job's class embeddings: an ``.npz`` file, ``'random'`` (smoke runs), or cached/computed SigLIP."""
     vocabulary = load_vocabulary(vocab)
     if vocab_embeddings == "random":
@@ -220,7 +233,7 @@ def resolve_class_embeddings(vocab: str, vocab_embeddings: str | None, text_dim:
         return ClassEmbeddings(emb.names, emb.vectors, [flags.get(n, True) for n in emb.names])
     emb = embeddings_for(vocabulary, model_dir if model_dir is not None else default_text_model_dir())
     if emb.vectors.shape[1] != text_dim:
-        raise VocabularyError(f"the text model gives {emb.vectors.shape[1]}-d embeddings "
-                              f"but the model expects {text_dim}-d")
+        raise VocabularyError(
+            f"the text model gives {emb.vectors.shape[1]}-d embeddings but the model expects {text_dim}-d"
+        )
     return emb
-

@@ -71,15 +71,17 @@ def tokenize(tokenizer: Any, names: list[str]) -> tuple[torch.Tensor, torch.Tens
     lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
     too_long = [name for name, n in zip(names, lengths) if n > MAX_LENGTH]
     if too_long:
-        raise VocabularyError(f"class names too long for the SigLIP text tower (> {MAX_LENGTH} tokens "
-                              f"with the prompt): {too_long[:5]}")
+        raise VocabularyError(
+            f"class names too long for the SigLIP text tower (> {MAX_LENGTH} tokens with the prompt): {too_long[:5]}"
+        )
     batch = tokenizer(texts, padding="max_length", max_length=MAX_LENGTH, return_tensors="pt")
     return batch["input_ids"], batch["attention_mask"]
 
 
 @torch.no_grad()
-def embed_tokens(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 batch_size: int = BATCH_SIZE) -> torch.Tensor:
+def embed_tokens(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, batch_size: int = BATCH_SIZE
+) -> torch.Tensor:
     """Unit-norm ``pooler_output`` [C, D] (float32, CPU) of tokenized prompts, in batches.
 
     pooler_output = head(final-LN state at the last position). The official code normalises it
@@ -88,15 +90,16 @@ def embed_tokens(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask
     device = next(model.parameters()).device
     chunks = []
     for start in range(0, input_ids.shape[0], batch_size):
-        ids = input_ids[start:start + batch_size].to(device)
-        mask = attention_mask[start:start + batch_size].to(device)
+        ids = input_ids[start : start + batch_size].to(device)
+        mask = attention_mask[start : start + batch_size].to(device)
         out = model(input_ids=ids, attention_mask=mask)
         chunks.append(out.pooler_output.float().cpu())
     return normalise(torch.cat(chunks))
 
 
-def compute_embeddings(names: list[str], model_dir: str | os.PathLike, device: str | torch.device = "cpu",
-                       batch_size: int = BATCH_SIZE) -> torch.Tensor:
+def compute_embeddings(
+    names: list[str], model_dir: str | os.PathLike, device: str | torch.device = "cpu", batch_size: int = BATCH_SIZE
+) -> torch.Tensor:
     """[C, D] unit-norm text embeddings of ``names`` (in order) with the SigLIP text tower in ``model_dir``."""
     if not names:
         raise VocabularyError("the vocabulary is empty: give at least one class")

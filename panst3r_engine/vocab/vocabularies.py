@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -98,7 +98,7 @@ def _entries_from_text(text: str) -> tuple[list[str], list[bool]]:
     return names, things
 
 
-@lru_cache(maxsize=None)
+@cache
 def _preset_entries(preset: str) -> tuple[dict, ...]:
     """The packaged JSON entries of a preset (name, isthing, optional official colour)."""
     text = (resources.files("panst3r_engine.vocab") / "data" / f"{preset}.json").read_text("utf-8")
@@ -120,8 +120,9 @@ def load_vocabulary(spec: str | os.PathLike) -> Vocabulary:
         return _make(names, things, preset)
     path = Path(spec)
     if not path.is_file():
-        raise VocabularyError(f"vocabulary {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) "
-                              "nor an existing file")
+        raise VocabularyError(
+            f"vocabulary {str(spec)!r} is neither a preset ({', '.join(PRESETS)}) nor an existing file"
+        )
     try:
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -144,4 +145,3 @@ def merge_vocabularies(vocabularies: list[Vocabulary]) -> Vocabulary:
         for name, thing in zip(vocab.names, vocab.isthing):
             seen.setdefault(name, thing)
     return _make(list(seen), list(seen.values()), "+".join(v.source for v in vocabularies))
-

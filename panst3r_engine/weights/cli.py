@@ -35,8 +35,13 @@ from panst3r_engine.weights.registry import (
 class ProgressBar:
     """One self-overwriting stderr line (``\\r``) redrawn at most every ``interval`` s, so logs stay small."""
 
-    def __init__(self, stream: TextIO | None = None, interval: float = 0.25,
-                 clock: Callable[[], float] = time.monotonic, width: int = 24):
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        interval: float = 0.25,
+        clock: Callable[[], float] = time.monotonic,
+        width: int = 24,
+    ):
         self.stream = stream or sys.stderr
         self.interval, self.clock, self.width = interval, clock, width
         self._last_draw = float("-inf")
@@ -106,8 +111,7 @@ def cmd_download(args: argparse.Namespace) -> int:
         entry = get_entry(args.id)
         lic = licence_of(entry)
         if args.accept_license and lic.needs_acceptance and not is_accepted(lic.id):
-            print(f"{licence_text(lic)}\nAccepted; this is recorded in {licence_record(lic.id)}.",
-                  file=sys.stderr)
+            print(f"{licence_text(lic)}\nAccepted; this is recorded in {licence_record(lic.id)}.", file=sys.stderr)
         if not is_present(entry) and not offline():
             require_licence(entry, args.accept_license)
             print(f"downloading {entry.id} to {weights_path(entry)}", file=sys.stderr)
@@ -161,10 +165,16 @@ def add_weights_commands(weights_subparsers) -> None:
     p.set_defaults(func=cmd_list)
     p = weights_subparsers.add_parser("download", help="download weights into the cache (resumable, MD5-checked)")
     p.add_argument("id", help=f"weights id ({ids})")
-    p.add_argument("--accept-license", action="store_true",
-                   help="accept the weights' licence (shown once, then remembered in the cache)")
-    p.add_argument("--base-url", default=None,
-                   help=f"mirror laid out like the cache's weights/ folder (default: ${ENV_BASE_URL} or official)")
+    p.add_argument(
+        "--accept-license",
+        action="store_true",
+        help="accept the weights' licence (shown once, then remembered in the cache)",
+    )
+    p.add_argument(
+        "--base-url",
+        default=None,
+        help=f"mirror laid out like the cache's weights/ folder (default: ${ENV_BASE_URL} or official)",
+    )
     p.set_defaults(func=cmd_download)
     p = weights_subparsers.add_parser("verify", help="check downloaded weights (MD5) against the registry")
     p.add_argument("id", nargs="?", default=None, help="weights id (default: every downloaded one)")

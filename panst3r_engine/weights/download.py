@@ -35,8 +35,14 @@ from panst3r_engine.weights.registry import (
 )
 
 
-def download(spec: str | WeightsEntry, accept_license: bool = False, progress: Progress | None = None,
-             base_url: str | None = None, chunk_size: int = 1 << 20, timeout: float = 30.0) -> Path:
+def download(
+    spec: str | WeightsEntry,
+    accept_license: bool = False,
+    progress: Progress | None = None,
+    base_url: str | None = None,
+    chunk_size: int = 1 << 20,
+    timeout: float = 30.0,
+) -> Path:
     """Fetch ``spec`` into the cache (resuming a ``.part``) and return its final path; a present file is re-checked."""
     entry = get_entry(spec)
     target = weights_path(entry)
@@ -46,8 +52,9 @@ def download(spec: str | WeightsEntry, accept_license: bool = False, progress: P
             raise WeightsError(message)
         return target
     if offline():
-        raise WeightsError(f"offline mode ({ENV_OFFLINE}) is on, so '{entry.id}' cannot be downloaded: "
-                           f"{_place_by_hand(entry)}")
+        raise WeightsError(
+            f"offline mode ({ENV_OFFLINE}) is on, so '{entry.id}' cannot be downloaded: {_place_by_hand(entry)}"
+        )
     require_licence(entry, accept_license)
     hint = f"set {ENV_BASE_URL} to a mirror"
     try:
@@ -55,8 +62,9 @@ def download(spec: str | WeightsEntry, accept_license: bool = False, progress: P
             _download_folder(entry, target, progress, base_url, chunk_size, timeout, hint)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fetch(source_url(entry, base_url=base_url), target, entry.md5, progress, chunk_size, timeout,
-                  mirror_hint=hint)
+            fetch(
+                source_url(entry, base_url=base_url), target, entry.md5, progress, chunk_size, timeout, mirror_hint=hint
+            )
     except DownloadError as exc:  # the sentence ends with the way around the network
         raise WeightsError(f"{exc}; or {_place_by_hand(entry)}") from exc
     return target
@@ -67,8 +75,15 @@ def staging_dir(target: Path) -> Path:
     return target.with_name(f".{target.name}.partial")
 
 
-def _download_folder(entry: WeightsEntry, target: Path, progress: Progress | None, base_url: str | None,
-                     chunk_size: int, timeout: float, hint: str) -> None:
+def _download_folder(
+    entry: WeightsEntry,
+    target: Path,
+    progress: Progress | None,
+    base_url: str | None,
+    chunk_size: int,
+    timeout: float,
+    hint: str,
+) -> None:
     """Fetch the missing files into the staging folder; move them into ``target`` only when all are there.
 
     Complete files already in an (incomplete) ``target`` are kept, and a ``.part`` left there by an
@@ -82,8 +97,9 @@ def _download_folder(entry: WeightsEntry, target: Path, progress: Progress | Non
         if old_part.is_file() and not part.exists() and not (staging / name).exists():
             os.replace(old_part, part)
         if not _nonempty(staging / name):
-            fetch(source_url(entry, name, base_url), staging / name, None, progress, chunk_size, timeout,
-                  mirror_hint=hint)
+            fetch(
+                source_url(entry, name, base_url), staging / name, None, progress, chunk_size, timeout, mirror_hint=hint
+            )
     if target.is_dir():  # an incomplete folder: complete it file by file (each move is atomic)
         for name in needed:
             os.replace(staging / name, target / name)
@@ -110,15 +126,20 @@ def verify(spec: str | WeightsEntry) -> tuple[bool, str]:
     if actual == entry.md5.lower():
         return True, f"{entry.id}: MD5 {actual} ok ({path})"
     known = f" ({_SUPERSEDED_MD5[actual]})" if actual in _SUPERSEDED_MD5 else ""
-    return False, (f"{entry.id}: {path} has MD5 {actual}{known} but {entry.md5} is expected; "
-                   f"delete it and run `{DOWNLOAD_HINT.format(id=entry.id)}`")
+    return False, (
+        f"{entry.id}: {path} has MD5 {actual}{known} but {entry.md5} is expected; "
+        f"delete it and run `{DOWNLOAD_HINT.format(id=entry.id)}`"
+    )
 
 
 def _verify_folder(entry: WeightsEntry, folder: Path) -> tuple[bool, str]:
     for name in entry.files:
         f = folder / name
-        problem = "is empty" if f.stat().st_size == 0 else (
-            _safetensors_problem(f) if name.endswith(".safetensors") else None)
+        problem = (
+            "is empty"
+            if f.stat().st_size == 0
+            else (_safetensors_problem(f) if name.endswith(".safetensors") else None)
+        )
         if problem:
             return False, f"{entry.id}: {f} {problem}; delete it and run `{DOWNLOAD_HINT.format(id=entry.id)}`"
     return True, f"{entry.id}: all {len(entry.files)} files present ({folder})"
@@ -137,4 +158,3 @@ def _safetensors_problem(path: Path) -> str | None:
     except (struct.error, ValueError, KeyError, TypeError, IndexError):
         return "is not a valid safetensors file"
     return None if 8 + n + end == size else f"has {size} bytes but its header describes {8 + n + end}"
-

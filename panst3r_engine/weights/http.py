@@ -44,8 +44,15 @@ class _Transfer:
     mirror_hint: str = "use a mirror"
 
 
-def fetch(url: str, final: Path, md5: str | None = None, progress: Progress | None = None,
-          chunk_size: int = 1 << 20, timeout: float = 30.0, mirror_hint: str = "use a mirror") -> None:
+def fetch(
+    url: str,
+    final: Path,
+    md5: str | None = None,
+    progress: Progress | None = None,
+    chunk_size: int = 1 << 20,
+    timeout: float = 30.0,
+    mirror_hint: str = "use a mirror",
+) -> None:
     """Download ``url`` to ``final`` via ``final.part``; moved into place only once complete and MD5-correct.
 
     ``progress(bytes_done, bytes_total_or_None)`` is called per chunk; ``mirror_hint`` ends the messages
@@ -55,14 +62,17 @@ def fetch(url: str, final: Path, md5: str | None = None, progress: Progress | No
     digest = _stream_with_clear_errors(t, progress, chunk_size, timeout)
     if md5 is not None and digest.hexdigest() != md5.lower():
         t.part.unlink(missing_ok=True)
-        raise DownloadError(f"{final.name} downloaded from {url} has MD5 {digest.hexdigest()} but {md5} was "
-                            f"expected, so it was deleted; run the download again, and if it fails again "
-                            f"the server or a proxy is serving a different file")
+        raise DownloadError(
+            f"{final.name} downloaded from {url} has MD5 {digest.hexdigest()} but {md5} was "
+            f"expected, so it was deleted; run the download again, and if it fails again "
+            f"the server or a proxy is serving a different file"
+        )
     os.replace(t.part, final)
 
 
-def _stream_with_clear_errors(t: _Transfer, progress: Progress | None, chunk_size: int,
-                              timeout: float) -> hashlib._Hash:
+def _stream_with_clear_errors(
+    t: _Transfer, progress: Progress | None, chunk_size: int, timeout: float
+) -> hashlib._Hash:
     """Turn transport and disk failures into one actionable sentence; the ``.part`` stays for a resume."""
     resume = f"run the same command again to resume from the {t.part.name} file"
     try:
@@ -74,15 +84,18 @@ def _stream_with_clear_errors(t: _Transfer, progress: Progress | None, chunk_siz
             raise DownloadError(f"no data from {t.url} for {timeout:g} s; check your connection and {resume}") from exc
         if t.connected:
             raise DownloadError(f"the connection to {t.url} was lost after {human_size(t.done)}; {resume}") from exc
-        raise DownloadError(f"could not connect to {t.url} (server unreachable or refused the connection); "
-                            f"check your network, or {t.mirror_hint}") from exc
+        raise DownloadError(
+            f"could not connect to {t.url} (server unreachable or refused the connection); "
+            f"check your network, or {t.mirror_hint}"
+        ) from exc
     except requests.RequestException as exc:
         raise DownloadError(f"the connection to {t.url} was lost after {human_size(t.done)}; {resume}") from exc
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             need = f"{human_size(t.total - t.done)} more " if t.total else ""
-            raise DownloadError(f"the disk is full while writing {t.part}; free {need}space in {t.part.parent} "
-                                f"and {resume}") from exc
+            raise DownloadError(
+                f"the disk is full while writing {t.part}; free {need}space in {t.part.parent} and {resume}"
+            ) from exc
         raise DownloadError(f"cannot write {t.part}: {exc.strerror or exc}") from exc
 
 
@@ -110,8 +123,9 @@ def _stream(t: _Transfer, progress: Progress | None, chunk_size: int, timeout: f
     raise DownloadError(f"{t.url} keeps answering resume requests wrongly; delete {t.part} and download again")
 
 
-def _write_body(resp: requests.Response, t: _Transfer, start: int, total: int | None,
-                progress: Progress | None, chunk_size: int) -> hashlib._Hash:
+def _write_body(
+    resp: requests.Response, t: _Transfer, start: int, total: int | None, progress: Progress | None, chunk_size: int
+) -> hashlib._Hash:
     """Stream the body into the part file from ``start`` (0: server ignored Range), hashing as it goes."""
     digest = md5_file(t.part) if start else hashlib.md5(usedforsecurity=False)
     t.done, t.total = start, total
@@ -146,10 +160,13 @@ def _raise_for_status(resp: requests.Response, t: _Transfer) -> None:
     if resp.status_code in (200, 206):
         return
     if resp.status_code == 404:
-        raise DownloadError(f"{t.url} answered HTTP 404 Not Found; the file may have moved, so check the URL "
-                            f"or {t.mirror_hint}")
-    raise DownloadError(f"{t.url} answered HTTP {resp.status_code} {resp.reason or ''}".rstrip()
-                        + f"; try again later or {t.mirror_hint}")
+        raise DownloadError(
+            f"{t.url} answered HTTP 404 Not Found; the file may have moved, so check the URL or {t.mirror_hint}"
+        )
+    raise DownloadError(
+        f"{t.url} answered HTTP {resp.status_code} {resp.reason or ''}".rstrip()
+        + f"; try again later or {t.mirror_hint}"
+    )
 
 
 def _check_space(folder: Path, needed: int | None) -> None:
@@ -180,5 +197,3 @@ def human_size(n: float | None) -> str:
             return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} GB"
-
-

@@ -1,5 +1,4 @@
-"""Licence acceptance, recorded once per licence in the cache.
-"""
+"""Licence acceptance, recorded once per licence in the cache."""
 
 from __future__ import annotations
 
@@ -46,6 +45,7 @@ def require_licence(entry: WeightsEntry, accept: bool) -> None:
     if accept:
         accept_licence(lic.id)
         return
-    raise LicenseNotAccepted(f"{licence_text(lic)}\nTo accept it once and download, run "
-                             f"`{DOWNLOAD_HINT.format(id=entry.id)}` (or pass accept_license=True).")
-
+    raise LicenseNotAccepted(
+        f"{licence_text(lic)}\nTo accept it once and download, run "
+        f"`{DOWNLOAD_HINT.format(id=entry.id)}` (or pass accept_license=True)."
+    )

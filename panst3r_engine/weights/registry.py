@@ -1,5 +1,4 @@
-"""The weights registry: what can be downloaded, from where, under which licence, and where it lives in the cache.
-"""
+"""The weights registry: what can be downloaded, from where, under which licence, and where it lives in the cache."""
 
 from __future__ import annotations
 
@@ -51,16 +50,26 @@ class WeightsEntry:
         return bool(self.files)
 
 
-LICENCES = {lic.id: lic for lic in (
-    Licence("panst3r-noncommercial", "PanSt3R Non-Commercial License (NAVER LABS Europe)",
+LICENCES = {
+    lic.id: lic
+    for lic in (
+        Licence(
+            "panst3r-noncommercial",
+            "PanSt3R Non-Commercial License (NAVER LABS Europe)",
             "The PanSt3R checkpoints are published by NAVER LABS Europe under the PanSt3R Non-Commercial License: "
             "you may use them for non-commercial purposes only. They are not part of this MIT-licensed engine, "
             "which never bundles them; read the full terms before use.",
-            "https://github.com/naver/panst3r (LICENSE)"),
-    Licence("apache-2.0", "Apache License 2.0",
+            "https://github.com/naver/panst3r (LICENSE)",
+        ),
+        Licence(
+            "apache-2.0",
+            "Apache License 2.0",
             "The SigLIP model google/siglip-base-patch16-224 is published by Google under the Apache License 2.0.",
-            "https://www.apache.org/licenses/LICENSE-2.0", needs_acceptance=False),
-)}
+            "https://www.apache.org/licenses/LICENSE-2.0",
+            needs_acceptance=False,
+        ),
+    )
+}
 
 
 _NAVER = "https://download.europe.naverlabs.com/ComputerVision/PanSt3R"
@@ -69,19 +78,46 @@ _NAVER = "https://download.europe.naverlabs.com/ComputerVision/PanSt3R"
 _SIGLIP = "https://huggingface.co/google/siglip-base-patch16-224/resolve/main"
 
 
-# size hints: fp32 parameter counts of the published architectures (ViT-L encoder/decoder, DINOv2-L), not published sizes.
-REGISTRY = {e.id: e for e in (
-    WeightsEntry("panst3r-v1-512", "panst3r_v1_512_5ds.pth", f"{_NAVER}/panst3r_v1_512_5ds.pth",
-                 "901ac0e17153f9b15decaa796511b1be", 3_500_000_000, "panst3r-noncommercial",
-                 "PanSt3R v1 (PixelShuffle upscaler), 512 px, 5 training datasets"),
-    WeightsEntry("panst3r-v2-512", "panst3r_v2_512_5ds.pth", f"{_NAVER}/panst3r_v2_512_5ds.pth",
-                 "6a7a47a2ea635de05af45ded8dcabd57", 3_200_000_000, "panst3r-noncommercial",
-                 "PanSt3R v2 (LoftUp upscaler), 512 px, 5 training datasets"),
-    WeightsEntry("siglip-text", "siglip-base-patch16-224", _SIGLIP, None, 813_000_000, "apache-2.0",
-                 "SigLIP base text tower for class embeddings (Hugging Face google/siglip-base-patch16-224)",
-                 files=("config.json", "model.safetensors", "spiece.model", "tokenizer_config.json",
-                        "special_tokens_map.json")),
-)}
+# size hints: fp32 parameter counts of the published architectures (ViT-L, DINOv2-L), not published sizes.
+REGISTRY = {
+    e.id: e
+    for e in (
+        WeightsEntry(
+            "panst3r-v1-512",
+            "panst3r_v1_512_5ds.pth",
+            f"{_NAVER}/panst3r_v1_512_5ds.pth",
+            "901ac0e17153f9b15decaa796511b1be",
+            3_500_000_000,
+            "panst3r-noncommercial",
+            "PanSt3R v1 (PixelShuffle upscaler), 512 px, 5 training datasets",
+        ),
+        WeightsEntry(
+            "panst3r-v2-512",
+            "panst3r_v2_512_5ds.pth",
+            f"{_NAVER}/panst3r_v2_512_5ds.pth",
+            "6a7a47a2ea635de05af45ded8dcabd57",
+            3_200_000_000,
+            "panst3r-noncommercial",
+            "PanSt3R v2 (LoftUp upscaler), 512 px, 5 training datasets",
+        ),
+        WeightsEntry(
+            "siglip-text",
+            "siglip-base-patch16-224",
+            _SIGLIP,
+            None,
+            813_000_000,
+            "apache-2.0",
+            "SigLIP base text tower for class embeddings (Hugging Face google/siglip-base-patch16-224)",
+            files=(
+                "config.json",
+                "model.safetensors",
+                "spiece.model",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+            ),
+        ),
+    )
+}
 
 
 ALIASES = {"v1": "panst3r-v1-512", "v2": "panst3r-v2-512", "siglip": "siglip-text"}
@@ -113,8 +149,9 @@ def get_entry(spec: str | WeightsEntry) -> WeightsEntry:
 
 
 def licence_of(entry: WeightsEntry) -> Licence:
-    return LICENCES.get(entry.licence_id) or Licence(entry.licence_id, entry.licence_id,
-                                                     f"These weights are under the licence '{entry.licence_id}'.", "")
+    return LICENCES.get(entry.licence_id) or Licence(
+        entry.licence_id, entry.licence_id, f"These weights are under the licence '{entry.licence_id}'.", ""
+    )
 
 
 def weights_path(spec: str | WeightsEntry) -> Path:
@@ -149,8 +186,9 @@ def _place_by_hand(entry: WeightsEntry) -> str:
     if entry.is_folder:
         missing = missing_files(entry)
         if path.is_dir() and missing:
-            return (f"the folder {path} is incomplete: download {', '.join(missing)} from {source_url(entry, '')} "
-                    f"into it")
+            return (
+                f"the folder {path} is incomplete: download {', '.join(missing)} from {source_url(entry, '')} into it"
+            )
         return f"download {', '.join(entry.files)} from {source_url(entry, '')} into the folder {path}"
     return f"download {entry.filename} from {source_url(entry)} and place it at {path}"
 
@@ -182,4 +220,3 @@ def list_weights(entries: list[WeightsEntry] | None = None) -> list[WeightsRow]:
         size = sum(f.stat().st_size for f in files if f.is_file()) if present else None
         rows.append(WeightsRow(entry.id, entry.filename + ("/" if entry.is_folder else ""), present, size, path))
     return rows
-

@@ -42,8 +42,9 @@ def import_bpy():
     try:
         import bpy
     except (ImportError, OSError) as exc:
-        pytest.skip(f"Blender as a Python module is not importable here (pip install bpy==5.0.1, Python 3.11 "
-                    f"only): {exc}")
+        pytest.skip(
+            f"Blender as a Python module is not importable here (pip install bpy==5.0.1, Python 3.11 only): {exc}"
+        )
     return bpy
 
 
@@ -93,8 +94,9 @@ def addon(extension_zip) -> Addon:
     bpy = import_bpy()
     user = Path(bpy.utils.resource_path("USER")).resolve()
     if _USER_DIR is not None and user.is_relative_to(Path(_USER_DIR).resolve()):
-        result = bpy.ops.extensions.package_install_files(filepath=str(extension_zip), repo="user_default",
-                                                           enable_on_install=True)
+        result = bpy.ops.extensions.package_install_files(
+            filepath=str(extension_zip), repo="user_default", enable_on_install=True
+        )
         assert result == {"FINISHED"} and PACKAGE in bpy.context.preferences.addons
         found = Addon(bpy, PACKAGE, "extension")
     else:  # bpy was loaded before this folder's tests with the real user folder: never install there

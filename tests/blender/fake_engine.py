@@ -137,8 +137,15 @@ class Handler(BaseHTTPRequestHandler):
             options = body.split(b'name="options"', 1)[1].split(b"\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0]
             job_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
             self.engine.submissions.append({"options": json.loads(options), "images": body.count(b'name="images"')})
-            self.engine.jobs[job_id] = {"id": job_id, "state": "queued", "stage": "", "fraction": 0.0,
-                                        "message": "", "error": None, "polls": 0}
+            self.engine.jobs[job_id] = {
+                "id": job_id,
+                "state": "queued",
+                "stage": "",
+                "fraction": 0.0,
+                "message": "",
+                "error": None,
+                "polls": 0,
+            }
             self._send(202, {"id": job_id if self.engine.next_id is None else self.engine.next_id})
         else:
             self._error(404, "not_found", f"unknown path {self.path}")
@@ -173,9 +180,21 @@ def main() -> int:
     token = secrets.token_hex(8)
     server, _ = make_server(token, Path(bundle) if bundle else None, mode)
     port = server.server_address[1]
-    print(json.dumps({"event": "listening", "port": port, "url": f"http://127.0.0.1:{port}", "token": token,
-                      "version": "fake", "api_version": int(os.environ.get("FAKE_ENGINE_API", "1")),
-                      "pid": os.getpid(), "argv": sys.argv[1:]}), flush=True)
+    print(
+        json.dumps(
+            {
+                "event": "listening",
+                "port": port,
+                "url": f"http://127.0.0.1:{port}",
+                "token": token,
+                "version": "fake",
+                "api_version": int(os.environ.get("FAKE_ENGINE_API", "1")),
+                "pid": os.getpid(),
+                "argv": sys.argv[1:],
+            }
+        ),
+        flush=True,
+    )
     print("after listening: this goes to the log", flush=True)
     server.serve_forever()
     return 0

@@ -14,14 +14,20 @@ import numpy as np
 from panst3r_engine.bundle.write import write_bundle
 
 WIDTH, HEIGHT = 64, 48
-CLASSES = [{"id": 0, "name": "floor", "isthing": False}, {"id": 1, "name": "wall", "isthing": False},
-           {"id": 2, "name": "chair", "isthing": True}, {"id": 3, "name": "table", "isthing": True}]
+CLASSES = [
+    {"id": 0, "name": "floor", "isthing": False},
+    {"id": 1, "name": "wall", "isthing": False},
+    {"id": 2, "name": "chair", "isthing": True},
+    {"id": 3, "name": "table", "isthing": True},
+]
 # segment id -> (class id, box centre (x, y, z), box size); OpenCV frame before the tilt, y down, floor at y = 1.2
-BOXES = {1: (0, (0.0, 1.2, 3.0), (4.0, 0.0, 4.0)),
-         2: (1, (0.0, -0.2, 5.0), (4.0, 2.8, 0.0)),
-         3: (2, (-1.1, 0.8, 3.2), (0.5, 0.8, 0.5)),
-         4: (2, (1.1, 0.8, 3.4), (0.5, 0.8, 0.5)),
-         5: (3, (0.0, 0.85, 3.6), (1.4, 0.7, 0.8))}
+BOXES = {
+    1: (0, (0.0, 1.2, 3.0), (4.0, 0.0, 4.0)),
+    2: (1, (0.0, -0.2, 5.0), (4.0, 2.8, 0.0)),
+    3: (2, (-1.1, 0.8, 3.2), (0.5, 0.8, 0.5)),
+    4: (2, (1.1, 0.8, 3.4), (0.5, 0.8, 0.5)),
+    5: (3, (0.0, 0.85, 3.6), (1.4, 0.7, 0.8)),
+}
 COLORS = {0: (150, 110, 70), 1: (225, 220, 205), 2: (40, 90, 170), 3: (180, 60, 40)}
 
 
@@ -61,8 +67,9 @@ def _cameras(pitch: np.ndarray) -> list[np.ndarray]:
     return poses
 
 
-def room_inputs(total_points: int = 20000, tilt: float = 15.0, seed: int = 0,
-                unlabelled: float = 0.05) -> tuple[dict, dict, dict, dict]:
+def room_inputs(
+    total_points: int = 20000, tilt: float = 15.0, seed: int = 0, unlabelled: float = 0.05
+) -> tuple[dict, dict, dict, dict]:
     """(manifest, points, panoptic, photos) for ``write_bundle``."""
     rng = np.random.default_rng(seed)
     rot = tilt_matrix(tilt)
@@ -86,19 +93,36 @@ def room_inputs(total_points: int = 20000, tilt: float = 15.0, seed: int = 0,
     stems = ["ref", "left", "right"]
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
     photo = np.stack([x * 4, y * 5, np.full_like(x, 128)], -1).astype(np.uint8)
-    manifest = {"model": {"id": "synthetic-room", "version": "v2", "checkpoint_md5": None},
-                "options": {"conf_threshold": 1.5},
-                "images": [{"index": i, "file": f"{s}.jpg", "stem": s, "original_size": [WIDTH * 8, HEIGHT * 8],
-                            "processed_size": [WIDTH, HEIGHT], "crop_box": [0, 0, WIDTH * 8, HEIGHT * 8],
-                            "keyframe": True} for i, s in enumerate(stems)],
-                "cameras": [{"image": i, "K": K, "cam_to_world": p.tolist(), "focal": focal, "confidence": 5.0}
-                            for i, p in enumerate(poses)],
-                "classes": [dict(c, color=list(COLORS[c["id"]])) for c in CLASSES],
-                "segments": [{"id": s, "class_id": c, "score": 0.9} for s, (c, _, _) in BOXES.items()]}
-    points = {"xyz": xyz.astype(np.float32), "rgb": np.concatenate(rgb).astype(np.uint8),
-              "conf": rng.uniform(1.5, 10.0, n).astype(np.float32),
-              "segment": np.concatenate(segment).astype(np.int32), "view": rng.integers(0, 3, n).astype(np.int16),
-              "pixel": np.stack([rng.integers(0, WIDTH, n), rng.integers(0, HEIGHT, n)], 1).astype(np.uint16)}
+    manifest = {
+        "model": {"id": "synthetic-room", "version": "v2", "checkpoint_md5": None},
+        "options": {"conf_threshold": 1.5},
+        "images": [
+            {
+                "index": i,
+                "file": f"{s}.jpg",
+                "stem": s,
+                "original_size": [WIDTH * 8, HEIGHT * 8],
+                "processed_size": [WIDTH, HEIGHT],
+                "crop_box": [0, 0, WIDTH * 8, HEIGHT * 8],
+                "keyframe": True,
+            }
+            for i, s in enumerate(stems)
+        ],
+        "cameras": [
+            {"image": i, "K": K, "cam_to_world": p.tolist(), "focal": focal, "confidence": 5.0}
+            for i, p in enumerate(poses)
+        ],
+        "classes": [dict(c, color=list(COLORS[c["id"]])) for c in CLASSES],
+        "segments": [{"id": s, "class_id": c, "score": 0.9} for s, (c, _, _) in BOXES.items()],
+    }
+    points = {
+        "xyz": xyz.astype(np.float32),
+        "rgb": np.concatenate(rgb).astype(np.uint8),
+        "conf": rng.uniform(1.5, 10.0, n).astype(np.float32),
+        "segment": np.concatenate(segment).astype(np.int32),
+        "view": rng.integers(0, 3, n).astype(np.int16),
+        "pixel": np.stack([rng.integers(0, WIDTH, n), rng.integers(0, HEIGHT, n)], 1).astype(np.uint16),
+    }
     return manifest, points, {}, {s: photo for s in stems}
 
 

@@ -29,8 +29,10 @@ print("RESULT " + json.dumps({"enabled": enabled, "import": sorted(result), "obj
 
 def test_installed_as_an_extension(addon) -> None:
     if addon.mode != "extension":
-        pytest.skip("bpy was imported before this folder's conftest, so the zip could not be installed into a "
-                    "throwaway user folder; the add-on was enabled from the source folder instead")
+        pytest.skip(
+            "bpy was imported before this folder's conftest, so the zip could not be installed into a "
+            "throwaway user folder; the add-on was enabled from the source folder instead"
+        )
     bpy = addon.bpy
     assert addon.package == "bl_ext.user_default.panst3r"
     installed = Path(addon.module("preferences").addon_dir())
@@ -41,9 +43,22 @@ def test_installed_as_an_extension(addon) -> None:
 
 def test_registration(addon) -> None:
     bpy = addon.bpy
-    for idname in ("import_bundle", "run", "cancel", "select_class", "extract_instance", "add_photos",
-                   "add_blend_images", "remove_photo", "create_engine_env", "download_weights", "engine_start",
-                   "engine_stop", "use_camera", "show_all"):
+    for idname in (
+        "import_bundle",
+        "run",
+        "cancel",
+        "select_class",
+        "extract_instance",
+        "add_photos",
+        "add_blend_images",
+        "remove_photo",
+        "create_engine_env",
+        "download_weights",
+        "engine_start",
+        "engine_stop",
+        "use_camera",
+        "show_all",
+    ):
         assert hasattr(bpy.ops.panst3r, idname), idname
     panel = bpy.types.VIEW3D_PT_panst3r
     assert panel.bl_category == "PanSt3R" and panel.bl_region_type == "UI"
@@ -61,8 +76,19 @@ def test_preferences(addon) -> None:
     assert (settings.mode, settings.url, settings.token) == ("REMOTE", "http://gpu:8765", "abc")
     prefs.engine_mode, prefs.weights, prefs.device = "LOCAL", "V1", "cpu"
     local = addon.module("preferences").engine_settings(prefs).local
-    assert local.argv()[3:] == ["serve", "--host", "127.0.0.1", "--port", "0", "--weights", "v1", "--device", "cpu",
-                                "--jobs-dir", str(local.jobs_dir)]
+    assert local.argv()[3:] == [
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--weights",
+        "v1",
+        "--device",
+        "cpu",
+        "--jobs-dir",
+        str(local.jobs_dir),
+    ]
     assert local.python.endswith(("engine-env/bin/python", "python.exe"))
     prefs.weights, prefs.device = "V2", "auto"
 
@@ -87,17 +113,24 @@ def test_downloads_respect_online_access_and_the_licence(addon) -> None:
         prefs.engine_mode, prefs.accept_license = "LOCAL", False
 
 
-def test_registering_and_importing_never_loads_torch(extension_zip: Path, synthetic_bundle: Path,
-                                                     tmp_path: Path) -> None:
+def test_registering_and_importing_never_loads_torch(
+    extension_zip: Path, synthetic_bundle: Path, tmp_path: Path
+) -> None:
     """In a fresh interpreter: this pytest process has torch loaded by other test folders."""
     import_bpy()
     script = tmp_path / "no_torch.py"
     script.write_text(NO_TORCH_SCRIPT)
-    out = subprocess.run([sys.executable, str(script), str(extension_zip), str(synthetic_bundle)],
-                         capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": ""})
+    out = subprocess.run(
+        [sys.executable, str(script), str(extension_zip), str(synthetic_bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert line is not None, out.stdout[-2000:] + out.stderr[-2000:]
-    result = json.loads(line[len("RESULT "):])
+    result = json.loads(line[len("RESULT ") :])
     assert result == {"enabled": True, "import": ["FINISHED"], "objects": 5, "torch": False}
 
 
@@ -107,8 +140,14 @@ def test_panel_settings_become_job_options(addon, scene) -> None:
     assert run._options(settings) == {"vocab": "ade20k", "conf_threshold": 3.0, "splats": False}
     settings.vocab, settings.custom_vocab = "CUSTOM", "chair, table\nsofa,, chair"
     settings.keyframes, settings.postprocess, settings.splats, settings.splat_steps = 8, "qubo", True, 500
-    assert run._options(settings) == {"vocab": ["chair", "table", "sofa"], "conf_threshold": 3.0, "splats": True,
-                                      "splat_steps": 500, "keyframes": 8, "postprocess": "qubo"}
+    assert run._options(settings) == {
+        "vocab": ["chair", "table", "sofa"],
+        "conf_threshold": 3.0,
+        "splats": True,
+        "splat_steps": 500,
+        "keyframes": 8,
+        "postprocess": "qubo",
+    }
     text = addon.bpy.data.texts.new("classes")
     text.write("lamp\n\n  plant \n")
     settings.custom_vocab_text = text

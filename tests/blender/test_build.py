@@ -19,8 +19,9 @@ def test_vendored_spec_is_the_engines() -> None:
     """Kept first in this file: test_main_prints_the_path runs build.py, which refreshes the copy."""
     engine = (ROOT / "panst3r_engine" / "bundle" / "spec.py").read_bytes()
     vendored = ROOT / "blender_addon" / "bundle" / "_spec.py"
-    assert vendored.is_file() and vendored.read_bytes() == engine, \
+    assert vendored.is_file() and vendored.read_bytes() == engine, (
         "blender_addon/bundle/_spec.py differs from panst3r_engine/bundle/spec.py: run python build.py"
+    )
 
 
 def test_vendor_spec_copies_byte_for_byte(tmp_path: Path) -> None:
@@ -34,8 +35,13 @@ def test_vendor_spec_copies_byte_for_byte(tmp_path: Path) -> None:
 def test_the_addon_never_imports_the_engine() -> None:
     for path in (ROOT / "blender_addon").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             assert not [n for n in names if n.split(".")[0] == "panst3r_engine"], f"{path} imports the engine"
 
 
@@ -43,17 +49,34 @@ def test_zip_layout(extension_zip: Path) -> None:
     manifest = tomllib.loads((ROOT / "blender_addon" / "blender_manifest.toml").read_text())
     assert extension_zip.name == f"{manifest['id']}-{manifest['version']}.zip" == "panst3r-0.1.0.zip"
     names = set(zipfile.ZipFile(extension_zip).namelist())
-    for required in ("blender_manifest.toml", "__init__.py", "preferences.py", "client/engine.py", "bundle/read.py",
-                     "importers/convert.py", "operators/run.py", "ui/panel.py", "engine/pyproject.toml",
-                     "engine/LICENSE", "engine/README.md", "engine/panst3r_engine/__init__.py",
-                     "engine/panst3r_engine/service/server.py", "engine/panst3r_engine/vocab/data/coco.json"):
+    for required in (
+        "blender_manifest.toml",
+        "__init__.py",
+        "preferences.py",
+        "client/engine.py",
+        "bundle/read.py",
+        "importers/convert.py",
+        "operators/run.py",
+        "ui/panel.py",
+        "engine/pyproject.toml",
+        "engine/LICENSE",
+        "engine/README.md",
+        "engine/panst3r_engine/__init__.py",
+        "engine/panst3r_engine/service/server.py",
+        "engine/panst3r_engine/vocab/data/coco.json",
+    ):
         assert required in names, required
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith(("blender_addon/", "tests/", "dist/"))]
-    source = {p.relative_to(ROOT / "blender_addon").as_posix() for p in (ROOT / "blender_addon").rglob("*")
-              if p.is_file() and "__pycache__" not in p.parts}
+    source = {
+        p.relative_to(ROOT / "blender_addon").as_posix()
+        for p in (ROOT / "blender_addon").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
     assert source <= names
-    assert zipfile.ZipFile(extension_zip).read("bundle/_spec.py") == (ROOT / "panst3r_engine/bundle/spec.py").read_bytes()
+    assert (
+        zipfile.ZipFile(extension_zip).read("bundle/_spec.py") == (ROOT / "panst3r_engine/bundle/spec.py").read_bytes()
+    )
 
 
 def test_manifest_is_valid() -> None:
@@ -63,16 +86,19 @@ def test_manifest_is_valid() -> None:
     assert set(manifest["permissions"]) == {"files", "network"}
 
 
-@pytest.mark.parametrize("change,problem", [
-    ({"version": "1.0"}, "semantic versioning"),
-    ({"license": ["MIT"]}, "SPDX"),
-    ({"blender_version_min": "4.1.0"}, "at least 4.2.0"),
-    ({"tagline": "Ends with a period."}, "tagline"),
-    ({"permissions": {"network": ""}}, "needs a reason"),
-    ({"permissions": {"internet": "Talk"}}, "unknown permission"),
-    ({"id": "pan-st3r"}, "Python identifier"),
-    ({"schema_version": "2.0.0"}, "schema_version"),
-])
+@pytest.mark.parametrize(
+    "change,problem",
+    [
+        ({"version": "1.0"}, "semantic versioning"),
+        ({"license": ["MIT"]}, "SPDX"),
+        ({"blender_version_min": "4.1.0"}, "at least 4.2.0"),
+        ({"tagline": "Ends with a period."}, "tagline"),
+        ({"permissions": {"network": ""}}, "needs a reason"),
+        ({"permissions": {"internet": "Talk"}}, "unknown permission"),
+        ({"id": "pan-st3r"}, "Python identifier"),
+        ({"schema_version": "2.0.0"}, "schema_version"),
+    ],
+)
 def test_manifest_problems_are_named(change: dict, problem: str) -> None:
     manifest = tomllib.loads((ROOT / "blender_addon" / "blender_manifest.toml").read_text())
     problems = build.validate_manifest({**manifest, **change})

@@ -141,10 +141,12 @@ def test_splats_count_beyond_the_file_is_refused_without_allocating(bundle: Path
     assert peak < 20 << 20, peak
 
 
-ATTACKS = {"photo link": lambda b: hostile.link_out(b, f"images/{STEM}.jpg"),
-           "splats link": lambda b: hostile.link_out(b, "splats.ply"),
-           "zip bomb": lambda b: hostile.write_bomb(b, 64 << 20),
-           "deep manifest": hostile.deep_manifest}
+ATTACKS = {
+    "photo link": lambda b: hostile.link_out(b, f"images/{STEM}.jpg"),
+    "splats link": lambda b: hostile.link_out(b, "splats.ply"),
+    "zip bomb": lambda b: hostile.write_bomb(b, 64 << 20),
+    "deep manifest": hostile.deep_manifest,
+}
 
 
 @pytest.mark.parametrize("attack", list(ATTACKS))

@@ -26,10 +26,12 @@ def test_same_data_as_the_engine_reader(synthetic_bundle: Path) -> None:
         np.testing.assert_array_equal(cam.K, entry["K"])
         np.testing.assert_array_equal(cam.cam_to_world, entry["cam_to_world"])
         assert cam.photo is not None and cam.photo.is_file()
-    assert {c.id: (c.name, list(c.color)) for c in ours.classes.values()} == \
-        {c["id"]: (c["name"], c["color"]) for c in theirs.manifest["classes"]}
-    assert [(s.id, s.class_id, s.point_count) for s in ours.segments] == \
-        [(s["id"], s["class_id"], s["point_count"]) for s in theirs.manifest["segments"]]
+    assert {c.id: (c.name, list(c.color)) for c in ours.classes.values()} == {
+        c["id"]: (c["name"], c["color"]) for c in theirs.manifest["classes"]
+    }
+    assert [(s.id, s.class_id, s.point_count) for s in ours.segments] == [
+        (s["id"], s["class_id"], s["point_count"]) for s in theirs.manifest["segments"]
+    ]
     assert ours.reference_image == 0 and ours.name == "synthetic"
 
 
@@ -73,8 +75,12 @@ def _encode_png(pixels: np.ndarray, filters: list[int]) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"".join(rows)))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(rows)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_png_decoder_undoes_every_row_filter(tmp_path: Path) -> None:

@@ -83,16 +83,34 @@ def test_local_urls() -> None:
 
 
 def _config(tmp_path: Path, mode: str = "ok", timeout: float = 30.0, **env) -> LocalConfig:
-    return LocalConfig(python=sys.executable, log_dir=tmp_path / "logs", weights="v2", device="cpu",
-                       jobs_dir=tmp_path / "jobs", startup_timeout=timeout, command=[sys.executable, str(FAKE)],
-                       env={"FAKE_ENGINE_MODE": mode, **env})
+    return LocalConfig(
+        python=sys.executable,
+        log_dir=tmp_path / "logs",
+        weights="v2",
+        device="cpu",
+        jobs_dir=tmp_path / "jobs",
+        startup_timeout=timeout,
+        command=[sys.executable, str(FAKE)],
+        env={"FAKE_ENGINE_MODE": mode, **env},
+    )
 
 
 def test_local_engine_starts_serves_and_stops(tmp_path: Path, synthetic_bundle: Path) -> None:
     engine = LocalEngine.start(_config(tmp_path, FAKE_ENGINE_BUNDLE=str(synthetic_bundle)))
     try:
-        assert engine.info["argv"] == ["serve", "--host", "127.0.0.1", "--port", "0", "--weights", "v2",
-                                       "--device", "cpu", "--jobs-dir", str(tmp_path / "jobs")]
+        assert engine.info["argv"] == [
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--weights",
+            "v2",
+            "--device",
+            "cpu",
+            "--jobs-dir",
+            str(tmp_path / "jobs"),
+        ]
         assert engine.client.health()["version"] == "fake" and engine.alive()
     finally:
         engine.stop()

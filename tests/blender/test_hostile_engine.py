@@ -39,8 +39,10 @@ def hostile(synthetic_bundle: Path, tmp_path: Path):
     (victim / "projects" / "thesis.txt").write_text("years of work")
 
     def snapshot(folder: Path) -> dict:
-        return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
-                for p in sorted(folder.rglob("*"))}
+        return {
+            p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))
+        }
 
     yield engine, client, results, victim, snapshot
     server.shutdown()
@@ -64,9 +66,23 @@ def _run(client: EngineClient, results: Path, tmp_path: Path, timeout: float = 2
 
 
 def _hostile_ids(victim: Path) -> list:
-    return [str(victim / "projects"), str(victim), "../../victim", "../victim/projects", "..", ".", "",
-            "20260101-000000-abcdef/../../../victim", "20260101-000000-abcdef\\..\\..", "x" * 100_000,
-            "20260101-000000-ABCDEF", 12345, None, ["a"], {"id": "b"}]
+    return [
+        str(victim / "projects"),
+        str(victim),
+        "../../victim",
+        "../victim/projects",
+        "..",
+        ".",
+        "",
+        "20260101-000000-abcdef/../../../victim",
+        "20260101-000000-abcdef\\..\\..",
+        "x" * 100_000,
+        "20260101-000000-ABCDEF",
+        12345,
+        None,
+        ["a"],
+        {"id": "b"},
+    ]
 
 
 @pytest.mark.parametrize("which", range(15))
@@ -95,7 +111,8 @@ def test_an_existing_result_folder_is_never_replaced(hostile, tmp_path: Path) ->
     final = _run(client, results, tmp_path)
     assert final["state"] == "done", final
     assert (mine / "notes.txt").read_text() == "the user's notes" and sorted(p.name for p in mine.iterdir()) == [
-        "notes.txt"]
+        "notes.txt"
+    ]
     bundle = Path(final["bundle"])
     assert bundle.is_relative_to(results / "20260101-000000-abcdef-1") and (bundle / "manifest.json").is_file()
     assert sorted(p.name for p in results.iterdir()) == ["20260101-000000-abcdef", "20260101-000000-abcdef-1"]
@@ -118,8 +135,17 @@ def _symlink(name: str) -> zipfile.ZipInfo:
     return info
 
 
-@pytest.mark.parametrize("member", ["../escape.txt", "bundle/../../escape.txt", "/tmp/panst3r-escape.txt",
-                                    "bundle/..\\..\\escape.txt", "C:/escape.txt", "link"])
+@pytest.mark.parametrize(
+    "member",
+    [
+        "../escape.txt",
+        "bundle/../../escape.txt",
+        "/tmp/panst3r-escape.txt",
+        "bundle/..\\..\\escape.txt",
+        "C:/escape.txt",
+        "link",
+    ],
+)
 def test_evil_archives_are_refused_and_leave_nothing(hostile, tmp_path: Path, member: str) -> None:
     engine, client, results, victim, snapshot = hostile
     before = snapshot(victim)
@@ -161,8 +187,13 @@ def test_an_unknown_state_ends_the_job(hostile, tmp_path: Path) -> None:
 
 def test_bogus_status_fields_are_checked_and_shortened(hostile, tmp_path: Path) -> None:
     engine, client, _, _, _ = hostile
-    engine.status_reply = {"state": "running", "stage": ["not", "text"], "fraction": "NaN", "message": "m" * 100_000,
-                           "error": {"code": 1, "message": "e" * 100_000}}
+    engine.status_reply = {
+        "state": "running",
+        "stage": ["not", "text"],
+        "fraction": "NaN",
+        "message": "m" * 100_000,
+        "error": {"code": 1, "message": "e" * 100_000},
+    }
     status = client.status("20260101-000000-abcdef")
     assert status["fraction"] == 0.0 and isinstance(status["stage"], str) and len(status["message"]) <= 200
     assert len(status["error"]["message"]) <= 500
@@ -179,9 +210,12 @@ def test_an_oversized_reply_is_refused(hostile) -> None:
 
 def test_job_ids_from_a_blend_file_are_checked_before_any_request(hostile) -> None:
     engine, client, _, _, _ = hostile
-    for call in (lambda: client.render_view("../../v1/shutdown", [[1, 0, 0]] * 3, [[1, 0, 0, 0]] * 4, 8, 8),
-                 lambda: client.cancel("../shutdown"), lambda: client.status("/etc/passwd"),
-                 lambda: client.download_bundle("..", Path("unused"))):
+    for call in (
+        lambda: client.render_view("../../v1/shutdown", [[1, 0, 0]] * 3, [[1, 0, 0, 0]] * 4, 8, 8),
+        lambda: client.cancel("../shutdown"),
+        lambda: client.status("/etc/passwd"),
+        lambda: client.download_bundle("..", Path("unused")),
+    ):
         with pytest.raises(EngineError, match="not a PanSt3R job id"):
             call()
     assert engine.requests == []
@@ -197,8 +231,7 @@ def _png(width: int, height: int, raw: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def test_render_images_are_checked_before_decoding(addon) -> None:

@@ -52,11 +52,13 @@ def test_objects_and_points_match_the_bundle(addon, scene, synthetic_bundle: Pat
             assert ob["class_id"] == segment.class_id and ob["score"] == pytest.approx(segment.score)
             assert ob.users_collection[0].name.startswith(ob["class"])
         mesh = ob.data
-        np.testing.assert_allclose(_attribute(mesh, "position", 3, np.float32),
-                                   transform.points(data.points["xyz"][mask]), atol=1e-5)
+        np.testing.assert_allclose(
+            _attribute(mesh, "position", 3, np.float32), transform.points(data.points["xyz"][mask]), atol=1e-5
+        )
         np.testing.assert_array_equal(_attribute(mesh, "conf", 1, np.float32), data.points["conf"][mask])
-        np.testing.assert_allclose(_attribute(mesh, "rgb", 4, np.float32),
-                                   convert.linear_rgba(data.points["rgb"][mask]), atol=1e-6)
+        np.testing.assert_allclose(
+            _attribute(mesh, "rgb", 4, np.float32), convert.linear_rgba(data.points["rgb"][mask]), atol=1e-6
+        )
         assert set(_attribute(mesh, "segment", 1, np.int32)) == {seg}
         assert set(_attribute(mesh, "class", 1, np.int32)) == {ob["class_id"]}
     assert collection.name == f"PanSt3R {synthetic_bundle.name}" and collection["scale"] == 2.0
@@ -78,7 +80,8 @@ def test_one_material_per_class_in_its_colour(addon, scene, synthetic_bundle: Pa
             material = bpy.data.materials[f"PanSt3R {c.name}"]
             np.testing.assert_allclose(material.diffuse_color, convert.linear_color(c.color), atol=1e-6)
             assert material.node_tree.nodes["Class Colour"].outputs[0].default_value[:] == pytest.approx(
-                convert.linear_color(c.color))
+                convert.linear_color(c.color)
+            )
 
 
 def test_cameras_round_trip(addon, scene, synthetic_bundle: Path) -> None:
@@ -135,7 +138,10 @@ def test_levelling_on_the_floor(addon, scene, room_bundle: Path) -> None:
     z = _attribute(floor.data, "position", 3, np.float32)[:, 2]
     assert abs(np.median(z)) < 0.01 and np.std(z) < 0.01
     reference = scene.camera.matrix_world.to_3x3()
-    forward, up = reference @ __import__("mathutils").Vector((0, 0, -1)), reference @ __import__("mathutils").Vector((0, 1, 0))
+    forward, up = (
+        reference @ __import__("mathutils").Vector((0, 0, -1)),
+        reference @ __import__("mathutils").Vector((0, 1, 0)),
+    )
     assert forward.z == pytest.approx(-np.sin(np.radians(15)), abs=0.01)  # the photo looked 15° down
     assert up.z > 0.95
     bpy.ops.wm.read_homefile(use_empty=True)
@@ -164,8 +170,9 @@ def test_display_settings_reach_every_object(addon, scene, synthetic_bundle: Pat
     settings = scene.panst3r
     for mode, value in (("PHOTO", 2.0), ("INSTANCE", 1.0), ("SEMANTIC", 0.0)):
         settings.display = mode
-        assert bpy.data.node_groups[materials.DISPLAY_GROUP].nodes[materials.MODE_NODE].outputs[0].default_value \
-            == value
+        assert (
+            bpy.data.node_groups[materials.DISPLAY_GROUP].nodes[materials.MODE_NODE].outputs[0].default_value == value
+        )
         assert materials.display_mode() == mode
     settings.point_size, settings.min_conf = 0.05, 2.5
     group = bpy.data.node_groups[points.POINTS_GROUP]

@@ -18,8 +18,14 @@ from blender_addon.client.jobs import JobManager, RunJob
 from tests.blender.test_run import _photos, tiny_checkpoint  # noqa: F401  (a fixture, used by name)
 
 ROOT = Path(__file__).resolve().parents[2]
-OPTIONS = {"vocab": "coco", "vocab_embeddings": "random", "conf_threshold": 1.0, "keyframes": 2,
-           "splats": True, "splat_steps": 40}
+OPTIONS = {
+    "vocab": "coco",
+    "vocab_embeddings": "random",
+    "conf_threshold": 1.0,
+    "keyframes": 2,
+    "splats": True,
+    "splat_steps": 40,
+}
 
 
 def _drive(manager: JobManager, timeout: float) -> list[dict]:
@@ -35,21 +41,35 @@ def _drive(manager: JobManager, timeout: float) -> list[dict]:
 
 
 def test_progress_never_decreases_over_a_real_job_with_splats(tiny_checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
-    config = LocalConfig(python=sys.executable, log_dir=tmp_path / "logs", weights=str(tiny_checkpoint),
-                         device="cpu", jobs_dir=tmp_path / "jobs", startup_timeout=120.0,
-                         env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    config = LocalConfig(
+        python=sys.executable,
+        log_dir=tmp_path / "logs",
+        weights=str(tiny_checkpoint),
+        device="cpu",
+        jobs_dir=tmp_path / "jobs",
+        startup_timeout=120.0,
+        env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     host, manager = EngineHost(), JobManager()
     try:
-        manager.start(RunJob(lambda: host.connect(EngineSettings("LOCAL", local=config)),
-                             _photos(tmp_path / "photos", 3), OPTIONS, tmp_path / "results", poll_interval=0.02))
+        manager.start(
+            RunJob(
+                lambda: host.connect(EngineSettings("LOCAL", local=config)),
+                _photos(tmp_path / "photos", 3),
+                OPTIONS,
+                tmp_path / "results",
+                poll_interval=0.02,
+            )
+        )
         seen = _drive(manager, 300)
     finally:
         host.stop()
     final = seen[-1]
     assert final["state"] == "done", final["error"]
     trail = [(s["stage"], round(s["progress"], 4)) for s in seen]
-    assert all(a["progress"] <= b["progress"] for a, b in itertools.pairwise(seen)), \
+    assert all(a["progress"] <= b["progress"] for a, b in itertools.pairwise(seen)), (
         f"the progress went backwards: {[t for i, t in enumerate(trail) if i == 0 or t != trail[i - 1]]}"
+    )
     assert final["progress"] == 1.0
     assert {"splats", "write_bundle"} <= {s["stage"] for s in seen} <= {"", *_spec.STAGES}
     assert (Path(final["bundle"]) / _spec.SPLATS_FILE).is_file()

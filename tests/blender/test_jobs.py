@@ -123,15 +123,19 @@ def test_an_unknown_engine_stage_keeps_the_progress(serve, tmp_path: Path, monke
     seen = [s for s in _drive(manager) if s["state"] == "running"]
     progress = {s["stage"]: s["progress"] for s in seen}
     assert set(progress) == {"postprocess", "a_stage_from_a_newer_engine", "cameras"}, progress
-    assert progress["a_stage_from_a_newer_engine"] == progress["postprocess"] == _spec.overall_progress("postprocess", 0.5)
+    assert (
+        progress["a_stage_from_a_newer_engine"] == progress["postprocess"] == _spec.overall_progress("postprocess", 0.5)
+    )
     assert all(a["progress"] <= b["progress"] for a, b in itertools.pairwise(seen))
 
 
 def test_command_job_streams_progress_and_fails_with_a_sentence(tmp_path: Path) -> None:
     ran = []
-    steps = [Step("python step", func=lambda: ran.append(1)),
-             Step("counting", [sys.executable, "-c", "print('25%'); print('done 100%')"]),
-             Step("breaking", [sys.executable, "-c", "import sys; print('boom'); sys.exit(4)"])]
+    steps = [
+        Step("python step", func=lambda: ran.append(1)),
+        Step("counting", [sys.executable, "-c", "print('25%'); print('done 100%')"]),
+        Step("breaking", [sys.executable, "-c", "import sys; print('boom'); sys.exit(4)"]),
+    ]
     manager = JobManager()
     manager.start(CommandJob("Setup", steps, tmp_path / "setup.log"))
     final = _drive(manager)[-1]
@@ -143,8 +147,11 @@ def test_command_job_streams_progress_and_fails_with_a_sentence(tmp_path: Path) 
 
 def test_command_job_cancel_kills_the_process(tmp_path: Path) -> None:
     manager = JobManager()
-    manager.start(CommandJob("Slow", [Step("sleeping", [sys.executable, "-c", "import time; time.sleep(60)"])],
-                             tmp_path / "log.txt"))
+    manager.start(
+        CommandJob(
+            "Slow", [Step("sleeping", [sys.executable, "-c", "import time; time.sleep(60)"])], tmp_path / "log.txt"
+        )
+    )
     time.sleep(0.3)
     started = time.monotonic()
     manager.cancel()
@@ -152,9 +159,16 @@ def test_command_job_cancel_kills_the_process(tmp_path: Path) -> None:
 
 
 def _local(tmp_path: Path, bundle: Path, weights: str = "v2") -> EngineSettings:
-    return EngineSettings("LOCAL", local=LocalConfig(
-        python=sys.executable, log_dir=tmp_path, weights=weights, command=[sys.executable, str(FAKE)],
-        env={"FAKE_ENGINE_BUNDLE": str(bundle)}))
+    return EngineSettings(
+        "LOCAL",
+        local=LocalConfig(
+            python=sys.executable,
+            log_dir=tmp_path,
+            weights=weights,
+            command=[sys.executable, str(FAKE)],
+            env={"FAKE_ENGINE_BUNDLE": str(bundle)},
+        ),
+    )
 
 
 def test_engine_host_keeps_one_engine_warm(tmp_path: Path, synthetic_bundle: Path) -> None:

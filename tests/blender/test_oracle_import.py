@@ -21,8 +21,26 @@ def test_ground_truth_bundle_gives_one_object_per_instance(addon, scene, tmp_pat
 
     # The generator resets Blender's state, so it renders in its own process.
     folder = tmp_path / "room"
-    subprocess.run([sys.executable, "-m", "panst3r_engine.eval.synthetic", str(folder), "--seed", "3", "--views", "3",
-                    "--width", "64", "--height", "48", "--fast"], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "panst3r_engine.eval.synthetic",
+            str(folder),
+            "--seed",
+            "3",
+            "--views",
+            "3",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--fast",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     truth = read_scene(folder)
     bundle = bundle_from_scene(truth, None, tmp_path / "gt_bundle", stride=1)
     visible = set(np.unique(np.concatenate([v.instance.ravel() for v in truth.views])).tolist()) - {0}

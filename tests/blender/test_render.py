@@ -39,8 +39,11 @@ def test_cycles_render_shows_the_classes(addon, scene, room_bundle: Path, tmp_pa
     covered = pixels[..., 3] > 128
     assert covered.mean() > 0.3, f"only {covered.mean():.0%} of the image shows points"
     rgb = pixels[covered][:, :3].astype(int)
-    found = [name for class_id, name in ((0, "floor"), (1, "wall"), (2, "chair"), (3, "table"))
-             if (np.abs(rgb - np.array(COLORS[class_id])).max(axis=1) < 40).mean() > 0.01]
+    found = [
+        name
+        for class_id, name in ((0, "floor"), (1, "wall"), (2, "chair"), (3, "table"))
+        if (np.abs(rgb - np.array(COLORS[class_id])).max(axis=1) < 40).mean() > 0.01
+    ]
     assert found == ["floor", "wall", "chair", "table"], found
 
 

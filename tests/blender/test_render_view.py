@@ -1,4 +1,4 @@
-"""``panst3r.render_view_engine`` in real Blender: camera conversion, errors, and a real engine rendering a job's splats.
+"""``panst3r.render_view_engine`` in real Blender: camera conversion, errors, a real engine rendering a job's splats.
 
 The real-engine test runs ``python -m panst3r_engine serve`` with a tiny random checkpoint (as test_run.py does),
 submits 3 small photos with ``"splats": true, "splat_steps": 2`` from the panel's Run, lets the timer callback
@@ -17,8 +17,16 @@ from blender_addon.bundle.read import read_bundle
 from tests.blender.test_run import _add_photos, _drive, _photos, tiny_checkpoint  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
-SAVED_PREFS = ("engine_mode", "python_path", "weights", "weights_path", "device", "startup_timeout", "remote_url",
-               "remote_token")
+SAVED_PREFS = (
+    "engine_mode",
+    "python_path",
+    "weights",
+    "weights_path",
+    "device",
+    "startup_timeout",
+    "remote_url",
+    "remote_token",
+)
 
 
 @pytest.fixture
@@ -54,11 +62,18 @@ def test_cameras_convert_back_to_the_bundle(addon, scene, request, bundle_name: 
         np.testing.assert_allclose(cam_to_world, cam.cam_to_world, atol=1e-4)
 
 
-@pytest.mark.parametrize("fit, pixel_aspect, size", [("AUTO", (1.0, 1.0), (40, 30)), ("AUTO", (1.0, 1.0), (30, 40)),
-                                                     ("HORIZONTAL", (1.0, 2.0), (40, 30)),
-                                                     ("VERTICAL", (3.0, 2.0), (40, 30))])
-def test_K_agrees_with_blenders_projection(addon, scene, synthetic_bundle: Path, fit: str, pixel_aspect: tuple,
-                                           size: tuple) -> None:
+@pytest.mark.parametrize(
+    "fit, pixel_aspect, size",
+    [
+        ("AUTO", (1.0, 1.0), (40, 30)),
+        ("AUTO", (1.0, 1.0), (30, 40)),
+        ("HORIZONTAL", (1.0, 2.0), (40, 30)),
+        ("VERTICAL", (3.0, 2.0), (40, 30)),
+    ],
+)
+def test_K_agrees_with_blenders_projection(
+    addon, scene, synthetic_bundle: Path, fit: str, pixel_aspect: tuple, size: tuple
+) -> None:
     """Any perspective camera (shifted, any sensor fit, non-square pixels): pixels projected with the K and pose
     sent to the engine land where Blender's own camera projection puts them."""
     from bpy_extras.object_utils import world_to_camera_view
@@ -79,8 +94,9 @@ def test_K_agrees_with_blenders_projection(addon, scene, synthetic_bundle: Path,
     bpy.context.view_layer.update()
     K, cam_to_world, width, height = addon.module("operators.render_view").camera_request(scene, ob, root)
     assert (width, height) == (2 * size[0], 2 * size[1])
-    transform = addon.module("importers.convert").WorldTransform.from_matrix(list(root["world_matrix"]),
-                                                                            float(root["scale"]))
+    transform = addon.module("importers.convert").WorldTransform.from_matrix(
+        list(root["world_matrix"]), float(root["scale"])
+    )
     rng = np.random.default_rng(0)
     local = np.column_stack([rng.uniform(-0.4, 0.4, (10, 2)), rng.uniform(1, 3, 10)])  # OpenCV camera frame
     world = local @ cam_to_world[:3, :3].T + cam_to_world[:3, 3]
@@ -124,8 +140,9 @@ def test_labels_are_shown_in_segment_colours(addon) -> None:
     pixels = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)  # COCO-panoptic
     np.testing.assert_array_equal(render_view.decode_labels(pixels), ids)
     colours = render_view.color_labels(ids, {1: (10, 20, 30), 300: (200, 100, 0)})
-    np.testing.assert_array_equal(colours, [[(0, 0, 0), (10, 20, 30), (150, 150, 150)],
-                                            [(200, 100, 0), (150, 150, 150), (10, 20, 30)]])
+    np.testing.assert_array_equal(
+        colours, [[(0, 0, 0), (10, 20, 30), (150, 150, 150)], [(200, 100, 0), (150, 150, 150), (10, 20, 30)]]
+    )
 
 
 def _image(bpy, name: str) -> np.ndarray:
@@ -135,8 +152,14 @@ def _image(bpy, name: str) -> np.ndarray:
     return np.round(out.reshape(image.size[1], image.size[0], 4)[::-1] * 255).astype(np.uint8)  # top row first
 
 
-def test_render_view_with_the_real_engine(addon, scene, prefs, tiny_checkpoint: Path, tmp_path: Path,  # noqa: F811
-                                          monkeypatch) -> None:
+def test_render_view_with_the_real_engine(
+    addon,
+    scene,
+    prefs,
+    tiny_checkpoint: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+    monkeypatch,
+) -> None:
     bpy = addon.bpy
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the engine subprocess imports panst3r_engine from this checkout
     prefs.engine_mode, prefs.python_path, prefs.device = "LOCAL", sys.executable, "cpu"

@@ -54,8 +54,10 @@ def _drive(addon, timeout: float) -> list[dict]:
 def prefs(addon):
     """The add-on preferences, restored after the test; the engine is stopped afterwards."""
     prefs = addon.preferences
-    saved = {name: getattr(prefs, name) for name in ("engine_mode", "python_path", "weights", "weights_path",
-                                                      "device", "startup_timeout")}
+    saved = {
+        name: getattr(prefs, name)
+        for name in ("engine_mode", "python_path", "weights", "weights_path", "device", "startup_timeout")
+    }
     yield prefs
     addon.module("runtime").host.stop()
     for name, value in saved.items():
@@ -70,8 +72,10 @@ def _add_photos(bpy, photos: list[Path]) -> None:
 def _stand_in(tmp_path: Path, bundle: Path, mode: str) -> Path:
     """A script that plays "<python> -m panst3r_engine serve ..." with the API stand-in."""
     wrapper = tmp_path / "python"
-    wrapper.write_text(f'#!/bin/sh\nshift 2\nFAKE_ENGINE_MODE={mode} FAKE_ENGINE_BUNDLE="{bundle}" '
-                       f'exec "{sys.executable}" "{FAKE}" "$@"\n')
+    wrapper.write_text(
+        f'#!/bin/sh\nshift 2\nFAKE_ENGINE_MODE={mode} FAKE_ENGINE_BUNDLE="{bundle}" '
+        f'exec "{sys.executable}" "{FAKE}" "$@"\n'
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     return wrapper
 
@@ -96,8 +100,9 @@ def test_run_with_the_api_stand_in(addon, scene, prefs, synthetic_bundle: Path, 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="the stand-in engine is started through a POSIX shell script")
 @pytest.mark.parametrize("mode", ["fail", "hold"])
-def test_failed_and_cancelled_runs_import_nothing(addon, scene, prefs, synthetic_bundle: Path, tmp_path: Path,
-                                                  mode: str, capsys) -> None:
+def test_failed_and_cancelled_runs_import_nothing(
+    addon, scene, prefs, synthetic_bundle: Path, tmp_path: Path, mode: str, capsys
+) -> None:
     bpy = addon.bpy
     prefs.engine_mode, prefs.python_path = "LOCAL", str(_stand_in(tmp_path, synthetic_bundle, mode))
     _add_photos(bpy, _photos(tmp_path / "photos", 1))
@@ -130,8 +135,25 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     if reason:
         pytest.skip(f"no real engine: {reason}")
     out = tmp_path_factory.mktemp("weights") / "tiny_v2.pth"
-    subprocess.run([sys.executable, "-m", "panst3r_engine", "weights", "random", "--size", "tiny", "--version",
-                    "v2", "--out", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "panst3r_engine",
+            "weights",
+            "random",
+            "--size",
+            "tiny",
+            "--version",
+            "v2",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
     return out
 
 

@@ -46,5 +46,7 @@ def test_panel_options_at_the_limits_are_valid_engine_options(addon, scene):
             JobOptions(**run._options(settings)).validate()
     settings.keyframes, settings.splat_steps = 10**9, 10**9  # Blender clamps to the hard limits
     options = JobOptions(**run._options(settings)).validate()
-    assert (options.keyframes, options.splat_steps) == (option_fields()["keyframes"].metadata["max"],
-                                                        option_fields()["splat_steps"].metadata["max"])
+    assert (options.keyframes, options.splat_steps) == (
+        option_fields()["keyframes"].metadata["max"],
+        option_fields()["splat_steps"].metadata["max"],
+    )

@@ -42,8 +42,16 @@ def splat_bundle(tmp_path_factory) -> Path:
     scales[0], opacities[0] = -0.5, 9.0  # sigma 0.61: it covers the whole view
     sh0 = torch.randn(N, 1, 3, generator=gen)
     sh0[0, 0] = torch.from_numpy((FRONT_RGB - 0.5) / SH_C0)
-    model = SplatModel(means=means.float(), scales=scales, quats=torch.randn(N, 4, generator=gen) * 3,
-                       opacities=opacities, sh0=sh0, shN=torch.zeros(N, 3, 3), segment=segment, class_id=class_id)
+    model = SplatModel(
+        means=means.float(),
+        scales=scales,
+        quats=torch.randn(N, 4, generator=gen) * 3,
+        opacities=opacities,
+        sh0=sh0,
+        shN=torch.zeros(N, 3, 3),
+        segment=segment,
+        class_id=class_id,
+    )
     folder = tmp_path_factory.mktemp("splats")
     ply = write_splats_ply(model, folder / "splats.ply")
     return write_bundle(folder / "bundle", *inputs, extra_files={"splats.ply": ply})
@@ -51,9 +59,13 @@ def splat_bundle(tmp_path_factory) -> Path:
 
 def _attribute(mesh, name: str) -> np.ndarray:
     attr = mesh.attributes[name]
-    key, width, dtype = {"FLOAT_VECTOR": ("vector", 3, np.float32), "FLOAT_COLOR": ("color", 4, np.float32),
-                         "QUATERNION": ("value", 4, np.float32), "FLOAT": ("value", 1, np.float32),
-                         "INT": ("value", 1, np.int32)}[attr.data_type]
+    key, width, dtype = {
+        "FLOAT_VECTOR": ("vector", 3, np.float32),
+        "FLOAT_COLOR": ("color", 4, np.float32),
+        "QUATERNION": ("value", 4, np.float32),
+        "FLOAT": ("value", 1, np.float32),
+        "INT": ("value", 1, np.int32),
+    }[attr.data_type]
     out = np.empty(len(mesh.vertices) * width, dtype)
     attr.data.foreach_get(key, out)
     return out.reshape(-1, width) if width > 1 else out
@@ -99,8 +111,9 @@ def test_attributes_round_trip(addon, scene, splat_bundle: Path) -> None:
     assert mesh.attributes["rotation"].data_type == "QUATERNION"
     quats = model.quats.numpy().astype(np.float64)
     rotations = convert.quaternion_to_matrix(quats / np.linalg.norm(quats, axis=1, keepdims=True))
-    np.testing.assert_allclose(convert.quaternion_to_matrix(_attribute(mesh, "rotation")),
-                               transform.rotation @ rotations, atol=1e-5)  # the same orientation in Blender's world
+    np.testing.assert_allclose(
+        convert.quaternion_to_matrix(_attribute(mesh, "rotation")), transform.rotation @ rotations, atol=1e-5
+    )  # the same orientation in Blender's world
     opacity = _sigmoid(model.opacities.numpy())
     np.testing.assert_allclose(_attribute(mesh, "opacity"), opacity, atol=1e-6)
     color = _attribute(mesh, "color")
@@ -113,10 +126,16 @@ def test_attributes_round_trip(addon, scene, splat_bundle: Path) -> None:
     seg_colors = {s.id: s.color for s in data.segments}
     class_colors = {c.id: c.color for c in data.classes.values()}
     grey = (150, 150, 150)
-    np.testing.assert_allclose(_attribute(mesh, "segment_color"),
-                               convert.linear_rgba([seg_colors.get(int(s), grey) for s in segment]), atol=1e-6)
-    np.testing.assert_allclose(_attribute(mesh, "class_color"),
-                               convert.linear_rgba([class_colors.get(int(c), grey) for c in class_id]), atol=1e-6)
+    np.testing.assert_allclose(
+        _attribute(mesh, "segment_color"),
+        convert.linear_rgba([seg_colors.get(int(s), grey) for s in segment]),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        _attribute(mesh, "class_color"),
+        convert.linear_rgba([class_colors.get(int(c), grey) for c in class_id]),
+        atol=1e-6,
+    )
     assert sum("segment" in o for o in bpy.data.objects) == 5  # the point objects are unaffected
     bpy.ops.wm.read_homefile(use_empty=True)
     _import(bpy, splat_bundle, splats=False)
@@ -131,15 +150,24 @@ def test_geometry_nodes_place_one_ellipsoid_per_gaussian(addon, scene, splat_bun
     modifier = ob.modifiers[splats.MODIFIER]
     group = modifier.node_group
     kinds = {node.bl_idname for node in group.nodes}
-    assert {"GeometryNodeInstanceOnPoints", "GeometryNodeMeshIcoSphere", "GeometryNodeSetMaterial",
-            "GeometryNodeRealizeInstances"} <= kinds
-    assert next(n for n in group.nodes if n.bl_idname == "GeometryNodeMeshIcoSphere").inputs[
-        "Subdivisions"].default_value == 1
+    assert {
+        "GeometryNodeInstanceOnPoints",
+        "GeometryNodeMeshIcoSphere",
+        "GeometryNodeSetMaterial",
+        "GeometryNodeRealizeInstances",
+    } <= kinds
+    assert (
+        next(n for n in group.nodes if n.bl_idname == "GeometryNodeMeshIcoSphere").inputs["Subdivisions"].default_value
+        == 1
+    )
     assert splats.set_splats_visible(bpy.context, True) == 1
     assert splats.set_splats_input(ob, splats.SIZE, 3.0)
     depsgraph = bpy.context.evaluated_depsgraph_get()
-    matrices = {inst.random_id: np.array(inst.matrix_world) for inst in depsgraph.object_instances
-                if inst.is_instance and inst.parent is not None and inst.parent.original == ob}
+    matrices = {
+        inst.random_id: np.array(inst.matrix_world)
+        for inst in depsgraph.object_instances
+        if inst.is_instance and inst.parent is not None and inst.parent.original == ob
+    }
     assert len(matrices) == N
     mesh = ob.data
     position, scale = _attribute(mesh, "position"), _attribute(mesh, "scale")
@@ -212,7 +240,7 @@ def _render_centre(bpy, scene, path: Path) -> np.ndarray:
     bpy.ops.render.render(write_still=True)
     pixels = read_png(path)
     h, w = pixels.shape[:2]
-    return pixels[h // 2 - 2:h // 2 + 2, w // 2 - 2:w // 2 + 2].reshape(-1, pixels.shape[2]).mean(axis=0)
+    return pixels[h // 2 - 2 : h // 2 + 2, w // 2 - 2 : w // 2 + 2].reshape(-1, pixels.shape[2]).mean(axis=0)
 
 
 def test_colour_switch_recolours_the_splats(addon, scene, splat_bundle: Path, tmp_path: Path) -> None:
@@ -223,8 +251,11 @@ def test_colour_switch_recolours_the_splats(addon, scene, splat_bundle: Path, tm
         ob.hide_render = "segment" in ob
     addon.module("importers.splats").set_splats_visible(bpy.context, True)
     segment = next(s for s in data.segments if s.id == 2)
-    expected = {"PHOTO": np.round(FRONT_RGB * 255), "INSTANCE": segment.color,
-                "SEMANTIC": data.classes[segment.class_id].color}
+    expected = {
+        "PHOTO": np.round(FRONT_RGB * 255),
+        "INSTANCE": segment.color,
+        "SEMANTIC": data.classes[segment.class_id].color,
+    }
     for mode, rgb in expected.items():
         scene.panst3r.display = mode
         centre = _render_centre(bpy, scene, tmp_path / f"{mode}.png")

@@ -105,12 +105,23 @@ def huge_manifest(bundle: Path, size: int = 65 << 20) -> None:
 def malformed_png(width: int = 32, height: int = 24) -> bytes:
     """A PNG whose IHDR chunk is 5 bytes long, with a wrong CRC."""
     body = zlib.compress(b"\0" * (height * (width * 3 + 1)))
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 5) + b"IHDR" + struct.pack(">IB", width, 8) + b"\0\0\0\0"
-            + struct.pack(">I", len(body)) + b"IDAT" + body + b"\0\0\0\0" + b"\0\0\0\0IEND\xaeB`\x82")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", 5)
+        + b"IHDR"
+        + struct.pack(">IB", width, 8)
+        + b"\0\0\0\0"
+        + struct.pack(">I", len(body))
+        + b"IDAT"
+        + body
+        + b"\0\0\0\0"
+        + b"\0\0\0\0IEND\xaeB`\x82"
+    )
 
 
 def declared_png(width: int, height: int, body: bytes | None = None) -> bytes:
     """An RGB PNG declaring width x height pixels; its image data ``body``, by default 1 MB of zeros deflated."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 

@@ -45,12 +45,12 @@ def read_glb(path: Path) -> tuple[dict, bytes]:
     assert (magic, version, length) == (0x46546C67, 2, len(data))
     json_len, json_type = struct.unpack_from("<II", data, 12)
     assert json_type == 0x4E4F534A and json_len % 4 == 0
-    doc = json.loads(data[20:20 + json_len])
+    doc = json.loads(data[20 : 20 + json_len])
     offset, binary = 20 + json_len, b""
     if offset < len(data):
         bin_len, bin_type = struct.unpack_from("<II", data, offset)
         assert bin_type == 0x004E4942 and bin_len % 4 == 0 and offset + 8 + bin_len == len(data)
-        binary = data[offset + 8:offset + 8 + bin_len]
+        binary = data[offset + 8 : offset + 8 + bin_len]
         assert doc["buffers"][0]["byteLength"] <= bin_len
     return doc, binary
 
@@ -80,8 +80,7 @@ def test_instance_plys_hold_each_segment(bundle: Bundle, tmp_path: Path) -> None
         mask = points["segment"] == segment
         assert len(vertices) == mask.sum()
         np.testing.assert_array_equal(np.stack([vertices[a] for a in "xyz"], 1), points["xyz"][mask])
-        np.testing.assert_array_equal(np.stack([vertices[c] for c in ("red", "green", "blue")], 1),
-                                      points["rgb"][mask])
+        np.testing.assert_array_equal(np.stack([vertices[c] for c in ("red", "green", "blue")], 1), points["rgb"][mask])
         assert (vertices["segment"] == segment).all()
         assert (vertices["class"] == SEGMENT_CLASSES.get(segment, -1)).all()
     assert sum(len(read_ply(p)) for p in paths) == len(points["xyz"])

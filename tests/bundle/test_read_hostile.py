@@ -150,8 +150,12 @@ def test_raw_npz_bomb_is_refused(tmp_path: Path) -> None:
 
 
 def test_raw_npz_written_by_numpy_still_loads(tmp_path: Path) -> None:
-    arrays = {"pred_logits": np.ones((3, 4), np.float32), "pred_masks": np.zeros((1, 3, 2, 2), np.float32),
-              "true_shape": np.array([[4, 4]], np.int32), "class_names": np.array(["a", "b"])}
+    arrays = {
+        "pred_logits": np.ones((3, 4), np.float32),
+        "pred_masks": np.zeros((1, 3, 2, 2), np.float32),
+        "true_shape": np.array([[4, 4]], np.int32),
+        "class_names": np.array(["a", "b"]),
+    }
     np.savez_compressed(tmp_path / "raw.npz", **arrays)
     loaded = load_raw(tmp_path / "raw.npz")
     for name, arr in arrays.items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,7 @@ def test_writer_fills_derived_fields(written: Path, inputs) -> None:
     manifest, points, panoptic, _ = inputs
     m = read_bundle(written).manifest
     assert m["format_version"] == FORMAT_VERSION
-    assert datetime.fromisoformat(m["created"]).utcoffset() == timezone.utc.utcoffset(None)
+    assert datetime.fromisoformat(m["created"]).utcoffset() == UTC.utcoffset(None)
     assert [c["color"] for c in m["classes"]] == [list(class_color(c["name"])) for c in manifest["classes"]]
     stems = [im["stem"] for im in manifest["images"]]
     for seg in m["segments"]:
@@ -223,11 +223,29 @@ def _corrupt(name: str, inputs) -> None:
         manifest["model"]["version"] = "v3"
 
 
-@pytest.mark.parametrize("name", ["xyz shape", "N mismatch", "NaN xyz", "float rgb", "unknown segment",
-                                  "pixel outside", "view out of range", "missing array", "map shape",
-                                  "map unknown id", "photo dtype", "duplicate stem", "unsafe stem",
-                                  "missing camera", "unknown class", "point_count mismatch", "NaN in options",
-                                  "bad model version"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "xyz shape",
+        "N mismatch",
+        "NaN xyz",
+        "float rgb",
+        "unknown segment",
+        "pixel outside",
+        "view out of range",
+        "missing array",
+        "map shape",
+        "map unknown id",
+        "photo dtype",
+        "duplicate stem",
+        "unsafe stem",
+        "missing camera",
+        "unknown class",
+        "point_count mismatch",
+        "NaN in options",
+        "bad model version",
+    ],
+)
 def test_invalid_input_refused_and_nothing_written(tmp_path: Path, inputs, name: str) -> None:
     _corrupt(name, inputs)
     with pytest.raises(BundleError) as info:
@@ -240,6 +258,7 @@ def test_invalid_input_refused_and_nothing_written(tmp_path: Path, inputs, name:
 def test_disk_full_leaves_nothing(tmp_path: Path, inputs, monkeypatch, target: str) -> None:
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     if target == "savez":
         monkeypatch.setattr(np, "savez", full)
     else:
@@ -254,6 +273,7 @@ def test_failed_overwrite_keeps_the_old_bundle(written: Path, inputs, monkeypatc
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(np, "savez", full)
     with pytest.raises(BundleError, match="not enough disk space"):
         write_bundle(written, *inputs, overwrite=True)
@@ -265,6 +285,7 @@ def test_failed_overwrite_keeps_the_old_bundle(written: Path, inputs, monkeypatc
 def test_other_os_errors_become_bundle_errors(tmp_path: Path, inputs, monkeypatch) -> None:
     def denied(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied")
+
     monkeypatch.setattr(np, "savez", denied)
     with pytest.raises(BundleError, match="writable"):
         write_bundle(tmp_path / "job", *inputs)
@@ -372,7 +393,8 @@ def test_segments_info_hand_made() -> None:
     ids[4, 0] = 9
     assert panoptic_segments_info(ids, {4: 1, 9: 2}) == [
         {"id": 4, "category_id": 1, "area": 6, "bbox": [2, 1, 3, 2], "iscrowd": 0},
-        {"id": 9, "category_id": 2, "area": 1, "bbox": [0, 4, 1, 1], "iscrowd": 0}]
+        {"id": 9, "category_id": 2, "area": 1, "bbox": [0, 4, 1, 1], "iscrowd": 0},
+    ]
     assert panoptic_segments_info(np.zeros((2, 2), np.int32), {}) == []
 
 

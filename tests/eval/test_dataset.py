@@ -49,14 +49,27 @@ def _scene(n: int = 3, seed: int = 0) -> SceneDataset:
     for i in range(n):
         sem = np.ones((H, W), np.uint16)
         inst = np.full((H, W), 3, np.uint16)
-        sem[4:8, 2 + i:8 + i], inst[4:8, 2 + i:8 + i] = 2, 7  # the chair, same id in every view
+        sem[4:8, 2 + i : 8 + i], inst[4:8, 2 + i : 8 + i] = 2, 7  # the chair, same id in every view
         depth = (2.0 + rng.uniform(0, 0.5, (H, W))).astype(np.float32)
         depth[0, 0] = 0.0  # no hit
-        views.append(View(f"v{i}", _K(), _pose(0.1 * i, (0.2 * i, 0.0, 0.05 * i)),
-                          rng.integers(0, 255, (H, W, 3), dtype=np.uint8), depth, sem, inst))
-    return SceneDataset([ClassInfo(1, "wall", False), ClassInfo(2, "chair", True)],
-                        [InstanceInfo(3, 1, "wall_3"), InstanceInfo(7, 2, "chair_7")], views, seed=seed,
-                        meta={"note": "test"})
+        views.append(
+            View(
+                f"v{i}",
+                _K(),
+                _pose(0.1 * i, (0.2 * i, 0.0, 0.05 * i)),
+                rng.integers(0, 255, (H, W, 3), dtype=np.uint8),
+                depth,
+                sem,
+                inst,
+            )
+        )
+    return SceneDataset(
+        [ClassInfo(1, "wall", False), ClassInfo(2, "chair", True)],
+        [InstanceInfo(3, 1, "wall_3"), InstanceInfo(7, 2, "chair_7")],
+        views,
+        seed=seed,
+        meta={"note": "test"},
+    )
 
 
 def test_write_read_roundtrip_is_exact(tmp_path: Path) -> None:

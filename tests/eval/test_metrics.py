@@ -26,13 +26,15 @@ def canvas(n: int = 10, fill: int = WALL) -> tuple[np.ndarray, np.ndarray]:
 
 def pq(pred, gt, **kw) -> dict:
     """PQ^scene of lists of (sem, inst) views."""
-    return panoptic_quality_scene([p[0] for p in pred], [p[1] for p in pred],
-                                  [g[0] for g in gt], [g[1] for g in gt], THINGS, STUFF, **kw)
+    return panoptic_quality_scene(
+        [p[0] for p in pred], [p[1] for p in pred], [g[0] for g in gt], [g[1] for g in gt], THINGS, STUFF, **kw
+    )
 
 
 def pq_view(pred, gt, **kw) -> dict:
-    return panoptic_quality_per_view([p[0] for p in pred], [p[1] for p in pred],
-                                     [g[0] for g in gt], [g[1] for g in gt], THINGS, STUFF, **kw)
+    return panoptic_quality_per_view(
+        [p[0] for p in pred], [p[1] for p in pred], [g[0] for g in gt], [g[1] for g in gt], THINGS, STUFF, **kw
+    )
 
 
 def put(view, rows, cols, sem, inst=0) -> None:

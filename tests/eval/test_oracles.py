@@ -46,16 +46,26 @@ from panst3r_engine.pipeline.cameras import ViewGeometry, recover_camera
 from panst3r_engine.postprocess import METHODS, postprocess
 
 W, H, F = 128, 96, 80.0
-CLASSES = [ClassInfo(1, "wall", False), ClassInfo(2, "floor", False), ClassInfo(3, "ceiling", False),
-           ClassInfo(4, "chair", True), ClassInfo(5, "table", True)]
+CLASSES = [
+    ClassInfo(1, "wall", False),
+    ClassInfo(2, "floor", False),
+    ClassInfo(3, "ceiling", False),
+    ClassInfo(4, "chair", True),
+    ClassInfo(5, "table", True),
+]
 ROOM = (np.array([-2.0, -1.5, 0.0]), np.array([2.0, 1.5, 2.5]))
 # (instance id, class id, min corner, max corner): two chairs make thing matching non-trivial.
-BOXES = [(7, 4, (0.3, -0.6, 0.0), (0.9, 0.0, 0.8)), (8, 5, (-1.2, 0.2, 0.0), (-0.4, 0.9, 0.7)),
-         (9, 4, (-0.5, -1.2, 0.0), (0.0, -0.7, 0.9))]
+BOXES = [
+    (7, 4, (0.3, -0.6, 0.0), (0.9, 0.0, 0.8)),
+    (8, 5, (-1.2, 0.2, 0.0), (-0.4, 0.9, 0.7)),
+    (9, 4, (-0.5, -1.2, 0.0), (0.0, -0.7, 0.9)),
+]
 FACE_INSTANCE = {(0, 0): 3, (0, 1): 4, (1, 0): 5, (1, 1): 6, (2, 0): 1, (2, 1): 2}  # (axis, max side) -> id
-INSTANCES = ([InstanceInfo(1, 2, "floor"), InstanceInfo(2, 3, "ceiling")]
-             + [InstanceInfo(i, 1, f"wall_{i}") for i in (3, 4, 5, 6)]
-             + [InstanceInfo(i, c, f"obj_{i}") for i, c, *_ in BOXES])
+INSTANCES = (
+    [InstanceInfo(1, 2, "floor"), InstanceInfo(2, 3, "ceiling")]
+    + [InstanceInfo(i, 1, f"wall_{i}") for i in (3, 4, 5, 6)]
+    + [InstanceInfo(i, c, f"obj_{i}") for i, c, *_ in BOXES]
+)
 
 
 def _slabs(origin: np.ndarray, dirs: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,8 +103,9 @@ def room_scene(n_views: int = 6) -> SceneDataset:
         c2w = look_at(np.array([1.5 * np.cos(a), 1.1 * np.sin(a), 1.5]), np.array([0.0, 0.0, 0.5]))
         depth, inst = _raycast(K, c2w)
         sem = np.vectorize(class_of.get)(inst)
-        views.append(View(f"v{i}", K, c2w, colours[inst].astype(np.uint8), depth, sem.astype(np.uint16),
-                          inst.astype(np.uint16)))
+        views.append(
+            View(f"v{i}", K, c2w, colours[inst].astype(np.uint8), depth, sem.astype(np.uint16), inst.astype(np.uint16))
+        )
     return SceneDataset(CLASSES, INSTANCES, views, seed=0)
 
 
@@ -123,8 +134,9 @@ def gt_queries(scene: SceneDataset, n_empty: int = 3) -> tuple[torch.Tensor, lis
     """
     things = set(scene.thing_classes)
     sem, inst = panoptic_ground_truth(scene)
-    keys = sorted({(int(c), int(i) if c in things else 0) for s, n in zip(sem, inst)
-                   for c, i in zip(s.ravel(), n.ravel()) if c})
+    keys = sorted(
+        {(int(c), int(i) if c in things else 0) for s, n in zip(sem, inst) for c, i in zip(s.ravel(), n.ravel()) if c}
+    )
     num_cls = max(c.id for c in scene.classes)
     logits = torch.full((len(keys) + n_empty, num_cls), -20.0)
     masks = [torch.full((len(keys) + n_empty, *s.shape), -20.0) for s in sem]
@@ -171,8 +183,9 @@ def blender_scene(tmp_path_factory: pytest.TempPathFactory) -> SceneDataset:
         import bpy  # noqa: F401
     except (ImportError, OSError) as exc:
         pytest.skip(f"bpy does not import: {exc}")
-    return read_scene(generate_scene(tmp_path_factory.mktemp("oracle") / "scene", seed=4, num_views=3,
-                                     width=64, height=48, fast=True))
+    return read_scene(
+        generate_scene(tmp_path_factory.mktemp("oracle") / "scene", seed=4, num_views=3, width=64, height=48, fast=True)
+    )
 
 
 # --------------------------------------------------------------------------- camera recovery oracle
@@ -216,8 +229,18 @@ def gt_prediction(scene: SceneDataset, inputs: list[int], resize: str) -> Predic
     for inst in scene.instances:
         lut[inst.id] = inst.class_id
     segment = np.concatenate([p.ravel() for p in pan])
-    return Prediction(pan, lut, boxes, np.stack(K), np.stack(c2w), np.array([k[0, 0] for k in K]),
-                      np.concatenate(xyz), np.concatenate(view), np.concatenate(pixel), segment)
+    return Prediction(
+        pan,
+        lut,
+        boxes,
+        np.stack(K),
+        np.stack(c2w),
+        np.array([k[0, 0] for k in K]),
+        np.concatenate(xyz),
+        np.concatenate(view),
+        np.concatenate(pixel),
+        segment,
+    )
 
 
 @pytest.mark.parametrize("resize", ["none", "512"])
@@ -253,8 +276,15 @@ def test_gt_points_projected_into_held_out_views(room: SceneDataset, resize: str
     assert r["panoptic_input_views"]["pq"] == pytest.approx(1.0)
     v = room.views[4]
     box, size = processing_frame(v.width, v.height, resize)
-    ids = zbuffer_labels(pred.xyz, pred.segment, processed_K(v.K, box, size),
-                         transform_pose(v.cam_to_world, TO_PRED), size, opts.point_radius, opts.fill_radius)
+    ids = zbuffer_labels(
+        pred.xyz,
+        pred.segment,
+        processed_K(v.K, box, size),
+        transform_pose(v.cam_to_world, TO_PRED),
+        size,
+        opts.point_radius,
+        opts.fill_radius,
+    )
     truth = to_processed(v.instance.astype(np.int64), box, size)
     covered = ids > 0
     assert covered.mean() > 0.9 and (ids[covered] == truth[covered]).mean() > 0.93
@@ -267,7 +297,7 @@ def test_processed_maps_and_intrinsics_agree(room: SceneDataset, resize: str) ->
     box, size = processing_frame(v.width, v.height, resize)
     pts = to_processed(gt_pointmaps(room, 2), box, size)
     uv, _ = project(pts, processed_K(v.K, box, size), v.cam_to_world)
-    rows, cols = np.mgrid[0:size[1], 0:size[0]]
+    rows, cols = np.mgrid[0 : size[1], 0 : size[0]]
     half = 0.5 * size[0] / (box[2] - box[0])
     assert np.abs(uv - np.stack([cols, rows], -1)).max() <= half + 1e-6
     if resize == "none":  # and the z-buffer puts every pixel's own label back

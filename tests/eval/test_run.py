@@ -28,8 +28,10 @@ from panst3r_engine.eval.run import (
     zbuffer_labels,
 )
 
-needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
-                               reason="bpy (Blender as a module, pip install bpy==5.0.1, Python 3.11) is not installed")
+needs_bpy = pytest.mark.skipif(
+    importlib.util.find_spec("bpy") is None,
+    reason="bpy (Blender as a module, pip install bpy==5.0.1, Python 3.11) is not installed",
+)
 VIEWS = 5
 
 
@@ -118,8 +120,25 @@ def scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     except (ImportError, OSError) as exc:
         pytest.skip(f"bpy does not import: {exc}")
     out = tmp_path_factory.mktemp("evalscene") / "room"
-    assert main(["eval", "make-scene", str(out), "--seed", "2", "--views", str(VIEWS), "--width", "128",
-                 "--height", "96", "--fast"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "make-scene",
+                str(out),
+                "--seed",
+                "2",
+                "--views",
+                str(VIEWS),
+                "--width",
+                "128",
+                "--height",
+                "96",
+                "--fast",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -131,9 +150,28 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _run(scene_dir: Path, checkpoint: Path, out: Path, *extra: str) -> int:
-    return main(["eval", "run", str(scene_dir), "--weights", str(checkpoint), "--vocab-embeddings", "random",
-                 "--device", "cpu", "--resize", "none", "--conf-threshold", "1", "--max-points", "20000",
-                 "--out", str(out), *extra])
+    return main(
+        [
+            "eval",
+            "run",
+            str(scene_dir),
+            "--weights",
+            str(checkpoint),
+            "--vocab-embeddings",
+            "random",
+            "--device",
+            "cpu",
+            "--resize",
+            "none",
+            "--conf-threshold",
+            "1",
+            "--max-points",
+            "20000",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 def _in_unit(x) -> bool:

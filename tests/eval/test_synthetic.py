@@ -27,8 +27,10 @@ from panst3r_engine.eval.scene_layout import CLASS_ID, FURNITURE, sample_layout
 from panst3r_engine.geometry import recover_cameras
 
 SEED, VIEWS, W, H = 3, 3, 64, 48
-needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
-                               reason="bpy (Blender as a module, pip install bpy==5.0.1, Python 3.11) is not installed")
+needs_bpy = pytest.mark.skipif(
+    importlib.util.find_spec("bpy") is None,
+    reason="bpy (Blender as a module, pip install bpy==5.0.1, Python 3.11) is not installed",
+)
 
 
 # --------------------------------------------------------------------------- layout (no Blender)
@@ -85,8 +87,10 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from panst3r_engine.eval.synthetic import main  # noqa: PLC0415
 
     out = tmp_path_factory.mktemp("synth") / "scene"
-    assert main([str(out), "--seed", str(SEED), "--views", str(VIEWS), "--width", str(W), "--height", str(H),
-                 "--fast"]) == 0
+    assert (
+        main([str(out), "--seed", str(SEED), "--views", str(VIEWS), "--width", str(W), "--height", str(H), "--fast"])
+        == 0
+    )
     return out
 
 

@@ -48,7 +48,9 @@ def test_official_config_strings_pick_the_right_model(parity_dir, version, tmp_p
     with pytest.raises(CheckpointError, match="missing"):
         load_model(path)
     _, info = read_checkpoint(path)
-    assert info.config == model_config(version).__class__(**{**model_config(version).__dict__, "postprocess_default": "qubo"})
+    assert info.config == model_config(version).__class__(
+        **{**model_config(version).__dict__, "postprocess_default": "qubo"}
+    )
 
 
 def test_dinov2_transformers5_spelling_is_accepted(tmp_path):
@@ -56,7 +58,9 @@ def test_dinov2_transformers5_spelling_is_accepted(tmp_path):
     weights = random_state_dict(cfg)
     renamed = {}
     for key, value in weights.items():
-        key = key.replace(".attention.attention.query.", ".attention.q_proj.").replace(".attention.output.dense.", ".attention.o_proj.")
+        key = key.replace(".attention.attention.query.", ".attention.q_proj.").replace(
+            ".attention.output.dense.", ".attention.o_proj."
+        )
         renamed[key] = value
     assert any(".q_proj." in k for k in renamed)
     assert official_to_ours(renamed).keys() == weights.keys()
@@ -117,7 +121,9 @@ def test_unexpected_key(tmp_path):
     weights = random_state_dict(cfg)
     weights["panoptic_decoder.mask_transformer.nocls_token"] = torch.zeros(64)
     write_checkpoint(tmp_path / "u.pth", cfg, weights)
-    with pytest.raises(CheckpointError, match=r"1 tensor\(s\) unexpected: panoptic_decoder.mask_transformer.nocls_token"):
+    with pytest.raises(
+        CheckpointError, match=r"1 tensor\(s\) unexpected: panoptic_decoder.mask_transformer.nocls_token"
+    ):
         load_model(tmp_path / "u.pth")
 
 
@@ -126,7 +132,9 @@ def test_wrong_shape(tmp_path):
     weights = random_state_dict(cfg)
     weights["must3r_encoder.norm_enc.weight"] = torch.ones(65)
     write_checkpoint(tmp_path / "s.pth", cfg, weights)
-    with pytest.raises(CheckpointError, match=r"wrong shape: must3r_encoder.norm_enc.weight \(65,\) \(expected \(64,\)\)"):
+    with pytest.raises(
+        CheckpointError, match=r"wrong shape: must3r_encoder.norm_enc.weight \(65,\) \(expected \(64,\)\)"
+    ):
         load_model(tmp_path / "s.pth")
 
 

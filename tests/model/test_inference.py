@@ -37,7 +37,9 @@ def test_memory_schedule():
 def test_batch_size_does_not_change_outputs(version):
     model = tiny_model(version)
     gen = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, 48, 64, generator=gen) * 2 - 1 for _ in range(4)] + [torch.rand(3, 64, 32, generator=gen) * 2 - 1]
+    images = [torch.rand(3, 48, 64, generator=gen) * 2 - 1 for _ in range(4)] + [
+        torch.rand(3, 64, 32, generator=gen) * 2 - 1
+    ]
     text = torch.nn.functional.normalize(torch.randn(3, 768, generator=gen), dim=-1)
     ref = run_inference(model, images, text, num_keyframes=3, max_batch=1)
     for max_batch in (2, 5):

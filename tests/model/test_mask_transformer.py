@@ -54,8 +54,9 @@ def _ref_mha(mha: torch.nn.MultiheadAttention, xq, xk, xv, allowed) -> torch.Ten
     """Explicit multi-head attention from the raw weights; ``allowed`` [Q, K] bool."""
     heads, dim = mha.num_heads, xq.shape[-1]
     w, b = mha.in_proj_weight.chunk(3), mha.in_proj_bias.chunk(3)
-    q, k, v = ((x @ wi.T + bi).reshape(-1, heads, dim // heads).transpose(0, 1)
-               for x, wi, bi in zip((xq, xk, xv), w, b))
+    q, k, v = (
+        (x @ wi.T + bi).reshape(-1, heads, dim // heads).transpose(0, 1) for x, wi, bi in zip((xq, xk, xv), w, b)
+    )
     scores = (q @ k.transpose(1, 2)) / math.sqrt(dim // heads)
     out = scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
     return out.transpose(0, 1).reshape(-1, dim) @ mha.out_proj.weight.T + mha.out_proj.bias
@@ -74,14 +75,19 @@ def _ref_heads(mt: MaskTransformer, q, feats, emb):
 
 
 def _ref_decode(mt: MaskTransformer, fpn, feats, emb):
-    """Independent re-statement of the decode loop (Mask2Former, arXiv 2112.01527: masked attention) with explicit attention."""
+    """Independent re-statement of the decode loop (Mask2Former, arXiv 2112.01527) with explicit attention."""
     src = torch.cat([f.flatten(1).T for f in fpn]) + mt.level_embed.weight[0]
     pos = torch.cat([_ref_pe(f.shape[1], f.shape[2], f.shape[0]).float() for f in fpn])
     q, qpos = mt.query_feat.weight, mt.query_embed.weight
     logits, masks = _ref_heads(mt, q, feats, emb)
     for ca, sa, ffn in zip(mt.cross_attn_layers, mt.self_attn_layers, mt.ffn_layers):
-        allowed = torch.cat([F.interpolate(m[None], size=f.shape[-2:], mode="bilinear")[0].sigmoid().flatten(1) >= 0.5
-                             for m, f in zip(masks, fpn)], dim=1)
+        allowed = torch.cat(
+            [
+                F.interpolate(m[None], size=f.shape[-2:], mode="bilinear")[0].sigmoid().flatten(1) >= 0.5
+                for m, f in zip(masks, fpn)
+            ],
+            dim=1,
+        )
         allowed[~allowed.any(-1)] = True
         q = ca.norm(q + _ref_mha(ca.multihead_attn, q + qpos, src + pos, src, allowed))
         everything = torch.ones(q.shape[0], q.shape[0], dtype=torch.bool)
@@ -166,13 +172,15 @@ def test_attention_mask_resizes_per_view_in_key_order():
     mt = _model()
     masks = [torch.randn(CFG.num_queries, 8 * h, 8 * w) for h, w in SIZES]
     blocked, margin = mt.attention_mask(masks, SIZES)
-    smalls = [F.interpolate(m[None], size=s, mode="bilinear", align_corners=False)[0].flatten(1) for m, s in zip(masks, SIZES)]
+    smalls = [
+        F.interpolate(m[None], size=s, mode="bilinear", align_corners=False)[0].flatten(1) for m, s in zip(masks, SIZES)
+    ]
     torch.testing.assert_close(margin, torch.cat(smalls, 1).abs().amin(1))
     for head in range(CFG.num_heads):
         start = 0
         for m, (h, w) in zip(masks, SIZES):
             small = F.interpolate(m[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-            assert torch.equal(blocked[head, :, start:start + h * w], small.flatten(1).sigmoid() < 0.5)
+            assert torch.equal(blocked[head, :, start : start + h * w], small.flatten(1).sigmoid() < 0.5)
             start += h * w
 
 

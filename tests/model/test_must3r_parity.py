@@ -34,7 +34,7 @@ def test_memory_and_render_match_official(parity_dir, must3r, case):
     assert keyframes == meta["keyframes"]
     memory, start = None, 0
     for size in memory_batches(len(keyframes)):
-        batch = keyframes[start:start + size]
+        batch = keyframes[start : start + size]
         memory = decoder.update([tokens[i] for i in batch], [pos[i] for i in batch], memory)
         start += size
     feats, raw = decoder.render(tokens, pos, memory)

@@ -49,8 +49,9 @@ def _close(name: str, ours: np.ndarray, ref: np.ndarray, max_abs: float, mean_ab
         assert diff.mean() <= mean_abs, f"{name}: mean abs diff {diff.mean():.3g} > {mean_abs}"
 
 
-def _split_queries(name: str, ours: np.ndarray, ref: np.ndarray, axis: int, excused: np.ndarray,
-                   tight: tuple, loose: tuple) -> None:
+def _split_queries(
+    name: str, ours: np.ndarray, ref: np.ndarray, axis: int, excused: np.ndarray, tight: tuple, loose: tuple
+) -> None:
     """Tight bound on well-conditioned queries (along ``axis``), loose on near-tie ones."""
     keep = np.ones(ours.shape[axis], dtype=bool)
     keep[excused[excused < ours.shape[axis]]] = False
@@ -82,9 +83,13 @@ def network_outputs(parity_dir, filled_model, case):
         ref, meta = load_case(parity_dir, f"{case}_{version}")
         if any(k[0] != version for k in _OUTPUTS):
             _OUTPUTS.clear()  # the other version's results are done with
-        _OUTPUTS[key] = run_inference(model, list(load_parity_images(parity_dir)),
-                                      torch.from_numpy(ref["class_embeddings"]),
-                                      num_keyframes=meta["case"]["num_keyframes"], keep_features=True)
+        _OUTPUTS[key] = run_inference(
+            model,
+            list(load_parity_images(parity_dir)),
+            torch.from_numpy(ref["class_embeddings"]),
+            num_keyframes=meta["case"]["num_keyframes"],
+            keep_features=True,
+        )
     return _OUTPUTS[key]
 
 
@@ -108,23 +113,52 @@ def test_network_matches_official(parity_dir, filled_model, case):
     loose = (5e-2, 2e-3) if version == "v2" else (1e-4, None)
     _close("upscaler_fpn_v0", feats["fpn"][0].numpy(), ref["upscaler_fpn_v0"], 1e-3)
     mask_feats = feats["mask_feats"][0].flatten(1)
-    _close("upscaler_mask_feats_v0_first_channels", feats["mask_feats"][0][:8].numpy(),
-           ref["upscaler_mask_feats_v0_first_channels"], *loose)
-    _close("upscaler_mask_feats_v0_channel_mean", mask_feats.mean(-1).numpy(), ref["upscaler_mask_feats_v0_channel_mean"], *loose)
-    _close("upscaler_mask_feats_v0_channel_std", mask_feats.std(-1).numpy(), ref["upscaler_mask_feats_v0_channel_std"], *loose)
+    _close(
+        "upscaler_mask_feats_v0_first_channels",
+        feats["mask_feats"][0][:8].numpy(),
+        ref["upscaler_mask_feats_v0_first_channels"],
+        *loose,
+    )
+    _close(
+        "upscaler_mask_feats_v0_channel_mean",
+        mask_feats.mean(-1).numpy(),
+        ref["upscaler_mask_feats_v0_channel_mean"],
+        *loose,
+    )
+    _close(
+        "upscaler_mask_feats_v0_channel_std",
+        mask_feats.std(-1).numpy(),
+        ref["upscaler_mask_feats_v0_channel_std"],
+        *loose,
+    )
     excused = np.flatnonzero(out.attention_margin.numpy() < NEAR_TIE)
     assert len(excused) <= MAX_EXCUSED, f"{len(excused)} queries have near-tie attention masks"
     v2_loose = (5e-2, 2e-3)
-    _split_queries("pred_logits", out.pred_logits.numpy(), ref["pred_logits"], 0, excused,
-                   (1e-3,) if version == "v2" else (1e-5,), (1e-2,))
-    _split_queries("out_queries", out.out_queries.numpy(), ref["out_queries"], 0, excused,
-                   v2_loose if version == "v2" else (1e-3,), v2_loose)
+    _split_queries(
+        "pred_logits",
+        out.pred_logits.numpy(),
+        ref["pred_logits"],
+        0,
+        excused,
+        (1e-3,) if version == "v2" else (1e-5,),
+        (1e-2,),
+    )
+    _split_queries(
+        "out_queries",
+        out.out_queries.numpy(),
+        ref["out_queries"],
+        0,
+        excused,
+        v2_loose if version == "v2" else (1e-3,),
+        v2_loose,
+    )
     for name, value in _mask_stats(out.pred_masks, ref["pred_masks_sample_index"]).items():
         _split_queries(name, value, ref[name], 1, excused, loose, v2_loose)  # [V, Q, ...]
 
 
-def _same_panoptic(name: str, ours, ref_pan: np.ndarray, ref_conf: np.ndarray, ref_segments: list[dict],
-                   conf_tol: float) -> None:
+def _same_panoptic(
+    name: str, ours, ref_pan: np.ndarray, ref_conf: np.ndarray, ref_segments: list[dict], conf_tol: float
+) -> None:
     """Same segments (ids, query ids, classes); <= 0.1 % of pixels differ; conf close where pan agrees."""
     got = [(s["id"], s["query_id"], int(s["category_id"])) for s in ours.segments]
     want = [(s["id"], s["query_id"], int(s["category_id"])) for s in ref_segments]
@@ -151,8 +185,9 @@ def test_postprocessing_of_our_outputs_matches_official(parity_dir, filled_model
     conf_tol = 1e-2 if version == "v2" else 1e-4
     for method in ("standard_v1", "standard_v2"):
         result = postprocess(out.pred_logits, out.pred_masks, shapes, method=method)
-        _same_panoptic(method, result, ref[f"{method}_pan"], ref[f"{method}_conf"], meta["segments_info"][method],
-                       conf_tol)
+        _same_panoptic(
+            method, result, ref[f"{method}_pan"], ref[f"{method}_conf"], meta["segments_info"][method], conf_tol
+        )
     probs = mask_probs_low_res(out.pred_masks, shapes)
     a = qubo_matrix(soft_overlaps(probs, shapes, tau=0.0), qubo_norm(shapes))
     x_ref, energy_ref = anneal_reference(a, seed=meta["qubo_seed"])

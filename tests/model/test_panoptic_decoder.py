@@ -40,8 +40,9 @@ def test_norm_eps_match_manifest(parity_dir: Path):
         manifest = json.loads((parity_dir / "manifests" / f"panst3r_{version}_state_dict.json").read_text())
         with torch.device("meta"):
             decoder = PanopticDecoder(FACTORIES[version]().panoptic, concat_dim=2816)
-        norms = {PREFIX + n: m for n, m in decoder.named_modules()
-                 if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm))}
+        norms = {
+            PREFIX + n: m for n, m in decoder.named_modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm))
+        }
         expected = {k: v for k, v in manifest["norm_modules"].items() if k.startswith(PREFIX)}
         assert set(norms) == set(expected)
         for name, (kind, eps, *groups) in expected.items():
@@ -80,8 +81,9 @@ def test_encode_views_rejects_wrong_grid():
     cfg = panst3r_v1(tiny=True)
     decoder = PanopticDecoder(cfg.panoptic, cfg.concat_dim)
     with pytest.raises(ValueError):
-        decoder.encode_views(torch.randn(1, 5, cfg.concat_dim), torch.zeros(1, 5, 2, dtype=torch.long),
-                             torch.zeros(1, 3, 32, 48))
+        decoder.encode_views(
+            torch.randn(1, 5, cfg.concat_dim), torch.zeros(1, 5, 2, dtype=torch.long), torch.zeros(1, 3, 32, 48)
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,8 +115,9 @@ def test_view0_parity(parity_dir: Path, case: str):
     version = case[-2:]
     arrays, _ = load_case(parity_dir, case)
     tol = TOL[version]
-    tokens = np.concatenate([arrays["must3r_enc_tokens_v0"], arrays["must3r_dec_feats_v0"],
-                             arrays["dino_feats_v0"]], axis=-1)
+    tokens = np.concatenate(
+        [arrays["must3r_enc_tokens_v0"], arrays["must3r_dec_feats_v0"], arrays["dino_feats_v0"]], axis=-1
+    )
     tokens = torch.from_numpy(tokens)[None]
     pos = torch.from_numpy(arrays["must3r_enc_pos_v0"])[None]
     image = load_parity_images(parity_dir)[:1]
@@ -124,22 +127,43 @@ def test_view0_parity(parity_dir: Path, case: str):
         fpn, feats = decoder.encode_views(tokens, pos, image)
         flat = feats[0].flatten(1)
         _check("upscaler_fpn_v0", fpn[0], arrays["upscaler_fpn_v0"], tol["fpn"], report)
-        _check("upscaler_mask_feats_v0_first_channels", feats[0, :8],
-               arrays["upscaler_mask_feats_v0_first_channels"], tol["mask_feats"], report)
-        _check("upscaler_mask_feats_v0_channel_mean", flat.mean(1),
-               arrays["upscaler_mask_feats_v0_channel_mean"], tol["mask_feats"], report)
-        _check("upscaler_mask_feats_v0_channel_std", flat.std(1),
-               arrays["upscaler_mask_feats_v0_channel_std"], tol["mask_feats"], report)
-        pred = decoder.predict(torch.from_numpy(arrays["out_queries"]), [feats[0]],
-                               torch.from_numpy(arrays["class_embeddings"]))
+        _check(
+            "upscaler_mask_feats_v0_first_channels",
+            feats[0, :8],
+            arrays["upscaler_mask_feats_v0_first_channels"],
+            tol["mask_feats"],
+            report,
+        )
+        _check(
+            "upscaler_mask_feats_v0_channel_mean",
+            flat.mean(1),
+            arrays["upscaler_mask_feats_v0_channel_mean"],
+            tol["mask_feats"],
+            report,
+        )
+        _check(
+            "upscaler_mask_feats_v0_channel_std",
+            flat.std(1),
+            arrays["upscaler_mask_feats_v0_channel_std"],
+            tol["mask_feats"],
+            report,
+        )
+        pred = decoder.predict(
+            torch.from_numpy(arrays["out_queries"]), [feats[0]], torch.from_numpy(arrays["class_embeddings"])
+        )
     masks = pred["pred_masks"][0]
     _check("pred_logits", pred["pred_logits"], arrays["pred_logits"], tol["pred_logits"], report)
     _check("pred_masks_first_queries[0]", masks[:8], arrays["pred_masks_first_queries"][0], tol["pred_masks"], report)
     index = torch.from_numpy(arrays["pred_masks_sample_index"])
-    _check("pred_masks_samples[0]", masks.flatten(1)[:, index], arrays["pred_masks_samples"][0],
-           tol["pred_masks"], report)
-    stats = {"mean": masks.flatten(1).mean(1), "std": masks.flatten(1).std(1),
-             "min": masks.flatten(1).min(1).values, "max": masks.flatten(1).max(1).values}
+    _check(
+        "pred_masks_samples[0]", masks.flatten(1)[:, index], arrays["pred_masks_samples"][0], tol["pred_masks"], report
+    )
+    stats = {
+        "mean": masks.flatten(1).mean(1),
+        "std": masks.flatten(1).std(1),
+        "min": masks.flatten(1).min(1).values,
+        "max": masks.flatten(1).max(1).values,
+    }
     for key, value in stats.items():
         _check(f"pred_masks_query_{key}[0]", value, arrays[f"pred_masks_query_{key}"][0], tol["pred_masks"], report)
     print(case, {k: f"max {a:.2e} mean {b:.2e}" for k, (a, b) in report.items()})

@@ -58,10 +58,12 @@ def test_implicit_featurizer_layout():
     for k in range(4):
         for d in range(5):
             ch = k * 5 + d
-            assert math.isclose(out[0, ch, r, c].item(), math.sin(freqs[k] * stack[d] + bias_sin[ch].item()),
-                                abs_tol=2e-3)
-            assert math.isclose(out[0, 20 + ch, r, c].item(), math.cos(freqs[k] * stack[d] + bias_cos[ch].item()),
-                                abs_tol=2e-3)
+            assert math.isclose(
+                out[0, ch, r, c].item(), math.sin(freqs[k] * stack[d] + bias_sin[ch].item()), abs_tol=2e-3
+            )
+            assert math.isclose(
+                out[0, 20 + ch, r, c].item(), math.cos(freqs[k] * stack[d] + bias_cos[ch].item()), abs_tol=2e-3
+            )
     assert torch.equal(out[0, 40:], img[0])
 
 

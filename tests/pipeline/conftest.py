@@ -20,11 +20,13 @@ def textured(width: int, height: int, seed: int) -> np.ndarray:
     """A photo-like image: smooth gradients plus blocks, so every view differs."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    img = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)),
-                    rng.integers(0, 255) * np.ones_like(xx)], axis=-1).astype(np.uint8)
+    img = np.stack(
+        [(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)), rng.integers(0, 255) * np.ones_like(xx)],
+        axis=-1,
+    ).astype(np.uint8)
     for _ in range(6):
         x0, y0 = rng.integers(0, width // 2), rng.integers(0, height // 2)
-        img[y0:y0 + height // 4, x0:x0 + width // 4] = rng.integers(0, 255, 3)
+        img[y0 : y0 + height // 4, x0 : x0 + width // 4] = rng.integers(0, 255, 3)
     return img
 
 

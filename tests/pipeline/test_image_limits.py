@@ -22,8 +22,12 @@ def png_claiming(width: int, height: int) -> bytes:
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("side", [12000, 20000, 28000])
@@ -31,8 +35,11 @@ def test_huge_photos_are_refused_from_the_header(tmp_path, side):
     path = tmp_path / "bomb.png"
     path.write_bytes(png_claiming(side, side))
     started = time.perf_counter()
-    with pytest.raises(ImageError, match=rf"{side * side // 10**6} MP\)? is more than this engine's limit of "
-                                         r"100 MP; scale the photo down"):
+    with pytest.raises(
+        ImageError,
+        match=rf"{side * side // 10**6} MP\)? is more than this engine's limit of "
+        r"100 MP; scale the photo down",
+    ):
         load_photo(path)
     assert time.perf_counter() - started < 1.0
 

@@ -18,15 +18,18 @@ from panst3r_engine.pipeline.images import (
 )
 
 
-@pytest.mark.parametrize("size, target, box", [
-    ((4032, 3024), (512, 384), (0, 0, 4032, 3024)),     # 4:3, resized only
-    ((3024, 4032), (384, 512), (0, 0, 3024, 4032)),     # portrait 3:4
-    ((1920, 1080), (512, 288), (0, 0, 1920, 1080)),     # 16:9
-    ((1000, 1000), (512, 384), (0, 125, 1000, 875)),    # square -> 4:3, centre crop of the height
-    ((2000, 1000), (512, 256), (0, 0, 2000, 1000)),     # 2:1
-    ((1700, 1000), (512, 288), (0, 22, 1700, 978)),     # 1.7 -> 16:9: too tall, crop_H = int(1700 * 9/16) = 956
-    ((1000, 1900), (256, 512), (25, 0, 975, 1900)),     # portrait 0.526 -> 1:2: too wide, crop_W = int(1900 / 2) = 950
-])
+@pytest.mark.parametrize(
+    "size, target, box",
+    [
+        ((4032, 3024), (512, 384), (0, 0, 4032, 3024)),  # 4:3, resized only
+        ((3024, 4032), (384, 512), (0, 0, 3024, 4032)),  # portrait 3:4
+        ((1920, 1080), (512, 288), (0, 0, 1920, 1080)),  # 16:9
+        ((1000, 1000), (512, 384), (0, 125, 1000, 875)),  # square -> 4:3, centre crop of the height
+        ((2000, 1000), (512, 256), (0, 0, 2000, 1000)),  # 2:1
+        ((1700, 1000), (512, 288), (0, 22, 1700, 978)),  # 1.7 -> 16:9: too tall, crop_H = int(1700 * 9/16) = 956
+        ((1000, 1900), (256, 512), (25, 0, 975, 1900)),  # portrait 0.526 -> 1:2: too wide, crop_W = int(1900 / 2) = 950
+    ],
+)
 def test_target_sizes_and_crops_follow_the_official_loader(size, target, box):
     assert target_size_512(*size) == target
     x0, y0, x1, y1 = crop_box_for(*size, target)
@@ -98,7 +101,8 @@ def test_bad_files_are_all_named_before_any_work(tmp_path):
         load_photos([good, tmp_path / "empty.jpg", tmp_path / "text.png", tiny, tmp_path / "missing.jpg"])
     message = str(info.value)
     assert "4 photos cannot be used" in message or all(
-        name in message for name in ("empty.jpg", "text.png", "tiny.png", "missing.jpg"))
+        name in message for name in ("empty.jpg", "text.png", "tiny.png", "missing.jpg")
+    )
     assert "empty.jpg: file is empty" in message
 
 
@@ -106,4 +110,7 @@ def test_resize_none_requires_multiples_of_16(tmp_path):
     path = _save(tmp_path, "odd.png", np.zeros((100, 130, 3), np.uint8))
     with pytest.raises(ImageError, match="odd.png: 130x100 pixels; with --resize none"):
         load_photo(path, resize="none")
-    assert load_photo(_save(tmp_path, "ok.png", np.zeros((96, 128, 3), np.uint8)), resize="none").processed_size == (128, 96)
+    assert load_photo(_save(tmp_path, "ok.png", np.zeros((96, 128, 3), np.uint8)), resize="none").processed_size == (
+        128,
+        96,
+    )

@@ -7,8 +7,14 @@ import pytest
 import torch
 
 from panst3r_engine.model.inference import run_inference
-from panst3r_engine.pipeline.keyframes import (choose_keyframes, farthest_point_sampling, linspace_keyframes,
-                                               order_keyframes, pooled_similarity, retrieval_keyframes)
+from panst3r_engine.pipeline.keyframes import (
+    choose_keyframes,
+    farthest_point_sampling,
+    linspace_keyframes,
+    order_keyframes,
+    pooled_similarity,
+    retrieval_keyframes,
+)
 from tests.model.test_inference import tiny_model
 
 # Five views on a line at x = 0, 1, 2, 10, 11: distances |xi - xj|.
@@ -28,10 +34,7 @@ def test_fps_picks_the_farthest_view_each_time():
 
 
 def test_order_starts_with_the_most_connected_and_grows_by_overlap():
-    s = np.array([[1.0, 0.9, 0.1, 0.0],
-                  [0.9, 1.0, 0.5, 0.2],
-                  [0.1, 0.5, 1.0, 0.8],
-                  [0.0, 0.2, 0.8, 1.0]])
+    s = np.array([[1.0, 0.9, 0.1, 0.0], [0.9, 1.0, 0.5, 0.2], [0.1, 0.5, 1.0, 0.8], [0.0, 0.2, 0.8, 1.0]])
     # Row sums without the diagonal: 1.0, 1.6, 1.4, 1.0 -> view 1 first. Most similar to {1}: view 0 (0.9).
     # Then to {1, 0}: view 2 (0.5 via 1) beats view 3 (0.2). Then view 3.
     assert order_keyframes(s, [0, 1, 2, 3]) == [1, 0, 2, 3]
@@ -74,6 +77,7 @@ def test_inference_takes_keyframes_chosen_from_its_encoder_tokens():
         seen.append(len(tokens))
         return choose_keyframes("retrieval", tokens, 2, seed=1)
 
-    out = run_inference(model, images, torch.nn.functional.normalize(torch.randn(3, model.text_dim), dim=-1),
-                        keyframes=chooser)
+    out = run_inference(
+        model, images, torch.nn.functional.normalize(torch.randn(3, model.text_dim), dim=-1), keyframes=chooser
+    )
     assert seen == [4] and len(out.keyframes) == 2 and len(out.pred_masks) == 4

@@ -54,13 +54,39 @@ def test_every_field_has_a_run_flag_with_its_default_and_help():
 
 
 def test_flags_reach_the_options():
-    args = build_parser().parse_args(["run", "a.jpg", "--out", "b", "--keyframes", "7", "--conf-threshold", "2.5",
-                                      "--max-batch", "4", "--seed", "9", "--splats", "--splat-steps", "50",
-                                      "--resize", "none", "--postprocess", "qubo", "--amp"])
+    args = build_parser().parse_args(
+        [
+            "run",
+            "a.jpg",
+            "--out",
+            "b",
+            "--keyframes",
+            "7",
+            "--conf-threshold",
+            "2.5",
+            "--max-batch",
+            "4",
+            "--seed",
+            "9",
+            "--splats",
+            "--splat-steps",
+            "50",
+            "--resize",
+            "none",
+            "--postprocess",
+            "qubo",
+            "--amp",
+        ]
+    )
     options = JobOptions(**{f.name: getattr(args, f.name) for f in fields(JobOptions)}).validate()
     assert (options.keyframes, options.conf_threshold, options.max_batch, options.seed) == (7, 2.5, 4, 9)
     assert (options.splats, options.splat_steps, options.resize, options.postprocess, options.amp) == (
-        True, 50, "none", "qubo", True)
+        True,
+        50,
+        "none",
+        "qubo",
+        True,
+    )
 
 
 def test_service_accepts_exactly_the_client_fields():
@@ -70,8 +96,9 @@ def test_service_accepts_exactly_the_client_fields():
             assert "unknown option" in service_refusal(name, f.default if f.default is not None else "x")
 
 
-@pytest.mark.parametrize("name", [n for n, f in option_fields().items()
-                                  if f.metadata["min"] is not None or f.metadata["max"] is not None])
+@pytest.mark.parametrize(
+    "name", [n for n, f in option_fields().items() if f.metadata["min"] is not None or f.metadata["max"] is not None]
+)
 def test_out_of_range_is_refused_identically_by_cli_and_service(name, capsys):
     meta = option_fields()[name].metadata
     for value in out_of_range(meta):
@@ -96,9 +123,21 @@ def test_unknown_choices_are_refused_by_cli_validate_and_service(name, capsys):
         assert "must be one of" in service_refusal(name, "magic")
 
 
-@pytest.mark.parametrize("name, value", [("keyframes", True), ("keyframes", 2.0), ("seed", "1"), ("save_raw", 1),
-                                         ("conf_threshold", -math.inf), ("conf_threshold", False), ("weights", None),
-                                         ("splat_steps", 0), ("seed", 2**32), ("max_batch", 65)])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("keyframes", True),
+        ("keyframes", 2.0),
+        ("seed", "1"),
+        ("save_raw", 1),
+        ("conf_threshold", -math.inf),
+        ("conf_threshold", False),
+        ("weights", None),
+        ("splat_steps", 0),
+        ("seed", 2**32),
+        ("max_batch", 65),
+    ],
+)
 def test_validate_refuses_wrong_types_and_bounds(name, value):
     with pytest.raises(OptionsError, match=f"option '{name}' must be"):
         JobOptions(**{name: value, "splats": True}).validate()
@@ -131,18 +170,26 @@ def test_bad_arguments_fail_fast_without_torch(tmp_path):
     photo, empty = tmp_path / "a.jpg", tmp_path / "empty"
     photo.write_bytes(b"not checked: the options fail first")
     empty.mkdir()
-    cases = [["run", str(tmp_path / "missing.jpg"), "--out", "x"],
-             ["run", str(empty), "--out", "x"],
-             ["run", str(photo), "/dev/null", "--out", "x"],
-             ["run", str(photo), "--out", "x", "--keyframes", "many"],
-             ["run", str(photo), "--out", "x", "--max-batch", "0"],
-             ["run", str(photo), "--out", "x", "--resize", "256"],
-             ["run", str(photo), "--out", "x", "--no-such-flag"],
-             ["run", "--out", "x"],
-             ["postprocess", str(tmp_path / "raw.npz"), "--method", "magic", "--out", "x"],
-             ["postprocess", str(tmp_path / "raw.npz"), "--seed", "-1", "--out", "x"]]
-    result = subprocess.run([sys.executable, "-c", NO_TORCH, json.dumps(cases)], check=False, cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    cases = [
+        ["run", str(tmp_path / "missing.jpg"), "--out", "x"],
+        ["run", str(empty), "--out", "x"],
+        ["run", str(photo), "/dev/null", "--out", "x"],
+        ["run", str(photo), "--out", "x", "--keyframes", "many"],
+        ["run", str(photo), "--out", "x", "--max-batch", "0"],
+        ["run", str(photo), "--out", "x", "--resize", "256"],
+        ["run", str(photo), "--out", "x", "--no-such-flag"],
+        ["run", "--out", "x"],
+        ["postprocess", str(tmp_path / "raw.npz"), "--method", "magic", "--out", "x"],
+        ["postprocess", str(tmp_path / "raw.npz"), "--seed", "-1", "--out", "x"],
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, json.dumps(cases)],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"codes": [2] * len(cases), "torch": False}
     assert "missing.jpg: no such file or folder; check the photo path" in result.stderr

@@ -98,10 +98,13 @@ def test_one_photo_is_enough(tiny_checkpoint, photo_dir, tmp_path):
     assert len(bundle.manifest["images"]) == 1 and len(bundle.manifest["cameras"]) == 1
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "file is empty"),
-    (b"this is not a picture", "not a readable image"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "file is empty"),
+        (b"this is not a picture", "not a readable image"),
+    ],
+)
 def test_bad_photo_is_named_and_nothing_is_written(tiny_checkpoint, photo_dir, tmp_path, content, message):
     bad = photo_dir / "broken.jpg"
     bad.write_bytes(content)
@@ -132,7 +135,9 @@ def test_empty_output_folder_is_used_and_overwrite_replaces(tiny_checkpoint, pho
     out.mkdir()
     run_job([photo_dir / "a_landscape.jpg"], out, options(tiny_checkpoint))
     first = read_bundle(out).manifest["created"]
-    run_job([photo_dir / "a_landscape.jpg", photo_dir / "b_portrait.png"], out, options(tiny_checkpoint, overwrite=True))
+    run_job(
+        [photo_dir / "a_landscape.jpg", photo_dir / "b_portrait.png"], out, options(tiny_checkpoint, overwrite=True)
+    )
     assert len(read_bundle(out).manifest["images"]) == 2 and read_bundle(out).manifest["created"] >= first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "photos"]
 
@@ -147,8 +152,12 @@ def test_cancel_stops_the_job_and_leaves_nothing(tiny_checkpoint, photo_dir, tmp
             super().update(stage, fraction, message)
 
     with pytest.raises(Cancelled):
-        run_job(sorted(photo_dir.iterdir()), tmp_path / "cancelled", options(tiny_checkpoint),
-                progress=CancelAtRender(cancel_event=cancel))
+        run_job(
+            sorted(photo_dir.iterdir()),
+            tmp_path / "cancelled",
+            options(tiny_checkpoint),
+            progress=CancelAtRender(cancel_event=cancel),
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
 
 
@@ -167,8 +176,11 @@ def test_splats_are_fitted_and_published_with_the_bundle(tiny_checkpoint, photo_
     small.mkdir()
     for i in range(3):  # 128x96 as they are: a few thousand points, so the CPU fit takes seconds
         Image.fromarray(textured(128, 96, 10 + i)).save(small / f"s{i}.png")
-    result = run_job(sorted(small.iterdir()), tmp_path / "with_splats",
-                     options(tiny_checkpoint, conf_threshold=1.0, resize="none", splats=True, splat_steps=2))
+    result = run_job(
+        sorted(small.iterdir()),
+        tmp_path / "with_splats",
+        options(tiny_checkpoint, conf_threshold=1.0, resize="none", splats=True, splat_steps=2),
+    )
     bundle = read_bundle(result.bundle)
     assert bundle.manifest["splats"]["file"] == "splats.ply" and bundle.manifest["splats"]["steps"] == 2
     model = read_splats_ply(result.bundle / "splats.ply")

@@ -22,7 +22,7 @@ def _screen(text: str) -> list[str]:
             lines.append("".join(current))
             current, col = [], 0
         else:
-            current[col:col + 1] = [ch]
+            current[col : col + 1] = [ch]
             col += 1
     return [*lines, "".join(current)] if current else lines
 

@@ -45,8 +45,7 @@ class Recorder(Progress):
             self.stages.append(self.stage)
 
 
-def test_bundle_is_written_once_and_published_with_one_rename(tiny_checkpoint, small_photos, tmp_path,
-                                                              monkeypatch):
+def test_bundle_is_written_once_and_published_with_one_rename(tiny_checkpoint, small_photos, tmp_path, monkeypatch):
     renames: list[tuple[str, str]] = []
     real_rename, real_replace = os.rename, os.replace
 
@@ -66,8 +65,12 @@ def test_bundle_is_written_once_and_published_with_one_rename(tiny_checkpoint, s
     monkeypatch.setattr(bundle_read, "read_bundle", no_read_back)
     out = tmp_path / "out"
     progress = Recorder()
-    result = run_job(small_photos, out, options(tiny_checkpoint, conf_threshold=1.0, resize="none", splats=True,
-                                                splat_steps=2, save_raw=True), progress)
+    result = run_job(
+        small_photos,
+        out,
+        options(tiny_checkpoint, conf_threshold=1.0, resize="none", splats=True, splat_steps=2, save_raw=True),
+        progress,
+    )
     monkeypatch.undo()
     assert [dst for _, dst in renames] == [str(out)]  # one rename: the staging folder becomes the bundle
     assert Path(renames[0][0]).parent == tmp_path and Path(renames[0][0]).name.startswith(".out.tmp-")
@@ -84,8 +87,11 @@ def test_bundle_is_written_once_and_published_with_one_rename(tiny_checkpoint, s
 def test_no_point_kept_publishes_the_bundle_with_warnings(tiny_checkpoint, small_photos, tmp_path):
     """A threshold no point reaches: the main result is still published; the splats say why they are missing
     and the warning names a threshold that would keep points."""
-    result = run_job(small_photos, tmp_path / "out", options(tiny_checkpoint, conf_threshold=1e6, resize="none",
-                                                              splats=True, splat_steps=2))
+    result = run_job(
+        small_photos,
+        tmp_path / "out",
+        options(tiny_checkpoint, conf_threshold=1e6, resize="none", splats=True, splat_steps=2),
+    )
     bundle = read_bundle(result.bundle)
     assert result.num_points == 0 and "splats" not in bundle.manifest
     assert not (result.bundle / "splats.ply").exists()
@@ -127,10 +133,33 @@ def test_sigterm_during_the_splat_fit_leaves_nothing(tiny_checkpoint, small_phot
 
     repo = Path(__file__).resolve().parents[2]
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "panst3r_engine", "run", *map(str, small_photos), "--weights",
-                             str(tiny_checkpoint), "--vocab-embeddings", "random", "--resize", "none",
-                             "--conf-threshold", "1", "--splats", "--splat-steps", "100000", "--json-progress",
-                             "--out", str(out)], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "panst3r_engine",
+            "run",
+            *map(str, small_photos),
+            "--weights",
+            str(tiny_checkpoint),
+            "--vocab-embeddings",
+            "random",
+            "--resize",
+            "none",
+            "--conf-threshold",
+            "1",
+            "--splats",
+            "--splat-steps",
+            "100000",
+            "--json-progress",
+            "--out",
+            str(out),
+        ],
+        cwd=repo,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in proc.stdout:  # wait until the fit runs
             if '"stage": "splats"' in line:

@@ -29,7 +29,7 @@ def frame_at(i: int) -> np.ndarray:
     x = 4 * min(i, PAUSE.start)
     if i >= PAUSE.stop:
         x = 4 * (PAUSE.start + i - PAUSE.stop)
-    img = strip[:, x:x + 128]
+    img = strip[:, x : x + 128]
     if i in BLURRED:
         img = np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(4)))
     return img
@@ -80,8 +80,9 @@ def test_a_broken_video_is_named(tmp_path):
 
 
 def test_a_video_runs_as_photos_and_the_bundle_records_the_frames(clip, tiny_checkpoint, tmp_path):
-    options = JobOptions(weights=str(tiny_checkpoint), vocab_embeddings="random", device="cpu", resize="none",
-                         video_frames=4)
+    options = JobOptions(
+        weights=str(tiny_checkpoint), vocab_embeddings="random", device="cpu", resize="none", video_frames=4
+    )
     result = run_job([clip], tmp_path / "out", options)
     images = result.manifest["images"]
     assert 2 <= len(images) <= 4
@@ -92,9 +93,29 @@ def test_a_video_runs_as_photos_and_the_bundle_records_the_frames(clip, tiny_che
 
 
 def test_run_takes_a_video_on_the_command_line(clip, tiny_checkpoint, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "panst3r_engine", "run", str(clip), "--weights", str(tiny_checkpoint),
-                             "--vocab-embeddings", "random", "--resize", "none", "--video-frames", "3",
-                             "--out", str(tmp_path / "b")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "panst3r_engine",
+            "run",
+            str(clip),
+            "--weights",
+            str(tiny_checkpoint),
+            "--vocab-embeddings",
+            "random",
+            "--resize",
+            "none",
+            "--video-frames",
+            "3",
+            "--out",
+            str(tmp_path / "b"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert 2 <= len(manifest["images"]) <= 3 and manifest["options"]["video_frames"] == 3

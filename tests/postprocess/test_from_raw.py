@@ -13,16 +13,26 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def engine(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "panst3r_engine", *args], check=False, cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "panst3r_engine", *args],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize("method", ["standard_v1", "standard_v2", "qubo"])
 def test_postprocess_command_matches_fixture(parity_dir, tmp_path, method):
     fixture = np.load(parity_dir / "outputs" / "postproc.npz")
     raw = tmp_path / "raw.npz"
-    np.savez(raw, pred_logits=fixture["pp_in_pred_logits"], pred_masks=fixture["pp_in_pred_masks"],
-             true_shape=fixture["pp_in_true_shape"])
+    np.savez(
+        raw,
+        pred_logits=fixture["pp_in_pred_logits"],
+        pred_masks=fixture["pp_in_pred_masks"],
+        true_shape=fixture["pp_in_true_shape"],
+    )
     result = engine("postprocess", str(raw), "--method", method, "--seed", "0", "--out", str(tmp_path / "pp"))
     assert result.returncode == 0, result.stderr
     out = np.load(tmp_path / "pp" / "panoptic.npz")

@@ -102,8 +102,14 @@ def test_cancel_event_stops_the_qubo_solver_promptly():
 
 
 @pytest.mark.parametrize(
-    "kw", [dict(method="qubo", qubo=QuboConfig(tau=0.0)), dict(method="qubo", qubo=QuboConfig(tau=1e-3)),
-           dict(method="standard_v1"), dict(method="standard_v2")], ids=["qubo_exact", "qubo_fast", "v1", "v2"],
+    "kw",
+    [
+        dict(method="qubo", qubo=QuboConfig(tau=0.0)),
+        dict(method="qubo", qubo=QuboConfig(tau=1e-3)),
+        dict(method="standard_v1"),
+        dict(method="standard_v2"),
+    ],
+    ids=["qubo_exact", "qubo_fast", "v1", "v2"],
 )
 def test_progress_reports_without_changing_the_result(kw):
     logits, masks, shapes = make_inputs(2, 60, 3, 96, 128)
@@ -127,8 +133,11 @@ def test_checkpoints_map_sub_ranges_throttle_and_never_go_back():
     inner.tick(0.5, "a")  # 0.2 + 0.8 * (0.5 + 0.5 * 0.5) = 0.8
     ck.part(0.0, 0.2).tick(1.0, "b")  # 0.2 < 0.8 already reported: stays 0.8
     inner.tick(2.0, "c")  # clipped to the end of the range: 1.0
-    assert rec.calls == [("postprocess", pytest.approx(0.8), "a"), ("postprocess", pytest.approx(0.8), "b"),
-                         ("postprocess", 1.0, "c")]
+    assert rec.calls == [
+        ("postprocess", pytest.approx(0.8), "a"),
+        ("postprocess", pytest.approx(0.8), "b"),
+        ("postprocess", 1.0, "c"),
+    ]
     rec = Recorder()
     slow = Checkpoints(rec, interval=3600.0)
     slow.tick(0.1, "first")  # the first tick always reports

@@ -109,6 +109,7 @@ def test_exact_weights_match_brute_force(pp_case):
 def test_tile_geometry(small, shape, tile, monkeypatch):
     p = torch.rand(4, *small, generator=torch.Generator().manual_seed(0))
     geo, full = tile_geometry(small, shape, tile), upsample(p, shape)
+
     def tiled(fill: float) -> torch.Tensor:  # [nt, 4, tile*tile], pixels past the view = fill
         padded = torch.nn.functional.pad(full, (0, -shape[1] % tile, 0, -shape[0] % tile), value=fill)
         nh, nw = padded.shape[1] // tile, padded.shape[2] // tile

@@ -27,11 +27,12 @@ def photo_bytes(width: int = 320, height: int = 240, seed: int = 0, fmt: str = "
     """A small photo-like image: gradients plus coloured blocks, different for every seed."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
-    img = np.stack([xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1),
-                    np.full_like(xx, rng.integers(0, 255))], axis=-1).astype(np.uint8)
+    img = np.stack(
+        [xx * 255 // max(width - 1, 1), yy * 255 // max(height - 1, 1), np.full_like(xx, rng.integers(0, 255))], axis=-1
+    ).astype(np.uint8)
     for _ in range(6):
         x0, y0 = rng.integers(0, max(width // 2, 1)), rng.integers(0, max(height // 2, 1))
-        img[y0:y0 + height // 4, x0:x0 + width // 4] = rng.integers(0, 255, 3)
+        img[y0 : y0 + height // 4, x0 : x0 + width // 4] = rng.integers(0, 255, 3)
     buffer = io.BytesIO()
     Image.fromarray(img).save(buffer, format=fmt)
     return buffer.getvalue()
@@ -95,8 +96,14 @@ def start_engine(jobs_dir, tiny_checkpoint, models):
     running = []
 
     def start(server_kwargs: dict | None = None, **config) -> Client:
-        config = {"TOKEN": TOKEN, "JOBS_DIR": jobs_dir, "WEIGHTS": str(tiny_checkpoint), "DEVICE": "cpu",
-                  "MODELS": models, **config}
+        config = {
+            "TOKEN": TOKEN,
+            "JOBS_DIR": jobs_dir,
+            "WEIGHTS": str(tiny_checkpoint),
+            "DEVICE": "cpu",
+            "MODELS": models,
+            **config,
+        }
         engine = EngineServer("127.0.0.1", 0, config, **(server_kwargs or {}))
         thread = threading.Thread(target=engine.serve_forever, daemon=True)
         thread.start()
@@ -117,13 +124,21 @@ def engine(start_engine) -> Client:
     return start_engine()
 
 
-def make_record(jobs_dir: Path, state: str, age_hours: float = 1.0, now: float | None = None,
-                files: tuple[str, ...] = ()) -> Job:
+def make_record(
+    jobs_dir: Path, state: str, age_hours: float = 1.0, now: float | None = None, files: tuple[str, ...] = ()
+) -> Job:
     """A job folder as an earlier engine left it: ``job.json`` plus a bundle folder holding ``files``."""
     created = (time.time() if now is None else now) - age_hours * 3600
     job_id = new_job_id(created)
-    job = Job(job_id, jobs_dir / job_id, ClientOptions({"seed": 1}), ["a.jpg"], created=created, state=state,
-              finished=None if state in ("queued", "running") else created + 1)
+    job = Job(
+        job_id,
+        jobs_dir / job_id,
+        ClientOptions({"seed": 1}),
+        ["a.jpg"],
+        created=created,
+        state=state,
+        finished=None if state in ("queued", "running") else created + 1,
+    )
     (job.folder / "bundle").mkdir(parents=True)
     for name in files:
         (job.folder / "bundle" / name).write_bytes(b"test")

@@ -21,8 +21,15 @@ def error(response, status: int) -> dict:
 
 def test_health(engine):
     health = engine.get("/v1/health").json()
-    assert health == {"version": __version__, "api_version": 1, "device": "cpu", "model_loaded": False,
-                      "model": None, "queue_length": 0, "running": None}
+    assert health == {
+        "version": __version__,
+        "api_version": 1,
+        "device": "cpu",
+        "model_loaded": False,
+        "model": None,
+        "queue_length": 0,
+        "running": None,
+    }
 
 
 def test_unknown_job_route_and_method_are_json(engine):
@@ -56,14 +63,17 @@ def test_render_needs_splats(start_engine, jobs_dir, monkeypatch):
     assert engine.get("/v1/jobs").json()["jobs"][-1]["id"] == splatted.id  # no job was queued
 
 
-@pytest.mark.parametrize("body, words", [
-    ({**CAMERA, "K": [[1, 0, 0], [0, 1, 0]]}, "K must be a 3x3"),
-    ({**CAMERA, "cam_to_world": np.eye(3).tolist()}, "cam_to_world must be a 4x4"),
-    ({**CAMERA, "width": 0}, "width must be an integer"),
-    ({**CAMERA, "height": 10.5}, "height must be an integer"),
-    ({**CAMERA, "fov": 60}, "unknown render field 'fov'"),
-    ([1, 2], "JSON object"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({**CAMERA, "K": [[1, 0, 0], [0, 1, 0]]}, "K must be a 3x3"),
+        ({**CAMERA, "cam_to_world": np.eye(3).tolist()}, "cam_to_world must be a 4x4"),
+        ({**CAMERA, "width": 0}, "width must be an integer"),
+        ({**CAMERA, "height": 10.5}, "height must be an integer"),
+        ({**CAMERA, "fov": 60}, "unknown render field 'fov'"),
+        ([1, 2], "JSON object"),
+    ],
+)
 def test_bad_render_requests_are_400(start_engine, jobs_dir, body, words):
     job = make_record(jobs_dir, "done", files=("splats.ply",))
     engine = start_engine()

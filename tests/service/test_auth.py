@@ -9,16 +9,19 @@ from panst3r_engine.service.auth import MIN_TOKEN_LENGTH, TokenError, bearer_mat
 from tests.service.conftest import TOKEN
 
 
-@pytest.mark.parametrize("header, ok", [
-    (f"Bearer {TOKEN}", True),
-    (f"bearer {TOKEN}", True),
-    (f"Bearer {TOKEN}x", False),
-    (f"Bearer {TOKEN[:-1]}", False),
-    (f"Basic {TOKEN}", False),
-    (TOKEN, False),
-    ("Bearer ", False),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    "header, ok",
+    [
+        (f"Bearer {TOKEN}", True),
+        (f"bearer {TOKEN}", True),
+        (f"Bearer {TOKEN}x", False),
+        (f"Bearer {TOKEN[:-1]}", False),
+        (f"Basic {TOKEN}", False),
+        (TOKEN, False),
+        ("Bearer ", False),
+        (None, False),
+    ],
+)
 def test_bearer_header(header, ok):
     assert bearer_matches(header, TOKEN) is ok
 
@@ -34,12 +37,15 @@ def test_token_file_is_stripped(tmp_path):
     assert read_token_file(path) == TOKEN
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "empty"),
-    ("\n  \n", "empty"),
-    ("short", "too short"),
-    ("two tokens-on-one-line-here", "whitespace"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "empty"),
+        ("\n  \n", "empty"),
+        ("short", "too short"),
+        ("two tokens-on-one-line-here", "whitespace"),
+    ],
+)
 def test_unusable_token_file_is_refused(tmp_path, content, message):
     path = tmp_path / "token.txt"
     path.write_text(content)
@@ -53,10 +59,19 @@ def test_missing_token_file_is_named(tmp_path):
         read_token_file(tmp_path / "nope.txt")
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-token-wrong-token"},
-                                     {"Authorization": f"Basic {TOKEN}"}])
-@pytest.mark.parametrize("method, path", [("GET", "/v1/health"), ("GET", "/v1/jobs"), ("POST", "/v1/shutdown"),
-                                          ("GET", "/v1/no-such-route"), ("DELETE", "/v1/jobs/x")])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong-token-wrong-token"}, {"Authorization": f"Basic {TOKEN}"}]
+)
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/v1/health"),
+        ("GET", "/v1/jobs"),
+        ("POST", "/v1/shutdown"),
+        ("GET", "/v1/no-such-route"),
+        ("DELETE", "/v1/jobs/x"),
+    ],
+)
 def test_requests_without_the_token_get_401(engine, headers, method, path):
     response = requests.request(method, engine.url + path, headers=headers, timeout=10)
     assert response.status_code == 401

@@ -12,8 +12,12 @@ from panst3r_engine.service.download import CHUNK, zip_stream
 def test_zip_stream_round_trips_a_bundle(tmp_path):
     bundle = tmp_path / "bundle"
     (bundle / "panoptic").mkdir(parents=True)
-    files = {"manifest.json": b'{"format_version": 1}', "points.npz": os.urandom(3 * CHUNK + 123),
-             "panoptic/a.png": b"\x89PNG fake", "splats.ply": b"ply\n" * 1000}
+    files = {
+        "manifest.json": b'{"format_version": 1}',
+        "points.npz": os.urandom(3 * CHUNK + 123),
+        "panoptic/a.png": b"\x89PNG fake",
+        "splats.ply": b"ply\n" * 1000,
+    }
     for name, data in files.items():
         (bundle / name).write_bytes(data)
     chunks = list(zip_stream(bundle))

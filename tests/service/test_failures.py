@@ -16,16 +16,19 @@ from panst3r_engine.vocab.vocabularies import VocabularyError
 from panst3r_engine.weights.registry import WeightsError
 
 
-@pytest.mark.parametrize("exc, code", [
-    (ImageError("a.jpg: not a readable image"), "bad_image"),
-    (VocabularyError("duplicate class name"), "bad_vocab"),
-    (BundleError("cannot write"), "bundle"),
-    (CheckpointError("bad keys"), "weights"),
-    (WeightsError("weights 'panst3r-v2-512' are not in the cache"), "weights"),
-    (InsufficientMemory("needs 30 GB; use --keyframes 8"), "out_of_memory"),
-    (OptionsError("keyframes must be at least 1"), "bad_options"),
-    (ApiError(501, "splats_unavailable", "no gsplat"), "splats_unavailable"),
-])
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (ImageError("a.jpg: not a readable image"), "bad_image"),
+        (VocabularyError("duplicate class name"), "bad_vocab"),
+        (BundleError("cannot write"), "bundle"),
+        (CheckpointError("bad keys"), "weights"),
+        (WeightsError("weights 'panst3r-v2-512' are not in the cache"), "weights"),
+        (InsufficientMemory("needs 30 GB; use --keyframes 8"), "out_of_memory"),
+        (OptionsError("keyframes must be at least 1"), "bad_options"),
+        (ApiError(501, "splats_unavailable", "no gsplat"), "splats_unavailable"),
+    ],
+)
 def test_known_failures_keep_their_sentence(exc, code):
     assert describe_failure(exc) == {"code": code, "message": str(exc)}
 

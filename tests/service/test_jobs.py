@@ -35,11 +35,16 @@ def submit_together(engine, requests_: list[tuple[list, dict]]) -> list:
 def test_two_clients_both_finish_and_bundles_download(engine, jobs_dir):
     assert engine.get("/v1/health").json()["model_loaded"] is False
     own = ["wall", "floor;stuff", "chair"]
-    responses = submit_together(engine, [
-        ([("../../outside.jpg", photo_bytes(seed=1))], {**FAST, "vocab": own}),
-        ([("b.png", photo_bytes(fmt="PNG", seed=2))], {**FAST, "splats": True, "splat_steps": 5,
-                                                       "conf_threshold": 1.0}),
-    ])
+    responses = submit_together(
+        engine,
+        [
+            ([("../../outside.jpg", photo_bytes(seed=1))], {**FAST, "vocab": own}),
+            (
+                [("b.png", photo_bytes(fmt="PNG", seed=2))],
+                {**FAST, "splats": True, "splat_steps": 5, "conf_threshold": 1.0},
+            ),
+        ],
+    )
     assert [r.status_code for r in responses] == [202, 202], [r.text for r in responses]
     bodies = [r.json() for r in responses]
     assert {b["state"] for b in bodies} == {"queued"} and sorted(b["position"] for b in bodies) == [0, 1]
@@ -80,8 +85,12 @@ def check_bundle_zip(engine, job_id: str) -> dict:
 
 def check_render(engine, job_id: str, segment_ids: set[int]) -> None:
     """A real render of the job's splats: the right size, and labels that are the bundle's segments (0: void)."""
-    camera = {"K": [[300, 0, 40], [0, 300, 30], [0, 0, 1]], "cam_to_world": np.eye(4).tolist(),
-              "width": 80, "height": 60}
+    camera = {
+        "K": [[300, 0, 40], [0, 300, 30], [0, 0, 1]],
+        "cam_to_world": np.eye(4).tolist(),
+        "width": 80,
+        "height": 60,
+    }
     response = engine.post(f"/v1/jobs/{job_id}/render", json=camera)
     assert response.status_code == 200, response.text
     body = response.json()

@@ -27,14 +27,37 @@ def test_no_options_means_defaults():
 
 
 def test_all_options_reach_the_pipeline():
-    options = parse_options(json.dumps({"keyframes": 4, "postprocess": "qubo", "vocab": "ScanNet",
-                                        "vocab_embeddings": "random", "conf_threshold": 2, "max_batch": 2,
-                                        "seed": 7, "save_raw": True, "splats": True, "splat_steps": 300}))
+    options = parse_options(
+        json.dumps(
+            {
+                "keyframes": 4,
+                "postprocess": "qubo",
+                "vocab": "ScanNet",
+                "vocab_embeddings": "random",
+                "conf_threshold": 2,
+                "max_batch": 2,
+                "seed": 7,
+                "save_raw": True,
+                "splats": True,
+                "splat_steps": 300,
+            }
+        )
+    )
     job = options.job_options(JobOptions(weights="w.pth", device="cpu"))
-    assert (job.weights, job.device, job.keyframes, job.postprocess, job.vocab) == ("w.pth", "cpu", 4, "qubo",
-                                                                                    "scannetpp")
-    assert (job.vocab_embeddings, job.conf_threshold, job.max_batch, job.seed, job.save_raw) == ("random", 2.0, 2,
-                                                                                                  7, True)
+    assert (job.weights, job.device, job.keyframes, job.postprocess, job.vocab) == (
+        "w.pth",
+        "cpu",
+        4,
+        "qubo",
+        "scannetpp",
+    )
+    assert (job.vocab_embeddings, job.conf_threshold, job.max_batch, job.seed, job.save_raw) == (
+        "random",
+        2.0,
+        2,
+        7,
+        True,
+    )
     assert options.splats and options.splat_steps == 300
 
 
@@ -47,8 +70,19 @@ def test_zero_keyframes_means_auto():
 
 
 def test_accepted_keys_are_the_client_fields():
-    assert FIELDS == ("keyframes", "keyframes_by", "postprocess", "vocab", "vocab_embeddings", "conf_threshold", "max_batch", "seed",
-                      "save_raw", "splats", "splat_steps")
+    assert FIELDS == (
+        "keyframes",
+        "keyframes_by",
+        "postprocess",
+        "vocab",
+        "vocab_embeddings",
+        "conf_threshold",
+        "max_batch",
+        "seed",
+        "save_raw",
+        "splats",
+        "splat_steps",
+    )
 
 
 def test_own_classes_become_a_job_file():
@@ -64,35 +98,38 @@ def test_unknown_option_is_named():
     assert "'device'" in refused({"device": None})
 
 
-@pytest.mark.parametrize("options, words", [
-    ("not json", "not valid JSON"),
-    ("[1, 2]", "JSON object"),
-    ({"keyframes": "5"}, "'keyframes' must be an integer"),
-    ({"keyframes": 2.5}, "'keyframes' must be an integer"),
-    ({"keyframes": True}, "'keyframes' must be an integer"),
-    ({"keyframes": -1}, "'keyframes' must be an integer from 0 to 10000, got -1"),
-    ({"keyframes": 10**30}, "'keyframes' must be an integer from 0 to 10000"),
-    ({"max_batch": 1000}, "'max_batch' must be an integer from 1 to 64, got 1000"),
-    ({"max_batch": 0}, "'max_batch' must be an integer from 1 to 64, got 0"),
-    ({"seed": 2**32}, "'seed' must be an integer from 0 to 4294967295"),
-    ({"seed": -1}, "'seed' must be an integer from 0 to 4294967295"),
-    ('{"conf_threshold": NaN}', "'conf_threshold' must be a number >= 1, got NaN"),
-    ('{"conf_threshold": Infinity}', "'conf_threshold' must be a number >= 1, got Infinity"),
-    ({"conf_threshold": "3"}, "'conf_threshold' must be a number >= 1"),
-    ({"splats": True, "splat_steps": 0}, "'splat_steps' must be an integer from 1 to 100000, got 0"),
-    ({"splats": True, "splat_steps": 100001}, "'splat_steps' must be an integer from 1 to 100000"),
-    ({"save_raw": 1}, "'save_raw' must be true or false"),
-    ({"postprocess": "magic"}, "standard_v1, standard_v2, qubo"),
-    ({"conf_threshold": 0.5}, "'conf_threshold' must be a number >= 1, got 0.5"),
-    ({"vocab_embeddings": "/tmp/emb.npz"}, "only 'random'"),
-    ({"vocab": "/etc/passwd"}, "not a preset"),
-    ({"vocab": "classes.txt"}, "not a preset"),
-    ({"vocab": []}, "empty"),
-    ({"vocab": ["wall", "wall"]}, "duplicate class name 'wall'"),
-    ({"vocab": ["wall", 3]}, "entry 1"),
-    ({"vocab": ["wall # comment"]}, "'#'"),
-    ({"vocab": ["two\nlines"]}, "line break"),
-    ({"splat_steps": 100}, "needs \"splats\": true"),
-])
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ("not json", "not valid JSON"),
+        ("[1, 2]", "JSON object"),
+        ({"keyframes": "5"}, "'keyframes' must be an integer"),
+        ({"keyframes": 2.5}, "'keyframes' must be an integer"),
+        ({"keyframes": True}, "'keyframes' must be an integer"),
+        ({"keyframes": -1}, "'keyframes' must be an integer from 0 to 10000, got -1"),
+        ({"keyframes": 10**30}, "'keyframes' must be an integer from 0 to 10000"),
+        ({"max_batch": 1000}, "'max_batch' must be an integer from 1 to 64, got 1000"),
+        ({"max_batch": 0}, "'max_batch' must be an integer from 1 to 64, got 0"),
+        ({"seed": 2**32}, "'seed' must be an integer from 0 to 4294967295"),
+        ({"seed": -1}, "'seed' must be an integer from 0 to 4294967295"),
+        ('{"conf_threshold": NaN}', "'conf_threshold' must be a number >= 1, got NaN"),
+        ('{"conf_threshold": Infinity}', "'conf_threshold' must be a number >= 1, got Infinity"),
+        ({"conf_threshold": "3"}, "'conf_threshold' must be a number >= 1"),
+        ({"splats": True, "splat_steps": 0}, "'splat_steps' must be an integer from 1 to 100000, got 0"),
+        ({"splats": True, "splat_steps": 100001}, "'splat_steps' must be an integer from 1 to 100000"),
+        ({"save_raw": 1}, "'save_raw' must be true or false"),
+        ({"postprocess": "magic"}, "standard_v1, standard_v2, qubo"),
+        ({"conf_threshold": 0.5}, "'conf_threshold' must be a number >= 1, got 0.5"),
+        ({"vocab_embeddings": "/tmp/emb.npz"}, "only 'random'"),
+        ({"vocab": "/etc/passwd"}, "not a preset"),
+        ({"vocab": "classes.txt"}, "not a preset"),
+        ({"vocab": []}, "empty"),
+        ({"vocab": ["wall", "wall"]}, "duplicate class name 'wall'"),
+        ({"vocab": ["wall", 3]}, "entry 1"),
+        ({"vocab": ["wall # comment"]}, "'#'"),
+        ({"vocab": ["two\nlines"]}, "line break"),
+        ({"splat_steps": 100}, 'needs "splats": true'),
+    ],
+)
 def test_bad_options_are_refused_with_a_reason(options, words):
     assert words in refused(options)

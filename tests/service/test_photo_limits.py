@@ -16,7 +16,8 @@ def test_a_huge_photo_is_refused_at_upload(engine, jobs_dir, side):
     assert response.status_code == 422, response.text
     error = response.json()["error"]
     assert error["code"] == "bad_image" and f"bomb.png: {side * side // 10**6} MP" in error["message"].replace(
-        f"{side}x{side} pixels (", "")
+        f"{side}x{side} pixels (", ""
+    )
     assert "more than this engine's limit of 100 MP; scale the photo down" in error["message"]
     assert engine.get("/v1/jobs").json()["jobs"] == []
 
@@ -25,8 +26,11 @@ def test_the_limit_is_the_engines_setting(start_engine):
     engine = start_engine(MAX_MEGAPIXELS=0.05)  # 50,000 pixels
     try:
         response = engine.submit([("a.jpg", photo_bytes(320, 240))])  # 76,800 pixels
-        assert response.status_code == 422 and "320x240 pixels (0.077 MP) is more than this engine's limit of 0.05 MP" \
+        assert (
+            response.status_code == 422
+            and "320x240 pixels (0.077 MP) is more than this engine's limit of 0.05 MP"
             in response.json()["error"]["message"]
+        )
         assert engine.submit([("b.jpg", photo_bytes(200, 150))]).status_code == 202
     finally:
         from panst3r_engine.pipeline.images import set_max_pixels

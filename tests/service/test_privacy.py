@@ -26,8 +26,9 @@ def _mode(path) -> int:
 def test_job_folders_and_files_are_private(engine, jobs_dir):
     old = os.umask(0o022)  # the common default: without explicit modes, everything would be world-readable
     try:
-        job = engine.submit([("a.jpg", photo_bytes()), ("b.jpg", photo_bytes(seed=1))],
-                            {**FAST, "vocab": ["chair"]}).json()
+        job = engine.submit(
+            [("a.jpg", photo_bytes()), ("b.jpg", photo_bytes(seed=1))], {**FAST, "vocab": ["chair"]}
+        ).json()
     finally:
         os.umask(old)
     folder = jobs_dir / job["id"]

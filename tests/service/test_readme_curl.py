@@ -38,8 +38,10 @@ def service_blocks() -> tuple[str, str]:
 def documented_answers(calls: str) -> list[dict]:
     """The answers the README shows after ``curl ... # {...}``, as {key: value} ("..." where elided)."""
     pairs = r'"(\w+)":("[^"]*"|true|false|null|-?\d+(?:\.\d+)?)'
-    return [{key: json.loads(value) for key, value in re.findall(pairs, comment)}
-            for comment in re.findall(r"^curl [^\n]*# (\{[^\n]*)$", calls, re.M)]
+    return [
+        {key: json.loads(value) for key, value in re.findall(pairs, comment)}
+        for comment in re.findall(r"^curl [^\n]*# (\{[^\n]*)$", calls, re.M)
+    ]
 
 
 def free_port() -> int:
@@ -51,7 +53,7 @@ def free_port() -> int:
 def test_readme_blocks_are_complete():
     start, calls = service_blocks()
     assert "URL=http://127.0.0.1:8765" in start and "--port 8765" in start
-    for call in ("/v1/health", "/v1/jobs\"", "/v1/jobs/$JOB\"", "/bundle", "-X DELETE", "/v1/shutdown"):
+    for call in ("/v1/health", '/v1/jobs"', '/v1/jobs/$JOB"', "/bundle", "-X DELETE", "/v1/shutdown"):
         assert call in calls, call
     assert calls.count('-H "$AUTH"') == calls.count("curl -sS")  # every request carries the token header
 
@@ -61,17 +63,23 @@ def test_readme_curl_examples_against_a_real_engine(tmp_path, tiny_checkpoint):
     start, calls = service_blocks()
     port = free_port()
     start = start.replace("8765", str(port)).replace(
-        "panst3r_engine serve ", f"panst3r_engine serve --weights {tiny_checkpoint} --device cpu "
-                                 f"--jobs-dir {tmp_path / 'jobs'} ")
+        "panst3r_engine serve ",
+        f"panst3r_engine serve --weights {tiny_checkpoint} --device cpu --jobs-dir {tmp_path / 'jobs'} ",
+    )
     calls = calls.replace("examples/room/", f"{ROOT}/examples/room/")
     wait_for_engine = 'for i in $(seq 600); do curl -s -o /dev/null "$URL/v1/health" && break; sleep 0.1; done\n'
-    script = f"set -eu\n{start}\n{wait_for_engine}{calls}\nwait $!\necho \"{{\\\"engine_exit\\\": $?}}\"\n"
+    script = f'set -eu\n{start}\n{wait_for_engine}{calls}\nwait $!\necho "{{\\"engine_exit\\": $?}}"\n'
 
     home = tmp_path / "home"  # the class embeddings a first online run would have cached
     vocab = load_vocabulary("scannetpp")
     cache_embeddings(random_embeddings(list(vocab.names), 768), cache_dir=home)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PANST3R_HOME": str(home), "NO_PROXY": "127.0.0.1,localhost",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PANST3R_HOME": str(home),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     work = tmp_path / "work"
     work.mkdir()
     result = subprocess.run(["bash", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=600)

@@ -17,8 +17,21 @@ def test_ids_sort_by_time_and_timestamps_are_iso_utc():
 
 def test_public_view_has_the_api_fields(jobs_dir):
     job = make_record(jobs_dir, "done")
-    assert list(job.public(None)) == ["id", "state", "stage", "fraction", "message", "error", "created", "started",
-                                      "finished", "num_images", "segments", "has_splats", "position"]
+    assert list(job.public(None)) == [
+        "id",
+        "state",
+        "stage",
+        "fraction",
+        "message",
+        "error",
+        "created",
+        "started",
+        "finished",
+        "num_images",
+        "segments",
+        "has_splats",
+        "position",
+    ]
     assert sorted(p.name for p in job.folder.iterdir()) == ["bundle", "job.json"]  # no temp file left
 
 

@@ -38,8 +38,9 @@ def splat_engine(start_engine, monkeypatch):
 
     module.render_view, module.calls = render_view, calls
     monkeypatch.setitem(sys.modules, "panst3r_engine.splats", module)
-    engine = start_engine(RENDER_MAX_PIXELS=100 * 100, RENDER_MAX_GAUSSIANS=1000, RENDER_MAX_WORK=64 * 48 * 600,
-                          RENDER_WAIT_S=1.0)
+    engine = start_engine(
+        RENDER_MAX_PIXELS=100 * 100, RENDER_MAX_GAUSSIANS=1000, RENDER_MAX_WORK=64 * 48 * 600, RENDER_WAIT_S=1.0
+    )
     job = engine.submit([("a.jpg", photo_bytes())], {**FAST, "splats": True, "splat_steps": 5}).json()
     assert engine.wait(job["id"])["state"] == "done"
     return engine, job["id"], module
@@ -51,8 +52,11 @@ def test_render_size_and_splats_are_bounded_and_run_on_the_worker(splat_engine, 
     assert engine.post(path, json=camera()).status_code == 200
     assert module.threads == ["panst3r-worker"]  # the device's one queue, not the request thread
     too_big = engine.post(path, json=camera(200, 100))
-    assert too_big.status_code == 400 and "more than the 10000 pixels this engine renders in one call; lower the " \
-        "render resolution" in too_big.json()["error"]["message"]
+    assert (
+        too_big.status_code == 400
+        and "more than the 10000 pixels this engine renders in one call; lower the render resolution"
+        in too_big.json()["error"]["message"]
+    )
     assert engine.post(path, json=camera(8192, 8192)).status_code == 400
     ply = jobs_dir / job_id / "bundle" / "splats.ply"
     ply.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 5000\nend_header\n")
@@ -61,8 +65,7 @@ def test_render_size_and_splats_are_bounded_and_run_on_the_worker(splat_engine, 
     assert "5000 Gaussian splats, more than the 1000" in crowded.json()["error"]["message"]
     ply.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 800\nend_header\n")
     costly = engine.post(path, json=camera())  # 64x48 x 800 Gaussians > the work bound of 64x48 x 600
-    assert costly.status_code == 400 and "lower the render resolution to about 86%" in costly.json()["error"][
-        "message"]
+    assert costly.status_code == 400 and "lower the render resolution to about 86%" in costly.json()["error"]["message"]
     assert module.threads == ["panst3r-worker"]  # refused before any rendering
 
 
@@ -85,8 +88,11 @@ def test_renders_wait_a_bounded_time_and_are_dropped_when_the_client_leaves(spla
     body = json.dumps(camera()).encode()
     port = engine.engine.port
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:  # a client that hangs up
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
-                     f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
         time.sleep(0.3)
     time.sleep(1.0)  # the service notices within its 0.2 s poll
     module.gate.set()

@@ -27,9 +27,27 @@ START = "import sys; from panst3r_engine.cli import main; sys.exit(main(['serve'
 def start_process(tmp_path: Path, checkpoint: Path, *args: str) -> tuple[subprocess.Popen, dict]:
     """``serve`` in a child process; returns it and its parsed start-up line."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PANST3R_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, "-c", START, "--port", "0", "--jobs-dir", str(tmp_path / "jobs"),
-                             "--weights", str(checkpoint), "--device", "cpu", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            START,
+            "--port",
+            "0",
+            "--jobs-dir",
+            str(tmp_path / "jobs"),
+            "--weights",
+            str(checkpoint),
+            "--device",
+            "cpu",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
     try:
@@ -107,8 +125,19 @@ def test_command_line_defaults():
     add_serve_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["serve"])
     assert (args.host, args.port, args.token_file, args.jobs_dir, args.weights, args.device) == (
-        "127.0.0.1", 0, None, None, "v2", "auto")
+        "127.0.0.1",
+        0,
+        None,
+        None,
+        "v2",
+        "auto",
+    )
     assert (args.preload, args.max_upload_mb, args.max_images, args.keep_jobs, args.job_ttl_hours) == (
-        False, 4096, 2000, 20, 24.0)
+        False,
+        4096,
+        2000,
+        20,
+        24.0,
+    )
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--max-images", "0"])

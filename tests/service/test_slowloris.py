@@ -22,8 +22,10 @@ from tests.service.conftest import TOKEN
 from tests.service.test_server import ROOT, START
 
 # ``serve`` with an open-file soft limit set first (like a default account, scaled down to this test)
-LIMITED = ("import resource, sys; n = int(sys.argv.pop(1)); "
-           "resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); ")
+LIMITED = (
+    "import resource, sys; n = int(sys.argv.pop(1)); "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="open-file limits are POSIX")
 
@@ -80,9 +82,29 @@ def test_half_open_connections_do_not_block_an_authorised_request(tmp_path: Path
     token_file.write_text(TOKEN)
     token_file.chmod(0o600)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PANST3R_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([sys.executable, "-c", LIMITED + START, "160", "--port", "0", "--jobs-dir", str(tmp_path / "jobs"),
-                             "--weights", str(tiny_checkpoint), "--device", "cpu", "--token-file", str(token_file)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            LIMITED + START,
+            "160",
+            "--port",
+            "0",
+            "--jobs-dir",
+            str(tmp_path / "jobs"),
+            "--weights",
+            str(tiny_checkpoint),
+            "--device",
+            "cpu",
+            "--token-file",
+            str(token_file),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line, "the engine did not start"
@@ -131,8 +153,10 @@ def test_trickling_headers_are_cut_off(start_engine) -> None:
 def test_an_upload_without_the_token_is_refused_before_its_body(engine, jobs_dir):
     """waitress takes a request's whole body before the app runs: without the token, no body is read."""
     with socket.create_connection(("127.0.0.1", engine.engine.port), timeout=5) as sock:
-        sock.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x"
-                     b"\r\nContent-Length: 3000000000\r\n\r\n" + b"x" * 4096)  # 3 GB announced, 4 kB sent
+        sock.sendall(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x"
+            b"\r\nContent-Length: 3000000000\r\n\r\n" + b"x" * 4096
+        )  # 3 GB announced, 4 kB sent
         started, reply = time.monotonic(), b""
         while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
             chunk = sock.recv(4096)
@@ -140,7 +164,9 @@ def test_an_upload_without_the_token_is_refused_before_its_body(engine, jobs_dir
                 break
             reply += chunk
     assert reply.startswith(b"HTTP/1.1 401 "), reply[:200]
-    assert b'{"error": {"code": "unauthorized", "message": "this engine needs \'Authorization: Bearer <token>\'' \
-        in reply and b"application/json" in reply
+    assert (
+        b'{"error": {"code": "unauthorized", "message": "this engine needs \'Authorization: Bearer <token>\'' in reply
+        and b"application/json" in reply
+    )
     assert time.monotonic() - started < 5
     assert engine.get("/v1/health").status_code == 200

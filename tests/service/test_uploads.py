@@ -16,18 +16,21 @@ class FakeUpload:
         self.filename, self.stream = filename, io.BytesIO(data)
 
 
-@pytest.mark.parametrize("name, safe", [
-    ("IMG_0001.JPG", "IMG_0001.jpg"),
-    ("../../etc/passwd", "passwd"),
-    ("..\\..\\windows\\evil.png", "evil.png"),
-    ("/abs/path/a photo (1).jpeg", "a_photo__1.jpeg"),
-    ("Café.jpg", "Cafe.jpg"),
-    ("写真.jpg", "image_0003.jpg"),
-    ("..", "image_0003"),
-    ("", "image_0003"),
-    (None, "image_0003"),
-    (".hidden.png", "hidden.png"),
-])
+@pytest.mark.parametrize(
+    "name, safe",
+    [
+        ("IMG_0001.JPG", "IMG_0001.jpg"),
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\evil.png", "evil.png"),
+        ("/abs/path/a photo (1).jpeg", "a_photo__1.jpeg"),
+        ("Café.jpg", "Cafe.jpg"),
+        ("写真.jpg", "image_0003.jpg"),
+        ("..", "image_0003"),
+        ("", "image_0003"),
+        (None, "image_0003"),
+        (".hidden.png", "hidden.png"),
+    ],
+)
 def test_safe_name_drops_every_directory(name, safe):
     assert safe_name(name, 3) == safe
 
@@ -37,8 +40,11 @@ def test_names_are_unique_ignoring_case_and_extension():
 
 
 def test_photos_are_saved_in_order_inside_the_folder(tmp_path):
-    uploads = [FakeUpload("../../b.png", photo_bytes(fmt="PNG")), FakeUpload("noext", photo_bytes(seed=1)),
-               FakeUpload("/tmp/a.jpg", photo_bytes(seed=2))]
+    uploads = [
+        FakeUpload("../../b.png", photo_bytes(fmt="PNG")),
+        FakeUpload("noext", photo_bytes(seed=1)),
+        FakeUpload("/tmp/a.jpg", photo_bytes(seed=2)),
+    ]
     paths = save_uploads(uploads, tmp_path / "input")
     assert [p.name for p in paths] == ["b.png", "noext.jpg", "a.jpg"]
     assert sorted(p.name for p in (tmp_path / "input").iterdir()) == ["a.jpg", "b.png", "noext.jpg"]
@@ -46,8 +52,11 @@ def test_photos_are_saved_in_order_inside_the_folder(tmp_path):
 
 
 def test_files_that_are_not_images_are_named(tmp_path):
-    uploads = [FakeUpload("good.jpg", photo_bytes()), FakeUpload("notes.jpg", b"shopping list"),
-               FakeUpload("empty.png", b"")]
+    uploads = [
+        FakeUpload("good.jpg", photo_bytes()),
+        FakeUpload("notes.jpg", b"shopping list"),
+        FakeUpload("empty.png", b""),
+    ]
     with pytest.raises(ApiError) as info:
         save_uploads(uploads, tmp_path)
     assert info.value.status == 422 and info.value.code == "bad_image"

@@ -18,12 +18,17 @@ from panst3r_engine.bundle.write import write_bundle
 
 SKY = np.array([0.85, 0.9, 1.0])
 LIGHT = np.array([0.4, -0.3, 0.87]) / np.linalg.norm([0.4, -0.3, 0.87])
-CLASSES = [{"id": 0, "name": "floor", "isthing": False}, {"id": 1, "name": "box", "isthing": True},
-           {"id": 2, "name": "sphere", "isthing": True}]
+CLASSES = [
+    {"id": 0, "name": "floor", "isthing": False},
+    {"id": 1, "name": "box", "isthing": True},
+    {"id": 2, "name": "sphere", "isthing": True},
+]
 SEGMENT_CLASS = {1: 0, 2: 1, 3: 1, 4: 2, 5: 2}
 # (segment, centre, half sizes, yaw, albedo)
-BOXES = [(2, (-0.7, 0.4, 0.35), (0.35, 0.25, 0.35), 0.5, (0.8, 0.15, 0.1)),
-         (3, (0.6, -0.6, 0.25), (0.25, 0.4, 0.25), -0.3, (0.15, 0.7, 0.2))]
+BOXES = [
+    (2, (-0.7, 0.4, 0.35), (0.35, 0.25, 0.35), 0.5, (0.8, 0.15, 0.1)),
+    (3, (0.6, -0.6, 0.25), (0.25, 0.4, 0.25), -0.3, (0.15, 0.7, 0.2)),
+]
 SPHERES = [(4, (0.5, 0.7, 0.3), 0.3, (0.15, 0.25, 0.85)), (5, (-0.4, -0.6, 0.22), 0.22, (0.9, 0.8, 0.1))]
 
 
@@ -58,10 +63,14 @@ def look_at(eye, target, width: int, height: int, focal_scale: float = 0.9) -> C
 def ring_cameras(n_train: int, n_test: int, width: int, height: int) -> tuple[list[Camera], list[Camera]]:
     """Training cameras on a 3.2 m circle at 1.8 m; held-out ones between them at 0.9x radius, 0.5 m higher."""
     target = (0.0, 0.0, 0.2)
-    train = [look_at((3.2 * np.cos(a), 3.2 * np.sin(a), 1.8), target, width, height)
-             for a in 2 * np.pi * np.arange(n_train) / n_train]
-    test = [look_at((2.88 * np.cos(a), 2.88 * np.sin(a), 2.3), target, width, height)
-            for a in 2 * np.pi * (np.arange(n_test) * (n_train // max(n_test, 1)) + 0.5) / n_train]
+    train = [
+        look_at((3.2 * np.cos(a), 3.2 * np.sin(a), 1.8), target, width, height)
+        for a in 2 * np.pi * np.arange(n_train) / n_train
+    ]
+    test = [
+        look_at((2.88 * np.cos(a), 2.88 * np.sin(a), 2.3), target, width, height)
+        for a in 2 * np.pi * (np.arange(n_test) * (n_train // max(n_test, 1)) + 0.5) / n_train
+    ]
     return train, test
 
 
@@ -108,10 +117,10 @@ def render_shot(cam: Camera) -> Shot:
     checker = (np.floor(p[:, 0] / 0.25) + np.floor(p[:, 1] / 0.25)) % 2
     floor_albedo = np.where(checker[:, None] > 0, [0.75, 0.7, 0.6], [0.35, 0.3, 0.28])
     candidates = [(1, t_floor, np.broadcast_to([0, 0, 1.0], (m, 3)), floor_albedo)]
-    candidates += [(sid, *_box_hit(o, d, np.asarray(c), h, yaw), np.broadcast_to(a, (m, 3)))
-                   for sid, c, h, yaw, a in BOXES]
-    candidates += [(sid, *_sphere_hit(o, d, np.asarray(c), r), np.broadcast_to(a, (m, 3)))
-                   for sid, c, r, a in SPHERES]
+    candidates += [
+        (sid, *_box_hit(o, d, np.asarray(c), h, yaw), np.broadcast_to(a, (m, 3))) for sid, c, h, yaw, a in BOXES
+    ]
+    candidates += [(sid, *_sphere_hit(o, d, np.asarray(c), r), np.broadcast_to(a, (m, 3))) for sid, c, r, a in SPHERES]
     for sid, t, n, a in candidates:
         closer = t < best_t
         best_t[closer], seg[closer] = t[closer], sid
@@ -133,24 +142,47 @@ def write_scene_bundle(out: Path, cams: list[Camera], shots: list[Shot], point_s
     images, cameras, photos, panoptic, parts = [], [], {}, {}, []
     for v, (cam, shot) in enumerate(zip(cams, shots)):
         stem = f"view_{v:02d}"
-        images.append({"index": v, "file": f"{stem}.png", "stem": stem, "original_size": [cam.width, cam.height],
-                       "processed_size": [cam.width, cam.height], "crop_box": [0, 0, cam.width, cam.height],
-                       "keyframe": True})
-        cameras.append({"image": v, "K": cam.K.tolist(), "cam_to_world": cam.cam_to_world.tolist(),
-                        "focal": float(cam.K[0, 0]), "confidence": 3.0})
+        images.append(
+            {
+                "index": v,
+                "file": f"{stem}.png",
+                "stem": stem,
+                "original_size": [cam.width, cam.height],
+                "processed_size": [cam.width, cam.height],
+                "crop_box": [0, 0, cam.width, cam.height],
+                "keyframe": True,
+            }
+        )
+        cameras.append(
+            {
+                "image": v,
+                "K": cam.K.tolist(),
+                "cam_to_world": cam.cam_to_world.tolist(),
+                "focal": float(cam.K[0, 0]),
+                "confidence": 3.0,
+            }
+        )
         photos[stem], panoptic[stem] = to_uint8(shot.rgb), shot.segment
         ys, xs = np.nonzero(shot.segment > 0)
         ys, xs = ys[::point_stride], xs[::point_stride]
-        parts.append((shot.xyz[ys, xs], photos[stem][ys, xs], shot.segment[ys, xs], np.full(len(ys), v),
-                      np.stack([xs, ys], 1)))
-    points = {"xyz": np.concatenate([p[0] for p in parts]).astype(np.float32),
-              "rgb": np.concatenate([p[1] for p in parts]), "segment": np.concatenate([p[2] for p in parts]),
-              "conf": np.full(sum(len(p[0]) for p in parts), 3.0, np.float32),
-              "view": np.concatenate([p[3] for p in parts]).astype(np.int16),
-              "pixel": np.concatenate([p[4] for p in parts]).astype(np.uint16)}
-    manifest = {"model": {"id": "synthetic", "version": "v2", "checkpoint_md5": None}, "images": images,
-                "cameras": cameras, "classes": [dict(c) for c in CLASSES],
-                "segments": [{"id": s, "class_id": c, "score": 1.0} for s, c in SEGMENT_CLASS.items()]}
+        parts.append(
+            (shot.xyz[ys, xs], photos[stem][ys, xs], shot.segment[ys, xs], np.full(len(ys), v), np.stack([xs, ys], 1))
+        )
+    points = {
+        "xyz": np.concatenate([p[0] for p in parts]).astype(np.float32),
+        "rgb": np.concatenate([p[1] for p in parts]),
+        "segment": np.concatenate([p[2] for p in parts]),
+        "conf": np.full(sum(len(p[0]) for p in parts), 3.0, np.float32),
+        "view": np.concatenate([p[3] for p in parts]).astype(np.int16),
+        "pixel": np.concatenate([p[4] for p in parts]).astype(np.uint16),
+    }
+    manifest = {
+        "model": {"id": "synthetic", "version": "v2", "checkpoint_md5": None},
+        "images": images,
+        "cameras": cameras,
+        "classes": [dict(c) for c in CLASSES],
+        "segments": [{"id": s, "class_id": c, "score": 1.0} for s, c in SEGMENT_CLASS.items()],
+    }
     return write_bundle(out, manifest, points, panoptic, photos)
 
 
@@ -162,8 +194,9 @@ def class_map(segment: np.ndarray) -> np.ndarray:
     return lut[segment]
 
 
-def make_scene(out: Path, width: int = 64, height: int = 48, n_train: int = 8,
-               n_test: int = 2) -> tuple[Path, list[Camera], list[Shot]]:
+def make_scene(
+    out: Path, width: int = 64, height: int = 48, n_train: int = 8, n_test: int = 2
+) -> tuple[Path, list[Camera], list[Shot]]:
     """(bundle of the training views, held-out cameras, held-out ground truth)."""
     train, test = ring_cameras(n_train, n_test, width, height)
     bundle = write_scene_bundle(out, train, [render_shot(c) for c in train])

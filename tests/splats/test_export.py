@@ -15,12 +15,17 @@ from panst3r_engine.splats.model import TENSOR_FIELDS
 
 def random_model(n: int, degree: int, seed: int = 0) -> SplatModel:
     g = torch.Generator().manual_seed(seed)
-    model = SplatModel(means=torch.randn(n, 3, generator=g) * 10, scales=torch.randn(n, 3, generator=g) - 4,
-                       quats=torch.randn(n, 4, generator=g), opacities=torch.randn(n, generator=g) * 3,
-                       sh0=torch.randn(n, 1, 3, generator=g), shN=torch.randn(n, (degree + 1) ** 2 - 1, 3, generator=g),
-                       segment=torch.randint(0, 70000, (n,), generator=g, dtype=torch.int32),
-                       class_id=torch.randint(-1, 200, (n,), generator=g, dtype=torch.int32),
-                       background=torch.rand(3, generator=g))
+    model = SplatModel(
+        means=torch.randn(n, 3, generator=g) * 10,
+        scales=torch.randn(n, 3, generator=g) - 4,
+        quats=torch.randn(n, 4, generator=g),
+        opacities=torch.randn(n, generator=g) * 3,
+        sh0=torch.randn(n, 1, 3, generator=g),
+        shN=torch.randn(n, (degree + 1) ** 2 - 1, 3, generator=g),
+        segment=torch.randint(0, 70000, (n,), generator=g, dtype=torch.int32),
+        class_id=torch.randint(-1, 200, (n,), generator=g, dtype=torch.int32),
+        background=torch.rand(3, generator=g),
+    )
     # Values that text or lossy paths would not keep: -0.0, subnormal, extremes, an odd background.
     model.means[0, 0] = -0.0
     model.scales[0, 1] = 1e-45
@@ -57,8 +62,11 @@ def test_header_is_inria_layout(tmp_path: Path) -> None:
     assert header[:2] == ["ply", "format binary_little_endian 1.0"]
     assert "element vertex 5" in header
     props = [line.split()[1:] for line in header if line.startswith("property")]
-    expected = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"] + [f"f_rest_{i}" for i in range(9)]
-                + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+    expected = (
+        ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+        + [f"f_rest_{i}" for i in range(9)]
+        + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    )
     assert props == [["float", name] for name in expected] + [["int", "segment"], ["int", "class"]]
     assert len(data) - len("\n".join(header)) - 1 == 5 * (len(expected) * 4 + 8)
 
@@ -76,8 +84,9 @@ def test_reads_gsplat_export_without_labels(tmp_path: Path) -> None:
 
     model = random_model(20, 1)
     path = tmp_path / "gsplat.ply"
-    export_splats(model.means, model.scales, model.quats, model.opacities, model.sh0, model.shN, format="ply",
-                  save_to=str(path))
+    export_splats(
+        model.means, model.scales, model.quats, model.opacities, model.sh0, model.shN, format="ply", save_to=str(path)
+    )
     back = read_splats_ply(path)
     for name in ("means", "scales", "quats", "opacities", "sh0", "shN"):
         assert torch.equal(getattr(back, name), getattr(model, name)), name
@@ -85,14 +94,35 @@ def test_reads_gsplat_export_without_labels(tmp_path: Path) -> None:
 
 
 def test_refusals(tmp_path: Path) -> None:
-    cases = {"not_ply": b"hello\n",
-             "ascii": b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n",
-             "no_props": b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\nend_header\n\0\0\0\0",
-             "truncated": (b"ply\nformat binary_little_endian 1.0\nelement vertex 3\n"
-                           + b"".join(b"property float %s\n" % n.encode() for n in
-                                      ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1",
-                                       "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
-                           + b"end_header\n" + b"\0" * 56)}
+    cases = {
+        "not_ply": b"hello\n",
+        "ascii": b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nend_header\n1\n",
+        "no_props": b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\nend_header\n\0\0\0\0",
+        "truncated": (
+            b"ply\nformat binary_little_endian 1.0\nelement vertex 3\n"
+            + b"".join(
+                b"property float %s\n" % n.encode()
+                for n in [
+                    "x",
+                    "y",
+                    "z",
+                    "f_dc_0",
+                    "f_dc_1",
+                    "f_dc_2",
+                    "opacity",
+                    "scale_0",
+                    "scale_1",
+                    "scale_2",
+                    "rot_0",
+                    "rot_1",
+                    "rot_2",
+                    "rot_3",
+                ]
+            )
+            + b"end_header\n"
+            + b"\0" * 56
+        ),
+    }
     for name, data in cases.items():
         path = tmp_path / f"{name}.ply"
         path.write_bytes(data)

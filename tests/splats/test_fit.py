@@ -87,17 +87,27 @@ def test_opacity_reset_fires() -> None:
     """gsplat 1.5.3's DefaultStrategy never resets opacities; ours does, every reset_every steps."""
     from panst3r_engine.splats._torch_render import rasterize
 
-    params = {"means": torch.nn.Parameter(torch.tensor([[0.0, 0, 3], [0.2, 0, 3]])),
-              "scales": torch.nn.Parameter(torch.full((2, 3), math.log(0.1))),
-              "quats": torch.nn.Parameter(torch.tensor([[1.0, 0, 0, 0]]).repeat(2, 1)),
-              "opacities": torch.nn.Parameter(torch.full((2,), 3.0))}
+    params = {
+        "means": torch.nn.Parameter(torch.tensor([[0.0, 0, 3], [0.2, 0, 3]])),
+        "scales": torch.nn.Parameter(torch.full((2, 3), math.log(0.1))),
+        "quats": torch.nn.Parameter(torch.tensor([[1.0, 0, 0, 0]]).repeat(2, 1)),
+        "opacities": torch.nn.Parameter(torch.full((2,), 3.0)),
+    }
     optimizers = {k: torch.optim.Adam([p], lr=1e-3) for k, p in params.items()}
     strategy = FixedDefaultStrategy(reset_every=10, refine_start_iter=100, refine_stop_iter=1000)
     state = strategy.initialize_state()
     for step in (9, 10):
-        out, _, info = rasterize(params["means"], params["quats"], params["scales"].exp(),
-                                 params["opacities"].sigmoid(), torch.ones(2, 3), torch.eye(4)[None],
-                                 torch.tensor([[[20.0, 0, 8], [0, 20, 6], [0, 0, 1]]]), 16, 12)
+        out, _, info = rasterize(
+            params["means"],
+            params["quats"],
+            params["scales"].exp(),
+            params["opacities"].sigmoid(),
+            torch.ones(2, 3),
+            torch.eye(4)[None],
+            torch.tensor([[[20.0, 0, 8], [0, 20, 6], [0, 0, 1]]]),
+            16,
+            12,
+        )
         strategy.step_pre_backward(params, optimizers, state, step, info)
         out.sum().backward()
         strategy.step_post_backward(params, optimizers, state, step, info)

@@ -53,8 +53,10 @@ HOLDOUT_EVERY, STRIDE, STEPS, GAUSSIANS = 4, 1, 150, 5000
 PSNR_GAIN, PSNR_FLOOR = 8.0, 17.0
 INSTANCE_FLOOR, CLASS_FLOOR, OVER_MAJORITY = 0.82, 0.84, 0.3
 
-needs_bpy = pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
-                               reason="bpy (Blender as a module, pip install bpy==5.0.1, Python 3.11) is not installed")
+needs_bpy = pytest.mark.skipif(
+    importlib.util.find_spec("bpy") is None,
+    reason="bpy (Blender as a module, pip install bpy==5.0.1, Python 3.11) is not installed",
+)
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +130,12 @@ def tiny_scene() -> SceneDataset:
         depth[0, 0] = 0.0  # no hit: no point
         image = np.random.default_rng(i).integers(0, 256, (6, 8, 3)).astype(np.uint8)
         views.append(View(f"v{i}", K, c2w, image, depth, instance.copy(), instance))
-    return SceneDataset([ClassInfo(1, "wall", False), ClassInfo(2, "box", True)],
-                        [InstanceInfo(1, 1, "wall_1"), InstanceInfo(2, 2, "box_2")], views, seed=7)
+    return SceneDataset(
+        [ClassInfo(1, "wall", False), ClassInfo(2, "box", True)],
+        [InstanceInfo(1, 1, "wall_1"), InstanceInfo(2, 2, "box_2")],
+        views,
+        seed=7,
+    )
 
 
 def test_bundle_from_scene_points(tmp_path: Path) -> None:

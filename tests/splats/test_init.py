@@ -32,8 +32,9 @@ def test_one_gaussian_per_point(bundle: Path) -> None:
     expected_class = [SEGMENT_CLASSES.get(int(s), -1) if s else -1 for s in points["segment"]]
     assert model.class_id.tolist() == expected_class and model.class_id.dtype == torch.int32
     # Colour from the DC coefficient, opacity 0.1, identity rotation (float32 round trips).
-    torch.testing.assert_close(model.sh0[:, 0] * SH_C0 + 0.5, torch.from_numpy(points["rgb"] / 255.0).float(),
-                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(
+        model.sh0[:, 0] * SH_C0 + 0.5, torch.from_numpy(points["rgb"] / 255.0).float(), rtol=0, atol=1e-6
+    )
     torch.testing.assert_close(torch.sigmoid(model.opacities), torch.full((n,), 0.1), rtol=0, atol=1e-7)
     assert torch.equal(model.quats, torch.tensor([1.0, 0, 0, 0]).repeat(n, 1))
 
@@ -64,8 +65,9 @@ def test_max_gaussians_picks_a_voxel(bundle: Path) -> None:
     xyz[:, 2] = 0.0  # a plane, like a surface scan
     voxel = choose_voxel(xyz, 800)
     assert voxel is not None and voxel > 0
-    model = init_from_points(xyz, rng.integers(0, 256, (5000, 3)).astype(np.uint8), np.ones(5000, int), {1: 6},
-                             max_gaussians=800)
+    model = init_from_points(
+        xyz, rng.integers(0, 256, (5000, 3)).astype(np.uint8), np.ones(5000, int), {1: 6}, max_gaussians=800
+    )
     assert 400 < len(model) <= 800  # the 1.1x voxel steps land within a factor (1.1^2) of the cap
     assert model.class_id.eq(6).all()
     assert choose_voxel(xyz, 5000) is None

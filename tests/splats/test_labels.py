@@ -16,11 +16,17 @@ def two_discs(front_segment: int = 7, back_segment: int = 9) -> SplatModel:
     """Two opaque flat Gaussians on the optical axis: the front one (z=2) smaller than the back one (z=4)."""
     means = torch.tensor([[0.0, 0.0, 4.0], [0.0, 0.0, 2.0]])
     scales = torch.log(torch.tensor([[0.8, 0.8, 0.01], [0.2, 0.2, 0.01]]))
-    return SplatModel(means=means, scales=scales, quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(2, 1),
-                      opacities=torch.full((2,), math.log(0.98 / 0.02)),
-                      sh0=torch.zeros(2, 1, 3), shN=torch.zeros(2, 0, 3),
-                      segment=torch.tensor([back_segment, front_segment], dtype=torch.int32),
-                      class_id=torch.tensor([3, 1], dtype=torch.int32), background=torch.tensor([1.0, 0.0, 0.0]))
+    return SplatModel(
+        means=means,
+        scales=scales,
+        quats=torch.tensor([[1.0, 0, 0, 0]]).repeat(2, 1),
+        opacities=torch.full((2,), math.log(0.98 / 0.02)),
+        sh0=torch.zeros(2, 1, 3),
+        shN=torch.zeros(2, 0, 3),
+        segment=torch.tensor([back_segment, front_segment], dtype=torch.int32),
+        class_id=torch.tensor([3, 1], dtype=torch.int32),
+        background=torch.tensor([1.0, 0.0, 0.0]),
+    )
 
 
 @pytest.mark.parametrize("method", ["maxweight", "onehot"])
@@ -33,8 +39,8 @@ def test_front_object_wins(method: str) -> None:
     assert out.segment[ring] == 9 and out.class_id[ring] == 3
     assert out.segment[corner] == 0 and out.class_id[corner] == -1  # background: void
     # On the axis both discs have alpha 0.98: expected depth (0.98 * 2 + 0.02 * 0.98 * 4) / (1 - 0.02^2).
-    assert out.depth[centre] == pytest.approx((0.98 * 2 + 0.02 * 0.98 * 4) / (1 - 0.02 ** 2), abs=1e-5)
-    assert out.alpha[centre] == pytest.approx(1 - 0.02 ** 2, abs=1e-6)
+    assert out.depth[centre] == pytest.approx((0.98 * 2 + 0.02 * 0.98 * 4) / (1 - 0.02**2), abs=1e-5)
+    assert out.alpha[centre] == pytest.approx(1 - 0.02**2, abs=1e-6)
     assert out.segment.dtype == np.int32 and out.class_id.dtype == np.int32
     np.testing.assert_allclose(out.rgb[corner], [1.0, 0.0, 0.0], atol=1e-6)  # the model's background colour
 
@@ -66,6 +72,7 @@ def test_segment_class_table_majority() -> None:
 def test_labels_from_ids_threshold() -> None:
     ids = torch.tensor([[0, 1], [-1, 1]])
     alpha = torch.tensor([[0.9, 0.4], [0.9, 0.6]])
-    seg, cls = labels_from_ids(ids, alpha, torch.tensor([3, 8], dtype=torch.int32),
-                               torch.tensor([0, 2], dtype=torch.int32))
+    seg, cls = labels_from_ids(
+        ids, alpha, torch.tensor([3, 8], dtype=torch.int32), torch.tensor([0, 2], dtype=torch.int32)
+    )
     assert seg.tolist() == [[3, 0], [0, 8]] and cls.tolist() == [[0, -1], [-1, 2]]

@@ -69,8 +69,14 @@ def test_camera_checks() -> None:
 
     model = two_discs()
     K = np.array([[30.0, 0, 16], [0, 30.0, 12], [0, 0, 1]])
-    for bad in [{"K": np.eye(2)}, {"cam_to_world": np.full((4, 4), np.nan)}, {"width": 0}, {"height": 100_000},
-                {"width": 3.5}, {"cam_to_world": np.zeros((4, 4))}]:
+    for bad in [
+        {"K": np.eye(2)},
+        {"cam_to_world": np.full((4, 4), np.nan)},
+        {"width": 0},
+        {"height": 100_000},
+        {"width": 3.5},
+        {"cam_to_world": np.zeros((4, 4))},
+    ]:
         args = {"K": K, "cam_to_world": np.eye(4), "width": 32, "height": 24, **bad}
         with pytest.raises(ValueError):
             render(model, **args)
@@ -92,8 +98,10 @@ def test_render_view_and_cache(bundle_with_splats: Path) -> None:
         render_view(bundle_with_splats, cam["K"], cam["cam_to_world"], 32, 24)
 
 
-needs_gsplat_cuda = pytest.mark.skipif(not (torch.cuda.is_available() and gsplat_cuda_available()),
-                                       reason="needs a CUDA GPU with gsplat's compiled kernels")
+needs_gsplat_cuda = pytest.mark.skipif(
+    not (torch.cuda.is_available() and gsplat_cuda_available()),
+    reason="needs a CUDA GPU with gsplat's compiled kernels",
+)
 
 
 @needs_gsplat_cuda
@@ -104,9 +112,19 @@ def test_cuda_dispatch_and_parity_with_gsplat() -> None:
     outs = {}
     for backend in ("torch", "gsplat"):
         params = {k: v.clone().requires_grad_(True) for k, v in scene.items()}
-        out, alpha, _ = render_module.rasterize(params["means"], params["quats"], params["scales"],
-                                                params["opacities"], params["colors"], viewmats, Ks, 64, 48,
-                                                backend=backend, render_mode="RGB+ED")
+        out, alpha, _ = render_module.rasterize(
+            params["means"],
+            params["quats"],
+            params["scales"],
+            params["opacities"],
+            params["colors"],
+            viewmats,
+            Ks,
+            64,
+            48,
+            backend=backend,
+            render_mode="RGB+ED",
+        )
         (out[..., :3].sum() + alpha.sum()).backward()
         outs[backend] = (out.detach(), alpha.detach(), {k: v.grad for k, v in params.items()})
     # CUDA uses fast-math __expf and float32 transmittance; ours float64 transmittance: small differences.

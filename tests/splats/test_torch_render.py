@@ -13,16 +13,20 @@ from panst3r_engine.splats._torch_render import rasterize
 SH_C0, SH_C1 = 0.28209479177387814, 0.48860251190292
 
 
-def random_scene(n: int, seed: int, opacity=(0.05, 0.95), channels: int = 3, spread: float = 0.6,
-                 dtype=torch.float64) -> dict:
+def random_scene(
+    n: int, seed: int, opacity=(0.05, 0.95), channels: int = 3, spread: float = 0.6, dtype=torch.float64
+) -> dict:
     """n Gaussians around 3 m in front of the identity camera, a few behind it or at the image edges."""
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(n, 3, generator=g, dtype=dtype) * spread + torch.tensor([0.0, 0.0, 3.0], dtype=dtype)
     means[:2, 2] = -1.0  # behind the camera: culled
-    return {"means": means, "quats": torch.randn(n, 4, generator=g, dtype=dtype),
-            "scales": torch.rand(n, 3, generator=g, dtype=dtype) * 0.15 + 0.01,
-            "opacities": torch.rand(n, generator=g, dtype=dtype) * (opacity[1] - opacity[0]) + opacity[0],
-            "colors": torch.rand(n, channels, generator=g, dtype=dtype)}
+    return {
+        "means": means,
+        "quats": torch.randn(n, 4, generator=g, dtype=dtype),
+        "scales": torch.rand(n, 3, generator=g, dtype=dtype) * 0.15 + 0.01,
+        "opacities": torch.rand(n, generator=g, dtype=dtype) * (opacity[1] - opacity[0]) + opacity[0],
+        "colors": torch.rand(n, channels, generator=g, dtype=dtype),
+    }
 
 
 def camera(width: int, height: int, dtype=torch.float64, yaw: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,12 +34,14 @@ def camera(width: int, height: int, dtype=torch.float64, yaw: float = 0.0) -> tu
     c, s = math.cos(yaw), math.sin(yaw)
     view = torch.tensor([[c, 0, -s, 0.1], [0, 1, 0, -0.05], [s, 0, c, 0.0], [0, 0, 0, 1]], dtype=dtype)
     f = 1.1 * width
-    return view[None], torch.tensor([[[f, 0, width / 2 + 0.3], [0, f * 1.02, height / 2 - 0.2], [0, 0, 1]]],
-                                    dtype=dtype)
+    return view[None], torch.tensor(
+        [[[f, 0, width / 2 + 0.3], [0, f * 1.02, height / 2 - 0.2], [0, 0, 1]]], dtype=dtype
+    )
 
 
-def reference_render(scene: dict, viewmat: np.ndarray, K: np.ndarray, width: int,
-                     height: int) -> tuple[np.ndarray, np.ndarray, int]:
+def reference_render(
+    scene: dict, viewmat: np.ndarray, K: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """(colors [H, W, D], alpha [H, W], early stops): gsplat 1.5.3's projection and forward kernel, pixel by pixel.
 
     Projection: EWA with the Jacobian's x/z, y/z clamped to 1.3x the field of view, +0.3 px blur, culled below
@@ -48,9 +54,13 @@ def reference_render(scene: dict, viewmat: np.ndarray, K: np.ndarray, width: int
     gauss = []
     for i in range(len(sc["means"])):
         w, x, y, z = sc["quats"][i] / np.linalg.norm(sc["quats"][i])
-        rot = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+        rot = np.array(
+            [
+                [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+            ]
+        )
         m = rot * sc["scales"][i]
         p = viewmat[:3, :3] @ sc["means"][i] + viewmat[:3, 3]
         cov_c = viewmat[:3, :3] @ (m @ m.T) @ viewmat[:3, :3].T
@@ -64,8 +74,7 @@ def reference_render(scene: dict, viewmat: np.ndarray, K: np.ndarray, width: int
         mean2d = np.array([fx * p[0] / p[2] + cx, fy * p[1] / p[2] + cy])
         extend = min(3.33, math.sqrt(2 * math.log(255 * opacity)))
         rx, ry = math.ceil(extend * math.sqrt(cov2d[0, 0])), math.ceil(extend * math.sqrt(cov2d[1, 1]))
-        if (mean2d[0] + rx <= 0 or mean2d[0] - rx >= width or mean2d[1] + ry <= 0
-                or mean2d[1] - ry >= height):
+        if mean2d[0] + rx <= 0 or mean2d[0] - rx >= width or mean2d[1] + ry <= 0 or mean2d[1] - ry >= height:
             continue
         gauss.append((p[2], i, mean2d, np.linalg.inv(cov2d), opacity))
     gauss.sort(key=lambda item: item[0])  # stable: equal depths keep index order
@@ -92,12 +101,23 @@ def reference_render(scene: dict, viewmat: np.ndarray, K: np.ndarray, width: int
 
 def _render(scene: dict, width: int, height: int, yaw: float = 0.0, **kwargs):
     viewmats, Ks = camera(width, height, scene["means"].dtype, yaw)
-    return rasterize(scene["means"], scene["quats"], scene["scales"], scene["opacities"], scene["colors"],
-                     viewmats, Ks, width, height, **kwargs)
+    return rasterize(
+        scene["means"],
+        scene["quats"],
+        scene["scales"],
+        scene["opacities"],
+        scene["colors"],
+        viewmats,
+        Ks,
+        width,
+        height,
+        **kwargs,
+    )
 
 
-@pytest.mark.parametrize(("n", "seed", "opacity", "channels", "yaw"),
-                         [(60, 0, (0.05, 0.95), 3, 0.0), (300, 1, (0.9, 1.0), 5, 0.2)])
+@pytest.mark.parametrize(
+    ("n", "seed", "opacity", "channels", "yaw"), [(60, 0, (0.05, 0.95), 3, 0.0), (300, 1, (0.9, 1.0), 5, 0.2)]
+)
 def test_matches_per_pixel_reference(n, seed, opacity, channels, yaw) -> None:
     width, height = 40, 30
     scene = random_scene(n, seed, opacity, channels)
@@ -129,8 +149,7 @@ def test_gradcheck() -> None:
     viewmats, Ks = camera(12, 10)
 
     def fn(means, quats, scales, opacities, colors):
-        out, alpha, _ = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 12, 10,
-                                  render_mode="RGB+ED")
+        out, alpha, _ = rasterize(means, quats, scales, opacities, colors, viewmats, Ks, 12, 10, render_mode="RGB+ED")
         return out, alpha
 
     inputs = tuple(scene[k].clone().requires_grad_(True) for k in names)
@@ -164,9 +183,17 @@ def test_depth_alpha_and_pixel_convention() -> None:
     pose = torch.eye(4, dtype=torch.float64)
     pose[:3, 3] = torch.tensor([0.3, -0.2, 0.5])
     mean = torch.tensor([[0.0, 0.0, z]], dtype=torch.float64) - pose[:3, 3]  # camera-frame (0, 0, z)
-    args = (mean, torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64), torch.full((1, 3), 0.05, dtype=torch.float64),
-            torch.tensor([0.7], dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64), pose[None], K,
-            width, height)
+    args = (
+        mean,
+        torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float64),
+        torch.full((1, 3), 0.05, dtype=torch.float64),
+        torch.tensor([0.7], dtype=torch.float64),
+        torch.ones(1, 3, dtype=torch.float64),
+        pose[None],
+        K,
+        width,
+        height,
+    )
     for mode, value in (("D", 0.7 * z), ("ED", z), ("RGB+ED", z)):
         out, alpha, _ = rasterize(*args, render_mode=mode)
         assert alpha[0, 6, 8, 0].item() == pytest.approx(0.7, abs=1e-12)
@@ -184,8 +211,7 @@ def test_feature_channels_and_backgrounds() -> None:
     np.testing.assert_allclose(part.numpy(), colors[..., 2:5].numpy(), rtol=0, atol=1e-14)  # channel-independent
     bg = torch.linspace(0.1, 0.9, 7, dtype=torch.float64)[None]  # [C, D]
     with_bg, _, _ = _render(scene, 24, 20, backgrounds=bg)
-    np.testing.assert_allclose(with_bg.numpy(), (colors + (1 - alphas) * bg[:, None, None]).numpy(), rtol=0,
-                               atol=1e-14)
+    np.testing.assert_allclose(with_bg.numpy(), (colors + (1 - alphas) * bg[:, None, None]).numpy(), rtol=0, atol=1e-14)
     per_camera = scene["colors"].expand(1, 80, 7)  # [C, N, D] colours are taken as well
     again, _, _ = _render({**scene, "colors": per_camera}, 24, 20)
     assert torch.equal(again, colors)
@@ -196,12 +222,22 @@ def test_several_cameras_and_strategy_meta() -> None:
     scene["means"].requires_grad_(True)
     views = torch.cat([camera(20, 16, torch.float32, yaw)[0] for yaw in (0.0, 0.15)])
     Ks = camera(20, 16, torch.float32)[1].expand(2, 3, 3)
-    out, _, meta = rasterize(scene["means"], scene["quats"], scene["scales"], scene["opacities"],
-                             scene["colors"], views, Ks, 20, 16)
+    out, _, meta = rasterize(
+        scene["means"], scene["quats"], scene["scales"], scene["opacities"], scene["colors"], views, Ks, 20, 16
+    )
     for c in range(2):
-        single, _, _ = rasterize(scene["means"], scene["quats"], scene["scales"], scene["opacities"],
-                                 scene["colors"], views[c:c + 1], Ks[c:c + 1], 20, 16)
-        torch.testing.assert_close(out[c:c + 1], single, rtol=0, atol=1e-6)  # float32 segment bases differ
+        single, _, _ = rasterize(
+            scene["means"],
+            scene["quats"],
+            scene["scales"],
+            scene["opacities"],
+            scene["colors"],
+            views[c : c + 1],
+            Ks[c : c + 1],
+            20,
+            16,
+        )
+        torch.testing.assert_close(out[c : c + 1], single, rtol=0, atol=1e-6)  # float32 segment bases differ
     assert meta["radii"].shape == (2, 50, 2) and meta["radii"].dtype == torch.int32
     assert meta["means2d"].shape == (2, 50, 2) and meta["n_cameras"] == 2 and meta["gaussian_ids"] is None
     meta["means2d"].retain_grad()

@@ -19,7 +19,7 @@ spm = pytest.importorskip("sentencepiece", reason="optional 'text' extra (senten
 pytest.importorskip("google.protobuf", reason="optional 'text' extra (protobuf, for SiglipTokenizer) not installed")
 
 from panst3r_engine.vocab import text_encoder  # noqa: E402
-from panst3r_engine.vocab.embeddings import embeddings_for
+from panst3r_engine.vocab.embeddings import embeddings_for  # noqa: E402
 from panst3r_engine.vocab.text_encoder import MAX_LENGTH, embed_tokens, prompts, tokenize  # noqa: E402
 from panst3r_engine.vocab.vocabularies import Vocabulary, VocabularyError, load_vocabulary  # noqa: E402
 from tests.parity_utils import fill_tensor, load_case  # noqa: E402
@@ -80,12 +80,26 @@ def test_attention_mask_matters(parity_dir, parity_text_model):
 @pytest.fixture(scope="module")
 def tiny_tokenizer(tmp_path_factory):
     """A SiglipTokenizer over a sentencepiece model trained here (ids: pad 0, eos 1, unk 2, like SigLIP's)."""
-    sentences = ["this is a photo of chair", "this is a photo of table", "basket handbasket window wall floor",
-                 "toilet can commode pot stool throne", "a photo of a dog and a cat on the sofa"] * 20
+    sentences = [
+        "this is a photo of chair",
+        "this is a photo of table",
+        "basket handbasket window wall floor",
+        "toilet can commode pot stool throne",
+        "a photo of a dog and a cat on the sofa",
+    ] * 20
     buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=buf, vocab_size=60,
-                                   model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-                                   hard_vocab_limit=False, minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=buf,
+        vocab_size=60,
+        model_type="unigram",
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        hard_vocab_limit=False,
+        minloglevel=2,
+    )
     path = tmp_path_factory.mktemp("spm") / "spiece.model"
     path.write_bytes(buf.getvalue())
     return transformers.SiglipTokenizer(vocab_file=str(path))
@@ -120,10 +134,23 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     """A full (text + vision) SigLIP checkpoint folder, as the hub lays it out, with tiny dimensions."""
     torch.manual_seed(0)
     config = transformers.SiglipConfig(
-        text_config=dict(vocab_size=tiny_tokenizer.vocab_size, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=MAX_LENGTH),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=16))
+        text_config=dict(
+            vocab_size=tiny_tokenizer.vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=MAX_LENGTH,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=16,
+        ),
+    )
     model = transformers.SiglipModel(config).eval()
     folder = tmp_path_factory.mktemp("siglip-tiny")
     model.save_pretrained(folder)

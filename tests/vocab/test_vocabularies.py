@@ -71,10 +71,13 @@ def test_json_file_names_and_objects(tmp_path):
     assert b.names == ("floor", "cup") and b.isthing == (False, True)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("chair\ntable\nchair\n", "duplicate class name 'chair'"),
-    ("# nothing\n\n", "empty"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("chair\ntable\nchair\n", "duplicate class name 'chair'"),
+        ("# nothing\n\n", "empty"),
+    ],
+)
 def test_invalid_text_files(tmp_path, content, message):
     path = tmp_path / "bad.txt"
     path.write_text(content)

@@ -109,8 +109,10 @@ def _safetensors(n_floats: int = 1000) -> bytes:
     return struct.pack("<Q", len(header)) + header + bytes(4 * n_floats)
 
 
-SIGLIP = {f"/siglip-base-patch16-224/{name}": (_safetensors() if name.endswith(".safetensors") else b"{}")
-          for name in w.REGISTRY["siglip-text"].files}
+SIGLIP = {
+    f"/siglip-base-patch16-224/{name}": (_safetensors() if name.endswith(".safetensors") else b"{}")
+    for name in w.REGISTRY["siglip-text"].files
+}
 
 
 @pytest.fixture
@@ -133,8 +135,15 @@ def server():
 def entry(server, home) -> w.WeightsEntry:
     """A registry-style entry for the fake file, with its licence already accepted."""
     w.accept_licence("panst3r-noncommercial")
-    return w.WeightsEntry("test-weights", "fake.pth", f"{server.url}/fake.pth", MD5, len(DATA),
-                          "panst3r-noncommercial", "2 MB of random bytes")
+    return w.WeightsEntry(
+        "test-weights",
+        "fake.pth",
+        f"{server.url}/fake.pth",
+        MD5,
+        len(DATA),
+        "panst3r-noncommercial",
+        "2 MB of random bytes",
+    )
 
 
 def test_full_download_verifies_md5_and_reports_progress(entry, home):
@@ -251,8 +260,13 @@ def test_offline_mode_names_the_file_and_place(entry, server, monkeypatch):
     assert "offline" in message and entry.url in message and str(w.weights_path(entry)) in message
     assert server.requests == []
     siglip = w.REGISTRY["siglip-text"]
-    with pytest.raises(w.WeightsError, match=re.escape(f"model.safetensors, spiece.model, tokenizer_config.json, "
-                                                       f"special_tokens_map.json from {siglip.url}/ into the folder")):
+    with pytest.raises(
+        w.WeightsError,
+        match=re.escape(
+            f"model.safetensors, spiece.model, tokenizer_config.json, "
+            f"special_tokens_map.json from {siglip.url}/ into the folder"
+        ),
+    ):
         w.download(siglip)
     w.weights_path(entry).parent.mkdir(parents=True)
     w.weights_path(entry).write_bytes(DATA)  # placed by hand: offline download just returns it
@@ -272,8 +286,12 @@ def test_resolve_weights_ids_aliases_and_paths(home, tmp_path):
     with pytest.raises(w.WeightsError) as exc:
         w.resolve_weights("v2")
     message = str(exc.value)
-    for part in ("panst3r_v2_512_5ds.pth", w.REGISTRY["panst3r-v2-512"].url, str(w.weights_path("v2")),
-                 "python -m panst3r_engine weights download panst3r-v2-512 --accept-license"):
+    for part in (
+        "panst3r_v2_512_5ds.pth",
+        w.REGISTRY["panst3r-v2-512"].url,
+        str(w.weights_path("v2")),
+        "python -m panst3r_engine weights download panst3r-v2-512 --accept-license",
+    ):
         assert part in message
     w.weights_path("v1").parent.mkdir(parents=True)
     w.weights_path("v1").write_bytes(b"x")
@@ -397,8 +415,10 @@ def test_incomplete_folder_counts_as_absent_and_names_the_missing_files(server, 
     (target / "special_tokens_map.json").write_bytes(b"")  # empty: as good as missing
     (target / "model.safetensors.part").write_bytes(SIGLIP["/siglip-base-patch16-224/model.safetensors"][:100])
     assert not w.is_present(entry) and default_text_model_dir() is None
-    sentence = (f"the folder {target} is incomplete: download model.safetensors, spiece.model, "
-                f"special_tokens_map.json from {entry.url}/ into it")
+    sentence = (
+        f"the folder {target} is incomplete: download model.safetensors, spiece.model, "
+        f"special_tokens_map.json from {entry.url}/ into it"
+    )
     assert sentence in w.manual_instructions(entry)
     with pytest.raises(VocabularyError) as exc:
         embeddings_for(load_vocabulary("coco"))

@@ -21,8 +21,7 @@ def use_fused_attention(enabled: bool) -> None:
     _FUSED = bool(enabled)
 
 
-def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-           mask: torch.Tensor | None = None) -> torch.Tensor:
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax attention of q [B, h, Nq, d] over k, v [B, h, Nk, d].
 
     ``mask`` is boolean, True where attention is allowed (SDPA semantics).

@@ -16,8 +16,14 @@ class Mlp(nn.Module):
         act_layer: activation class (GELU, exact erf form, unless told otherwise).
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int | None = None,
-                 act_layer: type[nn.Module] = nn.GELU, bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dim: int,
+        out_dim: int | None = None,
+        act_layer: type[nn.Module] = nn.GELU,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(in_dim, hidden_dim, bias=bias)
         self.act = act_layer()
