@@ -10,6 +10,7 @@ tree onto our size dataclasses.
 from __future__ import annotations
 
 import ast
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,7 +195,28 @@ def config_from_args(args: Any) -> ModelConfig:
     postprocess = get("postprocess_default", None) or "standard_v2"
     if postprocess not in ("standard_v1", "standard_v2", "qubo"):
         raise ConstructorError(f"unknown postprocess_default {postprocess!r}")
-    return ModelConfig(encoder=enc, decoder=dec, dino=dino, panoptic=panoptic, postprocess_default=postprocess)
+    cfg = ModelConfig(encoder=enc, decoder=dec, dino=dino, panoptic=panoptic, postprocess_default=postprocess)
+    check_sizes(cfg)
+    return cfg
+
+
+MAX_SIZE = 16_384  # no width, head count or query count of a real model comes near this
+MAX_DEPTH = 256
+
+
+def check_sizes(config: Any, where: str = "model") -> None:
+    """Refuse sizes no real model has before anything is built (``depth=10000000`` would hang for minutes)."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            check_sizes(value, f"{where}.{f.name}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            limit = MAX_DEPTH if "depth" in f.name or "layers" in f.name else MAX_SIZE
+            if not 0 <= value <= limit:
+                raise ConstructorError(
+                    f"the checkpoint's args give {where}.{f.name} = {value}, outside 0..{limit}; "
+                    "it is not a PanSt3R checkpoint this engine can build"
+                )
 
 
 def args_from_config(cfg: ModelConfig) -> dict[str, Any]:

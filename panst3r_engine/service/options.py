@@ -53,14 +53,29 @@ class ClientOptions:
         return replace(base, **fields).validate()
 
 
+MAX_OPTIONS_CHARS = 1 << 20  # a vocabulary of 4096 long class names fits
+MAX_INT_DIGITS = 30
+
+
+def _bounded_int(digits: str) -> int:
+    """JSON integers, refused before conversion when longer than any option could be."""
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError("integer too long")
+    return int(digits)
+
+
 def parse_options(text: str | None) -> ClientOptions:
     """Parse the ``options`` form field (a JSON object, or absent); raises :class:`ApiError` (400)."""
     if text is None or not text.strip():
         return ClientOptions({})
+    if len(text) > MAX_OPTIONS_CHARS:
+        raise _bad(f"the 'options' field is {len(text)} characters long; at most {MAX_OPTIONS_CHARS} are accepted")
     try:
-        values = json.loads(text)
+        values = json.loads(text, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise _bad(f"the 'options' field is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    except (RecursionError, ValueError):  # nested thousands deep, or an integer of thousands of digits
+        raise _bad("the 'options' field is nested too deeply or holds a number too long to be an option") from None
     if not isinstance(values, dict):
         raise _bad("the 'options' field must be a JSON object such as {\"keyframes\": 10}")
     for key, value in values.items():

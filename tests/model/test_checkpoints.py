@@ -158,3 +158,16 @@ def test_unknown_constructor_is_refused(tmp_path):
     torch.save(data, path)
     with pytest.raises(CheckpointError, match="unsupported"):
         load_model(path)
+
+
+def test_absurd_sizes_in_args_are_refused_before_building(tmp_path):
+    """A crafted checkpoint whose args ask for ten million layers is refused at once, not built for minutes."""
+    from panst3r_engine.model.configs import model_config
+    from panst3r_engine.model.constructor_args import ConstructorError, args_from_config, config_from_args
+
+    args = args_from_config(model_config("v2"))
+    args["must3r_encoder"] = args["must3r_encoder"].replace(
+        "PatchEmbedDust3R'", "PatchEmbedDust3R', embed_dim=1024, depth=10000000, num_heads=16"
+    )
+    with pytest.raises(ConstructorError, match=r"model.encoder.depth = 10000000, outside 0..256"):
+        config_from_args(args)

@@ -133,3 +133,12 @@ def test_unknown_option_is_named():
 )
 def test_bad_options_are_refused_with_a_reason(options, words):
     assert words in refused(options)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"seed": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000, '{"vocab": "' + "x" * (2 << 20) + '"}']
+)
+def test_hostile_option_texts_are_400_not_500(text):
+    with pytest.raises(ApiError) as info:
+        parse_options(text)
+    assert info.value.status == 400 and info.value.code == "bad_options"

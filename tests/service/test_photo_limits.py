@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.service.conftest import photo_bytes
-from tests.test_image_limits import png_claiming
+from tests.pipeline.test_image_limits import png_claiming
 
 
 @pytest.mark.parametrize("side", [20000, 28000])
