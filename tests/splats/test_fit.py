@@ -119,3 +119,18 @@ def test_ssim() -> None:
     img = torch.rand(20, 24, 3, generator=torch.Generator().manual_seed(0))
     assert float(ssim(img, img)) == pytest.approx(1.0, abs=1e-6)
     assert float(ssim(img, 1 - img)) < 0.2
+
+
+def test_a_time_budget_plans_the_steps_that_fit(fitted) -> None:
+    """With a budget the fit times its first steps and stops near the budget instead of running all steps."""
+    import time
+
+    bundle = fitted[0]
+    started = time.perf_counter()
+    calls = []
+    result = fit_bundle(
+        bundle, steps=100_000, max_gaussians=2000, time_budget_s=1.0, progress=lambda *a: calls.append(a)
+    )
+    assert 10 < result.stats["steps"] < 100_000
+    assert time.perf_counter() - started < 60  # all 100 000 steps would take an hour here
+    assert calls[-1][1] == 1.0  # progress ends at 100 % of the planned steps
