@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
 import requests
 
 from tests.service.conftest import FAST, TOKEN, photo_bytes
-from tests.service.test_jobs import fake_splats_module
 
 
 def camera(width: int = 64, height: int = 48) -> dict:
@@ -23,27 +22,38 @@ def camera(width: int = 64, height: int = 48) -> dict:
 
 
 @pytest.fixture
-def splat_engine(start_engine, monkeypatch):
-    """(engine, done job id, fake splats module): renders record their thread and can be held on ``gate``."""
-    calls: list = []
-    module = fake_splats_module(calls)
-    plain = module.render_view
-    module.gate, module.threads = threading.Event(), []
-    module.gate.set()
+def splat_engine(start_engine, jobs_dir, monkeypatch):
+    """(engine, done job id, probe): a real job with splats whose splats.ply is then swapped for 100 Gaussians;
+    the real renderer is wrapped so renders record their thread and can be held on ``probe.gate``."""
+    import panst3r_engine.splats as splats
+    from panst3r_engine.splats import init_from_points, write_splats_ply
+
+    real = splats.render_view
+    probe = types.SimpleNamespace(gate=threading.Event(), threads=[])
+    probe.gate.set()
 
     def render_view(bundle, K, cam_to_world, width, height):
-        module.threads.append(threading.current_thread().name)
-        assert module.gate.wait(20)
-        return plain(bundle, K, cam_to_world, width, height)
+        probe.threads.append(threading.current_thread().name)
+        assert probe.gate.wait(20)
+        return real(bundle, K, cam_to_world, width, height)
 
-    module.render_view, module.calls = render_view, calls
-    monkeypatch.setitem(sys.modules, "panst3r_engine.splats", module)
+    monkeypatch.setattr(splats, "render_view", render_view)
     engine = start_engine(
         RENDER_MAX_PIXELS=100 * 100, RENDER_MAX_GAUSSIANS=1000, RENDER_MAX_WORK=64 * 48 * 600, RENDER_WAIT_S=1.0
     )
-    job = engine.submit([("a.jpg", photo_bytes())], {**FAST, "splats": True, "splat_steps": 5}).json()
+    options = {**FAST, "splats": True, "splat_steps": 5, "conf_threshold": 1.0}
+    job = engine.submit([("a.jpg", photo_bytes())], options).json()
     assert engine.wait(job["id"])["state"] == "done"
-    return engine, job["id"], module
+    rng = np.random.default_rng(0)
+    small = init_from_points(
+        rng.normal(0, 0.3, (100, 3)) + [0, 0, 3],
+        rng.integers(0, 255, (100, 3), dtype=np.uint8),
+        np.ones(100, np.int64),
+        {1: 0},
+        voxel=None,
+    )
+    write_splats_ply(small, jobs_dir / job["id"] / "bundle" / "splats.ply")
+    return engine, job["id"], probe
 
 
 def test_render_size_and_splats_are_bounded_and_run_on_the_worker(splat_engine, jobs_dir):
