@@ -54,7 +54,7 @@ class ClientOptions:
 
 
 MAX_OPTIONS_CHARS = 1 << 20  # a vocabulary of 4096 long class names fits
-MAX_INT_DIGITS = 30
+MAX_INT_DIGITS = 40  # longer than any 128-bit number: only a hostile request sends more
 
 
 def _bounded_int(digits: str) -> int:
