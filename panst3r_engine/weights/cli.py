@@ -115,7 +115,9 @@ def cmd_download(args: argparse.Namespace) -> int:
         if not is_present(entry) and not offline():
             require_licence(entry, args.accept_license)
             print(f"downloading {entry.id} to {weights_path(entry)}", file=sys.stderr)
-        path = download(entry, accept_license=args.accept_license, progress=bar, base_url=args.base_url)
+        path = download(
+            entry, accept_license=args.accept_license, progress=bar, base_url=args.base_url, deadline_s=args.deadline
+        )
     except WeightsError as exc:
         bar.finish()
         return _error(exc)
@@ -174,6 +176,13 @@ def add_weights_commands(weights_subparsers) -> None:
         "--base-url",
         default=None,
         help=f"mirror laid out like the cache's weights/ folder (default: ${ENV_BASE_URL} or official)",
+    )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up a file's transfer after this long (default: its expected size at 100 kB/s plus 5 minutes)",
     )
     p.set_defaults(func=cmd_download)
     p = weights_subparsers.add_parser("verify", help="check downloaded weights (MD5) against the registry")

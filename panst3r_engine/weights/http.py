@@ -5,6 +5,12 @@ about HTTP: stream into ``<dest>.part``, resume it with a Range request after a
 transport failure (restarting when the server ignores Range or answers 416),
 hash while writing, and move into place with ``os.replace`` only once the MD5
 matched, so ``dest`` never holds a partial file.
+
+A hostile or broken server is bounded: the body may not exceed ``max_bytes``
+(checked on Content-Length before writing, then while writing), the whole
+transfer has a deadline (a 1 byte/s drip never ends otherwise), redirects are
+followed only to the same host or to listed ones, and a compressed answer
+(``Content-Encoding`` other than identity) is refused rather than stored.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import errno
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
@@ -24,6 +32,15 @@ from panst3r_engine import __version__
 from panst3r_engine.errors import PanSt3RError
 
 Progress = Callable[[int, int | None], None]
+
+MAX_REDIRECTS = 5
+MIN_RATE = 100_000  # bytes/s: the default deadline allows at least this slow a connection
+DEADLINE_ALLOWANCE_S = 300.0  # plus this much for connecting, redirects and slow starts
+
+
+def default_deadline(expected_bytes: int | None) -> float | None:
+    """Generous whole-transfer deadline: the expected size at ``MIN_RATE`` plus a fixed allowance."""
+    return None if expected_bytes is None else DEADLINE_ALLOWANCE_S + expected_bytes / MIN_RATE
 
 
 class DownloadError(PanSt3RError):
@@ -42,6 +59,10 @@ class _Transfer:
     total: int | None = None
     connected: bool = False
     mirror_hint: str = "use a mirror"
+    max_bytes: int | None = None
+    deadline: float | None = None  # time.monotonic() by which the transfer must be complete
+    deadline_s: float | None = None
+    hosts: tuple[str, ...] = ()
 
 
 def fetch(
@@ -52,13 +73,21 @@ def fetch(
     chunk_size: int = 1 << 20,
     timeout: float = 30.0,
     mirror_hint: str = "use a mirror",
+    max_bytes: int | None = None,
+    deadline_s: float | None = None,
+    hosts: tuple[str, ...] = (),
 ) -> None:
     """Download ``url`` to ``final`` via ``final.part``; moved into place only once complete and MD5-correct.
 
     ``progress(bytes_done, bytes_total_or_None)`` is called per chunk; ``mirror_hint`` ends the messages
-    of failures a mirror would avoid.
+    of failures a mirror would avoid. ``max_bytes`` caps the file, ``deadline_s`` the whole transfer
+    (default from ``max_bytes``, see :func:`default_deadline`); ``hosts`` lists the other hosts a redirect
+    may lead to (``.example.org`` also admits its subdomains).
     """
-    t = _Transfer(url, final.with_name(final.name + ".part"), mirror_hint=mirror_hint)
+    deadline_s = default_deadline(max_bytes) if deadline_s is None else deadline_s
+    t = _Transfer(url, final.with_name(final.name + ".part"), mirror_hint=mirror_hint, max_bytes=max_bytes)
+    t.hosts, t.deadline_s = hosts, deadline_s
+    t.deadline = None if deadline_s is None else time.monotonic() + deadline_s
     digest = _stream_with_clear_errors(t, progress, chunk_size, timeout)
     if md5 is not None and digest.hexdigest() != md5.lower():
         t.part.unlink(missing_ok=True)
@@ -77,8 +106,10 @@ def _stream_with_clear_errors(
     resume = f"run the same command again to resume from the {t.part.name} file"
     try:
         return _stream(t, progress, chunk_size, timeout)
-    except requests.Timeout as exc:
+    except (requests.Timeout, urllib3.exceptions.ReadTimeoutError) as exc:
         raise DownloadError(f"no data from {t.url} for {timeout:g} s; check your connection and {resume}") from exc
+    except urllib3.exceptions.HTTPError as exc:
+        raise DownloadError(f"the connection to {t.url} was lost after {human_size(t.done)}; {resume}") from exc
     except requests.ConnectionError as exc:
         if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
             raise DownloadError(f"no data from {t.url} for {timeout:g} s; check your connection and {resume}") from exc
@@ -107,7 +138,7 @@ def _stream(t: _Transfer, progress: Progress | None, chunk_size: int, timeout: f
         headers = {"User-Agent": f"panst3r-engine/{__version__}", "Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
-        with requests.get(t.url, headers=headers, stream=True, timeout=timeout) as resp:
+        with _get(t, headers, timeout) as resp:
             t.connected = True
             if resp.status_code == 416:  # part as long as or longer than the file
                 if offset and _content_range(resp)[2] == offset:
@@ -123,15 +154,51 @@ def _stream(t: _Transfer, progress: Progress | None, chunk_size: int, timeout: f
     raise DownloadError(f"{t.url} keeps answering resume requests wrongly; delete {t.part} and download again")
 
 
+def _get(t: _Transfer, headers: dict[str, str], timeout: float) -> requests.Response:
+    """GET following redirects by hand, so that each hop's host is checked before it is contacted."""
+    url = t.url
+    for _ in range(MAX_REDIRECTS + 1):
+        resp = requests.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=False)
+        if not resp.is_redirect:
+            return resp
+        target = urljoin(url, resp.headers["Location"])
+        resp.close()
+        _check_redirect(t, url, target)
+        url = target
+    raise DownloadError(f"{t.url} redirects more than {MAX_REDIRECTS} times; check the URL or {t.mirror_hint}")
+
+
+def _check_redirect(t: _Transfer, url: str, target: str) -> None:
+    """A redirect may stay on the host, or go to a host listed for this download; nowhere else."""
+    here, there = urlsplit(url), urlsplit(target)
+    host = (there.hostname or "").lower()
+    listed = any(host == h or (h.startswith(".") and host.endswith(h)) for h in t.hosts)
+    if there.scheme not in ("http", "https") or (here.scheme == "https" and there.scheme != "https"):
+        raise DownloadError(f"{t.url} redirects to the insecure address {target}, which was refused; {t.mirror_hint}")
+    if host != (here.hostname or "").lower() and not listed:
+        raise DownloadError(
+            f"{t.url} redirects to the host {host or '?'}, which is not a known source for this file, so the "
+            f"download was refused; check the URL or {t.mirror_hint}"
+        )
+
+
 def _write_body(
     resp: requests.Response, t: _Transfer, start: int, total: int | None, progress: Progress | None, chunk_size: int
 ) -> hashlib._Hash:
-    """Stream the body into the part file from ``start`` (0: server ignored Range), hashing as it goes."""
+    """Stream the body into the part file from ``start`` (0: server ignored Range), hashing as it goes.
+
+    Size, encoding and free space are decided before the first byte is written.
+    """
+    _check_encoding(resp, t)
+    if total is not None and t.max_bytes is not None and total > t.max_bytes:
+        t.part.unlink(missing_ok=True)
+        raise DownloadError(_too_big(t, f"announces {total} bytes, more", "nothing was downloaded"))
     digest = md5_file(t.part) if start else hashlib.md5(usedforsecurity=False)
     t.done, t.total = start, total
     _check_space(t.part.parent, None if total is None else total - start)
     with open(t.part, "ab" if start else "wb") as f:
-        for chunk in resp.iter_content(chunk_size):
+        for chunk in _chunks(resp, chunk_size):
+            _check_limits(t, len(chunk))
             f.write(chunk)
             digest.update(chunk)
             t.done += len(chunk)
@@ -140,6 +207,44 @@ def _write_body(
     if total is not None and t.done != total:
         raise requests.ConnectionError(f"got {t.done} of {total} bytes")
     return digest
+
+
+def _chunks(resp: requests.Response, chunk_size: int):
+    """Body bytes as they arrive, undecoded: ``read1`` returns after one socket read, so a slow drip
+    still comes back to the deadline check instead of blocking until ``chunk_size`` bytes have come."""
+    read = getattr(resp.raw, "read1", None) or resp.raw.read  # read1: urllib3 >= 2.3
+    while chunk := read(chunk_size, decode_content=False):
+        yield chunk
+
+
+def _check_encoding(resp: requests.Response, t: _Transfer) -> None:
+    """``Accept-Encoding: identity`` was asked for; a compressed answer would not match its checksum."""
+    encoding = resp.headers.get("Content-Encoding", "identity").strip().lower() or "identity"
+    if encoding != "identity":
+        raise DownloadError(
+            f"{t.url} answered with Content-Encoding {encoding} although an unencoded file was requested, "
+            f"so nothing was saved; a proxy may be rewriting downloads, so bypass it or {t.mirror_hint}"
+        )
+
+
+def _check_limits(t: _Transfer, incoming: int) -> None:
+    """Stop an endless body (deleting it) or a transfer past its deadline (keeping it for a resume)."""
+    if t.max_bytes is not None and t.done + incoming > t.max_bytes:
+        t.part.unlink(missing_ok=True)
+        raise DownloadError(_too_big(t, "sent more", "the download was stopped and deleted"))
+    if t.deadline is not None and time.monotonic() > t.deadline:
+        raise DownloadError(
+            f"the download from {t.url} did not finish within {t.deadline_s:g} s ({human_size(t.done)} of "
+            f"{human_size(t.total)} so far); run the same command again to resume from the {t.part.name} file, "
+            f"with a larger --deadline on a slow connection, or {t.mirror_hint}"
+        )
+
+
+def _too_big(t: _Transfer, what: str, outcome: str) -> str:
+    return (
+        f"{t.url} {what} than the {t.max_bytes} bytes ({human_size(t.max_bytes)}) this file can have, so "
+        f"{outcome}; the server or a proxy is serving a different file, so check the URL or {t.mirror_hint}"
+    )
 
 
 def _content_range(resp: requests.Response) -> tuple[int, int | None, int | None]:

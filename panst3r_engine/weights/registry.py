@@ -33,8 +33,24 @@ class Licence:
 
 
 @dataclass(frozen=True)
+class FilePin:
+    """Expected size and SHA-256 of one file of a folder entry; ``None`` where no published value is known."""
+
+    size: int | None = None
+    sha256: str | None = None
+
+
+SIZE_MARGIN = 2  # without an exact size, a download may bring at most this many times the size hint
+
+
+@dataclass(frozen=True)
 class WeightsEntry:
-    """One downloadable item: a single file, or (``files`` non-empty) a folder of files under ``url``."""
+    """One downloadable item: a single file, or (``files`` non-empty) a folder of files under ``url``.
+
+    ``pins`` maps folder files to their expected size and SHA-256 (checked before the folder is used);
+    ``hosts`` lists the hosts other than the URL's own that its server may redirect to
+    (``.example.org`` admits every subdomain).
+    """
 
     id: str
     filename: str
@@ -44,10 +60,22 @@ class WeightsEntry:
     licence_id: str
     description: str
     files: tuple[str, ...] = field(default=())
+    pins: tuple[tuple[str, FilePin], ...] = field(default=())
+    hosts: tuple[str, ...] = field(default=())
 
     @property
     def is_folder(self) -> bool:
         return bool(self.files)
+
+    def pin(self, name: str) -> FilePin:
+        return dict(self.pins).get(name, FilePin())
+
+    def max_bytes(self, name: str | None = None) -> int | None:
+        """The most bytes a download may bring: the pinned size of ``name``, else the hint with a margin."""
+        size = self.pin(name).size if name else None
+        if size is not None:
+            return size
+        return None if self.size_hint is None else self.size_hint * SIZE_MARGIN
 
 
 LICENCES = {
@@ -75,7 +103,30 @@ LICENCES = {
 _NAVER = "https://download.europe.naverlabs.com/ComputerVision/PanSt3R"
 
 
-_SIGLIP = "https://huggingface.co/google/siglip-base-patch16-224/resolve/main"
+# A fixed revision, so that the pins below describe exactly the files served (``main`` may move).
+_SIGLIP_REVISION = "7fd15f0689c79d79e38b1c2e2e2370a7bf2761ed"
+_SIGLIP = f"https://huggingface.co/google/siglip-base-patch16-224/resolve/{_SIGLIP_REVISION}"
+
+# Sources of the pins (looked up 2026-12-03):
+# - model.safetensors SHA-256: the Hugging Face file page (Git LFS details) of the commit that last changed
+#   it, https://huggingface.co/google/siglip-base-patch16-224/blob/refs%2Fpr%2F4/model.safetensors (5b1f0cc)
+# - spiece.model SHA-256: https://huggingface.co/google/siglip-base-patch16-224/blob/314c6a48f0437e0c7111238d6bd95acd5ab11dec/spiece.model
+# - config.json 432, special_tokens_map.json 409, tokenizer_config.json 711 bytes: the repository's file list,
+#   https://huggingface.co/google/siglip-base-patch16-224/tree/d9049814fd748f55717e7f6e8e330574f955bd0a
+# - exact sizes of model.safetensors and spiece.model, and the SHA-256 of the three JSON files: two
+#   independent public projects that pin this repository at the revision above (their manifests agree
+#   with each other and with the sizes and LFS hashes above); not read from Hugging Face itself.
+_SIGLIP_PINS = (
+    ("config.json", FilePin(432, "cd85b3d28829722820bcb89a2cfbb4160e55fd359249a3044da724166a8d9688")),
+    ("model.safetensors", FilePin(812_672_320, "2c63cb7d1f2e95ba501893cbb8faeb4ea9a3af295498d35097126228659c2af8")),
+    ("spiece.model", FilePin(798_330, "1e5036bed065526c3c212dfbe288752391797c4bb1a284aa18c9a0b23fcaf8ec")),
+    ("tokenizer_config.json", FilePin(711, "d6423dae508cc3a129d22ea443841c111832a1a73125b8f25ea8736951698bcb")),
+    ("special_tokens_map.json", FilePin(409, "2b6a1ff67a27e0df9ac0c7d93250fc0d87431c7b366b3d5669217104f9088a26")),
+)
+
+# Where huggingface.co sends file downloads: its hub, LFS, Xet and CDN domains are all huggingface.co or
+# hf.co subdomains (https://huggingface.co/.well-known/meta.json: hubDomains, lfsDomains, cdnDomains).
+_HF_HOSTS = ("huggingface.co", ".huggingface.co", "hf.co", ".hf.co")
 
 
 # size hints: fp32 parameter counts of the published architectures (ViT-L, DINOv2-L), not published sizes.
@@ -115,6 +166,8 @@ REGISTRY = {
                 "tokenizer_config.json",
                 "special_tokens_map.json",
             ),
+            pins=_SIGLIP_PINS,
+            hosts=_HF_HOSTS,
         ),
     )
 }

@@ -1,8 +1,10 @@
-"""Weights cache and downloads against a real local HTTP server (Range, cuts, 404, stalls, shutdown)."""
+"""Weights cache and downloads against a real local HTTP server (Range, cuts, 404, stalls, shutdown,
+endless bodies, drips, redirects, compressed answers, tampered folder files)."""
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import io
 import json
@@ -12,6 +14,7 @@ import re
 import struct
 import sys
 import threading
+import time
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -22,7 +25,9 @@ from panst3r_engine import weights as w
 from panst3r_engine.config import ENV_BASE_URL, ENV_HOME, ENV_OFFLINE
 from panst3r_engine.weights import http as httpfetch
 from panst3r_engine.weights.cli import ProgressBar, add_weights_commands
+from panst3r_engine.weights.download import staging_dir
 from panst3r_engine.weights.licence import licence_record
+from panst3r_engine.weights.registry import FilePin
 
 DATA = random.Random(0).randbytes(2_000_000)
 MD5 = hashlib.md5(DATA).hexdigest()
@@ -40,6 +45,15 @@ class _Handler(BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         srv.requests.append((self.path, rng))
         body = srv.files.get(self.path)
+        if self.path in srv.redirects:
+            self._send(302, {"Location": srv.redirects[self.path], "Content-Length": "0"})
+            return
+        if srv.endless_blocks:
+            self._endless(srv.endless_blocks)
+            return
+        if srv.drip and body is not None:
+            self._drip(srv, body)
+            return
         if body is None:
             self._send(404, {"Content-Length": "0"})
             return
@@ -61,8 +75,29 @@ class _Handler(BaseHTTPRequestHandler):
         if cut is not None:
             self.close_connection = True  # the socket closes before Content-Length bytes arrived
 
+    def _endless(self, blocks: int) -> None:
+        """A body without Content-Length that goes on until the client hangs up (or ``blocks`` x 64 KB)."""
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        block = bytes(64 * 1024)
+        for _ in range(blocks):
+            self.wfile.write(block)
+
+    def _drip(self, srv: FakeServer, body: bytes) -> None:
+        """The announced body at 20 bytes/s: at most 200 bytes (10 s), or until the test releases it."""
+        self._send(200, {})
+        self.close_connection = True
+        for i in range(200):
+            if srv.release.wait(0.05):
+                return
+            self.wfile.write(body[i : i + 1])
+            self.wfile.flush()
+
     def _send(self, code: int, headers: dict[str, str]) -> None:
         self.send_response(code)
+        headers = {**self.server.owner.extra_headers.get(self.path, {}), **headers}
         body = self.server.owner.files.get(self.path, b"")
         start = int(headers["Content-Range"][6:].split("-")[0]) if code == 206 else 0
         headers.setdefault("Content-Length", str(len(body) - start))
@@ -89,6 +124,10 @@ class FakeServer:
         self.cut_after: int | None = None  # next response: send this many body bytes, then drop the connection
         self.ignore_range = False
         self.stall = False  # send the body (or its cut part), then hang until released
+        self.endless_blocks = 0  # > 0: answer every request with this many 64 KB blocks and no Content-Length
+        self.drip = False  # send the body one byte every 50 ms
+        self.redirects: dict[str, str] = {}  # path -> Location of a 302
+        self.extra_headers: dict[str, dict[str, str]] = {}  # path -> headers added to its answers
         self.release = threading.Event()
         self.httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self.httpd.owner = self
@@ -115,6 +154,21 @@ SIGLIP = {
 }
 
 
+def _pin(body: bytes, with_hash: bool = True) -> FilePin:
+    return FilePin(len(body), hashlib.sha256(body).hexdigest() if with_hash else None)
+
+
+# The text tower entry with pins for the test files; model.safetensors has a size but no hash, like a file
+# whose hash could not be found, so the safetensors self-check is what checks it beyond its size.
+SIGLIP_ENTRY = replace(
+    w.REGISTRY["siglip-text"],
+    pins=tuple(
+        (name, _pin(SIGLIP[f"/siglip-base-patch16-224/{name}"], not name.endswith(".safetensors")))
+        for name in w.REGISTRY["siglip-text"].files
+    ),
+)
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch) -> Path:
     for name in (ENV_OFFLINE, ENV_BASE_URL):
@@ -125,7 +179,8 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def server():
+def server(monkeypatch):
+    monkeypatch.setitem(w.REGISTRY, "siglip-text", SIGLIP_ENTRY)  # pins that fit the test files
     srv = FakeServer({"/fake.pth": DATA, **SIGLIP})
     yield srv
     srv.stop()
@@ -460,3 +515,111 @@ def test_readme_troubleshooting_quotes_the_messages_users_see(home):
         for fragment in [f.strip() for f in quote.replace("N-class", "…").split("…") if f.strip()]:
             position = message.find(fragment, position)
             assert position >= 0, (fragment, message)
+
+
+def test_announced_size_above_the_cap_is_refused_before_writing(entry, server):
+    small = replace(entry, size_hint=500_000)  # at most 2 x 500 kB may come; the server announces 2 MB
+    with pytest.raises(w.WeightsError, match=r"announces 2000000 bytes, more than the 1000000 bytes") as exc:
+        w.download(small, chunk_size=CHUNK)
+    assert "nothing was downloaded" in str(exc.value)
+    assert list(w.weights_dir().iterdir()) == []  # no .part either
+
+
+def test_endless_body_is_stopped_at_the_cap_and_deleted(entry, server):
+    server.endless_blocks = 1024  # 64 MB without Content-Length; the cap is 2 x 2 MB
+    start = time.monotonic()
+    with pytest.raises(w.WeightsError, match=r"sent more than the 4000000 bytes .* stopped and deleted"):
+        w.download(entry, chunk_size=CHUNK)
+    assert time.monotonic() - start < 10
+    assert list(w.weights_dir().iterdir()) == []
+
+
+def test_drip_stops_at_the_deadline_and_keeps_the_part(entry, server):
+    server.drip = True  # 20 bytes/s for a 2 MB file: it would take 28 hours
+    start = time.monotonic()
+    with pytest.raises(w.WeightsError, match=r"did not finish within 0\.5 s .*resume from the fake\.pth\.part"):
+        w.download(entry, chunk_size=CHUNK, timeout=5, deadline_s=0.5)
+    assert time.monotonic() - start < 3  # bounded by the deadline, not by the 5 s read timeout
+    server.release.set()
+    part = w.weights_path(entry).with_name("fake.pth.part")
+    assert 0 < part.stat().st_size < 200 and part.read_bytes() == DATA[: part.stat().st_size]
+
+
+def test_default_deadline_allows_a_slow_connection():
+    assert httpfetch.default_deadline(None) is None
+    assert httpfetch.default_deadline(3_500_000_000) == 300 + 35_000  # 3.5 GB at 100 kB/s, plus 5 minutes
+
+
+def test_redirect_on_the_same_host_is_followed(entry, server):
+    server.redirects["/old/fake.pth"] = "/fake.pth"
+    moved = replace(entry, url=f"{server.url}/old/fake.pth")
+    assert w.download(moved).read_bytes() == DATA
+    assert [p for p, _ in server.requests] == ["/old/fake.pth", "/fake.pth"]
+
+
+def test_redirect_to_another_host_is_refused_unless_listed(entry, server):
+    port = server.url.rsplit(":", 1)[1]
+    server.redirects["/fake.pth"] = f"http://localhost:{port}/cdn/fake.pth"
+    server.files["/cdn/fake.pth"] = DATA
+    with pytest.raises(w.WeightsError, match=r"redirects to the host localhost, which is not a known source"):
+        w.download(entry)
+    assert [p for p, _ in server.requests] == ["/fake.pth"]  # the other host was never contacted
+    assert not w.weights_path(entry).exists()
+    assert w.download(replace(entry, hosts=("localhost",))).read_bytes() == DATA
+    assert [p for p, _ in server.requests] == ["/fake.pth", "/fake.pth", "/cdn/fake.pth"]
+
+
+def test_redirect_host_rules():
+    t = httpfetch._Transfer("https://huggingface.co/x", Path("x.part"), hosts=(".hf.co", "huggingface.co"))
+    httpfetch._check_redirect(t, t.url, "https://cas-bridge.xethub.hf.co/y")  # a listed domain's subdomain
+    httpfetch._check_redirect(t, t.url, "https://huggingface.co/z")
+    for target, words in (
+        ("https://evil-hf.co/y", "host evil-hf.co"),  # a suffix match needs the dot
+        ("https://hf.co.evil.example/y", "host hf.co.evil.example"),
+        ("http://huggingface.co/y", "insecure address"),  # no downgrade to plain HTTP
+        ("file:///etc/passwd", "insecure address"),
+    ):
+        with pytest.raises(httpfetch.DownloadError, match=re.escape(words)):
+            httpfetch._check_redirect(t, t.url, target)
+
+
+def test_compressed_answer_is_refused(entry, server):
+    server.files["/fake.pth"] = gzip.compress(DATA)
+    server.extra_headers["/fake.pth"] = {"Content-Encoding": "gzip"}
+    with pytest.raises(w.WeightsError, match=r"answered with Content-Encoding gzip .* so nothing was saved"):
+        w.download(entry)
+    assert list(w.weights_dir().iterdir()) == []
+
+
+def test_tampered_folder_file_of_the_right_size_is_deleted_before_the_folder_is_placed(server, home):
+    entry = w.REGISTRY["siglip-text"]
+    target = w.weights_path(entry)
+    path = "/siglip-base-patch16-224/tokenizer_config.json"
+    server.files[path] = b"[]"  # same size as the pinned b"{}", other bytes
+    with pytest.raises(w.WeightsError, match=r"tokenizer_config\.json from .* has SHA-256 [0-9a-f]{64} but") as exc:
+        w.download(entry, base_url=server.url)
+    assert "so it was deleted" in str(exc.value)
+    assert not target.exists() and not w.is_present(entry)
+    staged = sorted(p.name for p in staging_dir(target).iterdir())
+    assert "tokenizer_config.json" not in staged and "model.safetensors" in staged
+    server.files[path] = b"{}"
+    assert w.download(entry, base_url=server.url) == target and w.verify(entry)[0]
+
+
+def test_verify_checks_pinned_hashes(server, home):
+    path = w.download("siglip-text", base_url=server.url)
+    ok, message = w.verify("siglip-text")
+    assert ok and "4 with SHA-256 ok" in message
+    (path / "config.json").write_bytes(b"[]")  # same size: only the hash tells
+    ok, message = w.verify("siglip-text")
+    assert not ok and "config.json has SHA-256" in message and "delete it" in message
+
+
+def test_real_text_tower_pins_and_hosts():
+    entry = w.REGISTRY["siglip-text"]
+    assert [name for name, _ in entry.pins] == list(entry.files)
+    for _, pin in entry.pins:
+        assert pin.size and re.fullmatch(r"[0-9a-f]{64}", pin.sha256)
+    assert entry.max_bytes("model.safetensors") == 812_672_320
+    assert ".hf.co" in entry.hosts and "/resolve/main" not in entry.url
+    assert w.REGISTRY["panst3r-v2-512"].max_bytes() == 2 * 3_200_000_000 and not w.REGISTRY["panst3r-v2-512"].hosts
