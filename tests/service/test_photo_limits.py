@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.service.conftest import photo_bytes
 from tests.pipeline.test_image_limits import png_claiming
+from tests.service.conftest import photo_bytes
 
 
 @pytest.mark.parametrize("side", [20000, 28000])
