@@ -28,7 +28,7 @@ from panst3r_engine.service.rendering import (
     render_camera,
     render_limits,
 )
-from panst3r_engine.service.uploads import GB, check_disk_space, save_uploads
+from panst3r_engine.service.uploads import GB, reserve_disk, save_uploads
 
 MB = 1 << 20
 log = logging.getLogger(__name__)
@@ -121,7 +121,6 @@ def health():
 def submit_job():
     config = current_app.config
     jobs().check_accepting()
-    check_disk_space(config["JOBS_DIR"], request.content_length or 0, config["MIN_FREE_BYTES"])
     options = parse_options(_options_text())
     files = request.files.getlist("images")
     if not files:
@@ -137,7 +136,9 @@ def submit_job():
         )
     if options.splats:
         check_splats_available()
-    return jsonify(jobs().submit(lambda folder: save_uploads(files, folder), options)), 202
+    with reserve_disk(config["JOBS_DIR"], request.content_length or 0, config["MIN_FREE_BYTES"]):
+        job = jobs().submit(lambda folder: save_uploads(files, folder), options)
+    return jsonify(job), 202
 
 
 def _options_text() -> str | None:

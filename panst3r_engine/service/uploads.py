@@ -7,8 +7,11 @@ upload can land outside the job's ``input/`` folder.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
+import threading
 import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -131,16 +134,44 @@ def _register_heif() -> None:
     register_heif_opener()
 
 
+_RESERVED_LOCK = threading.Lock()
+_reserved = 0  # bytes of uploads being saved right now, which disk_usage does not show yet
+
+
 def check_disk_space(folder: Path, upload_bytes: int, min_free: int = GB) -> None:
-    """Refuse a job (507) when the jobs disk could fill up: keep ~1 GB and 3x the upload free."""
+    """Refuse a job (507) when the jobs disk could fill up: keep ~1 GB and 3x the upload free, counting the
+    uploads other requests are saving at this moment."""
     folder.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(folder).free - _reserved
     need = max(min_free, 3 * max(upload_bytes, 0))
     if free < need:
-        raise ApiError(
-            507,
-            "insufficient_storage",
-            f"only {free / GB:.1f} GB are free on the disk of {folder}, and a job of this size needs "
-            f"about {need / GB:.1f} GB; delete old jobs or start the engine with --jobs-dir on a "
-            "larger disk",
-        )
+        raise _no_space(folder, free, need)
+
+
+@contextlib.contextmanager
+def reserve_disk(folder: Path, upload_bytes: int, min_free: int = GB):
+    """Check the space (see :func:`check_disk_space`) and hold ``upload_bytes`` of it while the upload is saved,
+    so concurrent uploads cannot all pass the same check and fill the disk; a disk that fills anyway is a 507."""
+    global _reserved
+    size = max(upload_bytes, 0)
+    with _RESERVED_LOCK:
+        check_disk_space(folder, size, min_free)
+        _reserved += size
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            raise _no_space(folder, shutil.disk_usage(folder).free, 3 * size) from None
+        raise
+    finally:
+        with _RESERVED_LOCK:
+            _reserved -= size
+
+
+def _no_space(folder: Path, free: int, need: int) -> ApiError:
+    return ApiError(
+        507,
+        "insufficient_storage",
+        f"only {max(free, 0) / GB:.1f} GB are free on the jobs disk, and a job of this size needs "
+        f"about {need / GB:.1f} GB; delete old jobs or start the engine with --jobs-dir on a larger disk",
+    )

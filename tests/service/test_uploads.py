@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from panst3r_engine.service.errors import ApiError
 from panst3r_engine.service.uploads import check_disk_space, safe_name, save_uploads, unique_names
@@ -117,3 +119,48 @@ def test_full_disk_is_507(start_engine, jobs_dir):
     engine = start_engine(MIN_FREE_BYTES=1 << 60)
     assert "GB" in assert_refused(engine.submit([("a.jpg", photo_bytes())]), 507, "insufficient_storage")
     assert list(jobs_dir.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB file system (tmpfs) for the jobs folder; skipped where mounting is not allowed."""
+    import subprocess
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip()[:80]})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_concurrent_uploads_that_fill_the_disk_get_507_not_500(start_engine, small_disk):
+    """Four clients send 1.2 MB each to a 4 MiB disk at once: the ones that do not fit get 507 (never 500) and
+    leave no job folder behind."""
+    import threading
+
+    from tests.service.conftest import FAST
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (640, 640, 3), dtype=np.uint8)).save(buf, format="PNG")  # ~1.2 MB
+    photo = buf.getvalue()
+    engine = start_engine(JOBS_DIR=small_disk / "jobs", MIN_FREE_BYTES=0)
+    barrier, statuses = threading.Barrier(4), []
+
+    def send(i: int) -> None:
+        barrier.wait()
+        statuses.append(engine.submit([(f"p{i}.png", photo)], FAST).status_code)
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) and set(statuses) <= {202, 507} and 507 in statuses, statuses
+    accepted = statuses.count(202)
+    jobs = [p for p in (small_disk / "jobs").iterdir() if p.is_dir()]
+    assert len(jobs) == accepted  # a refused upload leaves nothing
