@@ -35,6 +35,7 @@ def tiny_setup(tmp_path_factory):
     return root, photos
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_random_weights_then_raw_outputs(tiny_setup, version):
     root, photos = tiny_setup

@@ -22,6 +22,7 @@ from panst3r_engine.weights.registry import REGISTRY
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (REPO / "examples" / "room").is_dir(), reason="examples/room photos are not in this checkout")
 def test_demo_runs_on_the_example_photos(tmp_path):
     home = tmp_path / "home"
@@ -152,6 +153,7 @@ TEST_MODULES = (
 )
 
 
+@pytest.mark.slow
 def test_test_command_with_everything_installed_installs_nothing(tmp_path):
     missing = [m for m in TEST_MODULES if importlib.util.find_spec(m) is None]
     if missing:  # the scripts would install into this (shared) environment

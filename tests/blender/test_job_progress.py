@@ -11,11 +11,15 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from blender_addon.bundle import _spec
 from blender_addon.client.engine import LocalConfig
 from blender_addon.client.host import EngineHost, EngineSettings
 from blender_addon.client.jobs import JobManager, RunJob
 from tests.blender.test_run import _photos, tiny_checkpoint  # noqa: F401  (a fixture, used by name)
+
+pytestmark = pytest.mark.slow  # minutes of real jobs: run by CI with -m slow
 
 ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = {

@@ -152,6 +152,7 @@ def _image(bpy, name: str) -> np.ndarray:
     return np.round(out.reshape(image.size[1], image.size[0], 4)[::-1] * 255).astype(np.uint8)  # top row first
 
 
+@pytest.mark.slow
 def test_render_view_with_the_real_engine(
     addon,
     scene,

@@ -157,6 +157,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_run_with_the_real_engine(addon, scene, prefs, tiny_checkpoint: Path, tmp_path: Path, monkeypatch) -> None:
     bpy = addon.bpy
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the engine subprocess imports panst3r_engine from this checkout

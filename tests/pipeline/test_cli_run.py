@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -21,6 +23,7 @@ def engine(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_json_progress_reports_every_stage_in_order(tiny_checkpoint, photo_dir, tmp_path):
     result = engine(
         "run",
@@ -58,6 +61,7 @@ def test_json_progress_reports_every_stage_in_order(tiny_checkpoint, photo_dir, 
     assert (tmp_path / "b" / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 def test_summary_table_and_failure_exit_code(tiny_checkpoint, photo_dir, tmp_path):
     result = engine(
         "run",
@@ -120,6 +124,7 @@ def test_missing_weights_name_the_file(photo_dir, tmp_path, monkeypatch):
     assert "panst3r_v1_512_5ds.pth" in result.stderr
 
 
+@pytest.mark.slow
 def test_more_keyframes_than_photos_is_said_and_flags_reach_the_bundle(tiny_checkpoint, photo_dir, tmp_path):
     result = engine(
         "run",

@@ -126,6 +126,7 @@ def test_staging_folders_of_dead_jobs_are_removed(tmp_path):
     assert not abandoned.exists() and mine.is_dir() and other.is_dir() and unrelated.is_dir()
 
 
+@pytest.mark.slow
 def test_sigterm_during_the_splat_fit_leaves_nothing(tiny_checkpoint, small_photos, tmp_path):
     """A run killed with SIGTERM while fitting splats (its staging folder exists) removes that folder."""
     import signal

@@ -92,6 +92,7 @@ def test_a_video_runs_as_photos_and_the_bundle_records_the_frames(clip, tiny_che
     assert all(im["file"].startswith("walk_f") and im["processed_size"] == [128, 96] for im in images)
 
 
+@pytest.mark.slow
 def test_run_takes_a_video_on_the_command_line(clip, tiny_checkpoint, tmp_path):
     result = subprocess.run(
         [

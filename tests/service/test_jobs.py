@@ -9,6 +9,7 @@ import time
 import zipfile
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from panst3r_engine.pipeline.options import JobOptions
@@ -32,6 +33,7 @@ def submit_together(engine, requests_: list[tuple[list, dict]]) -> list:
     return responses
 
 
+@pytest.mark.slow
 def test_two_clients_both_finish_and_bundles_download(engine, jobs_dir):
     assert engine.get("/v1/health").json()["model_loaded"] is False
     own = ["wall", "floor;stuff", "chair"]

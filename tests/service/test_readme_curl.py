@@ -21,6 +21,8 @@ import pytest
 from panst3r_engine.vocab.embeddings import cache_embeddings, random_embeddings
 from panst3r_engine.vocab.vocabularies import load_vocabulary
 
+pytestmark = pytest.mark.slow  # minutes of real jobs: run by CI with -m slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -15,6 +15,8 @@ import requests
 
 from tests.service.conftest import FAST, TOKEN, photo_bytes
 
+pytestmark = pytest.mark.slow  # minutes of real jobs: run by CI with -m slow
+
 
 def camera(width: int = 64, height: int = 48) -> dict:
     K = [[50.0, 0, width / 2], [0, 50.0, height / 2], [0, 0, 1]]

@@ -27,7 +27,7 @@ LIMITED = (
     "resource.setrlimit(resource.RLIMIT_NOFILE, (n, resource.getrlimit(resource.RLIMIT_NOFILE)[1])); "
 )
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="open-file limits are POSIX")
+pytestmark = [pytest.mark.skipif(sys.platform == "win32", reason="open-file limits are POSIX"), pytest.mark.slow]
 
 
 class SlowLoris:

@@ -40,6 +40,8 @@ from panst3r_engine.eval.ground_truth import (
 )
 from panst3r_engine.splats import fit_bundle
 
+pytestmark = pytest.mark.slow  # minutes of real jobs: run by CI with -m slow
+
 SEED, VIEWS, W, H, SAMPLES = 0, 8, 96, 72, 4
 HOLDOUT_EVERY, STRIDE, STEPS, GAUSSIANS = 4, 1, 150, 5000
 
