@@ -23,19 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-STAGE_ORDER = (
-    "load_images",
-    "load_model",
-    "vocabulary",
-    "encode",
-    "memory",
-    "render_keyframes",
-    "decode_keyframes",
-    "render_views",
-    "postprocess",
-    "cameras",
-    "write_bundle",
-)
+from panst3r_engine.bundle.spec import STAGES  # noqa: E402  (numpy only: cheap in the parent process)
 
 
 def _peak_rss_gib() -> float:
@@ -121,7 +109,7 @@ def main() -> None:
             print(f"{count:>5} failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
             continue
         row = json.loads(done.stdout.strip().splitlines()[-1])
-        for stage in STAGE_ORDER:
+        for stage in STAGES:
             if stage in row["timings"]:
                 secs = row["timings"][stage]
                 print(f"{count:>5} {stage:<18}{secs:>9.2f}{count / secs if secs else float('inf'):>9.1f}")

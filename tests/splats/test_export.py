@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from panst3r_engine.bundle.spec import PLY_REQUIRED
 from panst3r_engine.splats import SplatModel, SplatsFileError, read_splats_ply, write_splats_ply
 from panst3r_engine.splats import export as export_module
 from panst3r_engine.splats.export import read_splats_array, splats_to_array
@@ -100,25 +101,7 @@ def test_refusals(tmp_path: Path) -> None:
         "no_props": b"ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\nend_header\n\0\0\0\0",
         "truncated": (
             b"ply\nformat binary_little_endian 1.0\nelement vertex 3\n"
-            + b"".join(
-                b"property float %s\n" % n.encode()
-                for n in [
-                    "x",
-                    "y",
-                    "z",
-                    "f_dc_0",
-                    "f_dc_1",
-                    "f_dc_2",
-                    "opacity",
-                    "scale_0",
-                    "scale_1",
-                    "scale_2",
-                    "rot_0",
-                    "rot_1",
-                    "rot_2",
-                    "rot_3",
-                ]
-            )
+            + b"".join(b"property float %s\n" % n.encode() for n in PLY_REQUIRED)
             + b"end_header\n"
             + b"\0" * 56
         ),
