@@ -7,7 +7,8 @@ down its local -Z with +Y up. The import:
 1. rotates the world so the reference camera looks horizontally along +Y with
    up +Z (``reference_rotation``);
 2. optionally levels the scene on floor-like points: a plane fit, rotated to
-   horizontal, with the floor at z = 0 (``level_rotation``);
+   horizontal, with the floor at z = 0 (``level_rotation``; steps 1-2 live in the
+   shared ``bundle/_layout.py``, so the engine's layout export uses the same frame);
 3. multiplies by a user scale.
 
 All of it is one :class:`WorldTransform` applied to points and camera poses.
@@ -21,17 +22,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..bundle._layout import (  # noqa: F401 - the levelling facts live with the layout proxies; names kept here
+    FLOOR_CLASSES,
+    MAX_LEVEL_ANGLE,
+    MIN_FLOOR_POINTS,
+    level_frame,
+    level_rotation,
+    reference_rotation,
+    rotation_between,
+)
+
 CV_TO_BLENDER_CAMERA = np.diag([1.0, -1.0, -1.0])  # OpenCV camera axes -> Blender camera axes (180° about X)
-CV_TO_BLENDER_WORLD = np.array(
-    [
-        [1.0, 0.0, 0.0],  # Blender x = OpenCV x (right)
-        [0.0, 0.0, 1.0],  # Blender y = OpenCV z (forward)
-        [0.0, -1.0, 0.0],
-    ]
-)  # Blender z = -OpenCV y (up)
-FLOOR_CLASSES = ("floor", "rug", "carpet")
-MIN_FLOOR_POINTS = 30
-MAX_LEVEL_ANGLE = 45.0  # degrees; a steeper "floor" is more likely a bad fit than a tilted photo
 SENSOR_SIZE = 36.0  # mm along the larger image side
 
 
@@ -85,61 +86,12 @@ class WorldTransform:
         return out
 
 
-def reference_rotation(ref_cam_to_world: np.ndarray) -> np.ndarray:
-    """[3, 3] rotation making the reference camera look along +Y with its up along +Z."""
-    rot = np.asarray(ref_cam_to_world, dtype=np.float64)[:3, :3]
-    return CV_TO_BLENDER_WORLD @ rot.T
-
-
-def _plane_normal(points: np.ndarray) -> np.ndarray:
-    """Unit normal of the least-squares plane, refitted once without the worst residuals."""
-    pts = np.asarray(points, dtype=np.float64)
-    for _ in range(2):
-        centred = pts - np.median(pts, axis=0)
-        normal = np.linalg.svd(centred, full_matrices=False)[2][-1]
-        residual = np.abs(centred @ normal)
-        keep = residual <= max(2.5 * np.median(residual), 1e-12)
-        if keep.sum() < MIN_FLOOR_POINTS:
-            break
-        pts = pts[keep]
-    return normal / np.linalg.norm(normal)
-
-
-def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[3, 3] the smallest rotation taking unit vector a onto unit vector b (Rodrigues)."""
-    a, b = np.asarray(a, float) / np.linalg.norm(a), np.asarray(b, float) / np.linalg.norm(b)
-    axis, cos = np.cross(a, b), float(np.dot(a, b))
-    if np.linalg.norm(axis) < 1e-12:
-        if cos > 0:
-            return np.eye(3)
-        perp = np.cross(a, [1.0, 0.0, 0.0] if abs(a[0]) < 0.9 else [0.0, 1.0, 0.0])
-        perp /= np.linalg.norm(perp)
-        return 2.0 * np.outer(perp, perp) - np.eye(3)
-    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + skew + skew @ skew / (1.0 + cos)
-
-
-def level_rotation(floor_points: np.ndarray) -> tuple[np.ndarray | None, str]:
-    """Rotation that makes the floor plane horizontal, given floor points already roughly Z-up.
-
-    Returns:
-        ([3, 3] rotation or None, a warning sentence or "").
-    """
-    if len(floor_points) < MIN_FLOOR_POINTS:
-        return None, f"only {len(floor_points)} floor points; the scene was not levelled"
-    normal = _plane_normal(floor_points)
-    if normal[2] < 0:
-        normal = -normal
-    angle = np.degrees(np.arccos(np.clip(normal[2], -1.0, 1.0)))
-    if angle > MAX_LEVEL_ANGLE:
-        return None, f"the floor points tilt {angle:.0f}° from horizontal, so the scene was not levelled"
-    return rotation_between(normal, np.array([0.0, 0.0, 1.0])), ""
-
-
 def world_transform(
     ref_cam_to_world: np.ndarray, floor_xyz: np.ndarray | None = None, scale: float = 1.0
 ) -> tuple[WorldTransform, str]:
     """The import's transform: reference camera upright, optionally levelled (floor at z = 0), scaled.
+
+    The upright and levelled frame is the layout proxies' (``bundle/_layout.py``, shared with the engine).
 
     Args:
         ref_cam_to_world: [4, 4] the reference camera's pose (identity when world = its frame).
@@ -150,16 +102,9 @@ def world_transform(
     """
     if not scale > 0:
         raise ValueError(f"the scale must be positive, got {scale}")
-    rotation = reference_rotation(ref_cam_to_world)
-    if floor_xyz is None or len(floor_xyz) == 0:
-        return WorldTransform(rotation, float(scale), np.zeros(3)), ""
-    upright = np.asarray(floor_xyz, dtype=np.float64) @ rotation.T
-    level, warning = level_rotation(upright)
-    if level is None:
-        return WorldTransform(rotation, float(scale), np.zeros(3)), warning
-    rotation = level @ rotation
-    height = float(np.median(upright @ level[2]))
-    return WorldTransform(rotation, float(scale), np.array([0.0, 0.0, -scale * height])), ""
+    frame = level_frame(ref_cam_to_world, floor_xyz)
+    offset = np.array([0.0, 0.0, -scale * frame.floor_height])
+    return WorldTransform(frame.rotation, float(scale), offset), frame.warning
 
 
 @dataclass(frozen=True)

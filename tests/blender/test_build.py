@@ -24,6 +24,15 @@ def test_vendored_spec_is_the_engines() -> None:
     )
 
 
+def test_vendored_layout_is_the_engines() -> None:
+    engine = (ROOT / "panst3r_engine" / "bundle" / "layout.py").read_bytes()
+    vendored = ROOT / "blender_addon" / "bundle" / "_layout.py"
+    assert vendored.is_file() and vendored.read_bytes() == engine, (
+        "blender_addon/bundle/_layout.py differs from panst3r_engine/bundle/layout.py: run python build.py"
+    )
+    assert build.VENDORED["bundle/_layout.py"] == ROOT / "panst3r_engine" / "bundle" / "layout.py"
+
+
 def test_vendor_spec_copies_byte_for_byte(tmp_path: Path) -> None:
     target = tmp_path / "_spec.py"
     target.write_text("FORMAT_MAJOR = 0\n")
@@ -76,6 +85,10 @@ def test_zip_layout(extension_zip: Path) -> None:
     assert source <= names
     assert (
         zipfile.ZipFile(extension_zip).read("bundle/_spec.py") == (ROOT / "panst3r_engine/bundle/spec.py").read_bytes()
+    )
+    assert (
+        zipfile.ZipFile(extension_zip).read("bundle/_layout.py")
+        == (ROOT / "panst3r_engine/bundle/layout.py").read_bytes()
     )
 
 
