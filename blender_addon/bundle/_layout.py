@@ -10,12 +10,15 @@ camera's frame, OpenCV axes) is turned so that camera's up is +Z and it looks al
 is made horizontal with the floor at z = 0 (:func:`level_frame`).
 
 Boxes (:func:`fit_box`): non-finite points are dropped; extents are trimmed percentiles, so a few
-stray points do not inflate a box. The yaw is that of the minimum-area rectangle around the footprint:
-one side of that rectangle lies along an edge of the footprint's convex hull (Freeman & Shapira,
-"Determining the minimum-area encasing rectangle for an arbitrary closed curve", CACM 18(7), 1975,
-the theorem behind Toussaint's rotating calipers, 1983). The hull (Andrew's monotone chain, 1979)
-gives exact candidate angles; a 1° grid adds candidates that outliers may have hidden from the hull;
-each candidate is scored by the area of its trimmed extents, and the best is refined to 0.05°.
+stray points do not inflate a box. The yaw is that of the minimum-area rectangle around the footprint,
+which has one side along an edge of the footprint's convex hull (Freeman & Shapira, "Determining the
+minimum-area encasing rectangle for an arbitrary closed curve", CACM 18(7), 1975; the rotating-calipers
+view is Toussaint's, 1983). The hull (Andrew's monotone chain, 1979) is built from the footprint without
+points far from its median, and every hull edge's direction is tried; the yaw is then found once more
+without the points outside the first box's trimmed extents. Where several rectangles have
+nearly the smallest area (a thin board seen from one side has a triangle for a hull), the one with the
+most points on its sides wins, the closeness criterion of Zhang et al., "Efficient L-shape fitting for
+vehicle detection using laser scanners", IEEE IV 2017.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ MAX_LEVEL_ANGLE = 45.0  # degrees; a steeper "floor" is more likely a bad fit th
 MAX_FLOOR_SAMPLES = 50_000  # a plane needs few points
 MIN_BOX_POINTS = 10
 MAX_FIT_POINTS = 20_000  # per box; more points do not make percentiles better
-MAX_YAW_POINTS = 2_048  # per candidate angle while searching the yaw
-TRIM = 0.01  # fraction of points ignored at each end of each axis
+MAX_YAW_POINTS = 4_096  # footprint points the hull is built from
+TRIM = 0.01  # fraction of points ignored at each end of each axis of a box
+NEAR_TIE = 1.05  # rectangles this close to the smallest area are told apart by the points on their sides
 CV_TO_Z_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # OpenCV x, z, -y -> x, y, z (Z up)
 
 
@@ -215,22 +219,42 @@ def _trimmed_extents(xy: np.ndarray, angles: np.ndarray, trim: float) -> tuple[n
     return lo, hi
 
 
+def _without_outliers(xy: np.ndarray, trim: float) -> np.ndarray:
+    """Footprint points within 1.5 times the (1 - trim) quantile of the distance to the median point."""
+    distance = np.linalg.norm(xy - np.median(xy, axis=0), axis=1)
+    return xy[distance <= 1.5 * np.quantile(distance, 1 - trim)]
+
+
 def footprint_yaw(xy: np.ndarray, trim: float = TRIM) -> float:
     """Yaw in [0, pi/2) of the minimum-area rectangle around float [N, 2] footprint points (module docstring)."""
     xy = np.asarray(xy, np.float64)
-    sample = xy[:: max(1, len(xy) // MAX_YAW_POINTS)]
-    lo, hi = np.quantile(sample, trim, axis=0), np.quantile(sample, 1 - trim, axis=0)
-    core = sample[np.all((sample >= lo) & (sample <= hi), axis=1)]
+    core = _without_outliers(xy[:: max(1, len(xy) // MAX_YAW_POINTS)], trim)
     hull = convex_hull(_hull_candidates(core)) if len(core) >= 3 else core
-    edges = np.diff(np.concatenate([hull, hull[:1]]), axis=0) if len(hull) >= 3 else np.zeros((0, 2))
-    angles = np.concatenate([np.arctan2(edges[:, 1], edges[:, 0]), np.radians(np.arange(90.0))]) % (math.pi / 2)
+    if len(hull) < 3:  # collinear: the line's direction
+        direction = hull[-1] - hull[0] if len(hull) == 2 else np.array([1.0, 0.0])
+        return float(math.atan2(direction[1], direction[0]) % (math.pi / 2))
+    edges = np.diff(np.concatenate([hull, hull[:1]]), axis=0)
+    angles = np.unique(np.arctan2(edges[:, 1], edges[:, 0]) % (math.pi / 2))
+    low, high = _trimmed_extents(hull, angles, 0.0)  # the rectangle touching the hull (Freeman & Shapira)
+    area = np.prod(high - low, axis=1)
+    near = area <= NEAR_TIE * area.min() + 1e-12  # e.g. every edge of a thin board's triangle-shaped hull
+    if near.sum() == 1:
+        return float(angles[np.argmin(area)])
+    return float(angles[near][np.argmax(_on_sides(core, angles[near], low[near], high[near]))])
 
-    def best(candidates: np.ndarray) -> float:
-        low, high = _trimmed_extents(sample, candidates, trim)
-        return float(candidates[np.argmin(np.prod(high - low, axis=1))])
 
-    coarse = best(angles)
-    return best((coarse + np.radians(np.arange(-0.5, 0.51, 0.05))) % (math.pi / 2))
+def _on_sides(xy: np.ndarray, angles: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """int [C] points of float [M, 2] within 2 % of each rectangle's diagonal from one of its sides."""
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    u, v = c * xy[:, 0] + s * xy[:, 1], -s * xy[:, 0] + c * xy[:, 1]
+    gap = np.minimum.reduce([u - low[:, :1], high[:, :1] - u, v - low[:, 1:], high[:, 1:] - v])
+    return np.count_nonzero(gap <= 0.02 * np.linalg.norm(high - low, axis=1)[:, None], axis=1)
+
+
+def _inside(xy: np.ndarray, yaw: float, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """bool [N]: float [N, 2] points inside the rectangle [low, high] of the frame turned by ``yaw``."""
+    uv = xy @ yaw_matrix(yaw)[:2, :2]
+    return np.all((uv >= low) & (uv <= high), axis=1)
 
 
 def canonical_yaw(size_x: float, size_y: float, yaw: float) -> tuple[float, float, float]:
@@ -252,6 +276,10 @@ def fit_box(xyz: np.ndarray, trim: float = TRIM) -> tuple[np.ndarray, np.ndarray
         return None
     pts = pts[:: max(1, len(pts) // MAX_FIT_POINTS)]
     yaw = footprint_yaw(pts[:, :2], trim)
+    (lo_uv,), (hi_uv,) = _trimmed_extents(pts[:, :2], np.array([yaw]), trim)
+    inside = _inside(pts[:, :2], yaw, lo_uv - 0.02 * (hi_uv - lo_uv), hi_uv + 0.02 * (hi_uv - lo_uv))
+    if inside.sum() >= MIN_BOX_POINTS:  # once more without the points the trimmed box leaves out
+        yaw = footprint_yaw(pts[inside, :2], trim)
     (lo_uv,), (hi_uv,) = _trimmed_extents(pts[:, :2], np.array([yaw]), trim)
     lo_z, hi_z = np.quantile(pts[:, 2], [trim, 1 - trim])
     mid = yaw_matrix(yaw)[:2, :2] @ ((lo_uv + hi_uv) / 2)
