@@ -151,6 +151,11 @@ class PanSt3RSettings(bpy.types.PropertyGroup):
         soft_max=100.0,
         description="Multiply every imported distance (the network's units are roughly metres)",
     )
+    layout_proxies: BoolProperty(
+        name="Layout Proxies",
+        default=False,
+        description="On import, also create one box empty per instance (upright, turned to fit its points)",
+    )
     level_floor: BoolProperty(
         name="Level on Floor",
         default=True,

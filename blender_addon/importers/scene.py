@@ -3,7 +3,8 @@
 Passes: ``transform`` (the world conversion, levelled on floor points) ->
 ``split`` (points grouped by segment, converted in one batch) -> ``collections``
 -> ``materials`` (one per class) -> ``points`` (one object per segment, plus
-``unlabelled``) -> ``cameras`` -> ``splats`` (the optional splats.ply, excluded) -> ``scene`` (scene
+``unlabelled``) -> ``layout`` (the optional box empties of :mod:`.layout`)
+-> ``cameras`` -> ``splats`` (the optional splats.ply, excluded) -> ``scene`` (scene
 camera, render resolution, metadata). Everything is created inside the calling operator's ``execute``,
 so an import is one undo step.
 """
@@ -17,7 +18,7 @@ import bpy
 import numpy as np
 
 from ..bundle.read import BundleData
-from . import cameras, convert, materials, points, splats
+from . import cameras, convert, layout, materials, points, splats
 
 RESULT_PROPERTY = "panst3r_result"
 UNLABELLED = "unlabelled"
@@ -34,6 +35,7 @@ class ImportOptions:
     cameras: bool = True
     splats: bool = True  # the bundle's splats.ply as a (hidden) "Splats" collection, when present
     set_scene_camera: bool = True  # scene camera and render resolution from the reference photo
+    layout_proxies: bool = False  # a "Layout" collection of oriented box empties, one per instance
 
 
 @dataclass
@@ -42,6 +44,7 @@ class ImportResult:
     objects: list = field(default_factory=list)
     cameras: list = field(default_factory=list)
     splats: object = None
+    proxies: list = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -183,6 +186,10 @@ def import_bundle(context, data: BundleData, options: ImportOptions) -> ImportRe
     lap("materials")
     _point_objects(data, sorted_points, ids, starts, collections, mats, options, result)
     lap("points")
+    if options.layout_proxies:
+        segments, root = data.points["segment"][order], result.collection
+        result.proxies = layout.create_proxies(data, sorted_points["xyz"], segments, root, transform.matrix())
+    lap("layout")
     if options.cameras:
         _camera_objects(context, data, transform, result.collection, sorted_points["xyz"], options, result)
     lap("cameras")

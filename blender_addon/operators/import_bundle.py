@@ -7,7 +7,7 @@ import time
 import bpy
 from bpy.props import BoolProperty, FloatProperty, StringProperty
 
-_FROM_SETTINGS = ("scale", "level_floor", "point_size", "min_conf")
+_FROM_SETTINGS = ("scale", "level_floor", "point_size", "min_conf", "layout_proxies")
 
 
 class PANST3R_OT_import_bundle(bpy.types.Operator):
@@ -49,6 +49,12 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         default=True,
         description="Use the reference photo's camera and resolution for rendering",
     )
+    layout_proxies: BoolProperty(
+        name="Layout Proxies",
+        default=False,
+        description="Also create one box empty per instance, upright and turned to fit its points, "
+        "in a 'Layout' collection (for Replace with Asset and Export Layout JSON)",
+    )
     job_id: StringProperty(
         name="Engine Job",
         options={"HIDDEN", "SKIP_SAVE"},
@@ -71,6 +77,7 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         values = {
             name: getattr(self, name)
             for name in ("scale", "level_floor", "point_size", "min_conf", "cameras", "splats", "set_scene_camera")
+            + ("layout_proxies",)
         }
         for name in _FROM_SETTINGS:  # unset operator options follow the panel
             if settings is not None and not self.properties.is_property_set(name):
@@ -107,7 +114,9 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         self.report(
             {"INFO"},
             f"Imported {len(result.objects)} objects ({points} points), "
-            f"{len(result.cameras)} cameras{splats} in {time.perf_counter() - started:.2f} s",
+            f"{len(result.cameras)} cameras{splats}"
+            + (f", {len(result.proxies)} layout proxies" if result.proxies else "")
+            + f" in {time.perf_counter() - started:.2f} s",
         )
         return {"FINISHED"}
 

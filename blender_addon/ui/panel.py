@@ -117,6 +117,7 @@ class VIEW3D_PT_panst3r_display(_PanSt3RPanel, bpy.types.Panel):
         layout.prop(settings, "min_conf")
         layout.prop(settings, "scale")
         layout.prop(settings, "level_floor")
+        layout.prop(settings, "layout_proxies")
         layout.operator("panst3r.import_bundle", icon="IMPORT")
         _draw_splats(context, layout)
 
@@ -156,6 +157,10 @@ class VIEW3D_PT_panst3r_tools(_PanSt3RPanel, bpy.types.Panel):
         col.operator("panst3r.extract_instance", icon="DUPLICATE")
         col.operator("panst3r.show_all", icon="HIDE_OFF")
         col.operator("panst3r.use_camera", icon="CAMERA_DATA")
+        col = layout.column(align=True, heading="Layout")
+        if active is not None and active.get("layout_proxy"):
+            col.operator("panst3r.replace_with_asset", icon="MESH_CUBE")
+        col.operator("panst3r.export_layout", icon="EXPORT")
 
 
 classes = (

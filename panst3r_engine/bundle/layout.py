@@ -324,6 +324,42 @@ def _floats(values: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in values)
 
 
+# --------------------------------------------------------------------------- assets
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an asset goes in a box: ``location``, then ``yaw`` about +Z, then per-axis ``scale``."""
+
+    location: tuple[float, float, float]
+    yaw: float
+    scale: tuple[float, float, float]
+
+
+def fit_asset(box: LayoutBox, low: np.ndarray, high: np.ndarray, fill: bool = False, align: bool = True) -> Placement:
+    """Put an asset with local bounds [low, high] (its x, y, z; z up) into a box, standing on its bottom.
+
+    Args:
+        fill: scale each axis to the box (stretching the asset); otherwise one scale that fits all three.
+        align: turn the asset 90° when that lines its longer horizontal side up with the box's (x).
+    Raises:
+        ValueError: the asset has no extent.
+    """
+    low, high = np.asarray(low, np.float64), np.asarray(high, np.float64)
+    extent, size = high - low, np.asarray(box.size, np.float64)
+    if not np.all(np.isfinite(extent)) or extent.max() <= 1e-9:
+        raise ValueError("the asset has no size; choose a mesh object with geometry")
+    turn = align and extent[1] > extent[0]
+    target = size[[1, 0, 2]] if turn else size  # the box's size along the asset's own axes
+    solid = extent > 1e-9 * extent.max()
+    ratios = np.where(solid, target / np.where(solid, extent, 1.0), np.inf)
+    scale = np.where(solid, ratios, 1.0) if fill else np.full(3, ratios.min())
+    yaw = box.yaw + (math.pi / 2 if turn else 0.0)
+    anchor = scale * np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, low[2]])  # bottom centre
+    bottom = np.asarray(box.centre) - [0.0, 0.0, size[2] / 2]
+    return Placement(_floats(bottom - yaw_matrix(yaw) @ anchor), float(yaw), _floats(scale))
+
+
 # --------------------------------------------------------------------------- layout.json
 
 

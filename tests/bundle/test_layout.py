@@ -202,3 +202,35 @@ def test_rendered_room_boxes_match_the_objects(rendered_room: Path, tmp_path: Pa
             assert yaw_error(box["yaw"], yaw + turn) < 1.0
         checked += 1
     assert checked >= 4
+
+
+def _placed_corners(placement: layout.Placement, low, high) -> np.ndarray:
+    """World corners of an asset's local bounds after a placement."""
+    corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1]) for z in (low[2], high[2])])
+    return (corners * placement.scale) @ layout.yaw_matrix(placement.yaw).T + placement.location
+
+
+def test_fit_asset_stands_a_cube_in_the_box() -> None:
+    box = layout.LayoutBox(1, 1, "table", True, (2.0, 1.0, 0.5), (1.6, 0.8, 1.0), math.radians(30), 100)
+    low, high = np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 1.0])  # Blender's default cube
+    fit = layout.fit_asset(box, low, high)
+    assert fit.scale == pytest.approx((0.4, 0.4, 0.4))  # limited by the box's 0.8 side
+    corners = _placed_corners(fit, low, high)
+    assert corners[:, 2].min() == pytest.approx(0.0)  # on the box's bottom
+    np.testing.assert_allclose(corners.mean(0)[:2], box.centre[:2], atol=1e-12)
+    assert yaw_error(fit.yaw, box.yaw, math.pi / 2) < 1e-9
+    filled = layout.fit_asset(box, low, high, fill=True)
+    np.testing.assert_allclose(
+        np.sort(_placed_corners(filled, low, high), axis=0), np.sort(box.corners(), axis=0), atol=1e-12
+    )
+
+
+def test_fit_asset_turns_a_deep_asset_and_refuses_an_empty_one() -> None:
+    box = layout.LayoutBox(1, 1, "sofa", True, (0.0, 0.0, 0.4), (2.0, 1.0, 0.8), 0.0, 100)
+    low, high = np.array([-0.5, -1.0, 0.0]), np.array([0.5, 1.0, 0.8])  # long along its own y
+    fit = layout.fit_asset(box, low, high)
+    assert fit.yaw == pytest.approx(math.pi / 2) and fit.scale == pytest.approx((1.0, 1.0, 1.0))
+    placed = np.sort(_placed_corners(fit, low, high), axis=0)
+    np.testing.assert_allclose(placed, np.sort(box.corners(), axis=0), atol=1e-12)
+    with pytest.raises(ValueError, match="no size"):
+        layout.fit_asset(box, np.zeros(3), np.zeros(3))
