@@ -91,9 +91,10 @@ class PANST3R_OT_replace_with_asset(bpy.types.Operator):
         except (ValueError, OSError) as exc:
             self.report({"ERROR"}, f"Cannot place the asset: {exc}")
             return {"CANCELLED"}
-        copy = source.copy()  # shares the mesh: many proxies can hold one asset cheaply
+        appended = bool(self.filepath) and not self.link  # a new object of this file: placed itself
+        copy = source if appended else source.copy()  # a copy shares the mesh: many boxes hold one asset cheaply
         _assets_collection(proxy).objects.link(copy)
-        place(copy, placement, source.scale)
+        place(copy, placement, tuple(source.scale))
         copy["segment"], copy["class"], copy["layout_proxy_name"] = proxy["segment"], proxy["class"], proxy.name
         if self.hide_proxy:
             proxy.hide_set(True)

@@ -97,10 +97,15 @@ def test_replace_with_a_library_asset_and_refusals(addon, scene, room_bundle: Pa
         bpy.ops.panst3r.replace_with_asset(asset="Nothing")
     assert bpy.ops.panst3r.replace_with_asset(asset="Sofa", filepath=str(library)) == {"FINISHED"}
     placed = bpy.context.view_layer.objects.active
-    assert placed.users_collection[0].name.startswith("Layout Assets")
+    assert placed.name.startswith("Sofa") and placed.users_collection[0].name.startswith("Layout Assets")  # appended
+    assert placed.library is None and placed.data.library is None
     # the library object is long along its y: turned 90° so its long side follows the box's
     turn = (placed.rotation_euler.z - proxies[5].rotation_euler.z) % math.pi
     assert turn == pytest.approx(math.pi / 2, abs=1e-5)
+    bpy.context.view_layer.objects.active = proxies[3]
+    assert bpy.ops.panst3r.replace_with_asset(asset="Sofa", filepath=str(library), link=True) == {"FINISHED"}
+    linked = bpy.context.view_layer.objects.active
+    assert linked.library is None and linked.data.library is not None  # a local object on the linked mesh
 
 
 def test_export_layout_json_follows_edited_proxies(addon, scene, room_bundle: Path, tmp_path: Path) -> None:
