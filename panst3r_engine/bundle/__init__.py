@@ -4,6 +4,7 @@
 - :mod:`.checks`: validation shared by writer and reader
 - :mod:`.write`, :mod:`.read`: the engine's writer and reader
 - :mod:`.exports`: per-instance PLY, COCO panoptic, GLB
+- :mod:`.layout`: gravity-aligned boxes per instance and ``layout.json`` (numpy only, vendored into the add-on)
 - :mod:`.raw`: ``raw.npz`` (raw network outputs) and ``panoptic.npz``
 """
 

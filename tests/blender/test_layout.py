@@ -51,10 +51,13 @@ def test_import_makes_one_box_empty_per_instance(addon, scene, room_bundle: Path
     assert np.mean(np.all(np.abs(local) <= 1.01, axis=1)) > 0.97
 
 
-def test_without_the_option_there_are_no_proxies(addon, scene, room_bundle: Path) -> None:
+def test_the_option_is_off_by_default_and_follows_the_panel(addon, scene, room_bundle: Path) -> None:
     bpy = addon.bpy
     assert bpy.ops.panst3r.import_bundle(directory=str(room_bundle)) == {"FINISHED"}
     assert not [ob for ob in bpy.data.objects if ob.get("layout_proxy")] and "Layout" not in bpy.data.collections
+    scene.panst3r.layout_proxies = True  # the panel's checkbox
+    assert bpy.ops.panst3r.import_bundle(directory=str(room_bundle)) == {"FINISHED"}
+    assert len([ob for ob in bpy.data.objects if ob.get("layout_proxy")]) == len(BOXES)
 
 
 def test_replace_with_asset_puts_a_cube_in_the_box(addon, scene, room_bundle: Path) -> None:
@@ -126,3 +129,21 @@ def test_export_layout_json_follows_edited_proxies(addon, scene, room_bundle: Pa
     bpy.ops.wm.read_homefile(use_empty=True)
     with pytest.raises(RuntimeError, match="No layout proxies"):
         bpy.ops.panst3r.export_layout(filepath=str(path))
+
+
+def test_proxies_match_the_engine_layout_export(addon, scene, room_bundle: Path, tmp_path: Path) -> None:
+    """At scale 1 the add-on's import frame is the engine's layout frame: the same boxes either way."""
+    from panst3r_engine.bundle.layout import export_layout
+    from panst3r_engine.bundle.read import read_bundle as engine_read
+
+    bpy = addon.bpy
+    assert bpy.ops.panst3r.import_bundle(directory=str(room_bundle), layout_proxies=True) == {"FINISHED"}
+    proxies = {ob["segment"]: ob for ob in bpy.data.objects if ob.get("layout_proxy")}
+    document = json.loads(export_layout(engine_read(room_bundle), tmp_path).read_text(encoding="utf-8"))
+    assert {b["segment"] for b in document["boxes"]} == set(proxies)
+    for box in document["boxes"]:
+        ob = proxies[box["segment"]]
+        np.testing.assert_allclose(tuple(ob.location), box["centre"], atol=1e-3)
+        np.testing.assert_allclose(sorted(2 * np.array(tuple(ob.scale))), sorted(box["size"]), atol=1e-3)
+        turn = math.degrees(ob.rotation_euler.z - box["yaw"]) % 90  # square footprints may swap their sides
+        assert min(turn, 90 - turn) < 0.1
