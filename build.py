@@ -5,8 +5,10 @@ blender_manifest.toml) and the engine source under ``engine/``
 (``panst3r_engine/``, pyproject.toml, LICENSE, README.md), which the add-on's
 "Create Engine Environment" button pip-installs into its own venv. The bundle
 format's contract, ``panst3r_engine/bundle/spec.py``, is vendored into the
-add-on as ``bundle/_spec.py`` (the add-on never imports the engine): ``main``
-refreshes the committed copy and the zip always takes the engine's file. The
+add-on as ``bundle/_spec.py``, and the COLMAP/nerfstudio writers,
+``panst3r_engine/bundle/interchange.py``, as ``bundle/_interchange.py`` (the
+add-on never imports the engine): ``main`` refreshes the committed copies and
+the zip always takes the engine's files. The
 manifest is validated in Python (required keys, semver, SPDX licences,
 permission reasons), then by Blender's own validator when one is available
 (``blender --command extension validate``, or the ``blender_ext.py`` inside the
@@ -30,6 +32,8 @@ ADDON = ROOT / "blender_addon"
 ENGINE = ROOT / "panst3r_engine"
 SPEC = ENGINE / "bundle" / "spec.py"
 VENDORED_SPEC = "bundle/_spec.py"  # relative to ADDON
+# engine module -> its byte-identical copy in the add-on (relative to ADDON); numpy + stdlib modules only
+VENDORED = {SPEC: VENDORED_SPEC, ENGINE / "bundle" / "interchange.py": "bundle/_interchange.py"}
 REQUIRED = {
     "schema_version": str,
     "id": str,
@@ -107,10 +111,10 @@ def _included(path: Path, base: Path) -> bool:
     )
 
 
-def vendor_spec(target: Path | None = None) -> bool:
-    """Copy the engine's bundle spec into the add-on byte for byte; True when the copy changed."""
-    target = target or ADDON / VENDORED_SPEC
-    data = SPEC.read_bytes()
+def vendor_spec(target: Path | None = None, source: Path = SPEC) -> bool:
+    """Copy an engine module (the bundle spec by default) into the add-on byte for byte; True when it changed."""
+    target = target or ADDON / VENDORED[source]
+    data = source.read_bytes()
     if target.is_file() and target.read_bytes() == data:
         return False
     target.write_bytes(data)
@@ -128,9 +132,10 @@ def build(out_dir: Path) -> Path:
     tmp = target.with_suffix(".zip.tmp")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(ADDON.rglob("*")):
-            if _included(path, ADDON) and path.relative_to(ADDON).as_posix() != VENDORED_SPEC:
+            if _included(path, ADDON) and path.relative_to(ADDON).as_posix() not in VENDORED.values():
                 zf.write(path, path.relative_to(ADDON).as_posix())
-        zf.write(SPEC, VENDORED_SPEC)  # the engine's contract, even when the committed copy is stale
+        for source, vendored in VENDORED.items():
+            zf.write(source, vendored)  # the engine's file, even when the committed copy is stale
         for path in sorted(ENGINE.rglob("*")):
             if _included(path, ROOT):
                 zf.write(path, f"engine/{path.relative_to(ROOT).as_posix()}")
@@ -177,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-blender-validate", action="store_true", help="only the Python manifest checks, not Blender's validator"
     )
     args = parser.parse_args(argv)
-    if vendor_spec():
-        print(f"refreshed blender_addon/{VENDORED_SPEC} from {SPEC.relative_to(ROOT).as_posix()}")
+    for source, vendored in VENDORED.items():
+        if vendor_spec(source=source):
+            print(f"refreshed blender_addon/{vendored} from {source.relative_to(ROOT).as_posix()}")
     try:
         path = build(args.out)
         how = "validated in Python" if args.skip_blender_validate else validate_with_blender(path)

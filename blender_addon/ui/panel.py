@@ -118,6 +118,9 @@ class VIEW3D_PT_panst3r_display(_PanSt3RPanel, bpy.types.Panel):
         layout.prop(settings, "scale")
         layout.prop(settings, "level_floor")
         layout.operator("panst3r.import_bundle", icon="IMPORT")
+        row = layout.row(align=True)  # File > Export has the same two entries
+        row.operator("panst3r.export_bundle", text="COLMAP", icon="EXPORT").format = "COLMAP"
+        row.operator("panst3r.export_bundle", text="nerfstudio", icon="EXPORT").format = "NERFSTUDIO"
         _draw_splats(context, layout)
 
 

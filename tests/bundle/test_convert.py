@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,17 @@ def test_exporting_never_loads_torch(bundle: Path, tmp_path: Path) -> None:
 def test_layout_is_written(bundle: Path, tmp_path: Path) -> None:
     assert main(["export", str(bundle), "--to", "layout", "--out", str(tmp_path / "out")]) == 0
     assert _files(tmp_path / "out") and _siblings(tmp_path / "out") == ["out"]
+
+
+def test_readme_export_command_runs_as_written(tmp_path: Path, monkeypatch, capsys) -> None:
+    import shlex
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Exports\n", 1)[1].split("\n## ", 1)[0]
+    (command,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    words = shlex.split(command, comments=True)
+    assert words[:3] == ["python", "-m", "panst3r_engine"]
+    write_bundle(tmp_path / "out" / "room", *make_consistent_bundle_inputs())
+    monkeypatch.chdir(tmp_path)
+    assert main(words[3:]) == 0, capsys.readouterr().err
+    assert pycolmap.Reconstruction(str(tmp_path / "out" / "room_colmap" / "sparse" / "0")).num_reg_images() == 3
