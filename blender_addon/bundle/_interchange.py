@@ -192,40 +192,48 @@ def _colmap_cameras(views: list[ExportView]) -> tuple[str, list[int]]:
     return "\n".join(lines) + "\n", camera_of_view
 
 
-def _colmap_images(scene: ExportScene, views: list[ExportView], camera_of_view: list[int], image_id) -> str:
-    """images.txt: per image its pose line, then its 2D points (x y POINT3D_ID), in point2D index order."""
+def _write_rows(fh, fmt: str, columns: list[np.ndarray], sep: str = "", chunk: int = 1 << 16) -> None:
+    """``fmt % row`` for the rows of ``columns``, joined by ``sep``, written a chunk at a time (bounded memory)."""
+    n = len(columns[0])
+    for start in range(0, n, chunk):
+        rows = zip(*(column[start : start + chunk].tolist() for column in columns))
+        fh.write(("" if start == 0 else sep) + sep.join([fmt % row for row in rows]))
+
+
+def _write_colmap_images(fh, scene: ExportScene, views: list[ExportView], camera_of_view: list[int], image_id) -> None:
+    """images.txt: per image its pose line, then its 2D points (X Y POINT3D_ID), in point2D index order."""
     pixel = scene.points["pixel"]
-    lines = [
-        "# Image list with two lines of data per image:",
-        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-        "#   POINTS2D[] as (X, Y, POINT3D_ID)",
-        f"# Number of images: {len(views)}",
-    ]
+    fh.write(
+        "# Image list with two lines of data per image:\n"
+        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME\n"
+        "#   POINTS2D[] as (X, Y, POINT3D_ID)\n"
+        f"# Number of images: {len(views)}\n"
+    )
     for k, (view, camera_id) in enumerate(zip(views, camera_of_view), start=1):
         rotation, translation = world_to_camera(view.cam_to_world)
         pose = " ".join(map(repr, [*rotation_to_quaternion(rotation).tolist(), *translation.tolist()]))
-        lines.append(f"{k} {pose} {camera_id} {view.stem}.jpg")
+        fh.write(f"{k} {pose} {camera_id} {view.stem}.jpg\n")
         rows = np.flatnonzero(image_id == k)
-        cols, ys = pixel[rows, 0].tolist(), pixel[rows, 1].tolist()
-        lines.append(" ".join(map("{}.5 {}.5 {}".format, cols, ys, (rows + 1).tolist())))
-    return "\n".join(lines) + "\n"
+        _write_rows(fh, "%d.5 %d.5 %d", [pixel[rows, 0], pixel[rows, 1], rows + 1], sep=" ")
+        fh.write("\n")
 
 
-def _colmap_points(scene: ExportScene, image_id: np.ndarray, point2d: np.ndarray, error: np.ndarray) -> str:
+def _write_colmap_points(fh, scene: ExportScene, image_id: np.ndarray, point2d: np.ndarray, error: np.ndarray) -> None:
     """points3D.txt: POINT3D_ID (bundle row + 1), X Y Z, R G B, ERROR, TRACK[] (one observation, or none)."""
-    xyz, rgb = scene.points["xyz"].tolist(), scene.points["rgb"].tolist()
-    n = len(xyz)
-    tracks = [f" {i} {j}" if i else "" for i, j in zip(image_id.tolist(), point2d.tolist())]
-    lines = [
-        "# 3D point list with one line of data per point:",
-        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
-        f"# Number of points: {n}, mean track length: {float((image_id > 0).mean()) if n else 0.0}",
-    ]
-    lines += [
-        f"{k} {p[0]:.9g} {p[1]:.9g} {p[2]:.9g} {c[0]} {c[1]} {c[2]} {e:.6g}{t}"
-        for k, p, c, e, t in zip(range(1, n + 1), xyz, rgb, error.tolist(), tracks)
-    ]
-    return "\n".join(lines) + "\n"
+    xyz, rgb = scene.points["xyz"], scene.points["rgb"]
+    tracked = image_id > 0
+    fh.write(
+        "# 3D point list with one line of data per point:\n"
+        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n"
+        f"# Number of points: {len(xyz)}, mean track length: {float(tracked.mean()) if len(xyz) else 0.0}\n"
+    )
+    point = "%d %.9g %.9g %.9g %d %d %d %.6g"  # 9 digits: float32 coordinates read back exactly
+    for rows, fmt, track in (
+        (np.flatnonzero(tracked), point + " %d %d\n", True),
+        (np.flatnonzero(~tracked), point + "\n", False),
+    ):
+        columns = [rows + 1, *xyz[rows].T, *rgb[rows].T, error[rows]]
+        _write_rows(fh, fmt, columns + ([image_id[rows], point2d[rows]] if track else []))
 
 
 def write_colmap(scene: ExportScene, folder: str | os.PathLike) -> ExportResult:
@@ -242,8 +250,10 @@ def write_colmap(scene: ExportScene, folder: str | os.PathLike) -> ExportResult:
     model = folder / COLMAP_MODEL_DIR
     model.mkdir(parents=True, exist_ok=True)
     (model / "cameras.txt").write_text(cameras, encoding="utf-8")
-    (model / "images.txt").write_text(_colmap_images(scene, views, camera_of_view, image_id), encoding="utf-8")
-    (model / "points3D.txt").write_text(_colmap_points(scene, image_id, point2d, error), encoding="utf-8")
+    with open(model / "images.txt", "w", encoding="utf-8") as fh:
+        _write_colmap_images(fh, scene, views, camera_of_view, image_id)
+    with open(model / "points3D.txt", "w", encoding="utf-8") as fh:
+        _write_colmap_points(fh, scene, image_id, point2d, error)
     _copy_files(views, folder, panoptic=False)
     return ExportResult(folder, "colmap", len(views), len(scene.points["xyz"]), warnings)
 

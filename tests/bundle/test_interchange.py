@@ -186,3 +186,14 @@ def test_no_usable_camera_is_one_sentence_and_writes_nothing(tmp_path: Path) -> 
     with pytest.raises(BundleError, match="nothing to train on"):
         export_bundle(bundle.path, "colmap", tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no output, no staging folder
+
+
+def test_a_bundle_without_points_still_exports(tmp_path: Path) -> None:
+    manifest, points, panoptic, photos = make_consistent_bundle_inputs()
+    points = {name: array[:0] for name, array in points.items()}  # a threshold that kept no point
+    bundle = read_bundle(write_bundle(tmp_path / "bundle", manifest, points, panoptic, photos))
+    write_colmap(scene_from_bundle(bundle), tmp_path / "colmap")
+    model = pycolmap.Reconstruction(str(tmp_path / "colmap" / "sparse" / "0"))
+    assert model.num_reg_images() == 3 and model.num_points3D() == 0
+    write_nerfstudio(scene_from_bundle(bundle), tmp_path / "ns")
+    check_transforms_schema(json.loads((tmp_path / "ns" / "transforms.json").read_text()), tmp_path / "ns")
