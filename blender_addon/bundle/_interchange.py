@@ -386,7 +386,7 @@ def publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise ExportError(f"{out_dir} appeared while the export was written; choose another output folder")
-    for relative in _check_merge(staging, out_dir):
+    for relative in _check_merge(staging, out_dir):  # every file checked before the first one moves
         (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / relative, out_dir / relative)
 
@@ -406,8 +406,6 @@ def write_export(
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         staging.mkdir()
         result = write(staging)
-        if overwrite and out_dir.is_dir():
-            _check_merge(staging, out_dir)  # refuse before the first file moves
         publish(staging, out_dir, overwrite)
     except OSError as exc:
         raise ExportError(

@@ -25,7 +25,7 @@ from panst3r_engine.bundle.interchange import (
     write_export,
 )
 from panst3r_engine.bundle.read import Bundle, read_bundle
-from panst3r_engine.bundle.spec import bundle_path, image_file
+from panst3r_engine.bundle.spec import bundle_path, image_file, panoptic_file
 
 FORMATS = ("colmap", "nerfstudio", "ply", "glb", "coco", "layout")
 GLB_FILE = "points.glb"
@@ -44,7 +44,6 @@ def scene_from_bundle(bundle: Bundle) -> ExportScene:
     views = []
     for entry in bundle.manifest["images"]:
         stem, cam = entry["stem"], cameras[entry["index"]]
-        panoptic = bundle.manifest["panoptic"].get(stem)
         views.append(
             ExportView(
                 index=entry["index"],
@@ -55,7 +54,7 @@ def scene_from_bundle(bundle: Bundle) -> ExportScene:
                 cam_to_world=np.asarray(cam["cam_to_world"], dtype=np.float64),
                 valid=cam.get("valid", True) is not False,
                 photo=_file(bundle, image_file(stem)),
-                panoptic=None if panoptic is None else _file(bundle, panoptic["file"]),
+                panoptic=_file(bundle, panoptic_file(stem)) if stem in bundle.manifest["panoptic"] else None,
             )
         )
     classes = [
@@ -107,6 +106,8 @@ def export_bundle(
     """
     if fmt not in FORMATS:
         raise BundleError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if y_up and fmt != "ply":
+        raise BundleError(f"--y-up applies to --to ply only; {fmt} has its own axes (see the README's Exports)")
     if fmt == "layout":
         _layout_writer()  # an engine without it says so before reading anything
     data = read_bundle(bundle)

@@ -48,13 +48,15 @@ def test_every_format_is_written(bundle: Path, tmp_path: Path, fmt: str, capsys)
     assert capsys.readouterr().out.strip().endswith(f"-> {tmp_path / 'out'}")
 
 
-def test_ply_y_up_flips_y_and_z(bundle: Path, tmp_path: Path) -> None:
+def test_ply_y_up_flips_y_and_z(bundle: Path, tmp_path: Path, capsys) -> None:
     from tests.bundle.test_exports import read_ply
 
     main(["export", str(bundle), "--to", "ply", "--out", str(tmp_path / "a")])
     main(["export", str(bundle), "--to", "ply", "--out", str(tmp_path / "b"), "--y-up"])
     a, b = read_ply(tmp_path / "a" / "wall_1.ply"), read_ply(tmp_path / "b" / "wall_1.ply")
     assert (b["x"] == a["x"]).all() and (b["y"] == -a["y"]).all() and (b["z"] == -a["z"]).all()
+    assert main(["export", str(bundle), "--to", "glb", "--out", str(tmp_path / "c"), "--y-up"]) == 2
+    assert "--y-up applies to --to ply only" in capsys.readouterr().err and not (tmp_path / "c").exists()
 
 
 def test_an_empty_existing_folder_is_used(bundle: Path, tmp_path: Path) -> None:
