@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pycolmap
 import pytest
 
@@ -153,3 +154,37 @@ def test_readme_export_command_runs_as_written(tmp_path: Path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     assert main(words[3:]) == 0, capsys.readouterr().err
     assert pycolmap.Reconstruction(str(tmp_path / "out" / "room_colmap" / "sparse" / "0")).num_reg_images() == 3
+
+
+@pytest.mark.slow  # a real job on 2 cores: about 25 s
+def test_a_real_job_exports_and_reads_back(tmp_path: Path) -> None:
+    """A bundle from the real pipeline (tiny random checkpoint): both training formats read back."""
+    from PIL import Image
+
+    from panst3r_engine.bundle.read import read_bundle
+    from panst3r_engine.model.checkpoints import write_random_checkpoint
+    from panst3r_engine.pipeline.options import JobOptions
+    from panst3r_engine.pipeline.run import run_job
+    from tests.bundle.test_interchange import check_transforms_schema
+    from tests.pipeline.conftest import textured
+
+    photos = []
+    for i in range(3):
+        photos.append(tmp_path / f"s{i}.png")
+        Image.fromarray(textured(128, 96, 20 + i)).save(photos[-1])
+    ckpt = write_random_checkpoint(tmp_path / "tiny.pth", "v2", "tiny", seed=5)
+    options = JobOptions(weights=str(ckpt), vocab_embeddings="random", device="cpu", conf_threshold=1.0, resize="none")
+    bundle = read_bundle(run_job(photos, tmp_path / "job", options).bundle)
+    assert main(["export", str(bundle.path), "--to", "colmap", "--out", str(tmp_path / "c")]) == 0
+    assert main(["export", str(bundle.path), "--to", "nerfstudio", "--out", str(tmp_path / "n")]) == 0
+    model = pycolmap.Reconstruction(str(tmp_path / "c" / "sparse" / "0"))
+    valid = [cam for cam in bundle.manifest["cameras"] if cam.get("valid", True)]
+    assert model.num_reg_images() == len(valid) and model.num_points3D() == len(bundle.points["xyz"])
+    for image in model.images.values():
+        cam = bundle.manifest["cameras"][bundle.stems.index(image.name.removesuffix(".jpg"))]
+        np.testing.assert_allclose(image.camera.calibration_matrix(), cam["K"], atol=1e-9)
+        rows = [p.point3D_id - 1 for p in image.points2D]
+        np.testing.assert_allclose([p.xy for p in image.points2D], bundle.points["pixel"][rows] + 0.5)
+    doc = json.loads((tmp_path / "n" / "transforms.json").read_text())
+    check_transforms_schema(doc, tmp_path / "n")
+    assert len(doc["frames"]) == len(valid)
