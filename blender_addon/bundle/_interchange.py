@@ -379,13 +379,14 @@ def _check_merge(staging: Path, out_dir: Path) -> list[Path]:
 def publish(staging: Path, out_dir: Path, overwrite: bool) -> None:
     """Move a finished export into place: one rename into a new (or empty) folder; with ``overwrite`` into a
     non-empty one, each written file replaces its namesake (one rename each) and other files stay."""
-    if out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir()):
+    empty = out_dir.is_dir() and not out_dir.is_symlink() and not any(out_dir.iterdir())
+    if empty and out_dir.resolve() != Path.cwd().resolve():  # the working folder would vanish: merge into it
         out_dir.rmdir()
     if not out_dir.exists():
         os.rename(staging, out_dir)
         return
-    if not overwrite:
-        raise ExportError(f"{out_dir} appeared while the export was written; choose another output folder")
+    if not (overwrite or empty):
+        raise ExportError(f"{out_dir} changed while the export was written; choose another output folder")
     for relative in _check_merge(staging, out_dir):  # every file checked before the first one moves
         (out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging / relative, out_dir / relative)
@@ -399,7 +400,9 @@ def write_export(
     Nothing is left behind on failure: the staging folder is removed, and ``out_dir`` gains files only when
     the whole export was written.
     """
-    out_dir = Path(out_dir)
+    out_dir = Path(os.path.abspath(out_dir))  # "." and "dir/" get a name for the staging sibling
+    if not out_dir.name:
+        raise ExportError(f"cannot export into {out_dir}, the root of a drive; choose or create a folder in it")
     check_destination(out_dir, overwrite, how_to_overwrite)
     staging = staging_folder(out_dir)
     try:

@@ -188,3 +188,13 @@ def test_a_real_job_exports_and_reads_back(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "n" / "transforms.json").read_text())
     check_transforms_schema(doc, tmp_path / "n")
     assert len(doc["frames"]) == len(valid)
+
+
+def test_the_working_folder_as_output(bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """``--out .`` in an empty folder: the files land in it, and the folder itself is never replaced."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["export", str(bundle), "--to", "glb", "--out", "."]) == 0
+    assert Path.cwd() == here and here.is_dir() and _files(here) == {"points.glb"}
+    assert _siblings(here) == ["here"]
