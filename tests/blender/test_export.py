@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -99,3 +100,19 @@ def test_file_export_menu_has_both_formats(addon) -> None:
     menu = type("MenuStub", (), {"layout": _Layout(bpy)})()
     module.menu_export(menu, bpy.context)
     assert menu.layout.calls == [("operator", "panst3r.export_bundle")] * 2
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+def test_the_addons_export_refuses_a_linked_panoptic_map(tmp_path: Path) -> None:
+    """Plain Python: the add-on's bundle layer (no bpy) checks every file it copies."""
+    from blender_addon.bundle.export import export_bundle as addon_export
+    from blender_addon.bundle.read import BundleError
+
+    bundle = write_bundle(tmp_path / "bundle", *make_consistent_bundle_inputs())
+    (tmp_path / "elsewhere.png").write_bytes((bundle / "panoptic" / "portrait.png").read_bytes())
+    (bundle / "panoptic" / "portrait.png").unlink()
+    (bundle / "panoptic" / "portrait.png").symlink_to(tmp_path / "elsewhere.png")
+    for fmt in ("nerfstudio", "colmap"):  # the bundle is refused as a whole, as the engine's reader does
+        with pytest.raises(BundleError, match="is a link"):
+            addon_export(bundle, fmt, tmp_path / fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "elsewhere.png"]

@@ -198,3 +198,17 @@ def test_the_working_folder_as_output(bundle: Path, tmp_path: Path, monkeypatch)
     assert main(["export", str(bundle), "--to", "glb", "--out", "."]) == 0
     assert Path.cwd() == here and here.is_dir() and _files(here) == {"points.glb"}
     assert _siblings(here) == ["here"]
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symbolic links here")
+@pytest.mark.parametrize("fmt", ["colmap", "nerfstudio"])
+def test_a_linked_photo_in_the_bundle_is_refused(tmp_path: Path, fmt: str, capsys) -> None:
+    """A received bundle whose photo links elsewhere: refused in one sentence, nothing copied or written."""
+    bundle = write_bundle(tmp_path / "bundle", *make_consistent_bundle_inputs())
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"not yours")
+    (bundle / "images" / "IMG_0002.jpg").unlink()
+    (bundle / "images" / "IMG_0002.jpg").symlink_to(secret)
+    assert main(["export", str(bundle), "--to", fmt, "--out", str(tmp_path / "out")]) == 2
+    assert "is a link" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "secret.jpg"]
