@@ -5,10 +5,12 @@ blender_manifest.toml) and the engine source under ``engine/``
 (``panst3r_engine/``, pyproject.toml, LICENSE, README.md), which the add-on's
 "Create Engine Environment" button pip-installs into its own venv. The bundle
 format's contract, ``panst3r_engine/bundle/spec.py``, is vendored into the
-add-on as ``bundle/_spec.py``, and the layout-proxy geometry
-``panst3r_engine/bundle/layout.py`` as ``bundle/_layout.py`` (the add-on never
-imports the engine; see :data:`VENDORED`): ``main`` refreshes the committed
-copies and the zip always takes the engine's files. The
+add-on as ``bundle/_spec.py``, the layout-proxy geometry
+``panst3r_engine/bundle/layout.py`` as ``bundle/_layout.py`` and the
+COLMAP/nerfstudio writers ``panst3r_engine/bundle/interchange.py`` as
+``bundle/_interchange.py`` (the add-on never imports the engine; see
+:data:`VENDORED`): ``main`` refreshes the committed copies and the zip always
+takes the engine's files. The
 manifest is validated in Python (required keys, semver, SPDX licences,
 permission reasons), then by Blender's own validator when one is available
 (``blender --command extension validate``, or the ``blender_ext.py`` inside the
@@ -36,6 +38,7 @@ VENDORED_SPEC = "bundle/_spec.py"  # relative to ADDON
 VENDORED = {
     VENDORED_SPEC: SPEC,
     "bundle/_layout.py": ENGINE / "bundle" / "layout.py",  # layout proxies and layout.json
+    "bundle/_interchange.py": ENGINE / "bundle" / "interchange.py",  # COLMAP and nerfstudio writers
 }
 REQUIRED = {
     "schema_version": str,

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 def _modules():
     from . import preferences, settings
-    from .operators import engine, import_bundle, instances, layout, photos, render_view, run
+    from .operators import engine, export_bundle, import_bundle, instances, layout, photos, render_view, run
     from .ui import panel
 
-    return (preferences, settings, photos, import_bundle, run, engine, instances, layout, render_view, panel)
+    return (preferences, settings, photos, import_bundle, export_bundle, run, engine, instances, layout, render_view, panel)
 
 
 def register() -> None:
     import bpy
 
     from . import settings
+    from .operators.export_bundle import menu_export
     from .operators.import_bundle import menu_import
 
     for module in _modules():
@@ -27,6 +28,7 @@ def register() -> None:
             bpy.utils.register_class(cls)
     settings.register_properties()
     bpy.types.TOPBAR_MT_file_import.append(menu_import)
+    bpy.types.TOPBAR_MT_file_export.append(menu_export)
 
 
 def unregister() -> None:
@@ -34,11 +36,13 @@ def unregister() -> None:
 
     from . import runtime, settings
     from .operators import run
+    from .operators.export_bundle import menu_export
     from .operators.import_bundle import menu_import
 
     if bpy.app.timers.is_registered(run.tick):
         bpy.app.timers.unregister(run.tick)
     runtime.shutdown()
+    bpy.types.TOPBAR_MT_file_export.remove(menu_export)
     bpy.types.TOPBAR_MT_file_import.remove(menu_import)
     settings.unregister_properties()
     for module in reversed(_modules()):

@@ -1,4 +1,4 @@
-"""Command line: ``python -m panst3r_engine run | postprocess | weights | serve | eval``."""
+"""Command line: ``python -m panst3r_engine run | postprocess | export | weights | serve | eval``."""
 
 from __future__ import annotations
 
@@ -74,6 +74,22 @@ def _add_postprocess(sub) -> None:
     p.set_defaults(func=cmd_postprocess)
 
 
+def _add_export(sub) -> None:
+    from panst3r_engine.bundle.convert import FORMATS
+
+    p = sub.add_parser("export", help="a result bundle -> COLMAP, nerfstudio, PLY, GLB, COCO panoptic or layout")
+    p.add_argument("bundle", help="the result bundle folder (written by 'run')")
+    p.add_argument("--to", required=True, choices=FORMATS, help="the format to write")
+    p.add_argument("--out", required=True, help="folder to write (new or empty, unless --overwrite)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty folder, replacing only the files the export writes",
+    )
+    p.add_argument("--y-up", action="store_true", help="ply: a Y-up frame (x, -y, -z) instead of OpenCV axes")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_weights(sub) -> None:
     from panst3r_engine.weights.cli import add_weights_commands
 
@@ -113,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_postprocess(sub)
+    _add_export(sub)
     _add_weights(sub)
     _add_serve(sub)
     _add_eval(sub)
@@ -209,6 +226,16 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
         f"{args.method}: {len(arrays['segment_ids'])} segments in {time.perf_counter() - started:.2f} s "
         f"-> {out / 'panoptic.npz'}"
     )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from panst3r_engine.bundle.convert import export_bundle
+
+    result = export_bundle(args.bundle, args.to, args.out, overwrite=args.overwrite, y_up=args.y_up)
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    print(f"{result.format}: {result.views} images, {result.points} points -> {result.path}")
     return 0
 
 

@@ -90,3 +90,22 @@ def make_bundle_inputs(seed: int = 0) -> tuple[dict, dict, dict, dict]:
         "segments": [{"id": s, "class_id": c, "score": 0.5 + 0.06 * s} for s, c in SEGMENT_CLASSES.items()],
     }
     return manifest, points, panoptic, photos
+
+
+def make_consistent_bundle_inputs(seed: int = 0, invalid_views: tuple[int, ...] = ()) -> tuple[dict, dict, dict, dict]:
+    """Like :func:`make_bundle_inputs`, but each point lies on the ray through the centre of its pixel
+    (col + 0.5, row + 0.5, as ``K`` is meant) at a depth of 1 to 4, so projecting it through its view's
+    camera gives its pixel back; the cameras of ``invalid_views`` are marked ``valid: false``."""
+    manifest, points, panoptic, photos = make_bundle_inputs(seed)
+    rng = np.random.default_rng(seed + 1)
+    xyz = np.empty((len(points["view"]), 3))
+    for cam in manifest["cameras"]:
+        rows = np.flatnonzero(points["view"] == cam["image"])
+        pixels = np.concatenate([points["pixel"][rows].astype(np.float64) + 0.5, np.ones((len(rows), 1))], axis=1)
+        rays = pixels @ np.linalg.inv(np.asarray(cam["K"])).T
+        local = rays * rng.uniform(1.0, 4.0, (len(rows), 1))
+        pose = np.asarray(cam["cam_to_world"])
+        xyz[rows] = local @ pose[:3, :3].T + pose[:3, 3]
+        cam["valid"] = cam["image"] not in invalid_views
+    points["xyz"] = xyz.astype(np.float32)
+    return manifest, points, panoptic, photos

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -31,6 +32,30 @@ def test_vendored_layout_is_the_engines() -> None:
         "blender_addon/bundle/_layout.py differs from panst3r_engine/bundle/layout.py: run python build.py"
     )
     assert build.VENDORED["bundle/_layout.py"] == ROOT / "panst3r_engine" / "bundle" / "layout.py"
+
+
+def test_vendored_interchange_is_the_engines() -> None:
+    """The add-on's COLMAP/nerfstudio writers are the engine's module, byte for byte."""
+    engine = (ROOT / "panst3r_engine" / "bundle" / "interchange.py").read_bytes()
+    vendored = ROOT / "blender_addon" / "bundle" / "_interchange.py"
+    assert vendored.is_file() and vendored.read_bytes() == engine, (
+        "blender_addon/bundle/_interchange.py differs from panst3r_engine/bundle/interchange.py: run python build.py"
+    )
+
+
+def test_vendored_modules_import_only_numpy_and_the_standard_library() -> None:
+    allowed = {"numpy", *sys.stdlib_module_names}
+    for source in build.VENDORED.values():
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            assert not [n for n in names if n.split(".")[0] not in allowed], f"{source.name} imports {names}"
+            assert not (isinstance(node, ast.ImportFrom) and node.level), f"{source.name} has a relative import"
 
 
 def test_vendor_spec_copies_byte_for_byte(tmp_path: Path) -> None:
@@ -83,13 +108,8 @@ def test_zip_layout(extension_zip: Path) -> None:
         if p.is_file() and "__pycache__" not in p.parts
     }
     assert source <= names
-    assert (
-        zipfile.ZipFile(extension_zip).read("bundle/_spec.py") == (ROOT / "panst3r_engine/bundle/spec.py").read_bytes()
-    )
-    assert (
-        zipfile.ZipFile(extension_zip).read("bundle/_layout.py")
-        == (ROOT / "panst3r_engine/bundle/layout.py").read_bytes()
-    )
+    for vendored, source in build.VENDORED.items():
+        assert zipfile.ZipFile(extension_zip).read(vendored) == source.read_bytes(), vendored
 
 
 def test_manifest_is_valid() -> None:
