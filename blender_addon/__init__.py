@@ -13,7 +13,19 @@ def _modules():
     from .operators import engine, export_bundle, import_bundle, instances, layout, photos, render_view, run
     from .ui import panel
 
-    return (preferences, settings, photos, import_bundle, export_bundle, run, engine, instances, layout, render_view, panel)
+    return (
+        preferences,
+        settings,
+        photos,
+        import_bundle,
+        export_bundle,
+        run,
+        engine,
+        instances,
+        layout,
+        render_view,
+        panel,
+    )
 
 
 def register() -> None:
