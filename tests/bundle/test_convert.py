@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -134,12 +133,11 @@ def test_exporting_never_loads_torch(bundle: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("panst3r_engine.bundle.layout") is None, reason="layout writer not merged yet"
-)
 def test_layout_is_written(bundle: Path, tmp_path: Path) -> None:
     assert main(["export", str(bundle), "--to", "layout", "--out", str(tmp_path / "out")]) == 0
-    assert _files(tmp_path / "out") and _siblings(tmp_path / "out") == ["out"]
+    assert _files(tmp_path / "out") == {"layout.json"} and _siblings(tmp_path / "out") == ["out"]
+    document = json.loads((tmp_path / "out" / "layout.json").read_text(encoding="utf-8"))
+    assert document["boxes"] and {b["segment"] for b in document["boxes"]} <= set(range(1, 1000))
 
 
 def test_readme_export_command_runs_as_written(tmp_path: Path, monkeypatch, capsys) -> None:
