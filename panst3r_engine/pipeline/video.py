@@ -5,11 +5,17 @@ identical when the phone pauses. The sampler decodes the video once (PyAV, which
 ``video`` extra), looks at three candidate times per wanted frame, keeps the sharpest of each three (variance
 of the Laplacian, Pertuz et al. 2013) and drops a frame that looks almost the same as the one kept before it
 (mean absolute difference of small grey thumbnails).
+
+A video is also untrusted input (the service takes uploads): it is opened with the demuxer its suffix names
+(never FFmpeg's guess, which could pick a playlist format that reads other files), only common camera codecs
+are decoded, and :class:`VideoLimits` bounds its size, length and decoding work from the header, before any
+frame is decoded, and again while decoding (a header can lie).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,66 @@ CANDIDATES_PER_FRAME = 3
 DUPLICATE_DIFFERENCE = 2.0  # mean absolute grey difference (0-255) of 32x24 thumbnails below which frames match
 MAX_FRAME_PIXELS = 40_000_000  # an 8K frame is 33 MP; more is refused before decoding
 INSTALL_HINT = "pip install 'panst3r-engine[video]' (PyAV)"
+CONVERT_HINT = "convert it to H.264 MP4 and try again"
+# FFmpeg demuxer per suffix: the file is opened with this one only
+CONTAINERS = {
+    ".mp4": "mov",
+    ".m4v": "mov",
+    ".mov": "mov",
+    ".3gp": "mov",
+    ".mkv": "matroska",
+    ".webm": "matroska",
+    ".avi": "avi",
+    ".mts": "mpegts",
+    ".m2ts": "mpegts",
+    ".mpg": "mpeg",
+    ".mpeg": "mpeg",
+    ".wmv": "asf",
+    ".flv": "flv",
+}
+# decoders of what phones and cameras record (FFmpeg names); anything else is refused before decoding
+CODECS = frozenset(
+    {"h264", "hevc", "mpeg4", "vp8", "vp9", "av1", "libdav1d", "mjpeg", "prores", "mpeg1video", "mpeg2video"}
+    | {"h263", "wmv3", "vc1", "flv1"}
+)
+PROBE_PACKETS = 2000  # packets read to find the first frame before the file counts as broken
+GB = 1 << 30
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """What one video may cost; the header is checked against these before any frame is decoded."""
+
+    max_bytes: int = 64 * GB
+    max_pixels: int = MAX_FRAME_PIXELS  # per frame
+    max_seconds: float = 24 * 3600.0
+    max_decoded: int = 10_000_000  # frames decoded per video (a header can understate the length)
+    decode_seconds: float = 24 * 3600.0  # wall-clock budget for decoding one video
+    max_memory: int = 16 * GB  # candidate frames held in memory while the sharpest are chosen
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video's stream as its header describes it."""
+
+    codec: str
+    width: int
+    height: int
+    seconds: float  # 0 when the header does not say
+    rate: float  # frames per second (0 when unknown)
+
+
+_limits = VideoLimits()
+
+
+def set_video_limits(limits: VideoLimits) -> None:
+    """The limits every later :func:`read_frames` applies (one engine process, one policy: the service's)."""
+    global _limits
+    _limits = limits
+
+
+def video_limits() -> VideoLimits:
+    return _limits
 
 
 @dataclass(frozen=True)
@@ -58,6 +124,42 @@ def thumbnail(rgb: np.ndarray, size: tuple[int, int] = (32, 24)) -> np.ndarray:
     )
 
 
+def planned_frames(info: VideoInfo, wanted: int | None, fps: float | None) -> int:
+    """How many frames a video gives at most (the count, or its duration times ``fps``)."""
+    if fps and info.seconds > 0:
+        return max(1, round(info.seconds * fps))
+    return wanted or DEFAULT_FRAMES
+
+
+def check_video(
+    path: str | os.PathLike, wanted: int | None = None, fps: float | None = None, limits: VideoLimits | None = None
+) -> VideoInfo:
+    """Open ``path`` as :func:`read_frames` will and decode its first frame only; raises :class:`ImageError`
+    when it is not a readable video, uses another codec, or would cost more than ``limits`` allow."""
+    path, limits = Path(path), limits or _limits
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise ImageError(
+            f"{path.name}: {_size(size)} is more than this engine's limit of {_size(limits.max_bytes)} per video; "
+            "trim it or lower its quality"
+        )
+    av, container = _open(path)
+    with container:
+        stream = container.streams.video[0]
+        info = _info(path, container, stream, limits)
+        _check_memory(path, info, _candidate_count(info, wanted, fps), limits)
+        deadline = time.monotonic() + min(limits.decode_seconds, 60.0)
+        try:
+            for count, packet in enumerate(container.demux(stream)):
+                if packet.size and packet.decode():
+                    return info
+                if count >= PROBE_PACKETS or time.monotonic() > deadline:
+                    break
+        except av.error.FFmpegError as exc:
+            raise ImageError(f"{path.name}: the video cannot be decoded ({_reason(exc)}); {CONVERT_HINT}") from None
+    raise ImageError(f"{path.name}: no frame could be decoded; {CONVERT_HINT}")
+
+
 def select_frames(candidates: list[Frame], wanted: int) -> list[Frame]:
     """The sharpest candidate of each of ``wanted`` consecutive groups, then near-duplicates dropped."""
     if not candidates:
@@ -75,18 +177,74 @@ def select_frames(candidates: list[Frame], wanted: int) -> list[Frame]:
 
 
 def _open(path: Path):
+    """PyAV and the container, opened with the demuxer of the file's suffix (never a guessed one)."""
     try:
         import av
     except ImportError:
         raise ImageError(f"{path.name}: reading videos needs PyAV; {INSTALL_HINT}") from None
+    demuxer = CONTAINERS.get(path.suffix.lower())
+    if demuxer is None:
+        raise ImageError(f"{path.name}: not a video type this engine reads ({', '.join(sorted(CONTAINERS))})")
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), format=demuxer)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise ImageError(f"{path.name}: not a readable video ({exc}); convert it to H.264 MP4 and try again") from None
+        raise ImageError(f"{path.name}: not a readable video ({_reason(exc)}); {CONVERT_HINT}") from None
     if not container.streams.video:
         container.close()
         raise ImageError(f"{path.name}: has no video stream")
     return av, container
+
+
+def _size(count: int) -> str:
+    return f"{count / GB:.1f} GB" if count >= GB else f"{count / (1 << 20):.1f} MB"
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's words without the file's path (the service never shows its folders)."""
+    return str(getattr(exc, "strerror", None) or type(exc).__name__)
+
+
+def _info(path: Path, container, stream, limits: VideoLimits) -> VideoInfo:
+    """The stream's header, checked against ``limits`` (codec, frame size, duration)."""
+    context = stream.codec_context
+    codec = context.name if context is not None else "unknown"
+    if codec not in CODECS:
+        raise ImageError(
+            f"{path.name}: the video codec {codec!r} is not supported (send H.264, HEVC, VP9, AV1, MPEG-4 or MJPEG); "
+            f"{CONVERT_HINT}"
+        )
+    width, height = int(context.width or 0), int(context.height or 0)
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{path.name}: the video's header gives no frame size; {CONVERT_HINT}")
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            f"{path.name}: frames of {width}x{height} are more than this engine's limit of "
+            f"{limits.max_pixels / 1e6:g} megapixels; scale the video down first"
+        )
+    seconds = _duration(stream, container)
+    if seconds > limits.max_seconds:
+        raise ImageError(
+            f"{path.name}: {seconds:.0f} s of video is longer than this engine's limit of {limits.max_seconds:.0f} s; "
+            "trim it first"
+        )
+    rate = float(stream.average_rate or 0.0)
+    return VideoInfo(codec, width, height, seconds, rate)
+
+
+def _candidate_count(info: VideoInfo, wanted: int | None, fps: float | None) -> int:
+    if info.seconds <= 0:
+        return (wanted or DEFAULT_FRAMES) * CANDIDATES_PER_FRAME
+    return len(_candidate_times(info.seconds, wanted or DEFAULT_FRAMES, fps))
+
+
+def _check_memory(path: Path, info: VideoInfo, candidates: int, limits: VideoLimits) -> None:
+    need = candidates * info.width * info.height * 3
+    if need > limits.max_memory:
+        raise ImageError(
+            f"{path.name}: choosing from {candidates} frames of {info.width}x{info.height} needs "
+            f"{_size(need)} of memory, more than this engine's {_size(limits.max_memory)}; ask for fewer frames "
+            "(video_frames, video_fps) or scale the video down"
+        )
 
 
 def _candidate_times(duration: float, wanted: int, fps: float | None) -> np.ndarray:
@@ -98,25 +256,28 @@ def _candidate_times(duration: float, wanted: int, fps: float | None) -> np.ndar
     return (np.arange(count) + 0.5) * (duration / count)
 
 
-def read_frames(path: str | os.PathLike, wanted: int | None = None, fps: float | None = None) -> list[Frame]:
-    """Frames of ``path``: about ``wanted`` (default DEFAULT_FRAMES) evenly spread, or ``fps`` per second."""
-    path = Path(path)
+def read_frames(
+    path: str | os.PathLike, wanted: int | None = None, fps: float | None = None, limits: VideoLimits | None = None
+) -> list[Frame]:
+    """Frames of ``path``: about ``wanted`` (default DEFAULT_FRAMES) evenly spread, or ``fps`` per second.
+
+    ``limits`` (default: those of :func:`set_video_limits`) are checked from the header first, then while decoding."""
+    path, limits = Path(path), limits or _limits
     wanted = wanted or DEFAULT_FRAMES
     av, container = _open(path)
     with container:
         stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width * height > MAX_FRAME_PIXELS:
-            raise ImageError(f"{path.name}: frames of {width}x{height} are too large; scale the video down first")
-        duration = _duration(stream, container)
+        info = _info(path, container, stream, limits)
+        duration = info.seconds
         times = _candidate_times(duration, wanted, fps) if duration > 0 else None
+        _check_memory(path, info, len(times) if times is not None else wanted * CANDIDATES_PER_FRAME, limits)
         stream.thread_type = "AUTO"
-        candidates = _decode(av, container, stream, times, wanted * CANDIDATES_PER_FRAME, path)
+        candidates = _decode(av, container, stream, times, wanted * CANDIDATES_PER_FRAME, path, limits)
     if fps and duration > 0:
         wanted = max(1, round(duration * fps))
     frames = select_frames(candidates, wanted)
     if len(frames) < 1:
-        raise ImageError(f"{path.name}: no frame could be decoded; convert it to H.264 MP4 and try again")
+        raise ImageError(f"{path.name}: no frame could be decoded; {CONVERT_HINT}")
     return frames
 
 
@@ -128,15 +289,30 @@ def _duration(stream, container) -> float:
     return 0.0
 
 
-def _decode(av, container, stream, times: np.ndarray | None, fallback_count: int, path: Path) -> list[Frame]:
-    """The first frame at or after each candidate time (every frame when the duration is unknown, capped)."""
+def _decode(
+    av, container, stream, times: np.ndarray | None, fallback_count: int, path: Path, limits: VideoLimits
+) -> list[Frame]:
+    """The first frame at or after each candidate time (the first frames when the duration is unknown), within
+    the limits' frame count and decoding time."""
     out, next_time = [], 0
+    deadline = time.monotonic() + limits.decode_seconds
     try:
         for index, frame in enumerate(container.decode(stream)):
+            if index >= limits.max_decoded:
+                raise ImageError(
+                    f"{path.name}: has more than this engine's limit of {limits.max_decoded} frames "
+                    "per video; trim it first"
+                )
+            if time.monotonic() > deadline:
+                raise ImageError(
+                    f"{path.name}: decoding took longer than this engine's limit of {limits.decode_seconds:.0f} s; "
+                    "trim the video or lower its resolution"
+                )
             t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 30)
             if times is None:
-                if len(out) < fallback_count:
-                    out.append(Frame(index, t, frame.to_ndarray(format="rgb24")))
+                out.append(Frame(index, t, frame.to_ndarray(format="rgb24")))
+                if len(out) >= fallback_count:
+                    break
                 continue
             if next_time < len(times) and t >= times[next_time] - 1e-6:
                 out.append(Frame(index, t, frame.to_ndarray(format="rgb24")))
@@ -146,7 +322,7 @@ def _decode(av, container, stream, times: np.ndarray | None, fallback_count: int
                 break
     except av.error.FFmpegError as exc:
         if not out:
-            raise ImageError(f"{path.name}: the video cannot be decoded ({exc}); convert it to H.264 MP4") from None
+            raise ImageError(f"{path.name}: the video cannot be decoded ({_reason(exc)}); {CONVERT_HINT}") from None
     return out
 
 
