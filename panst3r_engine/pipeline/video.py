@@ -196,7 +196,9 @@ def _open(path: Path):
 
 
 def _size(count: int) -> str:
-    return f"{count / GB:.1f} GB" if count >= GB else f"{count / (1 << 20):.1f} MB"
+    if count >= GB:
+        return f"{count / GB:.1f} GB"
+    return f"{count / (1 << 20):.1f} MB" if count >= 1 << 20 else f"{count / 1024:.0f} kB"
 
 
 def _reason(exc: Exception) -> str:
