@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from panst3r_engine.pipeline.video import set_video_limits, video_limits
+from panst3r_engine.pipeline.video import VideoLimits, set_video_limits, video_limits
 from tests.service.conftest import FAST, photo_bytes
 from tests.service.test_jobs import check_bundle_zip
 from tests.video_utils import corrupt_payload, pan_frames, write_video
@@ -101,3 +101,25 @@ def test_a_video_and_a_photo_run_as_one_job(engine, clip_bytes, restore_video_li
     assert all(im["video"]["video"] == "walk.mp4" and im["file"].startswith("walk_") for im in frames)
     times = [im["video"]["time"] for im in frames]
     assert times == sorted(times) and len(set(times)) == len(times) and 0.0 <= times[0] and times[-1] < 3.0
+
+
+def test_the_serve_flags_and_the_upload_limit_bound_the_video_limits():
+    import argparse
+
+    from panst3r_engine.service.app import DEFAULTS
+    from panst3r_engine.service.server import add_serve_command
+    from panst3r_engine.service.videos import service_limits
+
+    parser = argparse.ArgumentParser()
+    add_serve_command(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--max-video-seconds", "30", "--max-video-megapixels", "2"])
+    assert (args.max_video_seconds, args.max_video_megapixels) == (30.0, 2.0)
+    limits = service_limits({**DEFAULTS, "MAX_VIDEO_SECONDS": 30, "MAX_VIDEO_MEGAPIXELS": 2, "MAX_UPLOAD_MB": 100})
+    assert limits == VideoLimits(
+        max_bytes=100 << 20,
+        max_pixels=2_000_000,
+        max_seconds=30.0,
+        max_decoded=30 * 240 + 1,
+        decode_seconds=600.0,
+        max_memory=8 << 30,
+    )
