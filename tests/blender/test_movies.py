@@ -66,6 +66,32 @@ def test_the_video_options_go_with_a_movie_only(addon, scene) -> None:
     }
 
 
+def test_the_panel_shows_the_video_options_with_a_movie(addon, scene) -> None:
+    from tests.blender.test_addon import _Layout
+
+    class Shared(_Layout):  # rows and columns record into their parent's list
+        def _child(self, *args, **kwargs):
+            child = Shared(self.bpy)
+            child.calls = self.calls
+            return child
+
+        row = column = box = _child
+
+    bpy, panel = addon.bpy, addon.module("ui.panel")
+
+    def drawn(cls) -> list:
+        stub = type("PanelStub", (), {"layout": Shared(bpy)})()
+        cls.draw(stub, bpy.context)
+        return stub.layout.calls
+
+    assert ("operator", "panst3r.add_movie_clip") in drawn(panel.VIEW3D_PT_panst3r_photos)
+    scene.panst3r.photos.add().path = "/photos/a.jpg"
+    assert ("prop", "video_frames") not in drawn(panel.VIEW3D_PT_panst3r_options)
+    scene.panst3r.photos.add().path = "/videos/walk.webm"
+    options = drawn(panel.VIEW3D_PT_panst3r_options)
+    assert ("prop", "video_frames") in options and ("prop", "video_fps") in options
+
+
 def test_add_movie_clip_adds_its_file(addon, scene, movie: Path, tmp_path: Path) -> None:
     bpy = addon.bpy
     local = tmp_path / "footage" / "walk.mp4"
