@@ -66,7 +66,7 @@ class VideoLimits:
     max_seconds: float = 24 * 3600.0
     max_decoded: int = 10_000_000  # frames decoded per video (a header can understate the length)
     decode_seconds: float = 24 * 3600.0  # wall-clock budget for decoding one video
-    max_memory: int = 16 * GB  # candidate frames held in memory while the sharpest are chosen
+    max_memory: int = 16 * GB  # frames held in memory while the sharpest are chosen (those kept, plus two)
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def check_video(
     with container:
         stream = container.streams.video[0]
         info = _info(path, container, stream, limits)
-        _check_memory(path, info, _candidate_count(info, wanted, fps), limits)
+        _check_memory(path, info, planned_frames(info, wanted, fps) + 2, limits)
         deadline = time.monotonic() + min(limits.decode_seconds, 60.0)
         try:
             for count, packet in enumerate(container.demux(stream)):
@@ -160,20 +160,46 @@ def check_video(
     raise ImageError(f"{path.name}: no frame could be decoded; {CONVERT_HINT}")
 
 
+class FrameChooser:
+    """Keeps the sharpest candidate of each group of candidate slots and drops one that nearly repeats the frame
+    kept before it; only the current group's best frame is held besides those kept (memory: the kept frames)."""
+
+    def __init__(self, slots: int, wanted: int) -> None:
+        sizes = [len(group) for group in np.array_split(np.arange(slots), max(1, min(wanted, slots)))]
+        self._group_of = np.repeat(np.arange(len(sizes)), sizes)
+        self.kept: list[Frame] = []
+        self._group, self._best, self._score, self._last = -1, None, -1.0, None
+
+    def add(self, frame: Frame, slot: int) -> None:
+        """Offer the candidate taken for ``slot`` (slots come in increasing order)."""
+        group = int(self._group_of[min(slot, len(self._group_of) - 1)])
+        if group != self._group:
+            self._close()
+            self._group = group
+        score = sharpness(frame.rgb)
+        if self._best is None or score > self._score:
+            self._best, self._score = frame, score
+
+    def frames(self) -> list[Frame]:
+        self._close()
+        return self.kept
+
+    def _close(self) -> None:
+        if self._best is None:
+            return
+        thumb = thumbnail(self._best.rgb)
+        if self._last is None or float(np.abs(thumb - self._last).mean()) >= DUPLICATE_DIFFERENCE:
+            self.kept.append(self._best)
+            self._last = thumb
+        self._best, self._score = None, -1.0
+
+
 def select_frames(candidates: list[Frame], wanted: int) -> list[Frame]:
     """The sharpest candidate of each of ``wanted`` consecutive groups, then near-duplicates dropped."""
-    if not candidates:
-        return []
-    groups = np.array_split(np.arange(len(candidates)), min(wanted, len(candidates)))
-    picked = [candidates[max(group, key=lambda i: sharpness(candidates[i].rgb))] for group in groups if len(group)]
-    kept, last = [], None
-    for frame in picked:
-        thumb = thumbnail(frame.rgb)
-        if last is not None and float(np.abs(thumb - last).mean()) < DUPLICATE_DIFFERENCE:
-            continue
-        kept.append(frame)
-        last = thumb
-    return kept
+    chooser = FrameChooser(len(candidates), wanted)
+    for slot, frame in enumerate(candidates):
+        chooser.add(frame, slot)
+    return chooser.frames()
 
 
 def _open(path: Path):
@@ -233,17 +259,12 @@ def _info(path: Path, container, stream, limits: VideoLimits) -> VideoInfo:
     return VideoInfo(codec, width, height, seconds, rate)
 
 
-def _candidate_count(info: VideoInfo, wanted: int | None, fps: float | None) -> int:
-    if info.seconds <= 0:
-        return (wanted or DEFAULT_FRAMES) * CANDIDATES_PER_FRAME
-    return len(_candidate_times(info.seconds, wanted or DEFAULT_FRAMES, fps))
-
-
-def _check_memory(path: Path, info: VideoInfo, candidates: int, limits: VideoLimits) -> None:
-    need = candidates * info.width * info.height * 3
+def _check_memory(path: Path, info: VideoInfo, frames: int, limits: VideoLimits) -> None:
+    """The frames held while choosing (those kept, the group's best and the one decoded) must fit."""
+    need = frames * info.width * info.height * 3
     if need > limits.max_memory:
         raise ImageError(
-            f"{path.name}: choosing from {candidates} frames of {info.width}x{info.height} needs "
+            f"{path.name}: holding {frames} frames of {info.width}x{info.height} needs "
             f"{_size(need)} of memory, more than this engine's {_size(limits.max_memory)}; ask for fewer frames "
             "(video_frames, video_fps) or scale the video down"
         )
@@ -265,19 +286,17 @@ def read_frames(
 
     ``limits`` (default: those of :func:`set_video_limits`) are checked from the header first, then while decoding."""
     path, limits = Path(path), limits or _limits
-    wanted = wanted or DEFAULT_FRAMES
     av, container = _open(path)
     with container:
         stream = container.streams.video[0]
         info = _info(path, container, stream, limits)
-        duration = info.seconds
-        times = _candidate_times(duration, wanted, fps) if duration > 0 else None
-        _check_memory(path, info, len(times) if times is not None else wanted * CANDIDATES_PER_FRAME, limits)
+        keep = planned_frames(info, wanted, fps)
+        _check_memory(path, info, keep + 2, limits)
+        times = _candidate_times(info.seconds, wanted or DEFAULT_FRAMES, fps) if info.seconds > 0 else None
+        chooser = FrameChooser(len(times) if times is not None else keep * CANDIDATES_PER_FRAME, keep)
         stream.thread_type = "AUTO"
-        candidates = _decode(av, container, stream, times, wanted * CANDIDATES_PER_FRAME, path, limits)
-    if fps and duration > 0:
-        wanted = max(1, round(duration * fps))
-    frames = select_frames(candidates, wanted)
+        _decode(av, container, stream, times, keep * CANDIDATES_PER_FRAME, path, limits, chooser)
+    frames = chooser.frames()
     if len(frames) < 1:
         raise ImageError(f"{path.name}: no frame could be decoded; {CONVERT_HINT}")
     return frames
@@ -292,11 +311,18 @@ def _duration(stream, container) -> float:
 
 
 def _decode(
-    av, container, stream, times: np.ndarray | None, fallback_count: int, path: Path, limits: VideoLimits
-) -> list[Frame]:
-    """The first frame at or after each candidate time (the first frames when the duration is unknown), within
-    the limits' frame count and decoding time."""
-    out, next_time = [], 0
+    av,
+    container,
+    stream,
+    times: np.ndarray | None,
+    fallback_count: int,
+    path: Path,
+    limits: VideoLimits,
+    chooser: FrameChooser,
+) -> None:
+    """Offer ``chooser`` the first frame at or after each candidate time (the first frames when the duration is
+    unknown), within the limits' frame count and decoding time."""
+    offered, next_time = 0, 0
     deadline = time.monotonic() + limits.decode_seconds
     try:
         for index, frame in enumerate(container.decode(stream)):
@@ -312,20 +338,21 @@ def _decode(
                 )
             t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 30)
             if times is None:
-                out.append(Frame(index, t, frame.to_ndarray(format="rgb24")))
-                if len(out) >= fallback_count:
+                chooser.add(Frame(index, t, frame.to_ndarray(format="rgb24")), offered)
+                offered += 1
+                if offered >= fallback_count:
                     break
                 continue
             if next_time < len(times) and t >= times[next_time] - 1e-6:
-                out.append(Frame(index, t, frame.to_ndarray(format="rgb24")))
+                chooser.add(Frame(index, t, frame.to_ndarray(format="rgb24")), next_time)
+                offered += 1
                 while next_time < len(times) and times[next_time] <= t + 1e-6:
                     next_time += 1
             if next_time >= len(times):
                 break
     except av.error.FFmpegError as exc:
-        if not out:
+        if not offered:
             raise ImageError(f"{path.name}: the video cannot be decoded ({_reason(exc)}); {CONVERT_HINT}") from None
-    return out
 
 
 def write_frames(frames: list[Frame], folder: Path, stem: str) -> list[Path]:

@@ -131,12 +131,18 @@ def test_run_takes_a_video_on_the_command_line(clip, tiny_checkpoint, tmp_path):
         (VideoLimits(max_pixels=10_000), "frames of 128x96 are more than this engine's limit of 0.01 megapixels"),
         (VideoLimits(max_decoded=10), "more than this engine's limit of 10 frames"),
         (VideoLimits(decode_seconds=0.0), "decoding took longer than this engine's limit of 0 s"),
-        (VideoLimits(max_memory=1 << 20), "36 frames of 128x96 needs 1.3 MB of memory, more than this engine's 1.0 MB"),
+        (VideoLimits(max_memory=1 << 18), "holding 14 frames of 128x96 needs 504 kB of memory, more than"),
     ],
 )
 def test_limits_stop_a_video_with_a_sentence(clip, limits, words):
     with pytest.raises(ImageError, match=words):
         read_frames(clip, wanted=12, limits=limits)
+
+
+def test_only_the_kept_frames_are_held_while_choosing(clip):
+    """36 candidates are looked at for 12 frames; memory for 12 kept frames plus 2 is enough."""
+    frames = read_frames(clip, wanted=12, limits=VideoLimits(max_memory=14 * 128 * 96 * 3))
+    assert [f.index for f in frames] == [f.index for f in read_frames(clip, wanted=12)] and len(frames) >= 6
 
 
 def test_the_header_is_checked_before_any_frame_is_decoded(clip, tmp_path):
