@@ -151,7 +151,7 @@ def check_video(
         deadline = time.monotonic() + min(limits.decode_seconds, 60.0)
         try:
             for count, packet in enumerate(container.demux(stream)):
-                if packet.size and packet.decode():
+                if packet.decode():  # the last, empty packet flushes the decoder
                     return info
                 if count >= PROBE_PACKETS or time.monotonic() > deadline:
                     break
@@ -322,7 +322,7 @@ def _decode(
 ) -> None:
     """Offer ``chooser`` the first frame at or after each candidate time (the first frames when the duration is
     unknown), within the limits' frame count and decoding time."""
-    offered, next_time = 0, 0
+    offered, next_time, unoffered = 0, 0, None
     deadline = time.monotonic() + limits.decode_seconds
     try:
         for index, frame in enumerate(container.decode(stream)):
@@ -343,13 +343,19 @@ def _decode(
                 if offered >= fallback_count:
                     break
                 continue
+            unoffered = (index, t, frame)
             if next_time < len(times) and t >= times[next_time] - 1e-6:
                 chooser.add(Frame(index, t, frame.to_ndarray(format="rgb24")), next_time)
-                offered += 1
+                offered, unoffered = offered + 1, None
                 while next_time < len(times) and times[next_time] <= t + 1e-6:
                     next_time += 1
             if next_time >= len(times):
                 break
+        else:  # the end: the last frame is on screen until then, so it stands for the times left
+            if unoffered is not None and times is not None:
+                index, t, frame = unoffered
+                chooser.add(Frame(index, t, frame.to_ndarray(format="rgb24")), next_time)
+                offered += 1
     except av.error.FFmpegError as exc:
         if not offered:
             raise ImageError(f"{path.name}: the video cannot be decoded ({_reason(exc)}); {CONVERT_HINT}") from None

@@ -176,3 +176,9 @@ def test_other_codecs_are_refused_by_name(tmp_path):
     ffv1 = encode(tmp_path / "lossless.mkv", frames, codec="ffv1")
     with pytest.raises(ImageError, match="the video codec 'ffv1' is not supported"):
         check_video(ffv1)
+
+
+def test_a_one_frame_video_passes_the_check(tmp_path):
+    """The encoder's delay keeps the frame in the decoder until the end-of-file packet flushes it."""
+    one = encode(tmp_path / "one.mp4", [frame_at(0)])
+    assert check_video(one).codec == "h264" and len(read_frames(one)) == 1
