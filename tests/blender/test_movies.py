@@ -26,8 +26,10 @@ def engine(tmp_path_factory):
     """The real engine service in a thread: (url, jobs folder)."""
     pytest.importorskip("flask", reason="the engine service needs flask")
     from panst3r_engine.model.checkpoints import write_random_checkpoint
+    from panst3r_engine.pipeline.video import set_video_limits, video_limits
     from panst3r_engine.service.server import EngineServer
 
+    limits = video_limits()  # an engine sets its limits for the whole process; put them back afterwards
     folder = tmp_path_factory.mktemp("engine")
     weights = write_random_checkpoint(folder / "tiny_v2.pth", "v2", "tiny", seed=5)
     config = {"TOKEN": TOKEN, "JOBS_DIR": folder / "jobs", "WEIGHTS": str(weights), "DEVICE": "cpu"}
@@ -38,6 +40,7 @@ def engine(tmp_path_factory):
     server.stop(timeout=30)
     thread.join(10)
     server.close()
+    set_video_limits(limits)
 
 
 def test_add_photos_takes_movie_files(addon, scene, movie: Path, tmp_path: Path) -> None:
