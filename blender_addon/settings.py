@@ -28,6 +28,8 @@ POSTPROCESS = [
 # the engine's limits (panst3r_engine/pipeline/options.py; a test keeps them equal); 0 means Auto
 MAX_KEYFRAMES = 10_000
 MAX_SPLAT_STEPS = 100_000
+MAX_VIDEO_FRAMES = 2000
+MAX_VIDEO_FPS = 120.0
 
 
 def _point_objects(scene):
@@ -78,6 +80,22 @@ class PanSt3RSettings(bpy.types.PropertyGroup):
         max=MAX_KEYFRAMES,
         soft_max=50,
         description="Photos that build the scene memory; 0 = Auto (all photos, at most 50)",
+    )
+    video_frames: IntProperty(
+        name="Video Frames",
+        default=0,
+        min=0,
+        max=MAX_VIDEO_FRAMES,
+        soft_max=200,
+        description="Frames taken from each movie: the sharpest of every few, near-duplicates dropped; 0 = Auto (30)",
+    )
+    video_fps: FloatProperty(
+        name="Video FPS",
+        default=0.0,
+        min=0.0,
+        max=MAX_VIDEO_FPS,
+        soft_max=10.0,
+        description="Take this many frames per second of each movie instead of a count; 0 = Auto (use Video Frames)",
     )
     postprocess: EnumProperty(
         name="Post-processing", items=POSTPROCESS, default="AUTO", description="How the predicted masks become segments"

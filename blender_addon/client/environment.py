@@ -80,7 +80,9 @@ def environment_steps(
         Step("updating pip", [python, "-m", "pip", "install", "--progress-bar", "off", "--upgrade", "pip"]),
         Step("installing torch", torch),
         Step("copying the engine source", func=lambda: _stage_source(Path(engine_source), staging)),
-        Step("installing the engine", [python, "-m", "pip", "install", "--progress-bar", "off", f"{staging}[text]"]),
+        Step(  # text: the SigLIP text tower; video: PyAV, for movies in the photo list
+            "installing the engine", [python, "-m", "pip", "install", "--progress-bar", "off", f"{staging}[text,video]"]
+        ),
         Step("checking the engine", [python, "-m", "panst3r_engine", "--version"]),
     ]
 

@@ -1,4 +1,9 @@
-"""The photo list: add files, add images of the .blend, remove; and turning it into files for the engine."""
+"""The photo list: add files (photos or movies), images and movie clips of the .blend, remove; and turning it
+into files for the engine.
+
+A movie is sent to the engine as it is: the engine takes its frames (the sharpest of every few, near-duplicates
+dropped; the panel's Video Frames / Video FPS), so a job can be a phone video, photos, or both.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from bpy.props import BoolProperty, CollectionProperty, EnumProperty, IntPropert
 from ..bundle.png import write_png
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".heic", ".heif"}
+MOVIE_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm"}  # containers the engine opens
 _SKIP_IMAGES = {"Render Result", "Viewer Node"}
 
 
@@ -56,6 +62,37 @@ def _image_pixels(image: bpy.types.Image) -> np.ndarray:
     return (np.clip(rgba, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def is_movie(path: str) -> bool:
+    return Path(path).suffix.lower() in MOVIE_SUFFIXES
+
+
+def has_movie(settings) -> bool:
+    """Whether the list holds a movie (the panel then shows the video options and sends them)."""
+    return any(item.image is None and is_movie(item.path) for item in settings.photos)
+
+
+def describe_files(paths: list[Path]) -> str:
+    """'3 photos', '1 movie' or '3 photos and 1 movie'."""
+    movies = sum(is_movie(str(p)) for p in paths)
+    photos = len(paths) - movies
+    parts = [f"{photos} photo{'s' * (photos != 1)}"] if photos or not movies else []
+    parts += [f"{movies} movie{'s' * (movies != 1)}"] if movies else []
+    return " and ".join(parts)
+
+
+def clip_file(clip: bpy.types.MovieClip) -> Path:
+    """The movie file of a movie clip, or a :class:`PhotoError` that says what to do instead."""
+    if clip.source != "MOVIE":
+        raise PhotoError(f"the clip {clip.name!r} is an image sequence; add its images with Add Photos instead")
+    path = Path(bpy.path.abspath(clip.filepath, library=clip.library))
+    if not path.is_file():
+        raise PhotoError(f"the movie {path} of the clip {clip.name!r} does not exist; relocate the clip first")
+    if not is_movie(str(path)):
+        kinds = ", ".join(sorted(MOVIE_SUFFIXES))
+        raise PhotoError(f"the clip {clip.name!r} is a {path.suffix or 'file'} movie; the engine reads {kinds}")
+    return path
+
+
 def folder_photos(folder: str) -> list[Path]:
     path = Path(bpy.path.abspath(folder))
     if not path.is_dir():
@@ -79,12 +116,12 @@ def resolve_photos(settings, tmp_root: Path) -> list[Path]:
         found.extend(folder_photos(settings.folder))
     unique = list(dict.fromkeys(p.resolve() for p in found))
     if not unique:
-        raise PhotoError("no photos are chosen; add photo files, a folder or images of this .blend")
+        raise PhotoError("no photos are chosen; add photo or movie files, a folder or images of this .blend")
     return unique
 
 
 class PANST3R_OT_add_photos(bpy.types.Operator):
-    """Add photo files to the list"""
+    """Add photo or movie files to the list (the engine takes a movie's frames)"""
 
     bl_idname = "panst3r.add_photos"
     bl_label = "Add Photos"
@@ -93,6 +130,7 @@ class PANST3R_OT_add_photos(bpy.types.Operator):
     files: CollectionProperty(type=bpy.types.OperatorFileListElement, options={"HIDDEN", "SKIP_SAVE"})
     directory: StringProperty(subtype="DIR_PATH", options={"HIDDEN", "SKIP_SAVE"})
     filter_image: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
+    filter_movie: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
     filter_folder: BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})
 
     def invoke(self, context, event):
@@ -105,12 +143,12 @@ class PANST3R_OT_add_photos(bpy.types.Operator):
         added = 0
         for entry in self.files:
             path = os.path.join(self.directory, entry.name)
-            if entry.name and Path(path).suffix.lower() in IMAGE_SUFFIXES and path not in known:
+            if entry.name and Path(path).suffix.lower() in IMAGE_SUFFIXES | MOVIE_SUFFIXES and path not in known:
                 settings.photos.add().path = path
                 known.add(path)
                 added += 1
         if not added:
-            self.report({"WARNING"}, "No new image files were selected")
+            self.report({"WARNING"}, "No new image or movie files were selected")
             return {"CANCELLED"}
         settings.photo_index = len(settings.photos) - 1
         return {"FINISHED"}
@@ -154,6 +192,49 @@ class PANST3R_OT_add_blend_images(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _clip_items(self, context):
+    items = [(clip.name, clip.name, bpy.path.basename(clip.filepath)) for clip in bpy.data.movieclips]
+    _clip_items.cache = items  # Blender needs the strings kept alive
+    return items
+
+
+class PANST3R_OT_add_movie_clip(bpy.types.Operator):
+    """Add the movie file of a movie clip of this .blend to the photo list (the engine takes its frames)"""
+
+    bl_idname = "panst3r.add_movie_clip"
+    bl_label = "Add Movie Clip"
+    bl_options = {"REGISTER", "UNDO"}
+    bl_property = "clip"
+
+    clip: EnumProperty(name="Movie Clip", items=_clip_items, description="The movie clip whose file is added")
+
+    def invoke(self, context, event):
+        if not bpy.data.movieclips:
+            self.report({"WARNING"}, "This .blend has no movie clips; open one in the Movie Clip Editor first")
+            return {"CANCELLED"}
+        context.window_manager.invoke_search_popup(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        clip = bpy.data.movieclips.get(self.clip)
+        if clip is None:
+            self.report({"WARNING"}, "This .blend has no movie clip to add")
+            return {"CANCELLED"}
+        try:
+            path = str(clip_file(clip))
+        except PhotoError as exc:
+            self.report({"ERROR"}, str(exc)[:1].upper() + str(exc)[1:])
+            return {"CANCELLED"}
+        settings = context.scene.panst3r
+        known = {str(Path(bpy.path.abspath(item.path))) for item in settings.photos if item.path}
+        if path in known:
+            self.report({"INFO"}, f"{bpy.path.basename(path)} is already in the list")
+            return {"CANCELLED"}
+        settings.photos.add().path = path
+        settings.photo_index = len(settings.photos) - 1
+        return {"FINISHED"}
+
+
 class PANST3R_OT_remove_photo(bpy.types.Operator):
     """Remove a photo from the list (all of them with Clear)"""
 
@@ -178,4 +259,4 @@ class PANST3R_OT_remove_photo(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (PANST3R_OT_add_photos, PANST3R_OT_add_blend_images, PANST3R_OT_remove_photo)
+classes = (PANST3R_OT_add_photos, PANST3R_OT_add_blend_images, PANST3R_OT_add_movie_clip, PANST3R_OT_remove_photo)

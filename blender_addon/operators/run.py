@@ -28,6 +28,13 @@ def _options(settings) -> dict:
         options["keyframes"] = settings.keyframes
     if settings.postprocess != "AUTO":
         options["postprocess"] = settings.postprocess
+    from .photos import has_movie
+
+    if has_movie(settings):
+        if settings.video_frames > 0:
+            options["video_frames"] = settings.video_frames
+        if settings.video_fps > 0:
+            options["video_fps"] = round(settings.video_fps, 4)
     return options
 
 
@@ -168,7 +175,7 @@ class PANST3R_OT_run(bpy.types.Operator):
         from ..client.engine import EngineError, is_local_url
         from ..client.jobs import RunJob
         from ..preferences import engine_settings, get_preferences, user_dir
-        from .photos import PhotoError, resolve_photos
+        from .photos import PhotoError, describe_files, resolve_photos
 
         settings = context.scene.panst3r
         prefs = get_preferences(context)
@@ -191,11 +198,11 @@ class PANST3R_OT_run(bpy.types.Operator):
                 photos,
                 options,
                 user_dir("results"),
-                title=f"PanSt3R ({len(photos)} photos)",
+                title=f"PanSt3R ({describe_files(photos)})",
             )
 
         return start_task(
-            self, make_job, lambda job: f"PanSt3R job started with {len(job.images)} photos", errors=(PhotoError,)
+            self, make_job, lambda job: f"PanSt3R job started with {describe_files(job.images)}", errors=(PhotoError,)
         )
 
 

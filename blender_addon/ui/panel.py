@@ -5,6 +5,7 @@ from __future__ import annotations
 import bpy
 
 from .. import runtime
+from ..operators.photos import has_movie, is_movie
 
 
 class PANST3R_UL_photos(bpy.types.UIList):
@@ -12,7 +13,8 @@ class PANST3R_UL_photos(bpy.types.UIList):
         if item.image is not None:
             layout.label(text=item.image.name, icon="IMAGE_DATA")
         else:
-            layout.label(text=bpy.path.basename(item.path) or "(no file)", icon="FILE_IMAGE")
+            icon = "FILE_MOVIE" if is_movie(item.path) else "FILE_IMAGE"
+            layout.label(text=bpy.path.basename(item.path) or "(no file)", icon=icon)
 
 
 class _PanSt3RPanel:
@@ -79,6 +81,7 @@ class VIEW3D_PT_panst3r_photos(_PanSt3RPanel, bpy.types.Panel):
         col = row.column(align=True)
         col.operator("panst3r.add_photos", text="", icon="ADD")
         col.operator("panst3r.add_blend_images", text="", icon="IMAGE_DATA")
+        col.operator("panst3r.add_movie_clip", text="", icon="FILE_MOVIE")
         col.operator("panst3r.remove_photo", text="", icon="REMOVE")
         col.operator("panst3r.remove_photo", text="", icon="TRASH").clear = True
         layout.prop(settings, "folder")
@@ -93,6 +96,9 @@ class VIEW3D_PT_panst3r_options(_PanSt3RPanel, bpy.types.Panel):
         layout, settings = self.layout, context.scene.panst3r
         layout.use_property_split = True
         layout.prop(settings, "keyframes")
+        if has_movie(settings):
+            layout.prop(settings, "video_frames")
+            layout.prop(settings, "video_fps")
         layout.prop(settings, "postprocess")
         layout.prop(settings, "vocab")
         if settings.vocab == "CUSTOM":

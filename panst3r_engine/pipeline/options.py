@@ -60,9 +60,15 @@ class JobOptions:
         int,
         min=1,
         max=MAX_VIDEO_FRAMES,
+        client=True,
     )
     video_fps: float | None = option(
-        None, "sample videos at this many frames per second instead of a count", float, min=0.01, max=120.0
+        None,
+        "sample videos at this many frames per second instead of a count",
+        float,
+        min=0.01,
+        max=120.0,
+        client=True,
     )
     postprocess: str | None = option(
         None, "segment merging (default: the checkpoint's own default)", str, choices=POSTPROCESS_METHODS, client=True

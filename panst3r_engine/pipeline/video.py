@@ -5,11 +5,17 @@ identical when the phone pauses. The sampler decodes the video once (PyAV, which
 ``video`` extra), looks at three candidate times per wanted frame, keeps the sharpest of each three (variance
 of the Laplacian, Pertuz et al. 2013) and drops a frame that looks almost the same as the one kept before it
 (mean absolute difference of small grey thumbnails).
+
+A video is also untrusted input (the service takes uploads): it is opened with the demuxer its suffix names
+(never FFmpeg's guess, which could pick a playlist format that reads other files), only common camera codecs
+are decoded, and :class:`VideoLimits` bounds its size, length and decoding work from the header, before any
+frame is decoded, and again while decoding (a header can lie).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +31,66 @@ CANDIDATES_PER_FRAME = 3
 DUPLICATE_DIFFERENCE = 2.0  # mean absolute grey difference (0-255) of 32x24 thumbnails below which frames match
 MAX_FRAME_PIXELS = 40_000_000  # an 8K frame is 33 MP; more is refused before decoding
 INSTALL_HINT = "pip install 'panst3r-engine[video]' (PyAV)"
+CONVERT_HINT = "convert it to H.264 MP4 and try again"
+# FFmpeg demuxer per suffix: the file is opened with this one only
+CONTAINERS = {
+    ".mp4": "mov",
+    ".m4v": "mov",
+    ".mov": "mov",
+    ".3gp": "mov",
+    ".mkv": "matroska",
+    ".webm": "matroska",
+    ".avi": "avi",
+    ".mts": "mpegts",
+    ".m2ts": "mpegts",
+    ".mpg": "mpeg",
+    ".mpeg": "mpeg",
+    ".wmv": "asf",
+    ".flv": "flv",
+}
+# decoders of what phones and cameras record (FFmpeg names); anything else is refused before decoding
+CODECS = frozenset(
+    {"h264", "hevc", "mpeg4", "vp8", "vp9", "av1", "libdav1d", "mjpeg", "prores", "mpeg1video", "mpeg2video"}
+    | {"h263", "wmv3", "vc1", "flv1"}
+)
+PROBE_PACKETS = 2000  # packets read to find the first frame before the file counts as broken
+GB = 1 << 30
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """What one video may cost; the header is checked against these before any frame is decoded."""
+
+    max_bytes: int = 64 * GB
+    max_pixels: int = MAX_FRAME_PIXELS  # per frame
+    max_seconds: float = 24 * 3600.0
+    max_decoded: int = 10_000_000  # frames decoded per video (a header can understate the length)
+    decode_seconds: float = 24 * 3600.0  # wall-clock budget for decoding one video
+    max_memory: int = 16 * GB  # frames held in memory while the sharpest are chosen (those kept, plus two)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video's stream as its header describes it."""
+
+    codec: str
+    width: int
+    height: int
+    seconds: float  # 0 when the header does not say
+    rate: float  # frames per second (0 when unknown)
+
+
+_limits = VideoLimits()
+
+
+def set_video_limits(limits: VideoLimits) -> None:
+    """The limits every later :func:`read_frames` applies (one engine process, one policy: the service's)."""
+    global _limits
+    _limits = limits
+
+
+def video_limits() -> VideoLimits:
+    return _limits
 
 
 @dataclass(frozen=True)
@@ -58,35 +124,150 @@ def thumbnail(rgb: np.ndarray, size: tuple[int, int] = (32, 24)) -> np.ndarray:
     )
 
 
+def planned_frames(info: VideoInfo, wanted: int | None, fps: float | None) -> int:
+    """How many frames a video gives at most (the count, or its duration times ``fps``)."""
+    if fps and info.seconds > 0:
+        return max(1, round(info.seconds * fps))
+    return wanted or DEFAULT_FRAMES
+
+
+def check_video(
+    path: str | os.PathLike, wanted: int | None = None, fps: float | None = None, limits: VideoLimits | None = None
+) -> VideoInfo:
+    """Open ``path`` as :func:`read_frames` will and decode its first frame only; raises :class:`ImageError`
+    when it is not a readable video, uses another codec, or would cost more than ``limits`` allow."""
+    path, limits = Path(path), limits or _limits
+    size = path.stat().st_size
+    if size > limits.max_bytes:
+        raise ImageError(
+            f"{path.name}: {_size(size)} is more than this engine's limit of {_size(limits.max_bytes)} per video; "
+            "trim it or lower its quality"
+        )
+    av, container = _open(path)
+    with container:
+        stream = container.streams.video[0]
+        info = _info(path, container, stream, limits)
+        _check_memory(path, info, planned_frames(info, wanted, fps) + 2, limits)
+        deadline = time.monotonic() + min(limits.decode_seconds, 60.0)
+        try:
+            for count, packet in enumerate(container.demux(stream)):
+                if packet.decode():  # the last, empty packet flushes the decoder
+                    return info
+                if count >= PROBE_PACKETS or time.monotonic() > deadline:
+                    break
+        except av.error.FFmpegError as exc:
+            raise ImageError(f"{path.name}: the video cannot be decoded ({_reason(exc)}); {CONVERT_HINT}") from None
+    raise ImageError(f"{path.name}: no frame could be decoded; {CONVERT_HINT}")
+
+
+class FrameChooser:
+    """Keeps the sharpest candidate of each group of candidate slots and drops one that nearly repeats the frame
+    kept before it; only the current group's best frame is held besides those kept (memory: the kept frames)."""
+
+    def __init__(self, slots: int, wanted: int) -> None:
+        sizes = [len(group) for group in np.array_split(np.arange(slots), max(1, min(wanted, slots)))]
+        self._group_of = np.repeat(np.arange(len(sizes)), sizes)
+        self.kept: list[Frame] = []
+        self._group, self._best, self._score, self._last = -1, None, -1.0, None
+
+    def add(self, frame: Frame, slot: int) -> None:
+        """Offer the candidate taken for ``slot`` (slots come in increasing order)."""
+        group = int(self._group_of[min(slot, len(self._group_of) - 1)])
+        if group != self._group:
+            self._close()
+            self._group = group
+        score = sharpness(frame.rgb)
+        if self._best is None or score > self._score:
+            self._best, self._score = frame, score
+
+    def frames(self) -> list[Frame]:
+        self._close()
+        return self.kept
+
+    def _close(self) -> None:
+        if self._best is None:
+            return
+        thumb = thumbnail(self._best.rgb)
+        if self._last is None or float(np.abs(thumb - self._last).mean()) >= DUPLICATE_DIFFERENCE:
+            self.kept.append(self._best)
+            self._last = thumb
+        self._best, self._score = None, -1.0
+
+
 def select_frames(candidates: list[Frame], wanted: int) -> list[Frame]:
     """The sharpest candidate of each of ``wanted`` consecutive groups, then near-duplicates dropped."""
-    if not candidates:
-        return []
-    groups = np.array_split(np.arange(len(candidates)), min(wanted, len(candidates)))
-    picked = [candidates[max(group, key=lambda i: sharpness(candidates[i].rgb))] for group in groups if len(group)]
-    kept, last = [], None
-    for frame in picked:
-        thumb = thumbnail(frame.rgb)
-        if last is not None and float(np.abs(thumb - last).mean()) < DUPLICATE_DIFFERENCE:
-            continue
-        kept.append(frame)
-        last = thumb
-    return kept
+    chooser = FrameChooser(len(candidates), wanted)
+    for slot, frame in enumerate(candidates):
+        chooser.add(frame, slot)
+    return chooser.frames()
 
 
 def _open(path: Path):
+    """PyAV and the container, opened with the demuxer of the file's suffix (never a guessed one)."""
     try:
         import av
     except ImportError:
         raise ImageError(f"{path.name}: reading videos needs PyAV; {INSTALL_HINT}") from None
+    demuxer = CONTAINERS.get(path.suffix.lower())
+    if demuxer is None:
+        raise ImageError(f"{path.name}: not a video type this engine reads ({', '.join(sorted(CONTAINERS))})")
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), format=demuxer)
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise ImageError(f"{path.name}: not a readable video ({exc}); convert it to H.264 MP4 and try again") from None
+        raise ImageError(f"{path.name}: not a readable video ({_reason(exc)}); {CONVERT_HINT}") from None
     if not container.streams.video:
         container.close()
         raise ImageError(f"{path.name}: has no video stream")
     return av, container
+
+
+def _size(count: int) -> str:
+    if count >= GB:
+        return f"{count / GB:.1f} GB"
+    return f"{count / (1 << 20):.1f} MB" if count >= 1 << 20 else f"{count / 1024:.0f} kB"
+
+
+def _reason(exc: Exception) -> str:
+    """FFmpeg's words without the file's path (the service never shows its folders)."""
+    return str(getattr(exc, "strerror", None) or type(exc).__name__)
+
+
+def _info(path: Path, container, stream, limits: VideoLimits) -> VideoInfo:
+    """The stream's header, checked against ``limits`` (codec, frame size, duration)."""
+    context = stream.codec_context
+    codec = context.name if context is not None else "unknown"
+    if codec not in CODECS:
+        raise ImageError(
+            f"{path.name}: the video codec {codec!r} is not supported (send H.264, HEVC, VP9, AV1, MPEG-4 or MJPEG); "
+            f"{CONVERT_HINT}"
+        )
+    width, height = int(context.width or 0), int(context.height or 0)
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{path.name}: the video's header gives no frame size; {CONVERT_HINT}")
+    if width * height > limits.max_pixels:
+        raise ImageError(
+            f"{path.name}: frames of {width}x{height} are more than this engine's limit of "
+            f"{limits.max_pixels / 1e6:g} megapixels; scale the video down first"
+        )
+    seconds = _duration(stream, container)
+    if seconds > limits.max_seconds:
+        raise ImageError(
+            f"{path.name}: {seconds:.0f} s of video is longer than this engine's limit of {limits.max_seconds:.0f} s; "
+            "trim it first"
+        )
+    rate = float(stream.average_rate or 0.0)
+    return VideoInfo(codec, width, height, seconds, rate)
+
+
+def _check_memory(path: Path, info: VideoInfo, frames: int, limits: VideoLimits) -> None:
+    """The frames held while choosing (those kept, the group's best and the one decoded) must fit."""
+    need = frames * info.width * info.height * 3
+    if need > limits.max_memory:
+        raise ImageError(
+            f"{path.name}: holding {frames} frames of {info.width}x{info.height} needs "
+            f"{_size(need)} of memory, more than this engine's {_size(limits.max_memory)}; ask for fewer frames "
+            "(video_frames, video_fps) or scale the video down"
+        )
 
 
 def _candidate_times(duration: float, wanted: int, fps: float | None) -> np.ndarray:
@@ -98,25 +279,26 @@ def _candidate_times(duration: float, wanted: int, fps: float | None) -> np.ndar
     return (np.arange(count) + 0.5) * (duration / count)
 
 
-def read_frames(path: str | os.PathLike, wanted: int | None = None, fps: float | None = None) -> list[Frame]:
-    """Frames of ``path``: about ``wanted`` (default DEFAULT_FRAMES) evenly spread, or ``fps`` per second."""
-    path = Path(path)
-    wanted = wanted or DEFAULT_FRAMES
+def read_frames(
+    path: str | os.PathLike, wanted: int | None = None, fps: float | None = None, limits: VideoLimits | None = None
+) -> list[Frame]:
+    """Frames of ``path``: about ``wanted`` (default DEFAULT_FRAMES) evenly spread, or ``fps`` per second.
+
+    ``limits`` (default: those of :func:`set_video_limits`) are checked from the header first, then while decoding."""
+    path, limits = Path(path), limits or _limits
     av, container = _open(path)
     with container:
         stream = container.streams.video[0]
-        width, height = stream.codec_context.width, stream.codec_context.height
-        if width * height > MAX_FRAME_PIXELS:
-            raise ImageError(f"{path.name}: frames of {width}x{height} are too large; scale the video down first")
-        duration = _duration(stream, container)
-        times = _candidate_times(duration, wanted, fps) if duration > 0 else None
+        info = _info(path, container, stream, limits)
+        keep = planned_frames(info, wanted, fps)
+        _check_memory(path, info, keep + 2, limits)
+        times = _candidate_times(info.seconds, wanted or DEFAULT_FRAMES, fps) if info.seconds > 0 else None
+        chooser = FrameChooser(len(times) if times is not None else keep * CANDIDATES_PER_FRAME, keep)
         stream.thread_type = "AUTO"
-        candidates = _decode(av, container, stream, times, wanted * CANDIDATES_PER_FRAME, path)
-    if fps and duration > 0:
-        wanted = max(1, round(duration * fps))
-    frames = select_frames(candidates, wanted)
+        _decode(av, container, stream, times, keep * CANDIDATES_PER_FRAME, path, limits, chooser)
+    frames = chooser.frames()
     if len(frames) < 1:
-        raise ImageError(f"{path.name}: no frame could be decoded; convert it to H.264 MP4 and try again")
+        raise ImageError(f"{path.name}: no frame could be decoded; {CONVERT_HINT}")
     return frames
 
 
@@ -128,26 +310,55 @@ def _duration(stream, container) -> float:
     return 0.0
 
 
-def _decode(av, container, stream, times: np.ndarray | None, fallback_count: int, path: Path) -> list[Frame]:
-    """The first frame at or after each candidate time (every frame when the duration is unknown, capped)."""
-    out, next_time = [], 0
+def _decode(
+    av,
+    container,
+    stream,
+    times: np.ndarray | None,
+    fallback_count: int,
+    path: Path,
+    limits: VideoLimits,
+    chooser: FrameChooser,
+) -> None:
+    """Offer ``chooser`` the first frame at or after each candidate time (the first frames when the duration is
+    unknown), within the limits' frame count and decoding time."""
+    offered, next_time, unoffered = 0, 0, None
+    deadline = time.monotonic() + limits.decode_seconds
     try:
         for index, frame in enumerate(container.decode(stream)):
+            if index >= limits.max_decoded:
+                raise ImageError(
+                    f"{path.name}: has more than this engine's limit of {limits.max_decoded} frames "
+                    "per video; trim it first"
+                )
+            if time.monotonic() > deadline:
+                raise ImageError(
+                    f"{path.name}: decoding took longer than this engine's limit of {limits.decode_seconds:.0f} s; "
+                    "trim the video or lower its resolution"
+                )
             t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 30)
             if times is None:
-                if len(out) < fallback_count:
-                    out.append(Frame(index, t, frame.to_ndarray(format="rgb24")))
+                chooser.add(Frame(index, t, frame.to_ndarray(format="rgb24")), offered)
+                offered += 1
+                if offered >= fallback_count:
+                    break
                 continue
+            unoffered = (index, t, frame)
             if next_time < len(times) and t >= times[next_time] - 1e-6:
-                out.append(Frame(index, t, frame.to_ndarray(format="rgb24")))
+                chooser.add(Frame(index, t, frame.to_ndarray(format="rgb24")), next_time)
+                offered, unoffered = offered + 1, None
                 while next_time < len(times) and times[next_time] <= t + 1e-6:
                     next_time += 1
             if next_time >= len(times):
                 break
+        else:  # the end: the last frame is on screen until then, so it stands for the times left
+            if unoffered is not None and times is not None:
+                index, t, frame = unoffered
+                chooser.add(Frame(index, t, frame.to_ndarray(format="rgb24")), next_time)
+                offered += 1
     except av.error.FFmpegError as exc:
-        if not out:
-            raise ImageError(f"{path.name}: the video cannot be decoded ({exc}); convert it to H.264 MP4") from None
-    return out
+        if not offered:
+            raise ImageError(f"{path.name}: the video cannot be decoded ({_reason(exc)}); {CONVERT_HINT}") from None
 
 
 def write_frames(frames: list[Frame], folder: Path, stem: str) -> list[Path]:

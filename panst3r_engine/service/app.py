@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException
 from panst3r_engine import __version__
 from panst3r_engine.devices import resolve_device
 from panst3r_engine.pipeline.options import JobOptions
+from panst3r_engine.pipeline.video import set_video_limits
 from panst3r_engine.service import API_VERSION, auth
 from panst3r_engine.service.download import zip_stream
 from panst3r_engine.service.errors import ApiError, error_body, scrub
@@ -29,6 +30,7 @@ from panst3r_engine.service.rendering import (
     render_limits,
 )
 from panst3r_engine.service.uploads import GB, reserve_disk, save_uploads
+from panst3r_engine.service.videos import VideoRequest, service_limits
 
 MB = 1 << 20
 log = logging.getLogger(__name__)
@@ -42,6 +44,11 @@ DEFAULTS = {
     "MAX_UPLOAD_MB": 4096,
     "MAX_IMAGES": 2000,
     "MAX_MEGAPIXELS": 100,  # largest photo; refused from its header at upload (and in the job)
+    "MAX_VIDEO_MB": 2048,  # largest video file (and never more than MAX_UPLOAD_MB)
+    "MAX_VIDEO_SECONDS": 600.0,  # longest video, from its header at upload
+    "MAX_VIDEO_MEGAPIXELS": 8.9,  # largest video frame (4K, 4096x2160), from its header at upload
+    "MAX_VIDEO_DECODE_S": 600.0,  # longest decoding of one video in a job
+    "MAX_VIDEO_MEMORY_GB": 8.0,  # frames of one video held while the sharpest are chosen
     "KEEP_JOBS": 20,
     "JOB_TTL_HOURS": 24.0,
     "MIN_FREE_BYTES": GB,
@@ -76,6 +83,8 @@ def create_app(config: dict | None = None) -> Flask:
     from panst3r_engine.pipeline.images import set_max_pixels
 
     set_max_pixels(int(float(app.config["MAX_MEGAPIXELS"]) * 1_000_000))  # one engine process, one limit
+    app.config["VIDEO_LIMITS"] = service_limits(app.config)
+    set_video_limits(app.config["VIDEO_LIMITS"])  # the jobs decode under the limits the uploads were checked with
     jobs_dir = Path(app.config["JOBS_DIR"] or default_jobs_dir()).expanduser().resolve()
     app.config["JOBS_DIR"] = jobs_dir
     app.config["DEVICE_NAME"] = str(resolve_device(app.config["DEVICE"]))
@@ -126,7 +135,9 @@ def submit_job():
     if not files:
         others = sorted(set(request.files))
         hint = f" (files came under {', '.join(map(repr, others))})" if others else ""
-        raise ApiError(400, "no_images", f"no photos were sent; attach them as multipart form field 'images'{hint}")
+        raise ApiError(
+            400, "no_images", f"no photos were sent; attach them (or a video) as multipart form field 'images'{hint}"
+        )
     if len(files) > config["MAX_IMAGES"]:
         raise ApiError(
             400,
@@ -137,7 +148,9 @@ def submit_job():
     if options.splats:
         check_splats_available()
     with reserve_disk(config["JOBS_DIR"], request.content_length or 0, config["MIN_FREE_BYTES"]):
-        job = jobs().submit(lambda folder: save_uploads(files, folder), options)
+        values = options.values
+        videos = VideoRequest(values.get("video_frames"), values.get("video_fps"), config["VIDEO_LIMITS"])
+        job = jobs().submit(lambda folder: save_uploads(files, folder, videos, config["MAX_IMAGES"]), options)
     return jsonify(job), 202
 
 

@@ -1,7 +1,7 @@
 """Job options a client may send, checked once at submission.
 
-Clients choose only what changes a result (keyframes, post-processing,
-vocabulary, thresholds, splats); the weights and the device belong to the
+Clients choose only what changes a result (keyframes, video sampling,
+post-processing, vocabulary, thresholds, splats); the weights and the device belong to the
 engine. Nothing a client sends is ever used as a path: a vocabulary is a preset
 name or a list of class names that the job writes into its own folder. Which
 options a client may send, their types and ranges come from the field metadata
@@ -44,8 +44,9 @@ class ClientOptions:
             fields["vocab"] = preset_name(self.values["vocab"])
         if vocab_file is not None:
             fields["vocab"] = vocab_file
-        if "conf_threshold" in fields:
-            fields["conf_threshold"] = float(fields["conf_threshold"])
+        for name in ("conf_threshold", "video_fps"):  # JSON may spell a float as an integer
+            if name in fields:
+                fields[name] = float(fields[name])
         if self.splats:
             fields["splats"] = True
             if self.splat_steps is not None:

@@ -279,6 +279,8 @@ def serve(
     keep_jobs: int = 20,
     job_ttl_hours: float = 24.0,
     max_megapixels: float = 100,
+    max_video_seconds: float = 600.0,
+    max_video_megapixels: float = 8.9,
     stdout: TextIO | None = None,
 ) -> int:
     """Serve until shut down; ``token`` None generates one and prints it on the start-up line."""
@@ -298,6 +300,8 @@ def serve(
         "KEEP_JOBS": keep_jobs,
         "JOB_TTL_HOURS": job_ttl_hours,
         "MAX_MEGAPIXELS": max_megapixels,
+        "MAX_VIDEO_SECONDS": max_video_seconds,
+        "MAX_VIDEO_MEGAPIXELS": max_video_megapixels,
     }
     engine = EngineServer(host, port, config)
     _install_signal_handlers(engine)
@@ -396,6 +400,18 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
         default=100,
         help="largest photo in megapixels, checked from its header (default 100)",
     )
+    p.add_argument(
+        "--max-video-seconds",
+        type=_positive(float),
+        default=600.0,
+        help="longest uploaded video in seconds, checked from its header (default 600)",
+    )
+    p.add_argument(
+        "--max-video-megapixels",
+        type=_positive(float),
+        default=8.9,
+        help="largest frame of an uploaded video in megapixels (default 8.9: 4096x2160)",
+    )
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -428,4 +444,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         keep_jobs=args.keep_jobs,
         job_ttl_hours=args.job_ttl_hours,
         max_megapixels=getattr(args, "max_megapixels", 100),
+        max_video_seconds=getattr(args, "max_video_seconds", 600.0),
+        max_video_megapixels=getattr(args, "max_video_megapixels", 8.9),
     )

@@ -1,8 +1,10 @@
-"""Uploaded photos: safe file names inside the job folder, a quick PIL check, free disk space.
+"""Uploaded photos and videos: safe file names inside the job folder, a quick check of each, free disk space.
 
 Client file names are only a hint for the bundle's image names: every path
 component is dropped and the rest reduced to a safe set of characters, so no
-upload can land outside the job's ``input/`` folder.
+upload can land outside the job's ``input/`` folder. A file whose name ends
+like a video (.mp4, .mov, ...) is checked as a video (:mod:`.videos`), any
+other as a photo.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import BinaryIO, Protocol
 from PIL import Image, UnidentifiedImageError
 
 from panst3r_engine.pipeline import images as _images  # the pixel limit (also PIL's decompression-bomb limit)
+from panst3r_engine.pipeline.video import is_video
 from panst3r_engine.service.errors import ApiError
+from panst3r_engine.service.videos import VideoRequest
 
 GB = 1 << 30
 MAX_NAME = 100
@@ -69,32 +73,55 @@ def unique_names(names: list[str | None]) -> list[str]:
     return out
 
 
-def save_uploads(files: list[Upload], folder: Path) -> list[Path]:
-    """Write every upload into ``folder`` (in upload order) and check each is an image.
+def save_uploads(
+    files: list[Upload], folder: Path, videos: VideoRequest | None = None, max_images: int | None = None
+) -> list[Path]:
+    """Write every upload into ``folder`` (in upload order) and check each is an image or a video.
 
-    Raises :class:`ApiError` 422 naming every file that is empty or not an image.
+    Raises :class:`ApiError` 422 naming every file that is empty, not an image, or a video this engine will not
+    decode (``videos`` gives the limits), and 400 when the photos plus the frames the videos give are more than
+    ``max_images``.
     """
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    paths, problems = [], []
+    videos = videos or VideoRequest()
+    paths, problems, bad_videos, frames = [], [], 0, 0
     for upload, name in zip(files, unique_names([f.filename for f in files]), strict=True):
         path = folder / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)  # private
         with os.fdopen(fd, "wb") as out:
             shutil.copyfileobj(upload.stream, out, 1 << 20)
-        problem = image_problem(path)
+        if is_video(path):
+            problem, count = videos.check(path)
+            bad_videos += problem is not None
+        else:
+            problem, count = image_problem(path), 1
         if problem:
             problems.append(f"{upload.filename or name}: {problem}")
         else:
-            paths.append(_with_image_suffix(path))
+            paths.append(path if is_video(path) else _with_image_suffix(path))
+            frames += count
     if problems:
-        shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+        raise _unusable(problems, len(files), bad_videos)
+    if max_images is not None and frames > max_images:
         raise ApiError(
-            422,
-            "bad_image",
-            f"{len(problems)} of {len(files)} files cannot be used as photos "
-            f"(send JPEG, PNG, WebP, TIFF or BMP images): {shown}",
+            400,
+            "too_many_images",
+            f"the photos and the frames taken from the videos make about {frames} images, more than this engine's "
+            f"limit of {max_images}; ask for fewer frames (video_frames, video_fps) or split the job",
         )
     return paths
+
+
+def _unusable(problems: list[str], count: int, bad_videos: int) -> ApiError:
+    shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+    if bad_videos == len(problems):
+        return ApiError(422, "bad_video", shown)
+    return ApiError(
+        422,
+        "bad_image",
+        f"{len(problems)} of {count} files cannot be used as photos "
+        f"(send JPEG, PNG, WebP, TIFF or BMP images, or MP4, MOV, MKV, WebM or AVI videos): {shown}",
+    )
 
 
 def image_problem(path: Path) -> str | None:

@@ -199,7 +199,7 @@ def test_environment_steps(tmp_path: Path) -> None:
     torch = next(s for s in steps if s.label == "installing torch").argv
     assert torch[0] == python and torch[-2:] == ["--index-url", TORCH_INDEXES["CPU"]]
     engine = next(s for s in steps if s.label == "installing the engine").argv
-    assert engine[0] == python and engine[-1].endswith("engine[text]") and "panst3r-engine-source-" in engine[-1]
+    assert engine[0] == python and engine[-1].endswith("engine[text,video]") and "panst3r-engine-source-" in engine[-1]
     with pytest.raises(EngineError, match="does not contain the engine source"):
         environment_steps(tmp_path / "env", None)
     with pytest.raises(EngineError, match="create the engine environment first"):

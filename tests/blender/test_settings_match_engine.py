@@ -6,7 +6,7 @@ import pytest
 
 from panst3r_engine.pipeline.options import POSTPROCESS_METHODS, JobOptions, option_fields
 
-SHARED = ("keyframes", "postprocess", "conf_threshold", "splats", "splat_steps")
+SHARED = ("keyframes", "video_frames", "video_fps", "postprocess", "conf_threshold", "splats", "splat_steps")
 NO_LIMIT = 1e30  # Blender's unbounded float limit is FLT_MAX (about 3.4e38)
 
 
@@ -37,9 +37,10 @@ def test_postprocess_choices_equal_the_engine(props):
 def test_panel_options_at_the_limits_are_valid_engine_options(addon, scene):
     settings, run = scene.panst3r, addon.module("operators.run")
     settings.splats = True
-    assert "keyframes" not in run._options(settings) and "splat_steps" not in run._options(settings)
+    settings.photos.add().path = "/videos/walk.mp4"  # the video options are sent only with a movie in the list
+    assert not {"keyframes", "splat_steps", "video_frames", "video_fps"} & set(run._options(settings))
     assert JobOptions(**run._options(settings)).validate().splat_steps is None
-    for name in ("keyframes", "splat_steps", "conf_threshold"):
+    for name in ("keyframes", "splat_steps", "conf_threshold", "video_frames", "video_fps"):
         prop = settings.bl_rna.properties[name]
         for value in (prop.hard_min, min(prop.hard_max, 1e6)):
             setattr(settings, name, value)

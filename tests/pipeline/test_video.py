@@ -14,8 +14,10 @@ from PIL import Image, ImageFilter
 from panst3r_engine.pipeline.images import ImageError
 from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.pipeline.run import run_job
-from panst3r_engine.pipeline.video import read_frames, sharpness
+from panst3r_engine.pipeline.video import VideoInfo, VideoLimits, check_video, read_frames, sharpness
 from tests.pipeline.conftest import textured
+from tests.video_utils import corrupt_payload
+from tests.video_utils import write_video as encode
 
 av = pytest.importorskip("av", reason="PyAV (the 'video' extra) is not installed")
 REPO = Path(__file__).resolve().parents[2]
@@ -120,3 +122,63 @@ def test_run_takes_a_video_on_the_command_line(clip, tiny_checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert 2 <= len(manifest["images"]) <= 3 and manifest["options"]["video_frames"] == 3
+
+
+@pytest.mark.parametrize(
+    "limits, words",
+    [
+        (VideoLimits(max_seconds=2.0), "6 s of video is longer than this engine's limit of 2 s"),
+        (VideoLimits(max_pixels=10_000), "frames of 128x96 are more than this engine's limit of 0.01 megapixels"),
+        (VideoLimits(max_decoded=10), "more than this engine's limit of 10 frames"),
+        (VideoLimits(decode_seconds=0.0), "decoding took longer than this engine's limit of 0 s"),
+        (VideoLimits(max_memory=1 << 18), "holding 14 frames of 128x96 needs 504 kB of memory, more than"),
+    ],
+)
+def test_limits_stop_a_video_with_a_sentence(clip, limits, words):
+    with pytest.raises(ImageError, match=words):
+        read_frames(clip, wanted=12, limits=limits)
+
+
+def test_only_the_kept_frames_are_held_while_choosing(clip):
+    """36 candidates are looked at for 12 frames; memory for 12 kept frames plus 2 is enough."""
+    frames = read_frames(clip, wanted=12, limits=VideoLimits(max_memory=14 * 128 * 96 * 3))
+    assert [f.index for f in frames] == [f.index for f in read_frames(clip, wanted=12)] and len(frames) >= 6
+
+
+def test_the_header_is_checked_before_any_frame_is_decoded(clip, tmp_path):
+    broken = tmp_path / "walk.mp4"
+    broken.write_bytes(clip.read_bytes())
+    corrupt_payload(broken)
+    with pytest.raises(ImageError, match="cannot be decoded"):
+        check_video(broken)
+    with pytest.raises(ImageError, match="longer than this engine's limit of 2 s"):  # not a decoding error
+        check_video(broken, limits=VideoLimits(max_seconds=2.0))
+    assert check_video(clip) == VideoInfo("h264", 128, 96, 6.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("junk.mp4", b"\x00\x01garbage" * 50),
+        ("list.mp4", b"ffconcat version 1.0\nfile '/etc/passwd'\n"),  # never guessed as a playlist
+        ("list.mkv", b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/passwd\n"),
+    ],
+)
+def test_garbage_and_playlists_are_not_videos(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ImageError, match=f"{name}: not a readable video"):
+        check_video(tmp_path / name)
+
+
+def test_other_codecs_are_refused_by_name(tmp_path):
+    frames = [frame_at(i) for i in range(3)]
+    assert check_video(encode(tmp_path / "phone.avi", frames, codec="mjpeg")).codec == "mjpeg"
+    ffv1 = encode(tmp_path / "lossless.mkv", frames, codec="ffv1")
+    with pytest.raises(ImageError, match="the video codec 'ffv1' is not supported"):
+        check_video(ffv1)
+
+
+def test_a_one_frame_video_passes_the_check(tmp_path):
+    """The encoder's delay keeps the frame in the decoder until the end-of-file packet flushes it."""
+    one = encode(tmp_path / "one.mp4", [frame_at(0)])
+    assert check_video(one).codec == "h264" and len(read_frames(one)) == 1

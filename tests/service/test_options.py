@@ -61,6 +61,11 @@ def test_all_options_reach_the_pipeline():
     assert options.splats and options.splat_steps == 300
 
 
+def test_video_sampling_reaches_the_pipeline():
+    job = parse_options('{"video_frames": 12, "video_fps": 2}').job_options(JobOptions())
+    assert (job.video_frames, job.video_fps) == (12, 2.0) and isinstance(job.video_fps, float)
+
+
 def test_null_means_default():
     assert parse_options('{"keyframes": null}').values == {}
 
@@ -73,6 +78,8 @@ def test_accepted_keys_are_the_client_fields():
     assert FIELDS == (
         "keyframes",
         "keyframes_by",
+        "video_frames",
+        "video_fps",
         "postprocess",
         "vocab",
         "vocab_embeddings",
@@ -129,6 +136,8 @@ def test_unknown_option_is_named():
         ({"vocab": ["wall # comment"]}, "'#'"),
         ({"vocab": ["two\nlines"]}, "line break"),
         ({"splat_steps": 100}, 'needs "splats": true'),
+        ({"video_frames": 0}, "'video_frames' must be an integer from 1 to 2000, got 0"),
+        ({"video_fps": 500}, "'video_fps' must be a number from 0.01 to 120, got 500"),
     ],
 )
 def test_bad_options_are_refused_with_a_reason(options, words):
