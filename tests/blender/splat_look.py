@@ -68,9 +68,9 @@ def _addon_module(name: str):
     return importlib.import_module(f"{package}.{name}")
 
 
-def import_view(bpy, bundle: Path) -> tuple:
-    """Import the bundle with only its splats rendering, in photo colours, seen from camera 0 at WIDTH x HEIGHT;
-    returns the engine request of that view, (K, cam_to_world, width, height)."""
+def import_view(bpy, bundle: Path, stem: str = "IMG_0001", size: tuple[int, int] = (WIDTH, HEIGHT)) -> tuple:
+    """Import the bundle with only its splats rendering, in photo colours, seen from the camera of photo ``stem``
+    at ``size``; returns the engine request of that view, (K, cam_to_world, width, height)."""
     assert bpy.ops.panst3r.import_bundle(directory=str(bundle)) == {"FINISHED"}
     root = next(c for c in bpy.data.collections if c.get("panst3r_result"))
     scene = bpy.context.scene
@@ -78,18 +78,26 @@ def import_view(bpy, bundle: Path) -> tuple:
         ob.hide_render = "segment" in ob
     _addon_module("importers.splats").set_splats_visible(bpy.context, True)
     scene.panst3r.display = "PHOTO"
-    camera = next(ob for ob in scene.objects if ob.type == "CAMERA" and ob.name.endswith("IMG_0001"))
+    camera = next(ob for ob in scene.objects if ob.type == "CAMERA" and ob.name.endswith(stem))
     _addon_module("importers.cameras").use_camera(scene, camera)
-    scene.render.resolution_x, scene.render.resolution_y = WIDTH, HEIGHT
+    scene.render.resolution_x, scene.render.resolution_y = size
     return _addon_module("operators.render_view").camera_request(scene, camera, root)
 
 
-def render_cycles(bpy, path: Path, samples: int = SAMPLES) -> np.ndarray:
-    """uint8 [H, W, 3] Cycles render of the current scene over black (Standard view, no denoiser)."""
+def render_cycles(bpy, path: Path, samples: int = SAMPLES, background=(0.0, 0.0, 0.0)) -> np.ndarray:
+    """uint8 [H, W, 3] Cycles render of the current scene (Standard view, no denoiser) over the engine's
+    background colour (sRGB 0-1; black: no world)."""
     from blender_addon.bundle.png import read_png
+    from blender_addon.importers.convert import srgb_to_linear
 
     scene = bpy.context.scene
-    scene.world = None  # black, as the engine's background
+    scene.world = None
+    if any(background):
+        scene.world = bpy.data.worlds.new("engine background")
+        if scene.world.node_tree is None:  # Blender 4.x
+            scene.world.use_nodes = True
+        colour = srgb_to_linear(np.asarray(background, np.float64))
+        scene.world.node_tree.nodes["Background"].inputs["Color"].default_value = (*colour, 1.0)
     scene.render.engine = "CYCLES"
     cycles = scene.cycles
     cycles.device, cycles.samples, cycles.use_denoising, cycles.seed = "CPU", samples, False, 0
@@ -104,12 +112,23 @@ def render_cycles(bpy, path: Path, samples: int = SAMPLES) -> np.ndarray:
     return read_png(path)[..., :3]
 
 
+def old_look(bpy) -> None:
+    """Turn the imported splat layer back into the solid ellipsoids of the first release: Size 2, an
+    icosahedron, alpha = opacity (the falloff's exponent set to 0)."""
+    splats = _addon_module("importers.splats")
+    ob = next(o for o in bpy.data.objects if splats.MODIFIER in o.modifiers)
+    ob.data.materials[0].node_tree.nodes[splats.FALLOFF_NODE].inputs[1].default_value = 0.0
+    splats.set_splats_input(ob, splats.SIZE, 2.0)
+    group = ob.modifiers[splats.MODIFIER].node_group
+    next(n for n in group.nodes if n.bl_idname == "GeometryNodeMeshIcoSphere").inputs["Subdivisions"].default_value = 1
+
+
 def render_engine(bundle: Path, request: tuple, linear_light: bool = False) -> np.ndarray:
     """uint8 [H, W, 3] engine render of the request (``render_view``, as the add-on's button gets it).
 
     linear_light: composite in linear light, as Blender does (colours decoded from sRGB before blending, the
-    result encoded after), instead of in sRGB values as the engine does; compares the shapes and falloff of the
-    splats without the difference of blending spaces.
+    result encoded after) and with the DC colour only (the add-on reads no view-dependent colour), instead of
+    in sRGB values as the engine does; compares the shapes and falloff of the splats without those differences.
     """
     import torch
 
@@ -121,9 +140,14 @@ def render_engine(bundle: Path, request: tuple, linear_light: bool = False) -> n
     if not linear_light:
         return np.asarray(render_view(bundle, *request)[0])
     model = read_splats_ply(bundle / "splats.ply")
-    rgb = sh0_to_rgb(model.sh0[:, 0]).clamp(0, 1).double().numpy()
-    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
-    model.sh0 = rgb_to_sh0(torch.tensor(linear, dtype=torch.float32))[:, None]
+
+    def decode(srgb: torch.Tensor) -> torch.Tensor:
+        srgb = srgb.double().clamp(0, 1)
+        return torch.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4).float()
+
+    model.sh0 = rgb_to_sh0(decode(sh0_to_rgb(model.sh0[:, 0])))[:, None]
+    model.background = decode(model.background)
+    model.shN = model.shN[:, :0]  # the DC colour only, as the add-on reads it
     out = render(model, *request).rgb.astype(np.float64)
     encoded = np.where(out <= 0.0031308, out * 12.92, 1.055 * np.clip(out, 0, None) ** (1 / 2.4) - 0.055)
     return np.round(np.clip(encoded, 0, 1) * 255).astype(np.uint8)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.blender.splat_look import import_view, psnr, render_cycles, render_engine, write_look_bundle
+from tests.blender.splat_look import import_view, old_look, psnr, render_cycles, render_engine, write_look_bundle
 
 FLOOR, LINEAR_FLOOR, OLD_CEILING, OLD_LINEAR_CEILING = 15.5, 31.0, 14.5, 20.0
 
@@ -33,16 +33,12 @@ def look_bundle(tmp_path_factory) -> Path:
 
 @pytest.mark.slow  # two Cycles renders at 16 samples: about 20 s on the shared 2-core machine
 def test_cycles_render_approaches_the_engine(addon, scene, look_bundle: Path, tmp_path: Path) -> None:
-    bpy, splats = addon.bpy, addon.module("importers.splats")
+    bpy = addon.bpy
     request = import_view(bpy, look_bundle)
     engine, linear = render_engine(look_bundle, request), render_engine(look_bundle, request, linear_light=True)
     new = render_cycles(bpy, tmp_path / "new.png")
     assert new.shape == engine.shape == (120, 160, 3)
-    ob = bpy.data.objects["splats"]
-    group = ob.modifiers[splats.MODIFIER].node_group
-    ob.data.materials[0].node_tree.nodes[splats.FALLOFF_NODE].inputs[1].default_value = 0.0
-    splats.set_splats_input(ob, splats.SIZE, 2.0)
-    next(n for n in group.nodes if n.bl_idname == "GeometryNodeMeshIcoSphere").inputs["Subdivisions"].default_value = 1
+    old_look(bpy)
     old = render_cycles(bpy, tmp_path / "old.png")
     scores = {name: (psnr(image, engine), psnr(image, linear)) for name, image in (("old", old), ("new", new))}
     print("PSNR (vs engine, vs engine in linear light):", scores)
