@@ -102,7 +102,7 @@ def render_cycles(bpy, path: Path, samples: int = SAMPLES, background=(0.0, 0.0,
     cycles = scene.cycles
     cycles.device, cycles.samples, cycles.use_denoising, cycles.seed = "CPU", samples, False, 0
     cycles.use_adaptive_sampling = False
-    cycles.transparent_max_bounces = BOUNCES
+    cycles.transparent_max_bounces = cycles.min_transparent_bounces = BOUNCES  # no random termination
     scene.render.film_transparent = False
     scene.view_settings.view_transform, scene.view_settings.look = "Standard", "None"
     scene.view_settings.exposure, scene.view_settings.gamma = 0.0, 1.0
