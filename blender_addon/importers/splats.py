@@ -6,18 +6,20 @@ import scale), ``rotation`` (QUATERNION, w x y z), ``opacity`` (FLOAT, 0-1),
 ``color`` (FLOAT_COLOR, scene-linear DC colour, alpha = opacity), ``segment`` and
 ``class`` (INT), and for the label colour modes ``class_color`` and
 ``segment_color`` (FLOAT_COLOR, the manifest colours). The "PanSt3R Splats"
-Geometry Nodes group puts a 1-subdivision ico-sphere on every vertex, rotated
-and scaled by the attributes times a "Size" in standard deviations, optionally
-realized. The material reads the attributes of the instancer (or of the
-realized mesh), picks photo / class / segment colour through the shared
+Geometry Nodes group puts an ico-sphere on every vertex, rotated and scaled by
+the attributes times a "Size" in standard deviations (3: the tails are drawn),
+optionally realized. The material reads the attributes of the instancer (or of
+the realized mesh), picks photo / class / segment colour through the shared
 "PanSt3R Display" switch (the panel's Colour setting drives points and splats
-alike) and mixes emission with transparency by opacity, back faces clear so an
-ellipsoid is one layer of its opacity (EEVEE: blended). The collection starts
-excluded from the view layer (hidden in viewport and render, and not evaluated);
-its layer's ``exclude`` is the one toggle.
+alike) and mixes emission with transparency by opacity times a Gaussian falloff,
+exp(-d^2/2) with d the Mahalanobis distance of the view ray from the centre, so
+an ellipsoid's front face draws the splat a rasteriser would (back faces clear;
+EEVEE: blended). The collection starts excluded from the view layer (hidden in
+viewport and render, and not evaluated); its layer's ``exclude`` is the one toggle.
 
-An approximation for review: solid ellipsoids, no Gaussian falloff, no
-view-dependent colour. The engine renders the splats exactly (``render_view``).
+Still approximate: no view-dependent colour, and Blender blends in linear light
+where the engine blends sRGB values. The engine renders the splats exactly
+(``render_view``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from ..bundle.read import BundleData
 from ..bundle.splats import read_splats
 from .convert import WorldTransform, linear_rgba, srgb_to_linear
 from .materials import display_group
-from .nodes import input_identifier, set_group_input, shared_node_group
+from .nodes import input_identifier, set_group_input
 
 SPLATS_FILE = "splats.ply"
 SPLATS_GROUP = "PanSt3R Splats"
@@ -40,7 +42,15 @@ MODIFIER = "PanSt3R Splats"
 COLLECTION = "Splats"
 LAYER_PROPERTY = "panst3r_splats"  # marks a splat collection (its name may get a .001 suffix)
 SIZE, MIN_OPACITY, REALIZE, MATERIAL = "Size", "Min Opacity", "Realize Instances", "Material"
-DEFAULT_SIZE = 2.0  # ellipsoid semi-axes in standard deviations
+DEFAULT_SIZE = 3.0  # ellipsoid semi-axes in standard deviations: the falloff is drawn out to exp(-4.5) = 1 %
+SUBDIVISIONS = 2  # of the ico-sphere (42 vertices: every face is at least 2.8 sigma out at Size 3)
+LOCAL = "splat_local"  # sphere vertex attribute: its offset from the centre in standard deviations
+AXES = ("splat_axis_x", "splat_axis_y", "splat_axis_z")  # realized only: the frame's axes / sigma
+# realized only: "color" under another name. Cycles reads a realized mesh's "color" as 0, and an instancer
+# "color" there as the object's colour (white)
+REALIZED_COLOR = "splat_photo"
+FALLOFF_NODE = "Gaussian Falloff"  # multiplies d^2 by -1/2 (0 turns the falloff off: solid ellipsoids)
+LOOK_PROPERTY, LOOK_VERSION = "panst3r_splat_look", 2  # groups and materials of an older look are not reused
 UNLABELLED_COLOR = (150, 150, 150)
 
 
@@ -62,6 +72,38 @@ def _named(nodes, data_type: str, name: str):
     return node.outputs["Attribute"]
 
 
+def _realized_axes(nodes, links, instances):
+    """Store the Gaussian frame's axes over their standard deviations (``AXES``) on the instances, so the
+    material can find the view direction in the Gaussian's frame once instances are realized (it then has no
+    instance transform to undo), and the photo colour as ``REALIZED_COLOR``."""
+    scale = nodes.new("ShaderNodeSeparateXYZ")
+    links.new(_named(nodes, "FLOAT_VECTOR", "scale"), scale.inputs["Vector"])
+    rotation = _named(nodes, "QUATERNION", "rotation")
+    geometry = instances
+    for index, (name, axis) in enumerate(zip(AXES, "XYZ")):
+        rotate, divide = nodes.new("FunctionNodeRotateVector"), nodes.new("ShaderNodeVectorMath")
+        rotate.inputs["Vector"].default_value = [float(i == index) for i in range(3)]
+        links.new(rotation, rotate.inputs["Rotation"])
+        inverse = nodes.new("ShaderNodeMath")
+        inverse.operation, inverse.inputs[0].default_value = "DIVIDE", 1.0
+        links.new(scale.outputs[axis], inverse.inputs[1])
+        divide.operation = "SCALE"
+        links.new(rotate.outputs["Vector"], divide.inputs[0])
+        links.new(inverse.outputs[0], divide.inputs["Scale"])
+        store = nodes.new("GeometryNodeStoreNamedAttribute")
+        store.data_type, store.domain = "FLOAT_VECTOR", "INSTANCE"
+        store.inputs["Name"].default_value = name
+        links.new(geometry, store.inputs["Geometry"])
+        links.new(divide.outputs["Vector"], store.inputs["Value"])
+        geometry = store.outputs["Geometry"]
+    store = nodes.new("GeometryNodeStoreNamedAttribute")
+    store.data_type, store.domain = "FLOAT_COLOR", "INSTANCE"
+    store.inputs["Name"].default_value = REALIZED_COLOR
+    links.new(geometry, store.inputs["Geometry"])
+    links.new(_named(nodes, "FLOAT_COLOR", "color"), store.inputs["Value"])
+    return store.outputs["Geometry"]
+
+
 def _build_splats_group(group: bpy.types.GeometryNodeTree) -> None:
     group.interface.new_socket("Geometry", in_out="INPUT", socket_type="NodeSocketGeometry")
     _new_input(group, SIZE, "NodeSocketFloat", DEFAULT_SIZE, "Ellipsoid semi-axes in standard deviations", 0.0)
@@ -75,6 +117,7 @@ def _build_splats_group(group: bpy.types.GeometryNodeTree) -> None:
     )
     _new_input(group, MATERIAL, "NodeSocketMaterial")
     group.interface.new_socket("Geometry", in_out="OUTPUT", socket_type="NodeSocketGeometry")
+    group[LOOK_PROPERTY] = LOOK_VERSION
     nodes, links = group.nodes, group.links
     group_in, group_out = nodes.new("NodeGroupInput"), nodes.new("NodeGroupOutput")
     keep = nodes.new("FunctionNodeCompare")
@@ -82,9 +125,19 @@ def _build_splats_group(group: bpy.types.GeometryNodeTree) -> None:
     links.new(_named(nodes, "FLOAT", "opacity"), keep.inputs["A"])
     links.new(group_in.outputs[MIN_OPACITY], keep.inputs["B"])
     sphere = nodes.new("GeometryNodeMeshIcoSphere")
-    sphere.inputs["Radius"].default_value, sphere.inputs["Subdivisions"].default_value = 1.0, 1
+    sphere.inputs["Radius"].default_value, sphere.inputs["Subdivisions"].default_value = 1.0, SUBDIVISIONS
+    # every vertex of the unit sphere carries its position in standard deviations: interpolated over a face,
+    # it is the shading point's offset from the centre in the Gaussian's own (whitened) frame
+    local, whitened = nodes.new("GeometryNodeStoreNamedAttribute"), nodes.new("ShaderNodeVectorMath")
+    local.data_type, local.domain = "FLOAT_VECTOR", "POINT"
+    local.inputs["Name"].default_value = LOCAL
+    whitened.operation = "SCALE"
+    links.new(nodes.new("GeometryNodeInputPosition").outputs["Position"], whitened.inputs[0])
+    links.new(group_in.outputs[SIZE], whitened.inputs["Scale"])
+    links.new(sphere.outputs["Mesh"], local.inputs["Geometry"])
+    links.new(whitened.outputs["Vector"], local.inputs["Value"])
     set_material = nodes.new("GeometryNodeSetMaterial")
-    links.new(sphere.outputs["Mesh"], set_material.inputs["Geometry"])
+    links.new(local.outputs["Geometry"], set_material.inputs["Geometry"])
     links.new(group_in.outputs[MATERIAL], set_material.inputs["Material"])
     size = nodes.new("ShaderNodeVectorMath")
     size.operation = "SCALE"
@@ -98,18 +151,27 @@ def _build_splats_group(group: bpy.types.GeometryNodeTree) -> None:
     links.new(size.outputs["Vector"], instance.inputs["Scale"])
     realize, switch = nodes.new("GeometryNodeRealizeInstances"), nodes.new("GeometryNodeSwitch")
     switch.input_type = "GEOMETRY"
-    links.new(instance.outputs["Instances"], realize.inputs["Geometry"])
+    links.new(_realized_axes(nodes, links, instance.outputs["Instances"]), realize.inputs["Geometry"])
     links.new(group_in.outputs[REALIZE], switch.inputs["Switch"])
     links.new(instance.outputs["Instances"], switch.inputs["False"])
     links.new(realize.outputs["Geometry"], switch.inputs["True"])
     links.new(switch.outputs["Output"], group_out.inputs["Geometry"])
-    for x, node in enumerate((group_in, sphere, set_material, instance, realize, switch, group_out)):
+    for x, node in enumerate((group_in, sphere, local, set_material, instance, realize, switch, group_out)):
         node.location = (x * 220.0, 0.0)
+
+
+def _current(collection, kind: str):
+    """The first data-block of collection made by this version of the look (older files keep theirs)."""
+    return next((b for b in collection if b.bl_rna.identifier == kind and b.get(LOOK_PROPERTY) == LOOK_VERSION), None)
 
 
 def splats_group() -> bpy.types.GeometryNodeTree:
     """The shared splat display group, created on first use."""
-    return shared_node_group(SPLATS_GROUP, _build_splats_group)
+    group = _current(bpy.data.node_groups, "GeometryNodeTree")
+    if group is None:
+        group = bpy.data.node_groups.new(SPLATS_GROUP, "GeometryNodeTree")
+        _build_splats_group(group)
+    return group
 
 
 def set_splats_input(ob: bpy.types.Object, name: str, value) -> bool:
@@ -120,7 +182,7 @@ def set_splats_input(ob: bpy.types.Object, name: str, value) -> bool:
 # ---------------------------------------------------------------- material
 def _attribute(nodes, links, name: str, output: str):
     """The attribute of the instancer plus that of the geometry: one is 0, so this reads instanced
-    ellipsoids and realized ones alike."""
+    ellipsoids and realized ones alike (not "color": see ``REALIZED_COLOR``)."""
     reads = []
     for kind in ("INSTANCER", "GEOMETRY"):
         node = nodes.new("ShaderNodeAttribute")
@@ -145,35 +207,108 @@ def _set_blended(material: bpy.types.Material) -> None:
             break
 
 
+def _vector_math(nodes, links, operation: str, *inputs):
+    node = nodes.new("ShaderNodeVectorMath")
+    node.operation = operation
+    for socket, value in zip(node.inputs, inputs):
+        links.new(value, socket)
+    return node.outputs["Value" if operation in ("DOT_PRODUCT", "LENGTH") else "Vector"]
+
+
+def _mix(nodes, links, data_type: str, factor, a, b):
+    """A Mix node of "VECTOR" or "RGBA" (its sockets are picked by identifier: names repeat across types)."""
+    node = nodes.new("ShaderNodeMix")
+    node.data_type = data_type
+    suffix = "_Vector" if data_type == "VECTOR" else "_Color"
+    sockets = {socket.identifier: socket for socket in (*node.inputs, *node.outputs)}
+    links.new(factor, sockets["Factor_Float"])
+    links.new(a, sockets["A" + suffix])
+    links.new(b, sockets["B" + suffix])
+    return sockets["Result" + suffix]
+
+
+def _math(nodes, links, operation: str, a, b):
+    """A float Math node; a and b are sockets or constants."""
+    node = nodes.new("ShaderNodeMath")
+    node.operation = operation
+    for socket, value in zip(node.inputs, (a, b)):
+        if isinstance(value, float):
+            socket.default_value = value
+        else:
+            links.new(value, socket)
+    return node.outputs[0]
+
+
+def _gaussian_falloff(nodes, links, geometry):
+    """(exp(-d^2 / 2), 1 on realized ellipsoids else 0), d the Mahalanobis distance from the Gaussian's
+    centre to the view ray through the shading point. Along a ray a 3D Gaussian peaks at exp(-d^2 / 2), and
+    its integral along the ray is that peak times a constant: the 2D Gaussian a splat rasteriser draws is this
+    falloff (Zwicker et al. 2001, "EWA Volume Splatting"; exact for orthographic views).
+
+    In the Gaussian's whitened frame (the unit sphere of the instance) the ray's distance to the centre is
+    |p x w| for the shading point p and the unit ray direction w. An instance's object space is that frame
+    up to the Size factor, which ``LOCAL`` already carries; realized ellipsoids have no instance transform, so
+    the view direction goes through the stored axes instead (``AXES``, zero on instances).
+    """
+    local = nodes.new("ShaderNodeAttribute")
+    local.attribute_type, local.attribute_name = "GEOMETRY", LOCAL
+    to_object = nodes.new("ShaderNodeVectorTransform")
+    to_object.vector_type, to_object.convert_from, to_object.convert_to = "VECTOR", "WORLD", "OBJECT"
+    links.new(geometry.outputs["Incoming"], to_object.inputs["Vector"])
+    direction = to_object.outputs["Vector"]
+    axes = []
+    for name in AXES:
+        axis = nodes.new("ShaderNodeAttribute")
+        axis.attribute_type, axis.attribute_name = "GEOMETRY", name
+        axes.append(_vector_math(nodes, links, "DOT_PRODUCT", axis.outputs["Vector"], direction))
+    realized = nodes.new("ShaderNodeCombineXYZ")
+    for socket, value in zip(realized.inputs, axes):
+        links.new(value, socket)
+    is_realized = _math(nodes, links, "GREATER_THAN", _vector_math(nodes, links, "LENGTH", realized.outputs[0]), 0.0)
+    picked = _mix(nodes, links, "VECTOR", is_realized, direction, realized.outputs[0])
+    unit = _vector_math(nodes, links, "NORMALIZE", picked)
+    offset = _vector_math(nodes, links, "CROSS_PRODUCT", local.outputs["Vector"], unit)
+    squared = _vector_math(nodes, links, "DOT_PRODUCT", offset, offset)
+    exponent = _math(nodes, links, "MULTIPLY", squared, -0.5)
+    exponent.node.name = FALLOFF_NODE
+    gaussian = _math(nodes, links, "EXPONENT", exponent, 0.0)
+    return gaussian, is_realized
+
+
 def splats_material() -> bpy.types.Material:
-    """Emission in the display colour, mixed with transparency by the splat opacity (back faces clear)."""
-    material = bpy.data.materials.get(SPLATS_MATERIAL)
+    """Emission in the display colour, mixed with transparency by opacity times the Gaussian falloff (back
+    faces clear: each ellipsoid is one layer)."""
+    material = _current(bpy.data.materials, "Material")
     if material is not None and material.node_tree is not None and "Display" in material.node_tree.nodes:
         return material
     material = bpy.data.materials.new(SPLATS_MATERIAL)
+    material[LOOK_PROPERTY] = LOOK_VERSION
     material.diffuse_color = (0.6, 0.6, 0.6, 1.0)
     if material.node_tree is None:  # Blender 4.x; 5.0 materials always have nodes
         material.use_nodes = True
     _set_blended(material)
     nodes, links = material.node_tree.nodes, material.node_tree.links
     nodes.clear()
+    geometry = nodes.new("ShaderNodeNewGeometry")
+    gaussian, is_realized = _gaussian_falloff(nodes, links, geometry)
     switch = nodes.new("ShaderNodeGroup")
     switch.name, switch.node_tree = "Display", display_group()
-    for socket, attribute in (("Semantic", "class_color"), ("Instance", "segment_color"), ("Photo", "color")):
+    for socket, attribute in (("Semantic", "class_color"), ("Instance", "segment_color")):
         links.new(_attribute(nodes, links, attribute, "Color"), switch.inputs[socket])
+    realized_color = nodes.new("ShaderNodeAttribute")
+    realized_color.attribute_type, realized_color.attribute_name = "GEOMETRY", REALIZED_COLOR
+    photo = _mix(
+        nodes, links, "RGBA", is_realized, _attribute(nodes, links, "color", "Color"), realized_color.outputs["Color"]
+    )
+    links.new(photo, switch.inputs["Photo"])
     emission = nodes.new("ShaderNodeEmission")
     links.new(switch.outputs["Color"], emission.inputs["Color"])
-    geometry, front = nodes.new("ShaderNodeNewGeometry"), nodes.new("ShaderNodeMath")
-    front.operation = "SUBTRACT"
-    front.inputs[0].default_value = 1.0
-    links.new(geometry.outputs["Backfacing"], front.inputs[1])
-    factor = nodes.new("ShaderNodeMath")
-    factor.operation = "MULTIPLY"
-    links.new(_attribute(nodes, links, "opacity", "Fac"), factor.inputs[0])
-    links.new(front.outputs[0], factor.inputs[1])
+    front = _math(nodes, links, "SUBTRACT", 1.0, geometry.outputs["Backfacing"])
+    weight = _math(nodes, links, "MULTIPLY", _attribute(nodes, links, "opacity", "Fac"), front)
+    factor = _math(nodes, links, "MULTIPLY", weight, gaussian)
     clear, mix = nodes.new("ShaderNodeBsdfTransparent"), nodes.new("ShaderNodeMixShader")
     mix.name = "Opacity"
-    links.new(factor.outputs[0], mix.inputs["Fac"])
+    links.new(factor, mix.inputs["Fac"])
     links.new(clear.outputs[0], mix.inputs[1])
     links.new(emission.outputs[0], mix.inputs[2])
     output = nodes.new("ShaderNodeOutputMaterial")

@@ -158,7 +158,8 @@ def test_geometry_nodes_place_one_ellipsoid_per_gaussian(addon, scene, splat_bun
     } <= kinds
     assert (
         next(n for n in group.nodes if n.bl_idname == "GeometryNodeMeshIcoSphere").inputs["Subdivisions"].default_value
-        == 1
+        == splats.SUBDIVISIONS
+        == 2
     )
     assert splats.set_splats_visible(bpy.context, True) == 1
     assert splats.set_splats_input(ob, splats.SIZE, 3.0)
@@ -178,12 +179,20 @@ def test_geometry_nodes_place_one_ellipsoid_per_gaussian(addon, scene, splat_bun
     order = [int(np.argmin(np.abs(position - m[:3, 3]).sum(axis=1))) for m in got]  # instance -> its Gaussian
     assert sorted(order) == list(range(N))
     np.testing.assert_allclose(got, expected[order], atol=1e-5)
-    # a threshold on opacity leaves the faint Gaussians out; realizing makes one icosahedron (12 vertices) each
+    # a threshold on opacity leaves the faint Gaussians out; realizing makes one ico-sphere (42 vertices) each
     opaque = int((_attribute(mesh, "opacity") >= 0.5).sum())
     splats.set_splats_input(ob, splats.MIN_OPACITY, 0.5)
     splats.set_splats_input(ob, splats.REALIZE, True)
     evaluated = ob.evaluated_get(bpy.context.evaluated_depsgraph_get())
-    assert len(evaluated.to_mesh().vertices) == 12 * opaque
+    realized = evaluated.to_mesh()
+    assert len(realized.vertices) == 42 * opaque
+    # each vertex carries its offset in standard deviations (Size 3 on a unit sphere) and its Gaussian's axes
+    # over sigma (the inverse of the instance's linear part, transposed), for the falloff of the material
+    local = _attribute(realized, splats.LOCAL)
+    np.testing.assert_allclose(np.linalg.norm(local, axis=1), 3.0, rtol=1e-5)
+    axes = np.stack([_attribute(realized, name) for name in splats.AXES], 1)  # [V, axis, xyz]
+    keep = np.flatnonzero(_attribute(mesh, "opacity") >= 0.5)  # realized vertices come in instance order
+    np.testing.assert_allclose(axes, np.linalg.inv(expected[keep, :3, :3] / 3.0).repeat(42, 0), rtol=1e-4, atol=1e-4)
     evaluated.to_mesh_clear()
 
 
@@ -208,6 +217,24 @@ def test_material_is_emission_mixed_with_transparency(addon, scene, splat_bundle
         assert material.surface_render_method == "BLENDED"
     else:
         assert material.blend_method == "BLEND"
+
+
+def test_an_older_look_in_the_file_is_not_reused(addon, scene, splat_bundle: Path) -> None:
+    """A file saved with the solid-ellipsoid look keeps its group and material; a new import gets the new ones."""
+    bpy, splats = addon.bpy, addon.module("importers.splats")
+    old_group = bpy.data.node_groups.new(splats.SPLATS_GROUP, "GeometryNodeTree")
+    old_material = bpy.data.materials.new(splats.SPLATS_MATERIAL)
+    if old_material.node_tree is None:
+        old_material.use_nodes = True
+    old_material.node_tree.nodes.new("ShaderNodeGroup").name = "Display"
+    _import(bpy, splat_bundle)
+    ob = bpy.data.objects["splats"]
+    group, material = ob.modifiers[splats.MODIFIER].node_group, ob.material_slots[0].material
+    assert group != old_group and material != old_material
+    assert group[splats.LOOK_PROPERTY] == material[splats.LOOK_PROPERTY] == splats.LOOK_VERSION
+    assert splats.FALLOFF_NODE in material.node_tree.nodes
+    _import(bpy, splat_bundle)  # a second import shares them
+    assert {o.modifiers[splats.MODIFIER].node_group for o in bpy.data.objects if o.name.startswith("splats")} == {group}
 
 
 def test_one_toggle_hides_and_shows_the_layer(addon, scene, splat_bundle: Path) -> None:
@@ -259,8 +286,28 @@ def test_colour_switch_recolours_the_splats(addon, scene, splat_bundle: Path, tm
     for mode, rgb in expected.items():
         scene.panst3r.display = mode
         centre = _render_centre(bpy, scene, tmp_path / f"{mode}.png")
-        assert centre[3] > 250, f"{mode}: the front splat does not cover the centre (alpha {centre[3]})"
+        # the central 4 x 4 pixels are up to 0.35 sigma off the Gaussian's centre: exp(-0.35^2 / 2) = 0.94
+        assert centre[3] > 235, f"{mode}: the front splat does not cover the centre (alpha {centre[3]})"
         np.testing.assert_allclose(centre[:3], rgb, atol=6, err_msg=mode)
+
+
+def test_front_splat_falls_off_as_a_gaussian(addon, scene, splat_bundle: Path, tmp_path: Path) -> None:
+    """Along the centre row the front Gaussian's coverage is exp(-x^2 / 2) in its standard deviations (the solid
+    ellipsoids covered the 2-sigma disc fully): sigma 0.61 at 3 units through a focal length of 30 px is 6.1 px."""
+    from blender_addon.bundle.png import read_png
+
+    bpy = addon.bpy
+    _import(bpy, splat_bundle)
+    for ob in scene.objects:
+        ob.hide_render = "segment" in ob
+    addon.module("importers.splats").set_splats_visible(bpy.context, True)
+    _render_centre(bpy, scene, tmp_path / "front.png")
+    pixels = read_png(tmp_path / "front.png").astype(np.float64)
+    height, width = pixels.shape[:2]
+    alpha = pixels[height // 2 - 1 : height // 2 + 1, :, 3].mean(axis=0) / 255.0
+    sigma_px = np.exp(-0.5) * 30.0 / 3.0
+    x = (np.arange(width) + 0.5 - width / 2) / sigma_px
+    np.testing.assert_allclose(alpha, np.exp(-0.5 * x**2), atol=0.06)
 
 
 def test_panel_shows_the_toggle_and_the_render_button(addon, scene, splat_bundle: Path) -> None:
