@@ -49,7 +49,8 @@ def write_bench_bundle(out: Path, points: int, segments: int) -> Path:
     from panst3r_engine.bundle.write import write_bundle
     from tests.blender.room import room_inputs
 
-    manifest, arrays, panoptic, photos = room_inputs(points)
+    side = int(np.ceil(np.sqrt(points / 3 * 4 / 3)))  # three 4:3 photos with a pixel for every point
+    manifest, arrays, panoptic, photos = room_inputs(points, size=(side, side * 3 // 4 + 1))
     if segments > 5:
         furniture = np.flatnonzero(arrays["segment"] >= 3)
         extra = np.arange(len(furniture)) * (segments - 2) // len(furniture) + 3  # contiguous chunks
