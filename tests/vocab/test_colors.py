@@ -165,3 +165,23 @@ def test_official_colours_for_the_coco_and_ade20k_vocabularies() -> None:
     assert uses_official_colors("coco+ade20k") and not uses_official_colors("scannetpp")
     assert not uses_official_colors("") and not uses_official_colors("/tmp/coco.txt")
     assert class_colors(["wall"], vocabulary="scannetpp") != [official["wall"]]  # ADE's grey is not reused
+
+
+@pytest.mark.parametrize("preset", ["coco", "scannetpp"])
+def test_pipeline_manifest_colours_follow_the_vocabulary(preset: str) -> None:
+    """The pipeline's class list gets official colours for COCO, distinct ones around the segments for
+    ScanNet++ (the same rule the writer uses)."""
+    from panst3r_engine.pipeline.assemble import _classes
+    from panst3r_engine.pipeline.reconstruction import Reconstruction, Segment
+    from panst3r_engine.vocab.embeddings import resolve_class_embeddings
+
+    vocab = resolve_class_embeddings(preset, "random", 8)
+    assert vocab.source == preset
+    segments = [Segment(1, 0, 0.9, 0), Segment(2, 5, 0.8, 1), Segment(3, 9, 0.7, 2)]
+    recon = Reconstruction([], [], [], None, [], segments, vocab, [0], "standard_v2")
+    colors = [tuple(c["color"]) for c in _classes(recon)]
+    assert colors == class_colors(vocab.names, [0, 5, 9], preset)
+    if preset == "coco":
+        assert colors[0] == (220, 20, 60)  # person
+    else:
+        assert min_distance([colors[0], colors[5], colors[9]]) >= 20.0
