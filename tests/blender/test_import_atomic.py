@@ -154,3 +154,21 @@ def test_many_segments_one_object_each(addon, scene, tmp_path: Path) -> None:
         assert ob["point_count"] == len(ob.data.vertices) == int((arrays["segment"] == seg).sum())
         assert ob.material_slots[0].material.name == f"PanSt3R {ob['class']}"
     assert len({ob.material_slots[0].material.name for ob in instances}) == 5  # 4 classes + unlabelled
+
+
+def test_imported_class_materials_are_distinct(addon, scene, room_bundle: Path) -> None:
+    """The room's floor, wall, chair and table materials (the viewport and render colours) are >= 20
+    CIEDE2000 apart, and apart from the grey of unlabelled points."""
+    from panst3r_engine.vocab.colorspace import ciede2000, srgb_to_lab
+
+    bpy = addon.bpy
+    assert bpy.ops.panst3r.import_bundle(directory=str(room_bundle)) == {"FINISHED"}
+    linear = np.array(
+        [bpy.data.materials[f"PanSt3R {n}"].diffuse_color[:3] for n in ("floor", "wall", "chair", "table")]
+    )
+    srgb = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055) * 255
+    lab = srgb_to_lab(srgb)
+    dist = ciede2000(lab[:, None], lab[None])
+    np.fill_diagonal(dist, np.inf)
+    assert dist.min() >= 20.0, dist
+    assert ciede2000(lab, srgb_to_lab([150, 150, 150])).min() >= 15.0
