@@ -113,6 +113,7 @@ def create_objects(items: list[PointObject], radius: float, min_conf: float = 0.
     """
     group = points_group()
     keys = {name: input_identifier(group, name) for name in (RADIUS, MIN_CONF, MATERIAL)}
+    defaults = {item.name: item.default_value for item in group.interface.items_tree if item.name in keys}
     order = sorted(range(len(items)), key=lambda i: items[i].name)
     meshes = {}
     for i in order:
@@ -123,9 +124,11 @@ def create_objects(items: list[PointObject], radius: float, min_conf: float = 0.
         ob = objects[i] = bpy.data.objects.new(items[i].name, meshes[i])
         items[i].collection.objects.link(ob)
         modifier = ob.modifiers.new(MODIFIER, "NODES")
-        modifier.node_group = group
-        modifier[keys[RADIUS]] = float(radius)
-        modifier[keys[MIN_CONF]] = float(min_conf)
+        modifier.node_group = group  # the inputs start at the group's defaults: set the others only
+        if np.float32(radius) != np.float32(defaults[RADIUS]):
+            modifier[keys[RADIUS]] = float(radius)
+        if np.float32(min_conf) != np.float32(defaults[MIN_CONF]):
+            modifier[keys[MIN_CONF]] = float(min_conf)
         modifier[keys[MATERIAL]] = items[i].material
     return objects
 

@@ -172,3 +172,17 @@ def test_imported_class_materials_are_distinct(addon, scene, room_bundle: Path) 
     np.fill_diagonal(dist, np.inf)
     assert dist.min() >= 20.0, dist
     assert ciede2000(lab, srgb_to_lab([150, 150, 150])).min() >= 15.0
+
+
+@pytest.mark.parametrize("point_size, min_conf", [(0.01, 0.0), (0.03, 1.5)])
+def test_modifier_inputs_match_the_options(addon, scene, synthetic_bundle: Path, point_size, min_conf) -> None:
+    """Defaults are left to the group's defaults, other values are set: every object shows the options."""
+    bpy, points, nodes = addon.bpy, addon.module("importers.points"), addon.module("importers.nodes")
+    assert bpy.ops.panst3r.import_bundle(directory=str(synthetic_bundle), point_size=point_size, min_conf=min_conf) == {
+        "FINISHED"
+    }
+    group = points.points_group()
+    for ob in (ob for ob in bpy.data.objects if "segment" in ob):
+        modifier = ob.modifiers[points.MODIFIER]
+        assert modifier[nodes.input_identifier(group, points.RADIUS)] == pytest.approx(point_size)
+        assert modifier[nodes.input_identifier(group, points.MIN_CONF)] == pytest.approx(min_conf)
