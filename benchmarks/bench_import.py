@@ -1,13 +1,17 @@
-"""Import speed of the Blender add-on: a synthetic 2 M-point bundle -> objects (target: < 2 s).
+"""Import speed of the Blender add-on: a synthetic 2 M-point bundle -> objects.
 
     .venv/bin/python benchmarks/bench_import.py [--points 2000000] [--segments 5] [--repeat 3]
+
+Targets: < 2 s for the 5-segment room, < 3 s with ``--segments 10000`` (the import is linear in points and
+segments).
 
 Writes the bundle with ``panst3r_engine.bundle.write_bundle`` (a synthetic room:
 floor, wall, two chairs, a table, 5 % unlabelled), imports it with
 ``bpy.ops.panst3r.import_bundle`` in Blender-as-a-module, and prints the time of
 each import pass, the first Geometry Nodes evaluation (what the viewport pays
 once), and the two ways of writing vertex positions. ``--segments N`` splits the
-furniture points into N segments to measure the per-object cost.
+furniture points into N segments to measure the per-object cost. The photos are made large enough for the
+reader to accept one point per pixel.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ def write_bench_bundle(out: Path, points: int, segments: int) -> Path:
     from panst3r_engine.bundle.write import write_bundle
     from tests.blender.room import room_inputs
 
-    manifest, arrays, panoptic, photos = room_inputs(points)
+    side = int(np.ceil(np.sqrt(points / 3 * 4 / 3)))  # three 4:3 photos with a pixel for every point
+    manifest, arrays, panoptic, photos = room_inputs(points, size=(side, side * 3 // 4 + 1))
     if segments > 5:
         furniture = np.flatnonzero(arrays["segment"] >= 3)
         extra = np.arange(len(furniture)) * (segments - 2) // len(furniture) + 3  # contiguous chunks
@@ -85,12 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     blender_addon.register()
     setup_s = time.perf_counter() - started
 
-    totals, passes, reads, evals = [], [], [], []
+    totals, cpu, passes, reads, evals = [], [], [], [], []
     for _ in range(args.repeat):
         bpy.ops.wm.read_homefile(use_empty=True)
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         assert bpy.ops.panst3r.import_bundle(directory=str(bundle)) == {"FINISHED"}
         totals.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
         started = time.perf_counter()
         data = read_bundle(bundle)
         reads.append(time.perf_counter() - started)
@@ -107,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     med = statistics.median
     print(
         f"\nPanSt3R add-on import benchmark: {args.points:,} points, {objects} objects, bundle {size_mb:.0f} MB "
-        f"(written in {write_s:.1f} s); bpy {bpy.app.version_string}, {os.cpu_count()} CPU cores; "
+        f"(written in {write_s:.1f} s); bpy {bpy.app.version_string}, {os.cpu_count()} CPU cores, "
+        f"load average {os.getloadavg()[0]:.1f}; "
         f"median of {args.repeat}\n"
     )
     print(f"{'step':<44}{'seconds':>10}")
     print(f"{'import_bundle operator (read + create)':<44}{med(totals):>10.3f}")
+    print(f"{'  its CPU time (less sensitive to load)':<44}{med(cpu):>10.3f}")
     print(f"{'  read manifest + points.npz':<44}{med(reads):>10.3f}")
     for name in passes[0]:
         print(f"{'  pass: ' + name:<44}{med(p[name] for p in passes):>10.3f}")
@@ -119,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, seconds in positions.items():
         print(f"{'positions via ' + label:<44}{seconds:>10.3f}")
     print(f"{'(register the add-on + import bpy)':<44}{setup_s:>10.3f}")
-    print(f"\ntarget < 2 s for the operator: {'met' if med(totals) < 2.0 else 'NOT met'}")
+    target = 2.0 if args.segments <= 5 else 3.0
+    print(f"\ntarget < {target:.0f} s for the operator: {'met' if med(totals) < target else 'NOT met'}")
     return 0
 
 

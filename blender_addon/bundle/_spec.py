@@ -246,14 +246,29 @@ def load_json(data: bytes, name: str, max_depth: int = MAX_JSON_DEPTH) -> object
         raise ValueError(too_deep) from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{name} is not valid JSON in UTF-8 ({exc})") from None
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
-        if children and depth >= max_depth:
-            raise ValueError(too_deep)
-        stack.extend((child, depth + 1) for child in children)
+    if _nesting_depth(data) > max_depth:
+        raise ValueError(too_deep)
     return value
+
+
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+
+
+def _nesting_depth(valid_json: bytes, chunk: int = 1 << 20) -> int:
+    """Deepest nesting of ``[`` and ``{`` in valid JSON text, outside strings.
+
+    A scan of the text (regular expressions, then numpy in chunks) instead of a walk of the parsed value: a
+    manifest of 10,000 segments holds ~400,000 values, which a Python walk takes seconds over. Only valid
+    JSON: its strings are all closed, so the string pattern runs in linear time.
+    """
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", valid_json))
+    deepest = depth = 0
+    for start in range(0, len(brackets), chunk):
+        part = np.frombuffer(brackets, np.uint8, count=min(chunk, len(brackets) - start), offset=start)
+        levels = depth + np.cumsum(np.where((part == ord("[")) | (part == ord("{")), 1, -1))
+        deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+    return deepest
 
 
 def points_byte_limit(pixels: int) -> int:

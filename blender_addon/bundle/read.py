@@ -106,6 +106,7 @@ class BundleData:
     classes: dict[int, ClassInfo]
     segments: list[SegmentInfo]
     points: dict[str, np.ndarray] = field(repr=False)  # xyz [N,3] f32, rgb [N,3] u8, conf, segment, view, pixel
+    dropped_points: int = 0  # rows of points.npz left out for a NaN or infinite xyz or conf
 
     @property
     def name(self) -> str:
@@ -168,6 +169,32 @@ def _matrix(value: Any, shape: tuple[int, int], where: str) -> np.ndarray:
     return arr
 
 
+def _color(value: Any, where: str) -> tuple[int, int, int]:
+    """[r, g, b] with integers 0..255 (sRGB), or a BundleError naming the field."""
+    if isinstance(value, list) and len(value) == 3:
+        r, g, b = value
+        if type(r) is int and type(g) is int and type(b) is int and 0 <= r <= 255 and 0 <= g <= 255 and 0 <= b <= 255:
+            return r, g, b  # one test per channel, no generator: a manifest may list 10,000 segments
+    raise BundleError(f"{where} must be [r, g, b] with integers 0 to 255, found {str(value)[:60]}; {CORRUPT}")
+
+
+def _intrinsics(value: Any, where: str) -> np.ndarray:
+    """A 3x3 K with positive focal lengths (a zero or negative focal has no camera)."""
+    K = _matrix(value, (3, 3), where)
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise BundleError(f"{where} has focal lengths {K[0, 0]:g} and {K[1, 1]:g}; they must be positive; {CORRUPT}")
+    return K
+
+
+def _pose(value: Any, where: str) -> np.ndarray:
+    """A 4x4 camera-to-world matrix whose 3x3 part is a rotation."""
+    pose = _matrix(value, (4, 4), where)
+    rot = pose[:3, :3]
+    if np.abs(rot.T @ rot - np.eye(3)).max() > 1e-2 or np.linalg.det(rot) < 0:
+        raise BundleError(f"{where} is not a rotation and translation (its 3x3 part is not a rotation); {CORRUPT}")
+    return pose
+
+
 def _images(manifest: dict) -> list[ImageInfo]:
     out = []
     for i, entry in enumerate(_need(manifest, "images", "the manifest")):
@@ -205,8 +232,8 @@ def _cameras(manifest: dict, images: list[ImageInfo], root: Path) -> list[Camera
         by_image[index] = CameraInfo(
             index,
             img.stem,
-            _matrix(_need(cam, "K", where), (3, 3), f"{where} K"),
-            _matrix(_need(cam, "cam_to_world", where), (4, 4), f"{where} cam_to_world"),
+            _intrinsics(_need(cam, "K", where), f"{where} K"),
+            _pose(_need(cam, "cam_to_world", where), f"{where} cam_to_world"),
             *img.processed_size,
             photo,
         )
@@ -223,7 +250,7 @@ def _classes_and_segments(manifest: dict) -> tuple[dict[int, ClassInfo], list[Se
         classes[class_id] = ClassInfo(
             class_id,
             str(_need(entry, "name", where)),
-            tuple(int(c) for c in _need(entry, "color", where)),
+            _color(_need(entry, "color", where), f"{where} 'color'"),
             bool(entry.get("isthing")),
         )
     segments = []
@@ -233,7 +260,7 @@ def _classes_and_segments(manifest: dict) -> tuple[dict[int, ClassInfo], list[Se
             int(_need(entry, "id", where)),
             int(_need(entry, "class_id", where)),
             float(entry.get("score", 0.0)),
-            tuple(int(c) for c in _need(entry, "color", where)),
+            _color(_need(entry, "color", where), f"{where} 'color'"),
             int(entry.get("point_count", 0)),
         )
         if seg.class_id not in classes:
@@ -258,8 +285,9 @@ def _point_array(name: str, arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def _load_points(root: Path, images: list[ImageInfo]) -> dict[str, np.ndarray]:
-    """points.npz, refused before inflating beyond what the images can hold, and checked array by array."""
+def _load_points(root: Path, images: list[ImageInfo]) -> tuple[dict[str, np.ndarray], int]:
+    """(points.npz arrays, rows dropped): refused before inflating beyond what the images can hold, checked
+    array by array; rows with a NaN or infinite xyz or conf are left out (they cannot be placed or fitted)."""
     path = _file(root, POINTS)
     if path is None:
         raise BundleError(f"the bundle has no {POINTS} ({root / POINTS}); it is incomplete, run the job again")
@@ -273,9 +301,10 @@ def _load_points(root: Path, images: list[ImageInfo]) -> dict[str, np.ndarray]:
     out = {name: _point_array(name, raw[name]) for name in POINT_ARRAYS}
     if len({len(arr) for arr in out.values()}) != 1:
         raise BundleError(f"the arrays of {POINTS} disagree on the number of points; the bundle is corrupt")
-    if not (np.isfinite(out["xyz"]).all() and np.isfinite(out["conf"]).all()):
-        raise BundleError(f"{POINTS} has NaN or infinite 'xyz' or 'conf' values; {CORRUPT}")
-    return out
+    finite = np.isfinite(out["xyz"]).all(axis=1) & np.isfinite(out["conf"])
+    if finite.all():
+        return out, 0
+    return {name: arr[finite] for name, arr in out.items()}, int(finite.size - finite.sum())
 
 
 def _load_manifest(root: Path) -> dict:
@@ -303,7 +332,7 @@ def read_bundle(path: str | Path) -> BundleData:
         classes, segments = _classes_and_segments(manifest)
     except (TypeError, ValueError, OverflowError) as exc:
         raise BundleError(f"the manifest of {root} has a malformed field ({exc}); the bundle is corrupt") from None
-    points = _load_points(root, images)
+    points, dropped = _load_points(root, images)
     _file(root, SPLATS_FILE)  # a linked splats.ply is refused now, before anything is imported
     known = np.array(sorted({0} | {s.id for s in segments}), dtype=np.int64)
     used = np.unique(points["segment"])
@@ -312,4 +341,4 @@ def read_bundle(path: str | Path) -> BundleData:
         raise BundleError(f"{POINTS} uses segment ids {unknown[:10].tolist()} that the manifest does not list")
     if points["view"].size and (points["view"].min() < 0 or points["view"].max() >= len(images)):
         raise BundleError(f"{POINTS} has 'view' indices outside 0..{len(images) - 1}")
-    return BundleData(root, manifest, version, images, cameras, classes, segments, points)
+    return BundleData(root, manifest, version, images, cameras, classes, segments, points, dropped)

@@ -31,8 +31,18 @@ class PointSet:
     xyz: np.ndarray  # float32 [n, 3]
     rgba: np.ndarray  # float32 [n, 4] scene-linear
     conf: np.ndarray  # float32 [n]
-    segment: int
-    class_id: int  # -1 for unlabelled points
+    segment: np.ndarray  # int32 [n] segment id per point
+    class_id: np.ndarray  # int32 [n] class id per point, -1 for unlabelled points
+
+
+@dataclass
+class PointObject:
+    """What one points object is made of."""
+
+    name: str
+    points: PointSet
+    collection: bpy.types.Collection
+    material: bpy.types.Material
 
 
 def _build_points_group(group: bpy.types.GeometryNodeTree) -> None:
@@ -86,32 +96,41 @@ def write_mesh(name: str, points: PointSet) -> bpy.types.Mesh:
     mesh.attributes["position"].data.foreach_set("vector", points.xyz.ravel())
     mesh.attributes.new("rgb", "FLOAT_COLOR", "POINT").data.foreach_set("color", points.rgba.ravel())
     mesh.attributes.new("conf", "FLOAT", "POINT").data.foreach_set("value", points.conf)
-    mesh.attributes.new("segment", "INT", "POINT").data.foreach_set("value", np.full(count, points.segment, np.int32))
-    mesh.attributes.new("class", "INT", "POINT").data.foreach_set("value", np.full(count, points.class_id, np.int32))
+    mesh.attributes.new("segment", "INT", "POINT").data.foreach_set("value", points.segment)
+    mesh.attributes.new("class", "INT", "POINT").data.foreach_set("value", points.class_id)
     mesh.update()
     return mesh
 
 
-def create_object(
-    name: str,
-    points: PointSet,
-    collection: bpy.types.Collection,
-    material: bpy.types.Material,
-    radius: float,
-    min_conf: float = 0.0,
-) -> bpy.types.Object:
-    """A points object (mesh + "PanSt3R Points" modifier) linked into collection."""
-    mesh = write_mesh(name, points)
-    mesh.materials.append(material)
-    ob = bpy.data.objects.new(name, mesh)
-    collection.objects.link(ob)
+def create_objects(items: list[PointObject], radius: float, min_conf: float = 0.0) -> list[bpy.types.Object]:
+    """Points objects (mesh + "PanSt3R Points" modifier), one per item and in its order, linked into their
+    collections.
+
+    Linear in the number of objects, because of two orders: every mesh gets its material before any object
+    uses it (appending a material to a mesh visits every object of the file), and IDs are created in name
+    order (Blender keeps each ID list sorted by name, and inserting a name that sorts last is immediate,
+    where an arbitrary order scans the list).
+    """
     group = points_group()
-    modifier = ob.modifiers.new(MODIFIER, "NODES")
-    modifier.node_group = group
-    modifier[input_identifier(group, RADIUS)] = float(radius)
-    modifier[input_identifier(group, MIN_CONF)] = float(min_conf)
-    modifier[input_identifier(group, MATERIAL)] = material
-    return ob
+    keys = {name: input_identifier(group, name) for name in (RADIUS, MIN_CONF, MATERIAL)}
+    defaults = {item.name: item.default_value for item in group.interface.items_tree if item.name in keys}
+    order = sorted(range(len(items)), key=lambda i: items[i].name)
+    meshes = {}
+    for i in order:
+        meshes[i] = write_mesh(items[i].name, items[i].points)
+        meshes[i].materials.append(items[i].material)
+    objects: list = [None] * len(items)
+    for i in order:
+        ob = objects[i] = bpy.data.objects.new(items[i].name, meshes[i])
+        items[i].collection.objects.link(ob)
+        modifier = ob.modifiers.new(MODIFIER, "NODES")
+        modifier.node_group = group  # the inputs start at the group's defaults: set the others only
+        if np.float32(radius) != np.float32(defaults[RADIUS]):
+            modifier[keys[RADIUS]] = float(radius)
+        if np.float32(min_conf) != np.float32(defaults[MIN_CONF]):
+            modifier[keys[MIN_CONF]] = float(min_conf)
+        modifier[keys[MATERIAL]] = items[i].material
+    return objects
 
 
 def split_by_segment(segment: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

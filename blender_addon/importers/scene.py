@@ -6,7 +6,7 @@ Passes: ``transform`` (the world conversion, levelled on floor points) ->
 ``unlabelled``) -> ``layout`` (the optional box empties of :mod:`.layout`)
 -> ``cameras`` -> ``splats`` (the optional splats.ply, excluded) -> ``scene`` (scene
 camera, render resolution, metadata). Everything is created inside the calling operator's ``execute``,
-so an import is one undo step.
+so an import is one undo step, and an import that fails part-way removes what it created (``cleanup``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import bpy
 import numpy as np
 
 from ..bundle.read import BundleData
-from . import cameras, convert, layout, materials, points, splats
+from . import cameras, cleanup, convert, layout, materials, points, splats
 
 RESULT_PROPERTY = "panst3r_result"
 UNLABELLED = "unlabelled"
@@ -87,30 +87,34 @@ def _point_objects(
     options: ImportOptions,
     result: ImportResult,
 ) -> None:
+    """One object per segment with points (plus ``unlabelled``), named ``<class>.<n>`` (n zero-padded to the
+    largest count, so names sort in creation order)."""
     segments = {s.id: s for s in data.segments}
+    class_of = [segments[i].class_id if i in segments else -1 for i in ids.tolist()]
+    width = max([3] + [len(str(n)) for n in np.unique(class_of, return_counts=True)[1].tolist()])
     counters: dict[int, int] = {}
+    items, labels = [], []
     for k, seg_id in enumerate(ids.tolist()):
-        lo, hi = int(starts[k]), int(starts[k + 1])
-        seg = segments.get(seg_id)
-        class_id = seg.class_id if seg is not None else -1
+        lo, hi, class_id = int(starts[k]), int(starts[k + 1]), class_of[k]
         if class_id >= 0:
             counters[class_id] = counters.get(class_id, 0) + 1
             class_name = data.classes[class_id].name
-            name, color = f"{class_name}.{counters[class_id]:03d}", seg.color
+            name = f"{class_name}.{counters[class_id]:0{width}d}"
         else:
-            class_name, name, color = UNLABELLED, UNLABELLED, UNLABELLED_COLOR
-        point_set = points.PointSet(
-            sorted_points["xyz"][lo:hi], sorted_points["rgba"][lo:hi], sorted_points["conf"][lo:hi], seg_id, class_id
-        )
-        ob = points.create_object(
-            name, point_set, collections[class_id], mats[class_id], options.point_size, options.min_conf
-        )
-        ob.color = convert.linear_color(color)
+            class_name = name = UNLABELLED
+        point_set = points.PointSet(*(sorted_points[key][lo:hi] for key in ("xyz", "rgba", "conf", "segment", "class")))
+        items.append(points.PointObject(name, point_set, collections[class_id], mats[class_id]))
+        labels.append((seg_id, class_id, class_name, hi - lo))
+    objects = points.create_objects(items, options.point_size, options.min_conf)
+    for ob, (seg_id, class_id, class_name, count) in zip(objects, labels):
+        seg = segments.get(seg_id) if class_id >= 0 else None
+        ob.color = convert.linear_color(seg.color if seg is not None else UNLABELLED_COLOR)
         ob["segment"], ob["class"], ob["class_id"] = seg_id, class_name, class_id
         ob["score"] = seg.score if seg is not None else 0.0
-        ob["point_count"] = hi - lo
-        result.objects.append(ob)
-    empty = [s.id for s in data.segments if s.id not in set(ids.tolist())]
+        ob["point_count"] = count
+    result.objects.extend(objects)
+    imported = set(ids.tolist())
+    empty = [s.id for s in data.segments if s.id not in imported]
     if empty:
         result.warnings.append(
             f"{len(empty)} segment(s) have no points above the confidence threshold "
@@ -154,7 +158,13 @@ def _store_metadata(root: bpy.types.Collection, data: BundleData, transform: con
 
 
 def import_bundle(context, data: BundleData, options: ImportOptions) -> ImportResult:
-    """Create the result collection, point objects, materials and cameras of one bundle."""
+    """Create the result collection, point objects, materials and cameras of one bundle; on any error,
+    nothing this import created is left behind."""
+    with cleanup.removed_on_error():
+        return _import(context, data, options)
+
+
+def _import(context, data: BundleData, options: ImportOptions) -> ImportResult:
     clock = time.perf_counter()
     result = ImportResult(collection=None)
 
@@ -164,16 +174,24 @@ def import_bundle(context, data: BundleData, options: ImportOptions) -> ImportRe
         result.timings[name] = now - clock
         clock = now
 
+    if data.dropped_points:
+        result.warnings.append(
+            f"{data.dropped_points} point(s) with a NaN or infinite position or confidence were left out"
+        )
     transform = _transform(data, options, result)
     lap("transform")
     order, ids, starts = points.split_by_segment(data.points["segment"])
+    class_of = {s.id: s.class_id for s in data.segments}
+    segment = np.ascontiguousarray(data.points["segment"][order], dtype=np.int32)
+    point_class = np.array([class_of.get(i, -1) for i in ids.tolist()], np.int32)
     sorted_points = {
         "xyz": transform.points(data.points["xyz"][order]),
         "rgba": convert.linear_rgba(data.points["rgb"][order]),
         "conf": np.ascontiguousarray(data.points["conf"][order], dtype=np.float32),
+        "segment": segment,
+        "class": np.repeat(point_class, np.diff(starts)),
     }
     lap("split")
-    class_of = {s.id: s.class_id for s in data.segments}
     class_ids = sorted({class_of.get(i, -1) for i in ids.tolist()}, key=lambda c: (c < 0, c))
     result.collection, collections = _collections(context, data, class_ids)
     lap("collections")

@@ -39,7 +39,7 @@ from panst3r_engine.bundle.spec import (
     image_file,
     panoptic_file,
 )
-from panst3r_engine.vocab.colors import class_color, instance_color
+from panst3r_engine.vocab.colors import class_colors, instance_color
 
 JPEG_QUALITY = 95
 
@@ -154,6 +154,28 @@ def _segment_stats(points: dict[str, np.ndarray], maps: dict[str, np.ndarray], s
     return stats
 
 
+def _fill_class_colors(classes: object, segments: list) -> None:
+    """Give classes without a ``color`` one from ``vocab.colors.class_colors`` (distinct among the classes the
+    segments use, avoiding the colours given); malformed entries are left to the checks."""
+    if not isinstance(classes, list):
+        return
+    named = [c for c in classes if isinstance(c, dict) and isinstance(c.get("name"), str)]
+    if all("color" in c for c in named):
+        return
+    used = {s.get("class_id") for s in segments if isinstance(s, dict)}
+    given = {i: c["color"] for i, c in enumerate(named) if "color" in c}
+    fixed = {i: tuple(c) for i, c in given.items() if isinstance(c, list) and len(c) == 3 and _is_rgb(c)}
+    colors = class_colors(
+        [c["name"] for c in named], [i for i, c in enumerate(named) if c.get("id") in used], fixed=fixed
+    )
+    for entry, color in zip(named, colors):
+        entry.setdefault("color", list(color))
+
+
+def _is_rgb(values: list) -> bool:
+    return all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in values)
+
+
 def _fill_segments(segments: list, stats: dict[int, dict]) -> None:
     """Fill colour, point_count, views and bbox where not given; a given point_count must match the points."""
     empty = {"point_count": 0, "bbox_min": None, "bbox_max": None, "views": set()}
@@ -198,12 +220,10 @@ def _prepare(manifest: Any, points: Any, panoptic: Any, images: Any, extra_files
     checks.check_header(m)
     stems = checks.check_images(m["images"])
     sizes = checks.processed_sizes(m["images"])
-    for entry in checks.need(m, "classes", "the manifest"):
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            entry.setdefault("color", list(class_color(entry["name"])))
     segments = checks.need(m, "segments", "the manifest")
     if not isinstance(segments, list):
         raise BundleError("manifest 'segments' must be a list")
+    _fill_class_colors(checks.need(m, "classes", "the manifest"), segments)
     seg_ids = {checks.as_int(checks.need(s, "id", "a manifest segment"), "segment 'id'", 1) for s in segments}
     arrays = checks.check_points(points, sizes, seg_ids, strict=False)
     maps = _check_maps(panoptic, stems, sizes, seg_ids)

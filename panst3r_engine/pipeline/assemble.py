@@ -8,7 +8,7 @@ from pathlib import Path
 
 from panst3r_engine.bundle.write import make_stems, write_bundle_files
 from panst3r_engine.pipeline.reconstruction import Reconstruction
-from panst3r_engine.vocab.colors import class_color, instance_color
+from panst3r_engine.vocab.colors import class_colors, instance_color
 
 
 @dataclass
@@ -60,9 +60,10 @@ def _cameras(recon: Reconstruction) -> list[dict]:
 
 def _classes(recon: Reconstruction) -> list[dict]:
     isthing = recon.vocab.isthing or [True] * len(recon.vocab.names)
+    colors = class_colors(recon.vocab.names, {s.class_id for s in recon.segments}, recon.vocab.source)
     return [
-        {"id": c, "name": name, "color": list(class_color(name)), "isthing": bool(thing)}
-        for c, (name, thing) in enumerate(zip(recon.vocab.names, isthing))
+        {"id": c, "name": name, "color": list(color), "isthing": bool(thing)}
+        for c, (name, thing, color) in enumerate(zip(recon.vocab.names, isthing, colors))
     ]
 
 

@@ -6,7 +6,7 @@
 - :mod:`.colors`: the one place class and segment colours are decided
 """
 
-from panst3r_engine.vocab.colors import class_color, instance_color
+from panst3r_engine.vocab.colors import class_colors, instance_color
 from panst3r_engine.vocab.embeddings import (
     ClassEmbeddings,
     cache_embeddings,
@@ -24,7 +24,7 @@ __all__ = [
     "Vocabulary",
     "VocabularyError",
     "cache_embeddings",
-    "class_color",
+    "class_colors",
     "embeddings_for",
     "instance_color",
     "load_embeddings",

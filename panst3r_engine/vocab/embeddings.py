@@ -35,6 +35,7 @@ class ClassEmbeddings:
     names: list[str]
     vectors: torch.Tensor  # [C, D] float32, unit rows
     isthing: list[bool] | None = None  # per class, when the vocabulary says so
+    source: str = ""  # ``Vocabulary.source`` (a preset name or a file), which decides the class colours
 
     def __len__(self) -> int:
         return len(self.names)
@@ -207,7 +208,7 @@ def embeddings_for(
         vectors = text_encoder.compute_embeddings(list(vocabulary.names), model_dir, device=device)
         cached = ClassEmbeddings(list(vocabulary.names), vectors)
         _write_cache(path, cached, model_id, fingerprint)
-    return ClassEmbeddings(list(vocabulary.names), cached.vectors, list(vocabulary.isthing))
+    return ClassEmbeddings(list(vocabulary.names), cached.vectors, list(vocabulary.isthing), vocabulary.source)
 
 
 def default_text_model_dir() -> Path | None:
@@ -226,11 +227,11 @@ def resolve_class_embeddings(
     vocabulary = load_vocabulary(vocab)
     if vocab_embeddings == "random":
         emb = random_embeddings(list(vocabulary.names), text_dim, seed)
-        return ClassEmbeddings(emb.names, emb.vectors, list(vocabulary.isthing))
+        return ClassEmbeddings(emb.names, emb.vectors, list(vocabulary.isthing), vocabulary.source)
     if vocab_embeddings:
         emb = load_embeddings(vocab_embeddings, expected_dim=text_dim)
         flags = dict(zip(vocabulary.names, vocabulary.isthing))
-        return ClassEmbeddings(emb.names, emb.vectors, [flags.get(n, True) for n in emb.names])
+        return ClassEmbeddings(emb.names, emb.vectors, [flags.get(n, True) for n in emb.names], vocabulary.source)
     emb = embeddings_for(vocabulary, model_dir if model_dir is not None else default_text_model_dir())
     if emb.vectors.shape[1] != text_dim:
         raise VocabularyError(

@@ -28,7 +28,7 @@ BOXES = {
     4: (2, (1.1, 0.8, 3.4), (0.5, 0.8, 0.5)),
     5: (3, (0.0, 0.85, 3.6), (1.4, 0.7, 0.8)),
 }
-COLORS = {0: (150, 110, 70), 1: (225, 220, 205), 2: (40, 90, 170), 3: (180, 60, 40)}
+COLORS = {0: (150, 110, 70), 1: (225, 220, 205), 2: (40, 90, 170), 3: (180, 60, 40)}  # photo colours
 
 
 def tilt_matrix(degrees: float) -> np.ndarray:
@@ -68,9 +68,15 @@ def _cameras(pitch: np.ndarray) -> list[np.ndarray]:
 
 
 def room_inputs(
-    total_points: int = 20000, tilt: float = 15.0, seed: int = 0, unlabelled: float = 0.05
+    total_points: int = 20000,
+    tilt: float = 15.0,
+    seed: int = 0,
+    unlabelled: float = 0.05,
+    size: tuple[int, int] = (WIDTH, HEIGHT),
 ) -> tuple[dict, dict, dict, dict]:
-    """(manifest, points, panoptic, photos) for ``write_bundle``."""
+    """(manifest, points, panoptic, photos) for ``write_bundle``; ``size`` (W, H) of the photos, which bounds
+    the number of points a reader accepts (one per pixel)."""
+    width, height = size
     rng = np.random.default_rng(seed)
     rot = tilt_matrix(tilt)
     weights = np.array([_area(size) for _, _, size in BOXES.values()])
@@ -88,11 +94,11 @@ def room_inputs(
     xyz = np.concatenate(xyz) @ rot.T  # the world is the pitched reference camera's frame
     n = len(xyz)
     poses = _cameras(rot)
-    focal = 0.9 * WIDTH
-    K = [[focal, 0, WIDTH / 2], [0, focal, HEIGHT / 2], [0, 0, 1]]
+    focal = 0.9 * width
+    K = [[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]]
     stems = ["ref", "left", "right"]
-    y, x = np.mgrid[0:HEIGHT, 0:WIDTH]
-    photo = np.stack([x * 4, y * 5, np.full_like(x, 128)], -1).astype(np.uint8)
+    y, x = np.mgrid[0:height, 0:width]
+    photo = np.stack([x * 256 // width, y * 240 // height, np.full_like(x, 128)], -1).astype(np.uint8)
     manifest = {
         "model": {"id": "synthetic-room", "version": "v2", "checkpoint_md5": None},
         "options": {"conf_threshold": 1.5},
@@ -101,9 +107,9 @@ def room_inputs(
                 "index": i,
                 "file": f"{s}.jpg",
                 "stem": s,
-                "original_size": [WIDTH * 8, HEIGHT * 8],
-                "processed_size": [WIDTH, HEIGHT],
-                "crop_box": [0, 0, WIDTH * 8, HEIGHT * 8],
+                "original_size": [width * 8, height * 8],
+                "processed_size": [width, height],
+                "crop_box": [0, 0, width * 8, height * 8],
                 "keyframe": True,
             }
             for i, s in enumerate(stems)
@@ -112,7 +118,7 @@ def room_inputs(
             {"image": i, "K": K, "cam_to_world": p.tolist(), "focal": focal, "confidence": 5.0}
             for i, p in enumerate(poses)
         ],
-        "classes": [dict(c, color=list(COLORS[c["id"]])) for c in CLASSES],
+        "classes": [dict(c) for c in CLASSES],  # the writer gives them the engine's distinct class colours
         "segments": [{"id": s, "class_id": c, "score": 0.9} for s, (c, _, _) in BOXES.items()],
     }
     points = {
@@ -121,7 +127,7 @@ def room_inputs(
         "conf": rng.uniform(1.5, 10.0, n).astype(np.float32),
         "segment": np.concatenate(segment).astype(np.int32),
         "view": rng.integers(0, 3, n).astype(np.int16),
-        "pixel": np.stack([rng.integers(0, WIDTH, n), rng.integers(0, HEIGHT, n)], 1).astype(np.uint16),
+        "pixel": np.stack([rng.integers(0, width, n), rng.integers(0, height, n)], 1).astype(np.uint16),
     }
     return manifest, points, {}, {s: photo for s in stems}
 

@@ -55,14 +55,17 @@ def test_linked_splats_are_refused(bundle: Path) -> None:
 
 
 @pytest.mark.parametrize("name, value", [("xyz", np.nan), ("xyz", np.inf), ("conf", -np.inf)])
-def test_non_finite_points_are_refused(bundle: Path, name: str, value: float) -> None:
+def test_non_finite_points_are_left_out(bundle: Path, name: str, value: float) -> None:
     with np.load(bundle / "points.npz") as npz:
         points = {key: npz[key] for key in npz.files}
     points[name] = points[name].copy()
     points[name].flat[7] = value
     np.savez(bundle / "points.npz", **points)
-    with pytest.raises(BundleError, match="NaN or infinite 'xyz' or 'conf'"):
-        read_bundle(bundle)
+    row = 7 // points[name][0].size
+    data = read_bundle(bundle)
+    assert data.dropped_points == 1 and len(data.points["xyz"]) == len(points["xyz"]) - 1
+    assert np.isfinite(data.points["xyz"]).all() and np.isfinite(data.points["conf"]).all()
+    np.testing.assert_array_equal(data.points["segment"], np.delete(points["segment"], row))
 
 
 def test_huge_declared_array_is_refused_without_allocating(bundle: Path) -> None:

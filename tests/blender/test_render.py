@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.blender.room import COLORS
+from blender_addon.bundle.read import read_bundle
 
 
 def _render(bpy, scene, path: Path, width: int, height: int, samples: int) -> np.ndarray:
@@ -39,10 +39,11 @@ def test_cycles_render_shows_the_classes(addon, scene, room_bundle: Path, tmp_pa
     covered = pixels[..., 3] > 128
     assert covered.mean() > 0.3, f"only {covered.mean():.0%} of the image shows points"
     rgb = pixels[covered][:, :3].astype(int)
+    classes = read_bundle(room_bundle).classes
     found = [
-        name
-        for class_id, name in ((0, "floor"), (1, "wall"), (2, "chair"), (3, "table"))
-        if (np.abs(rgb - np.array(COLORS[class_id])).max(axis=1) < 40).mean() > 0.01
+        classes[class_id].name
+        for class_id in (0, 1, 2, 3)
+        if (np.abs(rgb - np.array(classes[class_id].color)).max(axis=1) < 40).mean() > 0.01
     ]
     assert found == ["floor", "wall", "chair", "table"], found
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tracemalloc
 from pathlib import Path
 
@@ -160,3 +161,14 @@ def test_raw_npz_written_by_numpy_still_loads(tmp_path: Path) -> None:
     loaded = load_raw(tmp_path / "raw.npz")
     for name, arr in arrays.items():
         np.testing.assert_array_equal(loaded[name], arr)
+
+
+def test_json_depth_counts_brackets_outside_strings_only() -> None:
+    from panst3r_engine.bundle.spec import MAX_JSON_DEPTH, load_json
+
+    deepest = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert load_json(deepest.encode(), "m") == json.loads(deepest)  # exactly the limit is allowed
+    with pytest.raises(ValueError, match=f"nests JSON deeper than {MAX_JSON_DEPTH} levels"):
+        load_json(("[" + deepest + "]").encode(), "m")
+    quoted = {"a": "[" * 200 + '\\"{', "b": [{"c": "]]]"}]}
+    assert load_json(json.dumps(quoted).encode(), "m") == quoted

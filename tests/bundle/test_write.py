@@ -16,7 +16,7 @@ from panst3r_engine.bundle.checks import BundleError, check_stem, panoptic_segme
 from panst3r_engine.bundle.read import read_bundle
 from panst3r_engine.bundle.spec import FORMAT_VERSION, decode_panoptic, encode_panoptic
 from panst3r_engine.bundle.write import make_stems, write_bundle
-from panst3r_engine.vocab.colors import class_color, hashed_class_color, instance_colors
+from panst3r_engine.vocab.colors import class_colors, instance_colors
 from tests.bundle_utils import SEGMENT_CLASSES, make_bundle_inputs
 
 
@@ -64,7 +64,9 @@ def test_writer_fills_derived_fields(written: Path, inputs) -> None:
     m = read_bundle(written).manifest
     assert m["format_version"] == FORMAT_VERSION
     assert datetime.fromisoformat(m["created"]).utcoffset() == UTC.utcoffset(None)
-    assert [c["color"] for c in m["classes"]] == [list(class_color(c["name"])) for c in manifest["classes"]]
+    used = [i for i, c in enumerate(manifest["classes"]) if c["id"] in {s["class_id"] for s in manifest["segments"]}]
+    expected = class_colors([c["name"] for c in manifest["classes"]], used)
+    assert [c["color"] for c in m["classes"]] == [list(c) for c in expected]
     stems = [im["stem"] for im in manifest["images"]]
     for seg in m["segments"]:
         mask = points["segment"] == seg["id"]
@@ -406,18 +408,16 @@ def test_make_stems_unique_and_safe() -> None:
         check_stem(stem, "stem")  # every produced stem passes the writer's checks
 
 
-def test_class_colors_stable_and_not_extreme() -> None:
-    names = [f"class {i}" for i in range(200)] + ["wall", "chair", "dining table"]
-    colors = np.array([hashed_class_color(n) for n in names])
-    assert class_color("Chair ") == class_color("chair")
-    assert (colors.max(1) >= 160).all() and (colors.min(1) <= 130).all()  # never near-black or near-white
-    assert len({tuple(c) for c in colors}) > 190
-
-
-def test_one_class_colour_everywhere() -> None:
-    """The writer's default colour of a preset class is its dataset's published colour, as the pipeline's."""
-    assert class_color("person") == (220, 20, 60)  # COCO panoptic
-    assert class_color("my own prop") == hashed_class_color("my own prop")
+def test_writer_keeps_given_class_colours_and_avoids_them(tmp_path: Path, inputs) -> None:
+    """A class with a colour keeps it; the others are filled from the palette, away from it."""
+    manifest, points, panoptic, photos = inputs
+    manifest = {**manifest, "classes": [dict(c) for c in manifest["classes"]]}
+    manifest["classes"][0]["color"] = [10, 200, 30]
+    m = read_bundle(write_bundle(tmp_path / "given", manifest, points, panoptic, photos)).manifest
+    names = [c["name"] for c in manifest["classes"]]
+    assert m["classes"][0]["color"] == [10, 200, 30]
+    expected = class_colors(names, [0, 1, 2], fixed={0: (10, 200, 30)})
+    assert [c["color"] for c in m["classes"]] == [list(c) for c in expected]
 
 
 def test_instance_colors_distinct() -> None:

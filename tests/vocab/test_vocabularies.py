@@ -1,8 +1,7 @@
-"""Vocabularies, the embedding cache and class colours (no transformers needed)."""
+"""Vocabularies and the embedding cache (no transformers needed); colours are in test_colors.py."""
 
 from __future__ import annotations
 
-import colorsys
 import json
 import sys
 
@@ -10,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from panst3r_engine.vocab import colors, embeddings, text_encoder, vocabularies
-from panst3r_engine.vocab.colors import class_color
+from panst3r_engine.vocab import embeddings, text_encoder, vocabularies
 from panst3r_engine.vocab.embeddings import (
     TEXT_MODEL_ID,
     ClassEmbeddings,
@@ -195,22 +193,3 @@ def test_engine_works_without_transformers(monkeypatch, tmp_path):
 def test_class_embeddings_keeps_two_argument_form():
     emb = ClassEmbeddings(["a"], torch.ones(1, 4))
     assert emb.isthing is None and len(emb) == 1
-
-
-# ---------------------------------------------------------------- colours
-
-
-def test_official_colours_for_preset_names():
-    assert class_color("person") == (220, 20, 60)  # COCO panoptic
-    assert class_color("wall-other-merged") == (102, 102, 156)
-    assert class_color("window ") == (230, 230, 230)  # ADE20k palette (COCO has no such name)
-    assert class_color("bed") == (119, 0, 170)  # in both: COCO wins
-
-
-def test_hashed_colours_are_stable_saturated_and_distinct():
-    names = [n for n in load_vocabulary("scannetpp").names if n not in colors._official_colors()]
-    colours = [class_color(n) for n in names]
-    assert colours == [class_color(n) for n in names] and len(set(colours)) == len(colours)
-    for r, g, b in colours:
-        _, s, v = colorsys.rgb_to_hsv(r / 255, g / 255, b / 255)
-        assert s >= 0.45 and v >= 0.6
