@@ -39,18 +39,22 @@ class CodebookError(PanSt3RError):
     code = "weights"
 
 
+class _Refused(pickle.UnpicklingError):
+    """What the unpickler refuses (as opposed to a file that is merely cut short)."""
+
+
 def _plain_dtype(*args) -> np.dtype:
     """``numpy.dtype`` for the unpickler, refusing dtypes that hold Python objects."""
     dtype = np.dtype(*args)
     if dtype.hasobject:
-        raise pickle.UnpicklingError("an array of Python objects")
+        raise _Refused("an array of Python objects")
     return dtype
 
 
 def _scalar(dtype: np.dtype, data: bytes | None = None):
     """A numpy scalar (e.g. a float32 parameter) from its dtype and bytes."""
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
-        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
+        raise _Refused("a numpy scalar that is not a plain number")
     return _multiarray.scalar(dtype, data)
 
 
@@ -58,14 +62,14 @@ def _reconstruct(subtype, shape, dtype):
     """numpy's empty-array step of protocols 2 to 4 (``__setstate__`` then fills it from the file's bytes);
     anything but an empty plain ndarray would allocate what the file never paid for."""
     if subtype is not np.ndarray or not isinstance(shape, tuple) or int(np.prod(shape)) != 0:
-        raise pickle.UnpicklingError("an array built other than the way numpy writes one")
+        raise _Refused("an array built other than the way numpy writes one")
     return _multiarray._reconstruct(subtype, shape, dtype)
 
 
 def _latin1(text: str, encoding: str = "latin1") -> bytes:
     """How protocol 2 spells a ``bytes`` object (``_codecs.encode(text, 'latin1')``), and nothing else."""
     if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError("an encoding call that is not the bytes of an array")
+        raise _Refused("an encoding call that is not the bytes of an array")
     return text.encode("latin1")
 
 
@@ -86,11 +90,11 @@ class ArrayUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         found = _ALLOWED.get((module, name))
         if found is None:
-            raise pickle.UnpicklingError(f"it names {module}.{name}, which a codebook never needs")
+            raise _Refused(f"it names {module}.{name}, which a codebook never needs")
         return found
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("it refers to external objects")
+        raise _Refused("it refers to external objects")
 
 
 def codebook_npz_path(pkl: Path) -> Path:
@@ -114,9 +118,9 @@ def read_codebook_pickle(path: str | os.PathLike, max_bytes: int = MAX_CODEBOOK_
         raise CodebookError(f"{path} is not a pickled codebook (it does not start like a pickle); download it again")
     try:
         obj = ArrayUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise CodebookError(f"refusing to read the retrieval codebook {path}: {exc}") from exc
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, LookupError, AttributeError, MemoryError) as exc:
         raise CodebookError(f"the retrieval codebook {path} is truncated or corrupt ({exc}); download again") from exc
     return _centroids(obj, path)
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from panst3r_engine.errors import PanSt3RError
-from panst3r_engine.model.checkpoints import check_state_dict
+from panst3r_engine.model.checkpoints import CheckpointError, check_state_dict
 from panst3r_engine.model.codebook import load_codebook, write_codebook_pickle
 
 MAX_RETRIEVAL_BYTES = 256 << 20  # the published head is about 8.4 MB
@@ -192,7 +192,10 @@ def load_retrieval(checkpoint: str | os.PathLike, codebook: str | os.PathLike | 
         raise RetrievalError(f"{checkpoint}: 'model' is not a state dict of tensors")
     cfg = config_from_checkpoint(data.get("args"), weights, checkpoint)
     head = RetrievalHead(cfg)
-    check_state_dict({k: v.shape for k, v in head.state_dict().items()}, weights, str(checkpoint))
+    try:
+        check_state_dict({k: v.shape for k, v in head.state_dict().items()}, weights, str(checkpoint))
+    except CheckpointError as exc:
+        raise RetrievalError(str(exc).replace("checkpoint", "retrieval head", 1)) from exc
     head.load_state_dict(weights, strict=True)
     centroids = load_codebook(codebook)
     if centroids.shape != (cfg.nclusters, cfg.out_dim):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from panst3r_engine.errors import PanSt3RError
-from panst3r_engine.model.retrieval import Retrieval, codebook_path, load_retrieval
+from panst3r_engine.model.retrieval import Retrieval, RetrievalError, codebook_path, load_retrieval
 from panst3r_engine.pipeline.asmk import asmk_similarity
 from panst3r_engine.pipeline.options import KEYFRAME_METHODS as METHODS
 from panst3r_engine.weights.registry import DOWNLOAD_HINT, RETRIEVAL_ID, weights_path
@@ -108,13 +108,20 @@ class KeyframeChooser:
     ``used`` goes into the manifest's options, ``warnings`` into its warnings."""
 
     def __init__(
-        self, method: str, count: int, seed: int = 0, retrieval: Retrieval | None = None, warnings: Sequence = ()
+        self,
+        method: str,
+        count: int,
+        seed: int = 0,
+        retrieval: Retrieval | None = None,
+        warnings: Sequence[str] = (),
+        named: bool = False,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"keyframe method must be one of {METHODS}, got {method!r}")
         self.method, self.count, self.seed, self.retrieval = method, count, seed, retrieval
         self.warnings: list[str] = list(warnings)
         self.used = {"keyframes_by": "linspace", "keyframes_similarity": None}
+        self.named = named  # the head was named explicitly: a mismatch is an error, not a fallback
 
     @classmethod
     def for_job(cls, method: str, count: int, seed: int = 0, retrieval_path: str | None = None) -> KeyframeChooser:
@@ -122,9 +129,18 @@ class KeyframeChooser:
         if method == "linspace":
             return cls(method, count, seed)
         retrieval, warnings = find_retrieval(retrieval_path)
-        return cls(method, count, seed, retrieval, warnings)
+        return cls(method, count, seed, retrieval, warnings, named=retrieval_path is not None)
 
     def __call__(self, tokens: Sequence[torch.Tensor]) -> list[int]:
+        if self.retrieval is not None and len(tokens) and tokens[0].shape[-1] != self.retrieval.head.cfg.in_dim:
+            problem = (
+                f"the retrieval head {self.retrieval.checkpoint} takes {self.retrieval.head.cfg.in_dim}-d encoder "
+                f"tokens but this model's have {tokens[0].shape[-1]}"
+            )
+            if self.named:
+                raise RetrievalError(f"{problem}; name the retrieval files made for this model's encoder")
+            self.retrieval = None
+            self.warnings.append(f"MUSt3R's retrieval head was not used: {problem}")
         use_retrieval = self.method == "retrieval" or (self.method == "auto" and self.retrieval is not None)
         if not use_retrieval or len(tokens) < 2:
             return linspace_keyframes(len(tokens), self.count)
@@ -152,7 +168,9 @@ def find_retrieval(path: str | os.PathLike | None = None) -> tuple[Retrieval | N
         return _load_cached(*_stamp(checkpoint)), []
     except PanSt3RError as exc:
         log.warning("retrieval head not used: %s", exc)
-        return None, [f"the MUSt3R retrieval files in the cache could not be used ({exc}); delete them and {_DOWNLOAD}"]
+        return None, [
+            f"the MUSt3R retrieval files in the cache could not be used, so keyframes were chosen without them: {exc}"
+        ]
 
 
 def _stamp(checkpoint: Path) -> tuple[Path, int, int, int, int]:
