@@ -48,9 +48,10 @@ def assign(descriptors: torch.Tensor, centroids: torch.Tensor, k: int) -> torch.
     return dist.topk(min(k, len(centroids)), dim=1, largest=False).indices
 
 
-def aggregate(descriptors: torch.Tensor, centroids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """One image: (words [W] sorted, summed residuals [W, D]) over its descriptors' ``k`` nearest words."""
-    words = assign(descriptors, centroids, k)  # [N, k]
+def aggregate(
+    descriptors: torch.Tensor, centroids: torch.Tensor, words: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image: (words [W] sorted, summed residuals [W, D]) over its descriptors' assigned ``words`` [N, k]."""
     residuals = descriptors[:, None, :].float() - centroids[words].float()  # [N, k, D]
     unique, slot = torch.unique(words.flatten(), return_inverse=True)
     sums = torch.zeros(len(unique), descriptors.shape[1], dtype=torch.float32, device=descriptors.device)
@@ -58,11 +59,13 @@ def aggregate(descriptors: torch.Tensor, centroids: torch.Tensor, k: int) -> tup
     return unique, sums
 
 
-def word_sets(descriptors: Sequence[torch.Tensor], centroids: torch.Tensor, k: int) -> WordSets:
-    """Aggregate and binarise every image's descriptors with ``k`` words per descriptor."""
+def word_sets(
+    descriptors: Sequence[torch.Tensor], centroids: torch.Tensor, assigned: Sequence[torch.Tensor]
+) -> WordSets:
+    """Aggregate and binarise every image's descriptors over its assigned words (each [N_v, k])."""
     images, words, bits, counts = [], [], [], []
-    for i, desc in enumerate(descriptors):
-        unique, sums = aggregate(desc, centroids.to(desc.device), k)
+    for i, (desc, nearest) in enumerate(zip(descriptors, assigned)):
+        unique, sums = aggregate(desc, centroids, nearest)
         images.append(np.full(len(unique), i, dtype=np.int64))
         words.append(unique.cpu().numpy().astype(np.int64))
         bits.append(np.packbits((sums > 0).cpu().numpy(), axis=1))
@@ -108,9 +111,12 @@ def asmk_similarity(
     descriptors: Sequence[torch.Tensor], centroids: np.ndarray | torch.Tensor, params: AsmkParams = AsmkParams()
 ) -> np.ndarray:
     """[V, V] similarity of the views' local descriptors (each [N_v, D]) with codebook ``centroids`` [C, D]."""
-    centroids = torch.as_tensor(centroids, dtype=torch.float32)
-    database = word_sets(descriptors, centroids, params.database_assignment)
-    query = word_sets(descriptors, centroids, params.query_assignment)
+    device = descriptors[0].device if len(descriptors) else "cpu"
+    centroids = torch.as_tensor(centroids, dtype=torch.float32, device=device)
+    k_db, k_query = params.database_assignment, params.query_assignment
+    nearest = [assign(d, centroids, max(k_db, k_query)) for d in descriptors]  # once: the sides are prefixes
+    database = word_sets(descriptors, centroids, [n[:, :k_db] for n in nearest])
+    query = word_sets(descriptors, centroids, [n[:, :k_query] for n in nearest])
     return similarity_from_words(query, database, len(descriptors), params)
 
 
