@@ -145,7 +145,9 @@ def test_the_cache_head_is_found_and_a_broken_one_is_skipped_with_a_warning(cach
     assert auto.retrieval is not None and auto(tokens) == KeyframeChooser("retrieval", 2, 4, auto.retrieval)(tokens)
     assert auto.used["keyframes_similarity"] == "must3r"
     # A head for another encoder width: skipped with a warning (auto -> linspace), but an error when named.
-    assert KeyframeChooser.for_job("auto", 2)(_clustered_tokens(dim=32)) == [0, 7]
+    narrow = KeyframeChooser.for_job("auto", 2)
+    assert narrow(_clustered_tokens(dim=32)) == [0, 7] and narrow.used["keyframes_by"] == "linspace"
+    assert "retrieval head was not used" in narrow.warnings[0] and "64-d" in narrow.warnings[0]
     with pytest.raises(RetrievalError, match="takes 64-d encoder tokens but this model's have 32"):
         KeyframeChooser.for_job("auto", 2, retrieval_path=str(path))(_clustered_tokens(dim=32))
     codebook_path(path).write_bytes(b"\x80\x04not a pickle")
