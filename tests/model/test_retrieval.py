@@ -133,3 +133,12 @@ def test_crafted_and_truncated_heads_are_refused(tmp_path):
     cut.write_bytes(good.read_bytes()[:-200])
     with pytest.raises(RetrievalError, match="truncated or corrupt"):
         load_retrieval(cut, codebook_path(good))
+
+
+def test_weights_random_writes_a_head_for_its_encoder(tmp_path, capsys):
+    from panst3r_engine.cli import main
+
+    assert main(["weights", "random", "--out", str(tmp_path / "tiny.pth"), "--retrieval"]) == 0
+    r = load_retrieval(tmp_path / "tiny_retrieval_trainingfree.pth")
+    assert r.head.cfg.in_dim == 64 and r.codebook.shape == (32, 32)  # the tiny encoder's width
+    assert (tmp_path / "tiny_retrieval_codebook.pkl").is_file() and "random retrieval head" in capsys.readouterr().out
