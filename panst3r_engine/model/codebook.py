@@ -9,7 +9,6 @@ afterwards with ``allow_pickle=False``.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import pickle
@@ -113,11 +112,12 @@ def read_codebook_pickle(path: str | os.PathLike, max_bytes: int = MAX_CODEBOOK_
             f"the retrieval codebook {path} has {size} bytes, more than the {max_bytes} a codebook can need; "
             "download it again"
         )
-    data = path.read_bytes()
-    if not data.startswith(b"\x80"):
-        raise CodebookError(f"{path} is not a pickled codebook (it does not start like a pickle); download it again")
     try:
-        obj = ArrayUnpickler(io.BytesIO(data)).load()
+        with open(path, "rb") as f:  # streamed: the arrays are the only large allocation
+            if f.read(1) != b"\x80":
+                raise CodebookError(f"{path} is not a pickled codebook (not a pickle); download it again")
+            f.seek(0)
+            obj = ArrayUnpickler(f).load()
     except _Refused as exc:
         raise CodebookError(f"refusing to read the retrieval codebook {path}: {exc}") from exc
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, LookupError, AttributeError, MemoryError) as exc:
@@ -162,15 +162,20 @@ def load_codebook(pkl: str | os.PathLike) -> np.ndarray:
     if not pkl.is_file():
         raise CodebookError(f"the retrieval codebook {pkl} does not exist; download it or name the right file")
     stamp = np.array([pkl.stat().st_size, pkl.stat().st_mtime_ns], dtype=np.int64)
-    npz = codebook_npz_path(pkl)
+    npz, ours = codebook_npz_path(pkl), True
     if npz.is_file():
         try:
             with np.load(npz, allow_pickle=False) as f:
-                if np.array_equal(f["source"], stamp):
+                ours = "source" in f.files  # a file we did not write is never replaced
+                if ours and np.array_equal(f["source"], stamp):
                     return _centroids(f[CENTROIDS], npz)
         except (OSError, ValueError, KeyError, CodebookError) as exc:
-            log.warning("converting the codebook again: %s could not be used (%s)", npz, exc)
+            ours = False
+            log.warning("%s could not be used (%s)", npz, exc)
     centroids = read_codebook_pickle(pkl)
+    if not ours:
+        log.warning("%s is not this engine's conversion, so it is left alone; the codebook is read each time", npz)
+        return centroids
     try:
         _write_npz_atomic(npz, centroids=centroids, source=stamp)
     except OSError as exc:

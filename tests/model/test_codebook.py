@@ -121,3 +121,11 @@ def test_conversion_is_made_once_and_redone_when_the_pickle_changes(tmp_path):
     write_codebook_pickle(pkl, CENTROIDS[:3])
     os.utime(pkl, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert np.array_equal(load_codebook(pkl), CENTROIDS[:3])
+
+
+def test_an_npz_the_engine_did_not_write_is_left_alone(tmp_path):
+    pkl = write_codebook_pickle(tmp_path / "x_codebook.pkl", CENTROIDS)
+    mine = codebook_npz_path(pkl)
+    np.savez(mine, centroids=np.zeros((2, 2)))  # the user's own file, by chance of the same name
+    before = mine.read_bytes()
+    assert np.array_equal(load_codebook(pkl), CENTROIDS) and mine.read_bytes() == before
