@@ -48,7 +48,7 @@ class RetrievalConfig:
     postwhiten: bool = False
     residual: bool = False
     nfeat: int = DEFAULT_NFEAT
-    nclusters: int = 65536
+    nclusters: int | None = None  # the codebook's size (args ``nclusters``); None: whatever the codebook holds
 
     @property
     def out_dim(self) -> int:
@@ -168,7 +168,8 @@ def config_from_checkpoint(args, weights: dict[str, torch.Tensor], path: Path) -
     else:
         raise RetrievalError(f"{path}: the retrieval head has neither a projector nor a whitening")
     try:
-        hdims = _hdims(args.get("hdims", [int(weights["projector.0.weight"].shape[0])]))
+        widths = [int(weights["projector.0.weight"].shape[0])] if "projector.0.weight" in weights else []
+        hdims = _hdims(args.get("hdims", widths))
         return RetrievalConfig(
             in_dim=in_dim,
             hdims=hdims,
@@ -176,9 +177,9 @@ def config_from_checkpoint(args, weights: dict[str, torch.Tensor], path: Path) -
             postwhiten="postwhiten.m" in weights,
             residual=bool(args.get("residual", False)),
             nfeat=int(args.get("nfeat", DEFAULT_NFEAT)),
-            nclusters=int(args["nclusters"]),
+            nclusters=int(args["nclusters"]) if args.get("nclusters") is not None else None,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:
         raise RetrievalError(f"{path}: its 'args' do not describe a retrieval head ({exc!r})") from exc
 
 
@@ -198,10 +199,10 @@ def load_retrieval(checkpoint: str | os.PathLike, codebook: str | os.PathLike | 
         raise RetrievalError(str(exc).replace("checkpoint", "retrieval head", 1)) from exc
     head.load_state_dict(weights, strict=True)
     centroids = load_codebook(codebook)
-    if centroids.shape != (cfg.nclusters, cfg.out_dim):
+    if centroids.shape != (cfg.nclusters or len(centroids), cfg.out_dim):
         raise RetrievalError(
             f"the codebook {codebook} has shape {centroids.shape} but the head {checkpoint} needs "
-            f"({cfg.nclusters}, {cfg.out_dim}); use the codebook published with this head"
+            f"({cfg.nclusters or 'any'}, {cfg.out_dim}); use the codebook published with this head"
         )
     return Retrieval(head.eval(), centroids, checkpoint, codebook)
 
