@@ -109,11 +109,9 @@ def test_wrong_keys_shapes_and_codebooks_are_named(tmp_path):
     other = argparse.Namespace(**{**vars(args), "featweights": "softmax"})
     with pytest.raises(RetrievalError, match="feature weights 'softmax' are not supported"):
         load_retrieval(_save(tmp_path / "d_trainingfree.pth", model, other))
-    loose = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "nclusters"})  # size from the codebook
-    assert load_retrieval(_save(tmp_path / "e_trainingfree.pth", model, loose), codebook_path(path)).codebook.shape == (
-        16,
-        32,
-    )
+    loose = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "nclusters"})
+    sized_by_codebook = load_retrieval(_save(tmp_path / "e_trainingfree.pth", model, loose), codebook_path(path))
+    assert sized_by_codebook.head.cfg.nclusters is None and sized_by_codebook.codebook.shape == (16, 32)
     with pytest.raises(RetrievalError, match="do not exist; download them or name the right file"):
         load_retrieval(tmp_path / "missing_trainingfree.pth")
 
