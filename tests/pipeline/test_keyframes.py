@@ -180,3 +180,29 @@ def test_a_job_with_retrieval_keyframes_uses_the_head_and_records_it(tiny_checkp
     assert (options["keyframes_by"], options["keyframes_similarity"]) == ("retrieval", "must3r")
     assert not any("keyframes" in w for w in first.warnings)
     assert {i % 2 for i in options["keyframes_used"]} == {0, 1}  # both places among the keyframes
+
+
+def _shuffled_walk(seed: int, views: int = 37, width: int = 20, step: int = 5, points: int = 200):
+    """A walk along a loop of ``points`` scene points, each view seeing ``width`` of them (tokens: their
+    features plus noise), neighbours overlapping by 75 %; the views come in shuffled order."""
+    g = torch.Generator().manual_seed(seed)
+    features = torch.randn(points, 64, generator=g)
+    seen = [np.arange(v * step, v * step + width) % points for v in range(views)]
+    order = torch.randperm(views, generator=g).tolist()
+    tokens = [features[seen[v]] + 0.1 * torch.randn(width, 64, generator=g) for v in order]
+    return tokens, [seen[v] for v in order]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_retrieval_keyframes_cover_a_shuffled_walk_better_than_linspace(tmp_path, seed):
+    head = load_retrieval(write_random_retrieval(tmp_path / "w_trainingfree.pth", hdims=(64,), nclusters=64, nfeat=20))
+    tokens, seen = _shuffled_walk(seed)
+
+    def coverage(keyframes):
+        return len(set(np.concatenate([seen[i] for i in keyframes]).tolist())) / 200
+
+    evenly = coverage(linspace_keyframes(len(tokens), 6))
+    # 6 keyframes of 20 points cover at most 120 of 200: 0.6 when no two overlap.
+    for retrieval in (None, head):
+        covered = coverage(KeyframeChooser("retrieval", 6, seed, retrieval)(tokens))
+        assert covered >= 0.575 and covered > evenly, (retrieval is not None, covered, evenly)
