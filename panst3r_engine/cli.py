@@ -106,6 +106,12 @@ def _add_weights(sub) -> None:
     r.add_argument("--version", choices=["v1", "v2"], default="v2", help="checkpoint layout to imitate (default v2)")
     r.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     r.add_argument("--out", required=True, help="checkpoint file to write (.pth)")
+    r.add_argument(
+        "--retrieval",
+        action="store_true",
+        help="also write a random MUSt3R retrieval head for its encoder, and its codebook, beside OUT "
+        "(OUT_retrieval_trainingfree.pth, for run --retrieval)",
+    )
     r.set_defaults(func=cmd_weights_random)
 
 
@@ -244,6 +250,14 @@ def cmd_weights_random(args: argparse.Namespace) -> int:
 
     path = write_random_checkpoint(args.out, args.version, args.size, args.seed)
     print(f"wrote {args.size} {args.version} checkpoint with random weights to {path}")
+    if args.retrieval:
+        from panst3r_engine.model.configs import model_config
+        from panst3r_engine.model.retrieval import write_random_retrieval
+
+        dim, tiny = model_config(args.version, tiny=args.size == "tiny").encoder.dim, args.size == "tiny"
+        head = path.with_name(f"{path.stem}_retrieval_trainingfree.pth")
+        write_random_retrieval(head, dim, (32,) if tiny else (1024,), 32 if tiny else 8192, seed=args.seed)
+        print(f"wrote a random retrieval head to {head} (codebook beside it)")
     return 0
 
 

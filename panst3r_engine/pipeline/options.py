@@ -48,11 +48,18 @@ class JobOptions:
     keyframes_by: str = option(
         "auto",
         "how keyframes are chosen: linspace (evenly spaced, the official default), retrieval (views far "
-        "apart in appearance, ordered by overlap: best for unordered photos) or auto (linspace until the MUSt3R "
-        "retrieval weights are available)",
+        "apart in appearance, ordered by overlap: best for unordered photos; MUSt3R's retrieval head when its "
+        "files are available, else a training-free similarity) or auto (retrieval with MUSt3R's head when its "
+        "files are available, else linspace)",
         str,
         choices=KEYFRAME_METHODS,
         client=True,
+    )
+    retrieval: str | None = option(
+        None,
+        "MUSt3R retrieval head for keyframes (a *_retrieval_trainingfree.pth with its *_retrieval_codebook.pkl "
+        "beside it); default: must3r-retrieval-512 from the weights cache, when downloaded",
+        str,
     )
     video_frames: int | None = option(
         None,

@@ -29,7 +29,7 @@ from panst3r_engine.model.loading import LoadedModel, ModelCache
 from panst3r_engine.pipeline.assemble import JobMeta, build_bundle
 from panst3r_engine.pipeline.cameras import Camera, ViewGeometry, recover_camera
 from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientation
-from panst3r_engine.pipeline.keyframes import choose_keyframes
+from panst3r_engine.pipeline.keyframes import KeyframeChooser
 from panst3r_engine.pipeline.memory import check_fits
 from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
 from panst3r_engine.pipeline.points import collect_points, confidence_warnings
@@ -64,8 +64,9 @@ def run_job(
     loaded = models.get(options.weights, options.device, progress)
     vocab = _vocabulary(loaded, options, progress)
     keyframes, warnings = _keyframes(len(photos), options.keyframes)
+    chooser = KeyframeChooser.for_job(options.keyframes_by, keyframes, options.seed, options.retrieval)
     check_fits(loaded.model, [tuple(p.tensor.shape[-2:]) for p in photos], keyframes, loaded.device, options.max_batch)
-    raw = _infer(loaded, photos, vocab.vectors, keyframes, options, progress)
+    raw = _infer(loaded, photos, vocab.vectors, keyframes, chooser, options, progress)
     method = options.postprocess or loaded.config.postprocess_default
     panoptic, segments = _postprocess(raw, method, options.seed, progress)
     views, cameras = _cameras(raw, progress)
@@ -78,9 +79,9 @@ def run_job(
     meta = JobMeta(
         __version__,
         _model_info(loaded),
-        asdict(options),
+        {**asdict(options), **chooser.used},
         dict(progress.timings),
-        warnings + splat_warnings,
+        warnings + chooser.warnings + splat_warnings,
         splats[1] if splats else None,
     )
     return _write(out_dir, recon, meta, raw if options.save_raw else None, splats, options.overwrite, progress)
@@ -120,6 +121,7 @@ def _infer(
     photos: list[Photo],
     text: torch.Tensor,
     num_keyframes: int,
+    chooser: KeyframeChooser,
     options: JobOptions,
     progress: Progress,
 ) -> RawOutputs:
@@ -128,18 +130,12 @@ def _infer(
     single = len(tensors) == 1
     if single:
         tensors = tensors * 2
-    chooser = None
-    if options.keyframes_by == "retrieval" and not single:
-
-        def chooser(tokens):
-            return choose_keyframes("retrieval", tokens, num_keyframes, options.seed)
-
     raw = run_inference(
         loaded.model,
         tensors,
         text,
         num_keyframes=2 if single else num_keyframes,
-        keyframes=chooser,
+        keyframes=None if single else chooser,
         max_batch=options.max_batch,
         progress=progress,
         amp=options.amp,

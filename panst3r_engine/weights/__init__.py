@@ -1,4 +1,4 @@
-"""Checkpoints and the text tower: registry, licence, download, CLI.
+"""Checkpoints, the text tower and MUSt3R's retrieval head: registry, licence, download, CLI.
 
 The PanSt3R checkpoints are under NAVER LABS Europe's non-commercial licence,
 so this MIT code never bundles them: users fetch them once into a cache, after

@@ -54,6 +54,8 @@ def download(
     ``deadline_s`` bounds each file's whole transfer (default: its expected size at 100 kB/s plus 5 minutes).
     """
     entry = get_entry(spec)
+    for companion in entry.companions:  # first, so the main file's presence means the pair is complete
+        download(companion, accept_license, progress, base_url, chunk_size, timeout, deadline_s)
     target = weights_path(entry)
     if is_present(entry):
         ok, message = verify(entry)

@@ -48,7 +48,8 @@ class WeightsEntry:
     """One downloadable item: a single file, or (``files`` non-empty) a folder of files under ``url``.
 
     ``pins`` maps folder files to their expected size and SHA-256 (checked before the folder is used);
-    ``hosts`` lists the hosts other than the URL's own that its server may redirect to
+    ``companions`` names entries downloaded with this one (a retrieval head's codebook); ``hosts`` lists
+    the hosts other than the URL's own that its server may redirect to
     (``.example.org`` admits every subdomain).
     """
 
@@ -62,6 +63,7 @@ class WeightsEntry:
     files: tuple[str, ...] = field(default=())
     pins: tuple[tuple[str, FilePin], ...] = field(default=())
     hosts: tuple[str, ...] = field(default=())
+    companions: tuple[str, ...] = field(default=())
 
     @property
     def is_folder(self) -> bool:
@@ -96,11 +98,20 @@ LICENCES = {
             "https://www.apache.org/licenses/LICENSE-2.0",
             needs_acceptance=False,
         ),
+        Licence(
+            "must3r-noncommercial",
+            "MUSt3R Non-Commercial License (NAVER LABS Europe)",
+            "The MUSt3R retrieval weights and codebook are published by NAVER LABS Europe under the MUSt3R "
+            "Non-Commercial License: you may use them for non-commercial purposes only. They are not part of this "
+            "MIT-licensed engine, which never bundles them; read the full terms before use.",
+            "https://github.com/naver/must3r (LICENSE)",
+        ),
     )
 }
 
 
 _NAVER = "https://download.europe.naverlabs.com/ComputerVision/PanSt3R"
+_MUST3R = "https://download.europe.naverlabs.com/ComputerVision/MUSt3R"  # MD5s: its checksums.txt
 
 
 # A fixed revision, so that the pins below describe exactly the files served (``main`` may move).
@@ -169,11 +180,33 @@ REGISTRY = {
             pins=_SIGLIP_PINS,
             hosts=_HF_HOSTS,
         ),
+        # Keyframes by retrieval (MUSt3R's 512 encoder, which PanSt3R's checkpoints carry). The head is about
+        # 8.4 MB (a third-party README); the codebook's size is not published, so it is bounded by the reader.
+        WeightsEntry(
+            "must3r-retrieval-512",
+            "MUSt3R_512_retrieval_trainingfree.pth",
+            f"{_MUST3R}/MUSt3R_512_retrieval_trainingfree.pth",
+            "f7c133906bcfd4fe6ee157a9ffa85a23",
+            8_400_000,
+            "must3r-noncommercial",
+            "MUSt3R retrieval head (512 encoder) for choosing keyframes; fetches its codebook too",
+            companions=("must3r-retrieval-512-codebook",),
+        ),
+        WeightsEntry(
+            "must3r-retrieval-512-codebook",
+            "MUSt3R_512_retrieval_codebook.pkl",
+            f"{_MUST3R}/MUSt3R_512_retrieval_codebook.pkl",
+            "1125d80b9de940de2655d19b3ff78bb5",
+            None,
+            "must3r-noncommercial",
+            "ASMK codebook of the MUSt3R retrieval head (512); read without unrestricted unpickling",
+        ),
     )
 }
 
 
-ALIASES = {"v1": "panst3r-v1-512", "v2": "panst3r-v2-512", "siglip": "siglip-text"}
+ALIASES = {"v1": "panst3r-v1-512", "v2": "panst3r-v2-512", "siglip": "siglip-text", "retrieval": "must3r-retrieval-512"}
+RETRIEVAL_ID = "must3r-retrieval-512"
 
 
 _SUPERSEDED_MD5 = {"c3836c108f1bf441fe53776e825cd1ac": "the first PanSt3R v1 release, replaced on 2025-11-26"}
