@@ -10,10 +10,10 @@ from __future__ import annotations
 
 def _modules():
     from . import preferences, settings
-    from .operators import engine, import_bundle, instances, photos, render_view, run
+    from .operators import engine, import_bundle, instances, meshes, photos, render_view, run
     from .ui import panel
 
-    return (preferences, settings, photos, import_bundle, run, engine, instances, render_view, panel)
+    return (preferences, settings, photos, import_bundle, run, engine, instances, meshes, render_view, panel)
 
 
 def register() -> None:

@@ -4,8 +4,8 @@ Passes: ``transform`` (the world conversion, levelled on floor points) ->
 ``split`` (points grouped by segment, converted in one batch) -> ``collections``
 -> ``materials`` (one per class) -> ``points`` (one object per segment, plus
 ``unlabelled``) -> ``cameras`` -> ``splats`` (the optional splats.ply, excluded) -> ``scene`` (scene
-camera, render resolution, metadata). Everything is created inside the calling operator's ``execute``,
-so an import is one undo step.
+camera, render resolution, metadata) -> ``meshes`` (optional: one surface per labelled instance).
+Everything is created inside the calling operator's ``execute``, so an import is one undo step.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class ImportOptions:
     cameras: bool = True
     splats: bool = True  # the bundle's splats.ply as a (hidden) "Splats" collection, when present
     set_scene_camera: bool = True  # scene camera and render resolution from the reference photo
+    meshes: bool = False  # also a mesh per labelled instance, in a "Meshes" collection (importers/meshes.py)
+    mesh_detail: float = 1.0
 
 
 @dataclass
@@ -42,6 +44,7 @@ class ImportResult:
     objects: list = field(default_factory=list)
     cameras: list = field(default_factory=list)
     splats: object = None
+    meshes: list = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -141,6 +144,18 @@ def _splat_object(
     result.splats = splats.create_splat_layer(context, data, transform, root)
 
 
+def _mesh_objects(context, detail: float, result: ImportResult) -> None:
+    from . import meshes
+
+    for ob in result.objects:
+        if ob["segment"] == 0:  # unlabelled points are scattered, not one surface
+            continue
+        try:
+            result.meshes.append(meshes.make_mesh(context, ob, detail))
+        except meshes.MeshError as exc:
+            result.warnings.append(f"no mesh for {ob.name}: {exc}")
+
+
 def _store_metadata(root: bpy.types.Collection, data: BundleData, transform: convert.WorldTransform) -> None:
     root[RESULT_PROPERTY] = 1
     root["bundle"] = str(data.path)
@@ -191,4 +206,7 @@ def import_bundle(context, data: BundleData, options: ImportOptions) -> ImportRe
     lap("splats")
     _store_metadata(result.collection, data, transform)
     lap("scene")
+    if options.meshes:
+        _mesh_objects(context, options.mesh_detail, result)
+    lap("meshes")
     return result

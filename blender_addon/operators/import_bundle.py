@@ -44,6 +44,19 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         default=True,
         description="Import the bundle's Gaussian splats (if any) as a hidden 'Splats' layer",
     )
+    meshes: BoolProperty(
+        name="Meshes",
+        default=False,
+        description="Also make a mesh with the photo colours from every labelled instance (as Make Mesh does)",
+    )
+    mesh_detail: FloatProperty(
+        name="Mesh Detail",
+        default=1.0,
+        min=0.1,
+        max=8.0,
+        soft_max=3.0,
+        description="Grid steps per point spacing of the meshes (higher is finer and slower)",
+    )
     set_scene_camera: BoolProperty(
         name="Set Scene Camera",
         default=True,
@@ -70,7 +83,17 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         settings = getattr(context.scene, "panst3r", None)
         values = {
             name: getattr(self, name)
-            for name in ("scale", "level_floor", "point_size", "min_conf", "cameras", "splats", "set_scene_camera")
+            for name in (
+                "scale",
+                "level_floor",
+                "point_size",
+                "min_conf",
+                "cameras",
+                "splats",
+                "set_scene_camera",
+                "meshes",
+                "mesh_detail",
+            )
         }
         for name in _FROM_SETTINGS:  # unset operator options follow the panel
             if settings is not None and not self.properties.is_property_set(name):
@@ -104,10 +127,11 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
             if result.splats
             else ""
         )
+        meshes = f", {len(result.meshes)} meshes" if result.meshes else ""
         self.report(
             {"INFO"},
             f"Imported {len(result.objects)} objects ({points} points), "
-            f"{len(result.cameras)} cameras{splats} in {time.perf_counter() - started:.2f} s",
+            f"{len(result.cameras)} cameras{splats}{meshes} in {time.perf_counter() - started:.2f} s",
         )
         return {"FINISHED"}
 
