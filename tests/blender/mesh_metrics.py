@@ -130,6 +130,7 @@ def score_meshes(bpy, meshes, folder: Path, bundle: Path, detail: float, samples
         rows.append(
             {
                 "name": ob.name,
+                "segment": ob["segment"],
                 "points_count": len(points),
                 "seconds": seconds,
                 "faces": len(mesh.data.polygons),
