@@ -6,7 +6,7 @@ Only nodes that Blender 4.2 and 5.0 both ship (no new dependency): the shared
 (OpenVDB's level-set mesher) -> a snap of every vertex along its normal onto the
 plane of its nearest input point, blurred over the mesh so the surface stays
 smooth (a union of spheres lies ``radius`` outside the points; the snap takes
-most of that offset back) -> the ``rgb`` colour of the nearest input point. The
+that offset back) -> the ``rgb`` colour of the nearest input point. The
 group runs on a temporary object and the evaluated result is copied into a new
 mesh (``bpy.data.meshes.new_from_object``), so exporters and edit mode see an
 ordinary mesh.
@@ -255,7 +255,7 @@ def _centre_origin(ob: bpy.types.Object) -> None:
     ob.matrix_world = ob.matrix_world @ Matrix.Translation(Vector(centre.tolist()))
 
 
-def meshes_collection(source: bpy.types.Object) -> bpy.types.Collection:
+def meshes_collection(scene: bpy.types.Scene, source: bpy.types.Object) -> bpy.types.Collection:
     """The "Meshes" collection of the result holding ``source`` (created on first use), else of the scene."""
     from .scene import RESULT_PROPERTY
 
@@ -267,7 +267,7 @@ def meshes_collection(source: bpy.types.Object) -> bpy.types.Collection:
         ),
         None,
     )
-    children = parent.children if parent is not None else bpy.context.scene.collection.children
+    children = parent.children if parent is not None else scene.collection.children
     found = next((c for c in children if c.get(MESH_COLLECTION_PROPERTY)), None)
     if found is None:
         found = bpy.data.collections.new("Meshes")
@@ -301,6 +301,6 @@ def make_mesh(context, source: bpy.types.Object, detail: float = 1.0) -> bpy.typ
     ob["mesh_voxel"] = sizes.voxel
     ob.color = source.color
     ob.matrix_world = source.matrix_world
-    meshes_collection(source).objects.link(ob)
+    meshes_collection(context.scene, source).objects.link(ob)
     _centre_origin(ob)
     return ob

@@ -47,7 +47,8 @@ class PANST3R_OT_make_mesh(bpy.types.Operator):
     detail: FloatProperty(name="Detail", default=1.0, min=0.1, max=8.0, soft_max=3.0, description=DETAIL_DESCRIPTION)
 
     def execute(self, context):
-        sources = point_instances(context.selected_objects)
+        selected = list(context.selected_objects)
+        sources = point_instances(selected)
         if not sources:
             self.report({"ERROR"}, "Select one or more imported PanSt3R instances (point objects) first")
             return {"CANCELLED"}
@@ -56,7 +57,8 @@ class PANST3R_OT_make_mesh(bpy.types.Operator):
             self.report({"WARNING"} if made else {"ERROR"}, "; ".join(failed))
         if not made:
             return {"CANCELLED"}
-        for ob in context.view_layer.objects:
+        context.view_layer.update()  # the new collection's objects join the view layer (removed helpers leave it)
+        for ob in selected:
             ob.select_set(False)
         for ob in made:
             ob.select_set(True)

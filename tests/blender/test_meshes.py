@@ -128,3 +128,22 @@ def test_meshes_of_a_rendered_room_follow_the_true_meshes(addon, scene, tmp_path
     assert mesh < 0.03, f"mean Chamfer {mesh * 1000:.1f} mm"
     assert mesh < 0.3 * box, f"mesh {mesh * 1000:.1f} mm vs bounding box {box * 1000:.1f} mm"
     assert mesh < 1.1 * points, f"mesh {mesh * 1000:.1f} mm vs the points themselves {points * 1000:.1f} mm"
+
+
+@pytest.mark.parametrize("scale", [0.001, 50.0])
+def test_make_mesh_works_at_any_scale_outside_a_result(addon, scene, scale: float) -> None:
+    """A 30x30 sheet of points at millimetre or 50 m spacing, not in an imported result: the default detail
+    gives one sheet-shaped mesh in a "Meshes" collection of the scene, centred on the points."""
+    bpy = addon.bpy
+    sheet = np.stack(np.meshgrid(np.arange(30.0), np.arange(30.0), [0.0]), -1).reshape(-1, 3) * scale
+    ob = _points_object(addon, sheet + np.array([100.0, 0.0, 0.0]) * scale)
+    ob.select_set(True)
+    assert bpy.ops.panst3r.make_mesh() == {"FINISHED"}
+    made = next(o for o in scene.objects if o.get("mesh_source") == ob.name)
+    assert made.users_collection[0].name in scene.collection.children
+    np.testing.assert_allclose(np.array(made.location) / scale, [114.5, 14.5, 0.0], atol=0.05)
+    vertices, _ = triangles(made)
+    height = np.abs(vertices[:, 2]) / scale  # snapped onto the sheet (without the snap: up to the radius, 3)
+    assert height.mean() < 0.15 and height.max() < 0.5, (height.mean(), height.max())  # measured 0.07, 0.33
+    extent = (vertices.max(0) - vertices.min(0)) / scale
+    assert 29.0 <= extent[0] <= 33.0 and 29.0 <= extent[1] <= 33.0, extent
