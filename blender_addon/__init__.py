@@ -10,7 +10,7 @@ from __future__ import annotations
 
 def _modules():
     from . import preferences, settings
-    from .operators import engine, export_bundle, import_bundle, instances, layout, photos, render_view, run
+    from .operators import engine, export_bundle, import_bundle, instances, layout, meshes, photos, render_view, run
     from .ui import panel
 
     return (
@@ -23,6 +23,7 @@ def _modules():
         engine,
         instances,
         layout,
+        meshes,
         render_view,
         panel,
     )

@@ -5,8 +5,9 @@ Passes: ``transform`` (the world conversion, levelled on floor points) ->
 -> ``materials`` (one per class) -> ``points`` (one object per segment, plus
 ``unlabelled``) -> ``layout`` (the optional box empties of :mod:`.layout`)
 -> ``cameras`` -> ``splats`` (the optional splats.ply, excluded) -> ``scene`` (scene
-camera, render resolution, metadata). Everything is created inside the calling operator's ``execute``,
-so an import is one undo step, and an import that fails part-way removes what it created (``cleanup``).
+camera, render resolution, metadata) -> ``meshes`` (optional: one surface per labelled instance).
+Everything is created inside the calling operator's ``execute``, so an import is one undo step, and an
+import that fails part-way removes what it created (``cleanup``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class ImportOptions:
     splats: bool = True  # the bundle's splats.ply as a (hidden) "Splats" collection, when present
     set_scene_camera: bool = True  # scene camera and render resolution from the reference photo
     layout_proxies: bool = False  # a "Layout" collection of oriented box empties, one per instance
+    meshes: bool = False  # also a mesh per labelled instance, in a "Meshes" collection (importers/meshes.py)
+    mesh_detail: float = 1.0
 
 
 @dataclass
@@ -45,6 +48,7 @@ class ImportResult:
     cameras: list = field(default_factory=list)
     splats: object = None
     proxies: list = field(default_factory=list)
+    meshes: list = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -148,6 +152,18 @@ def _splat_object(
     result.splats = splats.create_splat_layer(context, data, transform, root)
 
 
+def _mesh_objects(context, detail: float, result: ImportResult) -> None:
+    from . import meshes
+
+    for ob in result.objects:
+        if ob["segment"] == 0:  # unlabelled points are scattered, not one surface
+            continue
+        try:
+            result.meshes.append(meshes.make_mesh(context, ob, detail))
+        except meshes.MeshError as exc:
+            result.warnings.append(f"no mesh for {ob.name}: {exc}")
+
+
 def _store_metadata(root: bpy.types.Collection, data: BundleData, transform: convert.WorldTransform) -> None:
     root[RESULT_PROPERTY] = 1
     root["bundle"] = str(data.path)
@@ -216,4 +232,7 @@ def _import(context, data: BundleData, options: ImportOptions) -> ImportResult:
     lap("splats")
     _store_metadata(result.collection, data, transform)
     lap("scene")
+    if options.meshes:
+        _mesh_objects(context, options.mesh_detail, result)
+    lap("meshes")
     return result

@@ -44,6 +44,19 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         default=True,
         description="Import the bundle's Gaussian splats (if any) as a hidden 'Splats' layer",
     )
+    meshes: BoolProperty(
+        name="Meshes",
+        default=False,
+        description="Also make a mesh with the photo colours from every labelled instance (as Make Mesh does)",
+    )
+    mesh_detail: FloatProperty(
+        name="Mesh Detail",
+        default=1.0,
+        min=0.1,
+        max=8.0,
+        soft_max=3.0,
+        description="Grid steps per point spacing of the meshes (higher is finer and slower)",
+    )
     set_scene_camera: BoolProperty(
         name="Set Scene Camera",
         default=True,
@@ -76,8 +89,18 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         settings = getattr(context.scene, "panst3r", None)
         values = {
             name: getattr(self, name)
-            for name in ("scale", "level_floor", "point_size", "min_conf", "cameras", "splats", "set_scene_camera")
-            + ("layout_proxies",)
+            for name in (
+                "scale",
+                "level_floor",
+                "point_size",
+                "min_conf",
+                "cameras",
+                "splats",
+                "set_scene_camera",
+                "meshes",
+                "mesh_detail",
+                "layout_proxies",
+            )
         }
         for name in _FROM_SETTINGS:  # unset operator options follow the panel
             if settings is not None and not self.properties.is_property_set(name):
@@ -111,10 +134,11 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
             if result.splats
             else ""
         )
+        meshes = f", {len(result.meshes)} meshes" if result.meshes else ""
         self.report(
             {"INFO"},
             f"Imported {len(result.objects)} objects ({points} points), "
-            f"{len(result.cameras)} cameras{splats}"
+            f"{len(result.cameras)} cameras{splats}{meshes}"
             + (f", {len(result.proxies)} layout proxies" if result.proxies else "")
             + f" in {time.perf_counter() - started:.2f} s",
         )

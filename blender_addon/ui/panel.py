@@ -167,6 +167,7 @@ class VIEW3D_PT_panst3r_tools(_PanSt3RPanel, bpy.types.Panel):
         col = layout.column(align=True)
         col.operator("panst3r.select_class", icon="RESTRICT_SELECT_OFF")
         col.operator("panst3r.extract_instance", icon="DUPLICATE")
+        col.operator("panst3r.make_mesh", icon="MESH_DATA")
         col.operator("panst3r.show_all", icon="HIDE_OFF")
         col.operator("panst3r.use_camera", icon="CAMERA_DATA")
         col = layout.column(align=True, heading="Layout")
