@@ -174,6 +174,12 @@ class PanSt3RSettings(bpy.types.PropertyGroup):
         default=False,
         description="On import, also create one box empty per instance (upright, turned to fit its points)",
     )
+    meshes: BoolProperty(
+        name="Meshes",
+        default=False,
+        description="On import, also make a mesh with the photo colours from every labelled instance "
+        "(as Make Mesh does; slower)",
+    )
     level_floor: BoolProperty(
         name="Level on Floor",
         default=True,

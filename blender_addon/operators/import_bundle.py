@@ -7,7 +7,7 @@ import time
 import bpy
 from bpy.props import BoolProperty, FloatProperty, StringProperty
 
-_FROM_SETTINGS = ("scale", "level_floor", "point_size", "min_conf", "layout_proxies")
+_FROM_SETTINGS = ("scale", "level_floor", "point_size", "min_conf", "layout_proxies", "meshes")
 
 
 class PANST3R_OT_import_bundle(bpy.types.Operator):

@@ -124,6 +124,7 @@ class VIEW3D_PT_panst3r_display(_PanSt3RPanel, bpy.types.Panel):
         layout.prop(settings, "scale")
         layout.prop(settings, "level_floor")
         layout.prop(settings, "layout_proxies")
+        layout.prop(settings, "meshes")
         layout.operator("panst3r.import_bundle", icon="IMPORT")
         from ..importers.scene import RESULT_PROPERTY
 

@@ -69,6 +69,16 @@ def test_import_option_meshes_makes_one_per_labelled_instance(addon, scene, room
     assert all(ob["mesh_voxel"] > 0.05 for ob in made)  # detail 0.5: twice the ~29 mm spacing
 
 
+def test_the_panel_setting_meshes_reaches_the_import(addon, scene, room_bundle: Path) -> None:
+    """Run's automatic import takes its options from the panel: its Meshes checkbox must reach the import."""
+    bpy = addon.bpy
+    assert bpy.ops.panst3r.import_bundle(directory=str(room_bundle)) == {"FINISHED"}
+    assert not [ob for ob in scene.objects if "mesh_source" in ob]
+    scene.panst3r.meshes = True
+    assert bpy.ops.panst3r.import_bundle(directory=str(room_bundle), mesh_detail=0.5) == {"FINISHED"}
+    assert [ob for ob in scene.objects if "mesh_source" in ob]
+
+
 def _points_object(addon, xyz: np.ndarray):
     bpy, points = addon.bpy, addon.module("importers.points")
     n = len(xyz)
