@@ -11,10 +11,12 @@ import json
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+import panst3r_engine.service.executors.ray_cluster as ray_cluster_module
 from panst3r_engine.service.executors.transfer import TransferError, pack_bundle, unpack_bundle
 from tests.service.conftest import FAST, photo_bytes
 
@@ -96,6 +98,14 @@ def test_two_jobs_run_on_two_workers_and_equal_the_in_process_result(start_engin
         for key, value in points.items():
             np.testing.assert_array_equal(value, expected[1][key], err_msg=key)
     assert engine.get("/v1/health").json()["model"] == "tiny_v2.pth"
+
+    @ray_cluster.remote(num_cpus=0)
+    def worker_source() -> str:  # what a Ray worker imports: this checkout's code, shipped by Ray
+        import panst3r_engine.service.executors.ray_cluster as module
+
+        return Path(module.__file__).read_text("utf-8")
+
+    assert ray_cluster.get(worker_source.remote(), timeout=120) == Path(ray_cluster_module.__file__).read_text("utf-8")
 
 
 @pytest.mark.slow
