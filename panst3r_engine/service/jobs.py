@@ -95,9 +95,10 @@ class JobManager:
         self._tasks: list[WorkerTask] = []  # renders: before the next queued job, one at a time
         self._running: list[Job] = []
         self._accepting, self._stopping = True, False
+        slots = self.executor.slots
         self._threads = [
-            threading.Thread(target=self._work, args=(slot,), name=f"panst3r-worker-{slot}", daemon=True)
-            for slot in range(self.executor.slots)
+            threading.Thread(target=self._work, args=(slot,), name=_thread_name(slot, slots), daemon=True)
+            for slot in range(slots)
         ]
 
     def start(self) -> JobManager:
@@ -400,6 +401,10 @@ class JobManager:
         """The uploads once a job has ended (the bundle keeps its own copies); the folder on purge."""
         if job.folder.parent == self.jobs_dir and ID_PATTERN.match(job.folder.name):  # never outside our folders
             shutil.rmtree(job.folder if everything else job.input_dir, ignore_errors=True)
+
+
+def _thread_name(slot: int, slots: int) -> str:
+    return "panst3r-worker" if slots == 1 else f"panst3r-worker-{slot}"
 
 
 def _free_device_memory() -> None:
