@@ -316,7 +316,8 @@ class JobManager:
         progress = JobProgress(job, self._lock)
         log.info("job %s: %d photos", job.id, len(job.photos))
         vocab = job.folder / VOCAB_FILE if job.client.vocab_names else None
-        run = JobRun([job.input_dir / name for name in job.photos], job.bundle_dir, self._job_options(job), vocab)
+        photos = [job.input_dir / name for name in job.photos]
+        run = JobRun(job.id, photos, job.bundle_dir, self._job_options(job), vocab)
         try:
             outcome = self.executor.run(slot, run, progress)
         except Cancelled:

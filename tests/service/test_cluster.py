@@ -109,7 +109,7 @@ def test_two_jobs_run_on_two_workers_and_equal_the_in_process_result(start_engin
 
 
 @pytest.mark.slow
-def test_cancel_reaches_the_running_worker(cluster_engine):
+def test_cancel_reaches_the_running_worker_and_the_add_on_client_runs_the_next_job(cluster_engine, tmp_path):
     job_id = cluster_engine.submit(PHOTOS * 2, OPTIONS).json()["id"]
     running = wait_running(cluster_engine, job_id)
     assert running["state"] == "running", running
@@ -119,8 +119,28 @@ def test_cancel_reaches_the_running_worker(cluster_engine):
     assert job["state"] == "cancelled", job
     health = cluster_engine.get("/v1/health").json()
     assert health["busy_workers"] == 0
-    again = cluster_engine.wait(cluster_engine.submit(PHOTOS[:1], OPTIONS).json()["id"], timeout=SLOW_JOB)
-    assert again["state"] == "done", again
+    add_on_client_runs_a_job(cluster_engine, tmp_path)
+
+
+def add_on_client_runs_a_job(engine, folder: Path) -> None:
+    """The add-on's own client (Remote: just the front end's URL and token) runs a job to an imported bundle."""
+    from blender_addon.bundle.read import read_bundle
+    from blender_addon.client.engine import EngineClient
+    from tests.service.conftest import TOKEN
+
+    client = EngineClient(engine.url, TOKEN, timeout=30)
+    assert client.health()["executor"] == "ray"
+    photos = []
+    for name, data in PHOTOS:
+        (folder / name).write_bytes(data)
+        photos.append(folder / name)
+    job_id, deadline = client.submit(photos, OPTIONS), time.monotonic() + SLOW_JOB
+    while (status := client.status(job_id))["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    assert status["state"] == "done", status
+    bundle = read_bundle(client.download_bundle(job_id, folder / "result"))
+    assert len(bundle.images) == len(PHOTOS)
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ __all__ = ["Executor", "JobRun", "JobOutcome", "make_executor"]
 class JobRun:
     """One job as an executor sees it: the uploads (in order), where the bundle must appear, the options."""
 
+    id: str
     photos: list[Path]
     bundle_dir: Path
     options: JobOptions

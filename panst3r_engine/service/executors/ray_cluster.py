@@ -104,8 +104,10 @@ class ClusterWorker:
         set_max_pixels(max_pixels)
         set_video_limits(video_limits)
         self.weights, self.device, self.models = weights, device, ModelCache()
-        self._cancel = threading.Event()
-        self._progress = Progress(cancel_event=self._cancel)
+        self._lock = threading.Lock()
+        self._cancelled: set[str] = set()  # job ids; a cancel may arrive before its run starts
+        self._progress = Progress(cancel_event=threading.Event())
+        self._job: str | None = None
 
     def ready(self) -> str:
         """Load the model (the worker is warm from here on); returns its id."""
@@ -114,10 +116,13 @@ class ClusterWorker:
     def status(self) -> tuple[str | None, float, str]:
         return self._progress.stage, self._progress.fraction, self._progress.message
 
-    def cancel(self) -> None:
-        self._cancel.set()
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            self._cancelled.add(job_id)
+            if self._job == job_id:
+                self._progress.cancel_event.set()
 
-    def run(self, files: list[tuple[str, bytes]], options: JobOptions, vocab: bytes | None) -> dict:
+    def run(self, job_id: str, files: list[tuple[str, bytes]], options: JobOptions, vocab: bytes | None) -> dict:
         """The job in a private temporary folder: ``{"state": "done", "bundle", "segments", "model_id"}``,
         ``{"state": "cancelled"}`` or ``{"state": "failed", "error": {"code", "message"}}``."""
         from panst3r_engine.pipeline.run import run_job
@@ -125,8 +130,10 @@ class ClusterWorker:
         from panst3r_engine.service.executors.transfer import pack_bundle, write_files
         from panst3r_engine.service.failures import describe_failure
 
-        self._cancel.clear()
-        self._progress = Progress(cancel_event=self._cancel)
+        with self._lock:
+            self._job, self._progress = job_id, Progress(cancel_event=threading.Event())
+            if job_id in self._cancelled:
+                self._progress.cancel_event.set()
         work = Path(tempfile.mkdtemp(prefix="panst3r-job-"))
         try:
             photos = write_files(files, work / "input")
@@ -151,6 +158,9 @@ class ClusterWorker:
             return {"state": "failed", "error": {**error, "message": scrub(error["message"], work)}}
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            with self._lock:
+                self._job = None
+                self._cancelled.discard(job_id)
 
 
 class RayExecutor:
@@ -169,6 +179,8 @@ class RayExecutor:
     ) -> None:
         from panst3r_engine.pipeline.video import video_limits as current_video_limits
 
+        self._actors: list = []
+        self._closing = threading.Event()
         self.ray = ray = import_ray()
         self.base, self._owns_ray = base, connect(ray, address)
         gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -183,9 +195,8 @@ class RayExecutor:
         self._device = "cpu" if cpu_workers else "cuda"
         self._actor_class = ray.remote(max_concurrency=4, **resources)(ClusterWorker)
         self._args = (base.weights, self._device, max_pixels, video_limits or current_video_limits())
-        self._actors: list = [None] * self.slots
+        self._actors = [None] * self.slots
         self._model_id: str | None = None
-        self._closing = threading.Event()
         log.info("Ray cluster: %d %s worker(s)", self.slots, "CPU" if cpu_workers else "GPU")
 
     def prepare(self, slot: int) -> bool:
@@ -207,12 +218,12 @@ class RayExecutor:
     def run(self, slot: int, job: JobRun, progress: Progress) -> JobOutcome:
         ray, actor = self.ray, self._live_actor(slot)
         vocab = job.vocab_file.read_bytes() if job.vocab_file else None
-        ref = actor.run.remote(read_files(job.photos), job.options, vocab)
+        ref = actor.run.remote(job.id, read_files(job.photos), job.options, vocab)
         told = False
         try:
             while not ray.wait([ref], timeout=POLL_S)[0]:
                 if progress.cancel_event is not None and progress.cancel_event.is_set() and not told:
-                    actor.cancel.remote()
+                    actor.cancel.remote(job.id)
                     told = True
                 stage, fraction, message = self._get(actor.status.remote(), 60.0)
                 if stage is not None and not told:
@@ -256,7 +267,7 @@ class RayExecutor:
 
     def close(self) -> None:
         self._closing.set()
-        for actor in self._actors if hasattr(self, "_actors") else []:
+        for actor in self._actors:
             if actor is not None:
                 self.ray.kill(actor)
         if self._owns_ray:
