@@ -172,6 +172,14 @@ def test_without_ray_the_cluster_option_says_how_to_install_it(monkeypatch):
         import_ray()
 
 
+def test_a_bad_cluster_address_is_one_sentence():
+    ray = pytest.importorskip("ray", reason="the cluster tests need Ray: pip install 'panst3r-engine[cluster]'")
+    from panst3r_engine.service.executors.ray_cluster import ClusterError, connect
+
+    with pytest.raises(ClusterError, match=r"is not ray, auto or ray://HOST:PORT"):
+        connect(ray, "http://head:6379")
+
+
 def test_cpu_workers_without_cluster_is_refused(capsys):
     from panst3r_engine.cli import main
 

@@ -64,14 +64,14 @@ def import_ray():
 def connect(ray, address: str) -> bool:
     """Start or attach Ray for ``--cluster`` (``ray``: a local Ray, ``auto``: the running cluster of this
     machine, ``ray://HOST:PORT``: a Ray Client address); True when this call started it (and so stops it)."""
-    if ray.is_initialized():
-        return False
     if address == "ray":
         target = None
     elif address == "auto" or address.startswith("ray://"):
         target = address
     else:
-        raise ClusterError(f"--cluster {address!r} is not ray, auto or ray://HOST:PORT")
+        raise ClusterError(f"--cluster {address[:80]!r} is not ray, auto or ray://HOST:PORT")
+    if ray.is_initialized():  # this process already joined a cluster (tests, an embedding application)
+        return False
     try:
         ray.init(
             address=target,
