@@ -21,7 +21,7 @@ from panst3r_engine.model.loading import ModelCache
 from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.pipeline.progress import Cancelled, Progress
 from panst3r_engine.service.errors import ApiError
-from panst3r_engine.service.executors import Executor, JobRun
+from panst3r_engine.service.executors.base import Executor, JobRun
 from panst3r_engine.service.failures import describe_failure
 from panst3r_engine.service.options import ClientOptions, vocab_file_text
 from panst3r_engine.service.records import (

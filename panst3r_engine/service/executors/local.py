@@ -8,7 +8,7 @@ from panst3r_engine.model.loading import ModelCache
 from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.pipeline.progress import Progress
 from panst3r_engine.pipeline.run import run_job
-from panst3r_engine.service.executors import JobOutcome, JobRun
+from panst3r_engine.service.executors.base import JobOutcome, JobRun
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from panst3r_engine.errors import Cancelled, PanSt3RError
 from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.pipeline.progress import Progress
-from panst3r_engine.service.executors import JobOutcome, JobRun
+from panst3r_engine.service.executors.base import JobOutcome, JobRun
 from panst3r_engine.service.executors.transfer import read_files, unpack_bundle
 
 log = logging.getLogger(__name__)
