@@ -21,6 +21,7 @@ from panst3r_engine.pipeline.video import set_video_limits
 from panst3r_engine.service import API_VERSION, auth
 from panst3r_engine.service.download import zip_stream
 from panst3r_engine.service.errors import ApiError, error_body, scrub
+from panst3r_engine.service.executors import make_executor
 from panst3r_engine.service.jobs import JobManager
 from panst3r_engine.service.options import parse_options
 from panst3r_engine.service.rendering import (
@@ -57,6 +58,8 @@ DEFAULTS = {
     "RENDER_MAX_WORK": None,  # pixels x Gaussians per call (None: the CPU bound on a CPU, none on a GPU)
     "RENDER_WAIT_S": 300.0,  # longest wait of a render for the worker (a job may be running)
     "MODELS": None,  # a ModelCache to share (tests); None: a new one
+    "CLUSTER": None,  # None: jobs run in this process; "ray", "auto" or "ray://HOST:PORT": on Ray workers
+    "CLUSTER_CPU_WORKERS": 0,  # with CLUSTER: this many CPU workers instead of one per GPU
     "SHUTDOWN_HOOK": None,  # called after the /v1/shutdown response is sent; None: stop the jobs only
 }
 
@@ -95,13 +98,21 @@ def create_app(config: dict | None = None) -> Flask:
         "work": app.config["RENDER_MAX_WORK"] or limits["work"],
     }
     base = JobOptions(weights=app.config["WEIGHTS"], device=app.config["DEVICE"])
+    executor = make_executor(
+        app.config["CLUSTER"],
+        base,
+        models=app.config["MODELS"],
+        preload=app.config["PRELOAD"],
+        cpu_workers=int(app.config["CLUSTER_CPU_WORKERS"]),
+        max_pixels=int(float(app.config["MAX_MEGAPIXELS"]) * 1_000_000),
+        video_limits=app.config["VIDEO_LIMITS"],
+    )
     app.extensions["panst3r_jobs"] = JobManager(
         jobs_dir,
         base,
-        app.config["MODELS"],
         keep_jobs=app.config["KEEP_JOBS"],
         job_ttl_hours=app.config["JOB_TTL_HOURS"],
-        preload=app.config["PRELOAD"],
+        executor=executor,
     ).start()
     auth.install(app, app.config["TOKEN"])
     _register_errors(app)

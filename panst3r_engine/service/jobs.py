@@ -1,7 +1,8 @@
-"""The job queue: many clients submit, one worker thread runs jobs one at a time on the device.
+"""The job queue: many clients submit, worker threads run the jobs (one per executor slot).
 
-Requests never wait for a job. They change job records under one lock; the
-worker takes the next queued job, runs :func:`panst3r_engine.pipeline.run_job`
+Requests never wait for a job. They change job records under one lock; a
+worker thread takes the next queued job and hands it to the executor (in this
+process by default, or a Ray cluster: :mod:`panst3r_engine.service.executors`)
 with a :class:`JobProgress` that copies stage/fraction/message into the record,
 and cancellation is the progress reporter raising ``Cancelled`` at the next
 update. A job that does not end ``done`` leaves no bundle behind.
@@ -19,8 +20,8 @@ from pathlib import Path
 from panst3r_engine.model.loading import ModelCache
 from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.pipeline.progress import Cancelled, Progress
-from panst3r_engine.pipeline.run import run_job
 from panst3r_engine.service.errors import ApiError
+from panst3r_engine.service.executors.base import Executor, JobRun
 from panst3r_engine.service.failures import describe_failure
 from panst3r_engine.service.options import ClientOptions, vocab_file_text
 from panst3r_engine.service.records import (
@@ -80,18 +81,25 @@ class JobManager:
         keep_jobs: int = 20,
         job_ttl_hours: float = 24.0,
         preload: bool = False,
+        executor: Executor | None = None,
     ) -> None:
-        self.jobs_dir, self.base, self.models = Path(jobs_dir), base, models or ModelCache()
-        self.keep_jobs, self.job_ttl_s, self.preload = keep_jobs, job_ttl_hours * 3600.0, preload
-        self.model_id: str | None = None
+        from panst3r_engine.service.executors.local import LocalExecutor
+
+        self.jobs_dir, self.base = Path(jobs_dir), base
+        self.executor = executor or LocalExecutor(base, models or ModelCache(), preload=preload)
+        self.keep_jobs, self.job_ttl_s = keep_jobs, job_ttl_hours * 3600.0
         self._lock = threading.RLock()
         self._wake = threading.Condition(self._lock)
         self._jobs: dict[str, Job] = {job.id: job for job in load_records(self.jobs_dir)}
         self._pending: list[Job] = []
         self._tasks: list[WorkerTask] = []  # renders: before the next queued job, one at a time
-        self._running: Job | None = None
+        self._running: list[Job] = []
         self._accepting, self._stopping = True, False
-        self._thread = threading.Thread(target=self._work, name="panst3r-worker", daemon=True)
+        slots = self.executor.slots
+        self._threads = [
+            threading.Thread(target=self._work, args=(slot,), name=_thread_name(slot, slots), daemon=True)
+            for slot in range(slots)
+        ]
 
     def start(self) -> JobManager:
         """Tidy what an earlier engine left (expired jobs, uploads, half-written bundles, job folders a crash
@@ -104,7 +112,8 @@ class JobManager:
         for job in left:
             self._remove_bundle(job, keep_done=True)
             self._remove_files(job)
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     # ------------------------------------------------------------ queries
@@ -119,11 +128,15 @@ class JobManager:
 
     def health(self) -> dict:
         with self._lock:
+            model_id = self.executor.model_id()
             return {
-                "model_loaded": self.model_id is not None,
-                "model": self.model_id,
+                "model_loaded": model_id is not None,
+                "model": model_id,
                 "queue_length": len(self._pending),
-                "running": self._running.id if self._running else None,
+                "running": self._running[0].id if self._running else None,
+                "executor": self.executor.kind,
+                "workers": self.executor.slots,
+                "busy_workers": len(self._running),
             }
 
     def finished_job(self, job_id: str) -> Job:
@@ -255,35 +268,35 @@ class JobManager:
                 task.done.set()
             for job in pending:
                 self._mark_finished(job, "cancelled", message="cancelled: the engine shut down")
-            running = self._running
-            if running is not None:
-                running.cancel_event.set()
-                running.message = "cancelling: the engine is shutting down"
+            running = list(self._running)
+            for job in running:
+                job.cancel_event.set()
+                job.message = "cancelling: the engine is shutting down"
             self._wake.notify_all()
         for job in pending:
             self._remove_files(job)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        if running is not None and not running.is_finished:  # stuck in one long step: record it anyway
-            with self._lock:
-                self._mark_finished(running, "cancelled", message="cancelled: the engine shut down")
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for job in running:
+            if not job.is_finished:  # stuck in one long step: record it anyway
+                with self._lock:
+                    self._mark_finished(job, "cancelled", message="cancelled: the engine shut down")
+        self.executor.close()
 
     # ------------------------------------------------------------ worker
-    def _work(self) -> None:
-        if self.preload:
-            try:
-                self._load_model(None)
-            except Exception as exc:  # noqa: BLE001  (jobs will report it; keep serving)
-                log.error("cannot preload the model: %s", exc)
-        while (item := self._next()) is not None:
+    def _work(self, slot: int) -> None:
+        while not self._stopping and self.executor.prepare(slot) and (item := self._next()) is not None:
             if isinstance(item, WorkerTask):
                 item.run()
                 continue
             try:
-                self._run(item)
+                self._run(slot, item)
             finally:
                 with self._lock:
-                    self._running = None
+                    if item in self._running:
+                        self._running.remove(item)
 
     def _next(self) -> Job | WorkerTask | None:
         with self._lock:
@@ -295,23 +308,18 @@ class JobManager:
                 return self._tasks.pop(0)
             job = self._pending.pop(0)
             job.state, job.started, job.message = "running", time.time(), "starting"
-            self._running = job
+            self._running.append(job)
             save_record(job)
             return job
 
-    def _run(self, job: Job) -> None:
+    def _run(self, slot: int, job: Job) -> None:
         progress = JobProgress(job, self._lock)
         log.info("job %s: %d photos", job.id, len(job.photos))
+        vocab = job.folder / VOCAB_FILE if job.client.vocab_names else None
+        photos = [job.input_dir / name for name in job.photos]
+        run = JobRun(job.id, photos, job.bundle_dir, self._job_options(job), vocab)
         try:
-            result = run_job(
-                [job.input_dir / name for name in job.photos],
-                job.bundle_dir,
-                self._job_options(job),
-                progress,
-                self.models,
-            )
-            self._load_model(None)  # cached by now: records the model's id (stages stay in the spec's order)
-            progress.check_cancelled()
+            outcome = self.executor.run(slot, run, progress)
         except Cancelled:
             self._end(job, "cancelled", message="cancelled")
         except Exception as exc:  # noqa: BLE001  (any failure ends the job, never the worker)
@@ -323,15 +331,10 @@ class JobManager:
             self._end(
                 job,
                 "done",
-                message=f"{len(result.manifest['segments'])} segments",
-                segments=len(result.manifest["segments"]),
+                message=f"{outcome.segments} segments",
+                segments=outcome.segments,
                 has_splats=(job.bundle_dir / "splats.ply").is_file(),
             )
-
-    def _load_model(self, progress: Progress | None) -> None:
-        loaded = self.models.get(self.base.weights, self.base.device, progress)
-        with self._lock:
-            self.model_id = loaded.model_id
 
     def _job_options(self, job: Job) -> JobOptions:
         vocab = job.folder / VOCAB_FILE
@@ -342,7 +345,8 @@ class JobManager:
             self._remove_bundle(job)
         with self._lock:
             self._mark_finished(job, state, **fields)
-            self._running = None
+            if job in self._running:
+                self._running.remove(job)
             purge = job.purge_when_finished
             log.info(
                 "job %s %s after %.1f s: %s", job.id, state, job.finished - (job.started or job.created), job.message
@@ -365,10 +369,10 @@ class JobManager:
         return job
 
     def _position(self, job: Job) -> int | None:
-        """How many jobs run before this queued one (the running job included)."""
+        """How many jobs are ahead of this queued one (running jobs included)."""
         if job.state != "queued" or job not in self._pending:
             return None
-        return self._pending.index(job) + (1 if self._running is not None else 0)
+        return self._pending.index(job) + len(self._running)
 
     def _mark_finished(self, job: Job, state: str, **fields) -> None:
         for name, value in fields.items():
@@ -398,6 +402,10 @@ class JobManager:
         """The uploads once a job has ended (the bundle keeps its own copies); the folder on purge."""
         if job.folder.parent == self.jobs_dir and ID_PATTERN.match(job.folder.name):  # never outside our folders
             shutil.rmtree(job.folder if everything else job.input_dir, ignore_errors=True)
+
+
+def _thread_name(slot: int, slots: int) -> str:
+    return "panst3r-worker" if slots == 1 else f"panst3r-worker-{slot}"
 
 
 def _free_device_memory() -> None:

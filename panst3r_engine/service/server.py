@@ -10,6 +10,12 @@ artists, and keep the port behind a firewall or VPN: the token is the only
 access control and there is no TLS, so never expose the port to the internet
 (put a TLS reverse proxy in front if traffic leaves a trusted network).
 
+Studio use (one engine URL in front of GPU machines): ``--cluster ray`` (a
+local Ray), ``--cluster auto`` (the Ray cluster this machine joined) or
+``--cluster ray://HEAD:10001`` runs each job on a Ray worker holding a warm
+model, one per GPU (``--cluster-cpu-workers N``: N CPU workers instead). The
+API is unchanged. Ray has no authentication: keep its ports on a private network.
+
 A graceful stop (``POST /v1/shutdown``, SIGTERM or Ctrl-C) refuses new jobs,
 cancels queued ones, cancels the running job at its next progress update and
 exits with status 0.
@@ -281,6 +287,8 @@ def serve(
     max_megapixels: float = 100,
     max_video_seconds: float = 600.0,
     max_video_megapixels: float = 8.9,
+    cluster: str | None = None,
+    cluster_cpu_workers: int = 0,
     stdout: TextIO | None = None,
 ) -> int:
     """Serve until shut down; ``token`` None generates one and prints it on the start-up line."""
@@ -302,6 +310,8 @@ def serve(
         "MAX_MEGAPIXELS": max_megapixels,
         "MAX_VIDEO_SECONDS": max_video_seconds,
         "MAX_VIDEO_MEGAPIXELS": max_video_megapixels,
+        "CLUSTER": cluster,
+        "CLUSTER_CPU_WORKERS": cluster_cpu_workers,
     }
     engine = EngineServer(host, port, config)
     _install_signal_handlers(engine)
@@ -412,6 +422,19 @@ def add_serve_command(subparsers) -> argparse.ArgumentParser:
         default=8.9,
         help="largest frame of an uploaded video in megapixels (default 8.9: 4096x2160)",
     )
+    p.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ADDRESS",
+        help="run jobs on Ray workers: ray (start a local Ray), auto (the cluster this machine joined) or "
+        "ray://HEAD:10001 (Ray Client); needs panst3r-engine[cluster] (default: in this process)",
+    )
+    p.add_argument(
+        "--cluster-cpu-workers",
+        type=_positive(int, zero=True),
+        default=0,
+        help="with --cluster: this many CPU workers instead of one per GPU (CPU-only clusters, tests)",
+    )
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -430,6 +453,8 @@ def _positive(kind: type, zero: bool = False):
 def cmd_serve(args: argparse.Namespace) -> int:
     from panst3r_engine.service.auth import read_token_file
 
+    if getattr(args, "cluster_cpu_workers", 0) and not getattr(args, "cluster", None):
+        raise ServeError("--cluster-cpu-workers needs --cluster (ray, auto or ray://HEAD:10001)")
     token = read_token_file(args.token_file) if args.token_file else None
     return serve(
         args.host,
@@ -446,4 +471,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_megapixels=getattr(args, "max_megapixels", 100),
         max_video_seconds=getattr(args, "max_video_seconds", 600.0),
         max_video_megapixels=getattr(args, "max_video_megapixels", 8.9),
+        cluster=getattr(args, "cluster", None),
+        cluster_cpu_workers=getattr(args, "cluster_cpu_workers", 0),
     )

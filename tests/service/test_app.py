@@ -29,6 +29,9 @@ def test_health(engine):
         "model": None,
         "queue_length": 0,
         "running": None,
+        "executor": "local",
+        "workers": 1,
+        "busy_workers": 0,
     }
 
 
