@@ -15,7 +15,7 @@ if ! has "import torch"; then
   "$PY" -m pip install --quiet --upgrade pip
   "$PY" -m pip install --quiet torch==2.13.0
 fi
-has "import panst3r_engine, flask, gsplat, scipy, pytest, transformers, sentencepiece, google.protobuf, pycolmap" ||
+has "import panst3r_engine, flask, gsplat, scipy, pytest, transformers, sentencepiece, google.protobuf, pycolmap, ray" ||
   "$PY" -m pip install --quiet -e ".[test]"
 if [[ "${PANST3R_WITH_BLENDER:-1}" == "1" ]] && ! has "import bpy"; then
   if ! "$PY" -m pip install --quiet bpy==5.0.1; then

@@ -16,7 +16,7 @@ fi
 # shellcheck disable=SC1091
 source "$VENV/bin/activate"
 
-NEED=(pytest transformers sentencepiece google.protobuf gsplat flask scipy pycolmap)
+NEED=(pytest transformers sentencepiece google.protobuf gsplat flask scipy pycolmap ray)
 [[ "${PANST3R_WITH_BLENDER:-1}" == "1" ]] && NEED+=(bpy)
 MISSING="$(python -c 'import importlib.util as u, sys
 def missing(name):
