@@ -24,15 +24,29 @@ class InsufficientMemory(PanSt3RError):
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Peak bytes of a job by what holds them, and the scratch disk its per-view outputs take.
+
+    A job keeps only small per-photo state in memory; each view's mask logits and pointmaps go to disk
+    (``scratch``) as they leave the network and are read back one view at a time (see ``pipeline/viewstore``).
+    """
+
     weights: int
     must3r_memory: int  # keyframe token memory, all decoder layers
-    per_view: int  # stored outputs per view (encoder tokens, pointmaps, mask logits)
+    per_view: int  # held for every photo: encoder tokens, the photo, its panoptic maps, its points
+    keyframes: int  # panoptic features and mask logits of the keyframes, decoded together
     working: int  # transient activations of one backbone call
-    postprocess: int  # full-resolution mask probabilities held by post-processing
+    postprocess: int  # one view's full-resolution mask probabilities (views are streamed)
+    scratch: int = 0  # disk, not memory: float16 mask logits, float32 pointmaps and confidences of every view
 
     @property
     def total(self) -> int:
-        return self.weights + self.must3r_memory + self.per_view + self.working + self.postprocess
+        return self.weights + self.must3r_memory + self.per_view + self.keyframes + self.working + self.postprocess
+
+
+PHOTO_BYTES = 3 * 4 + 3  # per pixel: the network input (float32) and the photo (uint8)
+MAPS_BYTES = 4 + 4 + 4 + 4  # per pixel: panoptic ids and confidence, and the argmax maps they are painted from
+POINT_BYTES = 12 + 3 + 4 + 4 + 2 + 4  # per point (at most one per pixel): xyz, rgb, conf, segment, view, pixel
+SCRATCH_BYTES = 7 * 4 + 4  # per pixel on disk: raw pointmaps and confidence (float32); masks come on top
 
 
 def estimate(
@@ -42,18 +56,24 @@ def estimate(
     cfg = model.cfg
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     tokens = [(h // 16) * (w // 16) for h, w in sizes]
+    pixels = [h * w for h, w in sizes]
     largest = max(tokens)
     queries = cfg.panoptic.mask_transformer.num_queries
+    mask_dim = cfg.panoptic.mask_transformer.mask_dim
+    hidden = cfg.panoptic.mask_transformer.hidden_dim
     mem = (
         cfg.decoder.depth * cfg.decoder.dim * bytes_per_value * sum(sorted(tokens)[-num_keyframes:]) * 2
     )  # + projected k/v
-    per_view = sum(t * (cfg.encoder.dim + 16 * 16 * 7) + queries * t * 64 for t in tokens) * bytes_per_value
-    hidden = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
-    working = max_batch * largest * hidden * bytes_per_value * 6
-    mask_dim = cfg.panoptic.mask_transformer.mask_dim
-    working += max_batch * largest * 64 * mask_dim * bytes_per_value * 3  # stride-2 mask features
-    postprocess = 2 * queries * max(h * w for h, w in sizes) * bytes_per_value  # one view at a time, probs + argmax
-    return MemoryEstimate(weights, mem, per_view, working, postprocess)
+    per_view = sum(t * cfg.encoder.dim * bytes_per_value for t in tokens)
+    per_view += sum(px * (PHOTO_BYTES + MAPS_BYTES + POINT_BYTES) for px in pixels)
+    keyframes = sum(t * (64 * (mask_dim + queries) + hidden) for t in sorted(tokens)[-num_keyframes:])
+    keyframes *= bytes_per_value  # stride-2 features and mask logits (64 per token), fpn (1 per token)
+    width = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
+    working = max_batch * largest * width * bytes_per_value * 6
+    working += max_batch * largest * 64 * (mask_dim + queries) * bytes_per_value * 3  # one chunk's features, masks
+    postprocess = 2 * queries * max(pixels) * bytes_per_value  # one view at a time, probs + weighted copy
+    scratch = sum(px * SCRATCH_BYTES + queries * px // 4 * 2 for px in pixels)
+    return MemoryEstimate(weights, mem, per_view, keyframes, working, postprocess, scratch)
 
 
 def available_bytes(device: torch.device) -> int:
