@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,7 @@ def run_job(
     try:
         stores = _stores(len(photos), scratch)
         raw = _infer(loaded, photos, vocab.vectors, keyframes, options, progress, stores)
+        photos = [replace(p, tensor=torch.empty(0)) for p in photos]  # network inputs done with: ~2.4 MB each
         method = options.postprocess or loaded.config.postprocess_default
         panoptic, segments = _postprocess(raw, method, options.seed, progress)
         cameras, points = _cameras(raw, photos, panoptic, options.conf_threshold, stores["conf"], progress)
