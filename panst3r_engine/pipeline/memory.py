@@ -27,24 +27,29 @@ class MemoryEstimate:
     """Peak bytes of a job by what holds them, and the scratch disk its per-view outputs take.
 
     A job keeps only small per-photo state in memory; each view's mask logits and pointmaps go to disk
-    (``scratch``) as they leave the network and are read back one view at a time (see ``pipeline/viewstore``).
+    (``scratch``) as they leave the network and are read back one view at a time (``pipeline/viewstore``).
+    The peak is the larger of two phases: the network (weights, MUSt3R memory, the keyframes decoded together,
+    every photo's input and encoder tokens) and the rest (every photo's panoptic maps and points, one view's
+    mask probabilities); both hold the photos.
     """
 
     weights: int
     must3r_memory: int  # keyframe token memory, all decoder layers
-    per_view: int  # held for every photo: encoder tokens, the photo, its panoptic maps, its points
+    per_view: int  # held for every photo through the network: its input, the photo, its encoder tokens
     keyframes: int  # panoptic features and mask logits of the keyframes, decoded together
     working: int  # transient activations of one backbone call
+    results: int  # held for every photo after the network: the photo, its panoptic maps, its points (at most)
     postprocess: int  # one view's full-resolution mask probabilities (views are streamed)
     scratch: int = 0  # disk, not memory: float16 mask logits, float32 pointmaps and confidences of every view
 
     @property
     def total(self) -> int:
-        return self.weights + self.must3r_memory + self.per_view + self.keyframes + self.working + self.postprocess
+        network = self.must3r_memory + self.per_view + self.keyframes + self.working
+        return self.weights + max(network, self.results + self.postprocess)
 
 
-PHOTO_BYTES = 3 * 4 + 3  # per pixel: the network input (float32) and the photo (uint8)
-MAPS_BYTES = 4 + 4 + 4 + 4  # per pixel: panoptic ids and confidence, and the argmax maps they are painted from
+INPUT_BYTES = 3 * 4 + 3  # per pixel: the network input (float32) and the photo (uint8)
+RESULT_BYTES = 3 + 4 + 4 + 8  # per pixel: the photo, panoptic ids and confidence, the argmax maps they come from
 POINT_BYTES = 12 + 3 + 4 + 4 + 2 + 4  # per point (at most one per pixel): xyz, rgb, conf, segment, view, pixel
 SCRATCH_BYTES = 7 * 4 + 4  # per pixel on disk: raw pointmaps and confidence (float32); masks come on top
 
@@ -64,16 +69,16 @@ def estimate(
     mem = (
         cfg.decoder.depth * cfg.decoder.dim * bytes_per_value * sum(sorted(tokens)[-num_keyframes:]) * 2
     )  # + projected k/v
-    per_view = sum(t * cfg.encoder.dim * bytes_per_value for t in tokens)
-    per_view += sum(px * (PHOTO_BYTES + MAPS_BYTES + POINT_BYTES) for px in pixels)
+    per_view = sum(t * cfg.encoder.dim * bytes_per_value + px * INPUT_BYTES for t, px in zip(tokens, pixels))
     keyframes = sum(t * (64 * (mask_dim + queries) + hidden) for t in sorted(tokens)[-num_keyframes:])
     keyframes *= bytes_per_value  # stride-2 features and mask logits (64 per token), fpn (1 per token)
     width = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
     working = max_batch * largest * width * bytes_per_value * 6
     working += max_batch * largest * 64 * (mask_dim + queries) * bytes_per_value * 3  # one chunk's features, masks
+    results = sum(px * (RESULT_BYTES + POINT_BYTES) for px in pixels)
     postprocess = 2 * queries * max(pixels) * bytes_per_value  # one view at a time, probs + weighted copy
     scratch = sum(px * SCRATCH_BYTES + queries * px // 4 * 2 for px in pixels)
-    return MemoryEstimate(weights, mem, per_view, keyframes, working, postprocess, scratch)
+    return MemoryEstimate(weights, mem, per_view, keyframes, working, results, postprocess, scratch)
 
 
 def available_bytes(device: torch.device) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +18,7 @@ DTYPES = {
     "view": np.int16,
     "pixel": np.uint16,
 }
+SHAPES = {"xyz": (3,), "rgb": (3,), "conf": (), "segment": (), "view": (), "pixel": (2,)}  # per point
 
 
 @dataclass
@@ -54,27 +55,26 @@ def view_points(index: int, view: ViewGeometry, rgb: np.ndarray, ids: np.ndarray
     )
 
 
-def join_points(parts: Iterable[PointCloud]) -> PointCloud:
-    """The views' point clouds in one (in order)."""
-    parts = list(parts)
-    if not parts:
-        empty = {"xyz": (0, 3), "rgb": (0, 3), "conf": (0,), "segment": (0,), "view": (0,), "pixel": (0, 2)}
-        return PointCloud(**{k: np.zeros(shape, DTYPES[k]) for k, shape in empty.items()})
-    arrays = [p.arrays() for p in parts]
-    return PointCloud(**{k: np.concatenate([a[k] for a in arrays]) for k in DTYPES})
-
-
 def collect_points(
-    views: Iterable[ViewGeometry], photos_rgb: list[np.ndarray], pan: list[np.ndarray], threshold: float
+    views: Sequence[ViewGeometry], photos_rgb: list[np.ndarray], pan: list[np.ndarray], threshold: float
 ) -> PointCloud:
     """Confident points of every view with colour, confidence, segment id and source pixel.
 
-    ``views`` may be a generator: each view is used once, so they need not all be in memory.
+    ``views`` may compute each view when read (e.g. from pointmaps on disk): it is read twice, once to count
+    the points and once to fill arrays allocated at their final size, so no more than one view's geometry
+    and the point cloud itself are ever held (joining per-view parts would hold the points twice).
     """
-    return join_points(
-        view_points(index, view, rgb, ids, threshold)
-        for index, (view, rgb, ids) in enumerate(zip(views, photos_rgb, pan))
-    )
+    counts = [int(confident_points(view.pts3d, view.conf, threshold).sum()) for view in views]
+    cloud = PointCloud(**{k: np.zeros((sum(counts), *shape), DTYPES[k]) for k, shape in SHAPES.items()})
+    start = 0
+    for index, (rgb, ids) in enumerate(zip(photos_rgb, pan)):
+        part = view_points(index, views[index], rgb, ids, threshold)
+        if len(part.conf) != counts[index]:
+            raise RuntimeError(f"view {index} changed between reads ({counts[index]}, then {len(part.conf)} points)")
+        for key, array in part.arrays().items():
+            getattr(cloud, key)[start : start + counts[index]] = array
+        start += counts[index]
+    return cloud
 
 
 def confidence_warnings(conf_maps: Sequence[np.ndarray], kept: int, threshold: float) -> list[str]:

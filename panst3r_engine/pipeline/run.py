@@ -32,12 +32,13 @@ from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientat
 from panst3r_engine.pipeline.keyframes import choose_keyframes
 from panst3r_engine.pipeline.memory import check_fits
 from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
-from panst3r_engine.pipeline.points import PointCloud, confidence_warnings, join_points, view_points
+from panst3r_engine.pipeline.points import PointCloud, collect_points, confidence_warnings
 from panst3r_engine.pipeline.progress import Progress
 from panst3r_engine.pipeline.reconstruction import JobResult, Reconstruction, Segment
 from panst3r_engine.pipeline.video import expand_videos
 from panst3r_engine.pipeline.viewstore import ViewStore
 from panst3r_engine.postprocess import postprocess
+from panst3r_engine.postprocess.common import LazyViews
 from panst3r_engine.vocab.embeddings import ClassEmbeddings, resolve_class_embeddings
 
 log = logging.getLogger(__name__)
@@ -201,17 +202,21 @@ def _cameras(
     conf_maps: ViewStore,
     progress: Progress,
 ) -> tuple[list[Camera], PointCloud]:
-    """Cameras and points, one view at a time (its activated pointmaps are dropped once used); every view's
-    confidence map goes to ``conf_maps`` for :func:`confidence_warnings`."""
-    cameras, parts = [], []
+    """Cameras and points, one view at a time (activated from the pointmaps on disk when needed, then dropped);
+    every view's confidence map goes to ``conf_maps`` for :func:`confidence_warnings`."""
+    views = LazyViews(lambda i: _activated(raw.pointmaps_raw[i]), len(photos))
+    cameras = []
     for i in range(len(photos)):
-        pts3d, local, conf = activate_pointmaps(raw.pointmaps_raw[i])
-        view = ViewGeometry(pts3d.numpy(), local.numpy(), conf.numpy())
+        view = views[i]
         cameras.append(recover_camera(view))
-        parts.append(view_points(i, view, photos[i].rgb, panoptic[i], threshold))
-        conf_maps[i] = conf
+        conf_maps[i] = torch.from_numpy(view.conf)
         progress("cameras", (i + 1) / len(photos))
-    return cameras, join_points(parts)
+    return cameras, collect_points(views, [p.rgb for p in photos], panoptic, threshold)
+
+
+def _activated(pointmap: torch.Tensor) -> ViewGeometry:
+    pts3d, local, conf = activate_pointmaps(pointmap.float())
+    return ViewGeometry(pts3d.numpy(), local.numpy(), conf.numpy())
 
 
 def _splats(
