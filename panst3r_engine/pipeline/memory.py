@@ -7,7 +7,9 @@ peak from the model and image sizes up front and refuse early with advice.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -125,3 +127,19 @@ def check_fits(
         f"{need}, even with 2 keyframes; run fewer photos at once (e.g. split into groups of "
         f"{max(2, len(sizes) // 2)}) or use a machine with more memory"
     )
+
+
+def check_disk(needed: int, out_dir: str | os.PathLike, free: int | None = None) -> None:
+    """Raise :class:`InsufficientMemory` when the job's scratch files (``MemoryEstimate.scratch``) would not fit
+    on the disk that will hold ``out_dir`` (they are written beside it). ``free`` overrides the measured space."""
+    if free is None:
+        probe = Path(out_dir).absolute()
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise InsufficientMemory(
+            f"this job needs about {needed / GiB:.1f} GiB of disk space beside {out_dir} for its per-view outputs "
+            f"(deleted when it ends) but only {free / GiB:.1f} GiB is free; free some space, choose an output "
+            "folder on another disk, or run fewer photos at once"
+        )

@@ -30,7 +30,7 @@ from panst3r_engine.pipeline.assemble import JobMeta, build_bundle
 from panst3r_engine.pipeline.cameras import Camera, ViewGeometry, recover_camera
 from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientation
 from panst3r_engine.pipeline.keyframes import choose_keyframes
-from panst3r_engine.pipeline.memory import check_fits
+from panst3r_engine.pipeline.memory import check_disk, check_fits
 from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
 from panst3r_engine.pipeline.points import PointCloud, collect_points, confidence_warnings
 from panst3r_engine.pipeline.progress import Progress
@@ -68,7 +68,8 @@ def run_job(
     loaded = models.get(options.weights, options.device, progress)
     vocab = _vocabulary(loaded, options, progress)
     keyframes, warnings = _keyframes(len(photos), options.keyframes)
-    check_fits(loaded.model, [tuple(p.tensor.shape[-2:]) for p in photos], keyframes, loaded.device, options.max_batch)
+    sizes = [tuple(p.tensor.shape[-2:]) for p in photos]
+    check_disk(check_fits(loaded.model, sizes, keyframes, loaded.device, options.max_batch).scratch, out_dir)
     scratch = staging_path(out_dir)  # per-view outputs on disk; if the job is killed, remove_stale_staging clears it
     scratch.mkdir(parents=True)
     try:
