@@ -100,14 +100,14 @@ print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) /
 """
 
 
-@pytest.mark.parametrize("method", ["standard_v2", "qubo"])
+@pytest.mark.parametrize("method", ["standard_v2", pytest.param("qubo", marks=pytest.mark.slow)])  # QUBO: minutes
 def test_peak_memory_does_not_grow_with_the_views(method):
     """24 views x 100 queries x 192x256: all probabilities at once take 450 MiB (standard) or 113 MiB (QUBO, at
     stride 2); before streaming the peak grew by 1210 and 102 MiB. Streamed, a pass holds one view's (~19 MiB,
     a few copies) plus the small per-view maps: 46-78 and 0-16 MiB measured (the bounds leave room for noise)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, method], capture_output=True, text=True, env=env, check=True, timeout=300
+        [sys.executable, "-c", _CHILD, method], capture_output=True, text=True, env=env, check=True, timeout=1200
     )
     grown_mib = json.loads(done.stdout.strip().splitlines()[-1])
     assert grown_mib < (300 if method == "standard_v2" else 60), grown_mib
