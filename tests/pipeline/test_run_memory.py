@@ -77,3 +77,13 @@ def test_streamed_job_matches_the_float32_all_in_ram_result(tiny_checkpoint, tmp
         rows = points["view"] == v
         x, y = points["pixel"][rows].T.astype(int)
         np.testing.assert_array_equal(points["xyz"][rows], xyz[y, x])
+
+
+def test_a_lone_photo_runs_as_a_pair_and_keeps_one_view(tiny_checkpoint, tmp_path):
+    path = tmp_path / "one.png"
+    Image.fromarray(textured(64, 48, 7)).save(path)
+    opts = JobOptions(weights=str(tiny_checkpoint), vocab_embeddings="random", device="cpu", resize="none")
+    result = run_job([path], tmp_path / "out", opts.validate())
+    bundle = read_bundle(result.bundle)
+    assert bundle.stems == ["one"] and set(np.unique(bundle.points["view"])) <= {0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.png", "out"]
