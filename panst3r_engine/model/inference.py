@@ -15,7 +15,7 @@ normalisation (LoftUp's min-max) stays per view.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -37,14 +37,15 @@ class RawOutputs:
     pointmaps_raw: per view [H, W, 7] head output before activation.
     pred_logits: [Q, C] class logits (from the keyframe pass; valid for all views).
     pred_masks: per view [Q, H/2, W/2] mask logits.
+    (The two per-view sequences are lists, or the stores given to :func:`run_inference`.)
     out_queries: [Q, hidden] final query states.
     attention_margin: [Q] smallest |mask logit| behind any attention decision of a
         query; near zero means float rounding could flip that decision.
     """
 
-    pointmaps_raw: list[torch.Tensor]
+    pointmaps_raw: MutableSequence[torch.Tensor]
     pred_logits: torch.Tensor
-    pred_masks: list[torch.Tensor]
+    pred_masks: MutableSequence[torch.Tensor]
     out_queries: torch.Tensor
     keyframes: list[int]
     true_shapes: list[tuple[int, int]]
@@ -89,6 +90,7 @@ class _Run:
         progress: ProgressFn | None,
         keep_features: bool,
         amp: bool = False,
+        pointmaps: MutableSequence[torch.Tensor] | None = None,
     ) -> None:
         self.model = model
         self.amp = amp and model.device.type == "cuda"
@@ -101,7 +103,7 @@ class _Run:
         self.features: dict[str, list] = {
             k: [None] * len(images) for k in ("enc_tokens", "enc_pos", "dec_feats", "dino_feats", "fpn", "mask_feats")
         }
-        self.pointmaps: list = [None] * len(images)
+        self.pointmaps = pointmaps if pointmaps is not None else [None] * len(images)
         self.fpn: list = [None] * len(images)
         self.mask_feats: list = [None] * len(images)
 
@@ -138,8 +140,10 @@ class _Run:
             self.progress("memory", start / len(keyframes))
         return memory
 
-    def render(self, views: list[int], memory: Memory, stage: str) -> None:
-        """MUSt3R render + DINOv2 + per-view panoptic features for ``views``."""
+    def render(
+        self, views: list[int], memory: Memory, stage: str, then: Callable[[list[int]], None] | None = None
+    ) -> None:
+        """MUSt3R render + DINOv2 + per-view panoptic features for ``views``; ``then(chunk)`` after each chunk."""
         chunks = _same_size_chunks(views, self.shapes, self.max_batch)
         for n, chunk in enumerate(chunks):
             tokens = torch.stack([self.tokens[i] for i in chunk])
@@ -164,7 +168,14 @@ class _Run:
                         ("mask_feats", mask_feats[0]),
                     ):
                         self.features[key][i] = value.cpu()
+            if then is not None:
+                then(chunk)
             self.progress(stage, (n + 1) / len(chunks))
+
+    def release(self, views: list[int]) -> None:
+        """Drop the panoptic features of ``views`` once their masks exist (they are the largest per-view state)."""
+        for i in views:
+            self.fpn[i] = self.mask_feats[i] = None
 
 
 @torch.no_grad()
@@ -178,6 +189,8 @@ def run_inference(
     progress: ProgressFn | None = None,
     keep_features: bool = False,
     amp: bool = False,
+    masks: MutableSequence[torch.Tensor] | None = None,
+    pointmaps: MutableSequence[torch.Tensor] | None = None,
 ) -> RawOutputs:
     """Run the network on views in [-1, 1] (each [3, H, W], H and W multiples of 16).
 
@@ -188,9 +201,13 @@ def run_inference(
             views' encoder tokens (e.g. by retrieval); overrides K.
         max_batch: views per backbone call; the outputs do not depend on it.
         amp: bf16 autocast for the MUSt3R decoder and DINOv2 on CUDA (ignored elsewhere).
+        masks, pointmaps: where each view's mask logits and raw pointmaps go as soon as they exist (e.g. a
+            disk-backed :class:`~panst3r_engine.pipeline.viewstore.ViewStore`; default: lists in RAM). The
+            non-keyframes stream through render -> masks chunk by chunk, so the panoptic features of only one
+            chunk are held at a time.
     """
     _check_inputs(model, images, class_embeddings)
-    run = _Run(model, images, max_batch, progress, keep_features, amp)
+    run = _Run(model, images, max_batch, progress, keep_features, amp, pointmaps)
     run.encode()
     if callable(keyframes):
         chosen = [int(i) for i in keyframes(run.tokens)]
@@ -201,15 +218,20 @@ def run_inference(
     run.render(chosen, memory, "render_keyframes")
     text = class_embeddings.to(run.device, torch.float32)
     decoded = model.panoptic_decoder.decode([run.fpn[i] for i in chosen], [run.mask_feats[i] for i in chosen], text)
-    masks: list = [None] * len(images)
-    for i, m in zip(chosen, decoded["pred_masks"]):
+    masks = masks if masks is not None else [None] * len(images)
+    for i, m in zip(chosen, decoded.pop("pred_masks")):
         masks[i] = m.cpu()
+    run.release(chosen)
     run.progress("decode_keyframes", 1.0)
-    if others:
-        run.render(others, memory, "render_views")
-        predicted = model.panoptic_decoder.predict(decoded["out_queries"], [run.mask_feats[i] for i in others], text)
-        for i, m in zip(others, predicted["pred_masks"]):
+
+    def predict(chunk: list[int]) -> None:  # masks of a chunk of non-keyframes from the keyframes' queries
+        predicted = model.panoptic_decoder.predict(decoded["out_queries"], [run.mask_feats[i] for i in chunk], text)
+        for i, m in zip(chunk, predicted["pred_masks"]):
             masks[i] = m.cpu()
+        run.release(chunk)
+
+    if others:
+        run.render(others, memory, "render_views", then=predict)
     features = (
         {k: [t.cpu() if t is not None else None for t in v] for k, v in run.features.items()} if keep_features else {}
     )

@@ -7,7 +7,9 @@ peak from the model and image sizes up front and refuse early with advice.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -24,15 +26,34 @@ class InsufficientMemory(PanSt3RError):
 
 @dataclass(frozen=True)
 class MemoryEstimate:
+    """Peak bytes of a job by what holds them, and the scratch disk its per-view outputs take.
+
+    A job keeps only small per-photo state in memory; each view's mask logits and pointmaps go to disk
+    (``scratch``) as they leave the network and are read back one view at a time (``pipeline/viewstore``).
+    The peak is the larger of two phases: the network (weights, MUSt3R memory, the keyframes decoded together,
+    every photo's input and encoder tokens) and the rest (every photo's panoptic maps and points, one view's
+    mask probabilities); both hold the photos.
+    """
+
     weights: int
     must3r_memory: int  # keyframe token memory, all decoder layers
-    per_view: int  # stored outputs per view (encoder tokens, pointmaps, mask logits)
+    per_view: int  # held for every photo through the network: its input, the photo, its encoder tokens
+    keyframes: int  # panoptic features and mask logits of the keyframes, decoded together
     working: int  # transient activations of one backbone call
-    postprocess: int  # full-resolution mask probabilities held by post-processing
+    results: int  # held for every photo after the network: the photo, its panoptic maps, its points (at most)
+    postprocess: int  # one view's full-resolution mask probabilities (views are streamed)
+    scratch: int = 0  # disk, not memory: float16 mask logits, float32 pointmaps and confidences of every view
 
     @property
     def total(self) -> int:
-        return self.weights + self.must3r_memory + self.per_view + self.working + self.postprocess
+        network = self.must3r_memory + self.per_view + self.keyframes + self.working
+        return self.weights + max(network, self.results + self.postprocess)
+
+
+INPUT_BYTES = 3 * 4 + 3  # per pixel: the network input (float32) and the photo (uint8)
+RESULT_BYTES = 3 + 4 + 4 + 8  # per pixel: the photo, panoptic ids and confidence, the argmax maps they come from
+POINT_BYTES = 12 + 3 + 4 + 4 + 2 + 4  # per point (at most one per pixel): xyz, rgb, conf, segment, view, pixel
+SCRATCH_BYTES = 7 * 4 + 4  # per pixel on disk: raw pointmaps and confidence (float32); masks come on top
 
 
 def estimate(
@@ -42,18 +63,24 @@ def estimate(
     cfg = model.cfg
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     tokens = [(h // 16) * (w // 16) for h, w in sizes]
+    pixels = [h * w for h, w in sizes]
     largest = max(tokens)
     queries = cfg.panoptic.mask_transformer.num_queries
+    mask_dim = cfg.panoptic.mask_transformer.mask_dim
+    hidden = cfg.panoptic.mask_transformer.hidden_dim
     mem = (
         cfg.decoder.depth * cfg.decoder.dim * bytes_per_value * sum(sorted(tokens)[-num_keyframes:]) * 2
     )  # + projected k/v
-    per_view = sum(t * (cfg.encoder.dim + 16 * 16 * 7) + queries * t * 64 for t in tokens) * bytes_per_value
-    hidden = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
-    working = max_batch * largest * hidden * bytes_per_value * 6
-    mask_dim = cfg.panoptic.mask_transformer.mask_dim
-    working += max_batch * largest * 64 * mask_dim * bytes_per_value * 3  # stride-2 mask features
-    postprocess = 2 * queries * max(h * w for h, w in sizes) * bytes_per_value  # one view at a time, probs + argmax
-    return MemoryEstimate(weights, mem, per_view, working, postprocess)
+    per_view = sum(t * cfg.encoder.dim * bytes_per_value + px * INPUT_BYTES for t, px in zip(tokens, pixels))
+    keyframes = sum(t * (64 * (mask_dim + queries) + hidden) for t in sorted(tokens)[-num_keyframes:])
+    keyframes *= bytes_per_value  # stride-2 features and mask logits (64 per token), fpn (1 per token)
+    width = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
+    working = max_batch * largest * width * bytes_per_value * 6
+    working += max_batch * largest * 64 * (mask_dim + queries) * bytes_per_value * 3  # one chunk's features, masks
+    results = sum(px * (RESULT_BYTES + POINT_BYTES) for px in pixels)
+    postprocess = 2 * queries * max(pixels) * bytes_per_value  # one view at a time, probs + weighted copy
+    scratch = sum(px * SCRATCH_BYTES + queries * px // 4 * 2 for px in pixels)
+    return MemoryEstimate(weights, mem, per_view, keyframes, working, results, postprocess, scratch)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -100,3 +127,19 @@ def check_fits(
         f"{need}, even with 2 keyframes; run fewer photos at once (e.g. split into groups of "
         f"{max(2, len(sizes) // 2)}) or use a machine with more memory"
     )
+
+
+def check_disk(needed: int, out_dir: str | os.PathLike, free: int | None = None) -> None:
+    """Raise :class:`InsufficientMemory` when the job's scratch files (``MemoryEstimate.scratch``) would not fit
+    on the disk that will hold ``out_dir`` (they are written beside it). ``free`` overrides the measured space."""
+    if free is None:
+        probe = Path(out_dir).absolute()
+        while not probe.exists():
+            probe = probe.parent
+        free = shutil.disk_usage(probe).free
+    if needed > free:
+        raise InsufficientMemory(
+            f"this job needs about {needed / GiB:.1f} GiB of disk space beside {out_dir} for its per-view outputs "
+            f"(deleted when it ends) but only {free / GiB:.1f} GiB is free; free some space, choose an output "
+            "folder on another disk, or run fewer photos at once"
+        )

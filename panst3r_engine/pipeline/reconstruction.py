@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from panst3r_engine.pipeline.cameras import Camera, ViewGeometry
+from panst3r_engine.pipeline.cameras import Camera
 from panst3r_engine.pipeline.images import Photo
 from panst3r_engine.pipeline.points import PointCloud
 from panst3r_engine.vocab.embeddings import ClassEmbeddings
@@ -28,7 +28,6 @@ class Reconstruction:
     """Everything a job knows after the network, post-processing and camera recovery."""
 
     photos: list[Photo]  # in input order, each in its own orientation
-    views: list[ViewGeometry]  # activated pointmaps per photo
     cameras: list[Camera]
     points: PointCloud  # confident points of every view
     panoptic: list[np.ndarray]  # per photo int32 [H, W] segment ids, 0 = void

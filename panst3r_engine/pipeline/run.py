@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +30,20 @@ from panst3r_engine.pipeline.assemble import JobMeta, build_bundle
 from panst3r_engine.pipeline.cameras import Camera, ViewGeometry, recover_camera
 from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientation
 from panst3r_engine.pipeline.keyframes import KeyframeChooser
-from panst3r_engine.pipeline.memory import check_fits
+from panst3r_engine.pipeline.memory import check_disk, check_fits
 from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
-from panst3r_engine.pipeline.points import collect_points, confidence_warnings
+from panst3r_engine.pipeline.points import PointCloud, collect_points, confidence_warnings
 from panst3r_engine.pipeline.progress import Progress
 from panst3r_engine.pipeline.reconstruction import JobResult, Reconstruction, Segment
 from panst3r_engine.pipeline.video import expand_videos
+from panst3r_engine.pipeline.viewstore import ViewStore
 from panst3r_engine.postprocess import postprocess
+from panst3r_engine.postprocess.common import LazyViews
 from panst3r_engine.vocab.embeddings import ClassEmbeddings, resolve_class_embeddings
 
 log = logging.getLogger(__name__)
+
+MASK_DTYPE = torch.float16  # mask logits on disk: half the bytes; see ViewStore for what the rounding can move
 
 
 def run_job(
@@ -65,26 +69,41 @@ def run_job(
     vocab = _vocabulary(loaded, options, progress)
     keyframes, warnings = _keyframes(len(photos), options.keyframes)
     chooser = KeyframeChooser.for_job(options.keyframes_by, keyframes, options.seed, options.retrieval)
-    check_fits(loaded.model, [tuple(p.tensor.shape[-2:]) for p in photos], keyframes, loaded.device, options.max_batch)
-    raw = _infer(loaded, photos, vocab.vectors, keyframes, chooser, options, progress)
-    method = options.postprocess or loaded.config.postprocess_default
-    panoptic, segments = _postprocess(raw, method, options.seed, progress)
-    views, cameras = _cameras(raw, progress)
-    points = collect_points(views, [p.rgb for p in photos], panoptic, options.conf_threshold)
-    warnings += confidence_warnings(views, len(points.segment), options.conf_threshold)
-    recon = Reconstruction(
-        photos, views, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method, sources
-    )
-    splats, splat_warnings = _splats(recon, options, loaded.device, progress)
-    meta = JobMeta(
-        __version__,
-        _model_info(loaded),
-        {**asdict(options), **chooser.used},
-        dict(progress.timings),
-        warnings + chooser.warnings + splat_warnings,
-        splats[1] if splats else None,
-    )
-    return _write(out_dir, recon, meta, raw if options.save_raw else None, splats, options.overwrite, progress)
+    sizes = [tuple(p.tensor.shape[-2:]) for p in photos]
+    check_disk(check_fits(loaded.model, sizes, keyframes, loaded.device, options.max_batch).scratch, out_dir)
+    scratch = staging_path(out_dir)  # per-view outputs on disk; if the job is killed, remove_stale_staging clears it
+    scratch.mkdir(parents=True)
+    try:
+        stores = _stores(len(photos), scratch)
+        raw = _infer(loaded, photos, vocab.vectors, keyframes, chooser, options, progress, stores)
+        photos = [replace(p, tensor=torch.empty(0)) for p in photos]  # network inputs done with: ~2.4 MB each
+        method = options.postprocess or loaded.config.postprocess_default
+        panoptic, segments = _postprocess(raw, method, options.seed, progress)
+        cameras, points = _cameras(raw, photos, panoptic, options.conf_threshold, stores["conf"], progress)
+        warnings += confidence_warnings(stores["conf"], len(points.segment), options.conf_threshold)
+        recon = Reconstruction(photos, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method, sources)
+        splats, splat_warnings = _splats(recon, options, loaded.device, progress)
+        meta = JobMeta(
+            __version__,
+            _model_info(loaded),
+            {**asdict(options), **chooser.used},
+            dict(progress.timings),
+            warnings + chooser.warnings + splat_warnings,
+            splats[1] if splats else None,
+        )
+        return _write(out_dir, recon, meta, raw if options.save_raw else None, splats, options.overwrite, progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stores(num_photos: int, scratch: Path) -> dict[str, ViewStore]:
+    """Disk-backed per-view outputs: the network's (a lone photo is run as a pair) and the confidence maps."""
+    count = max(num_photos, 2)
+    return {
+        "masks": ViewStore(count, scratch, MASK_DTYPE, "masks"),
+        "pointmaps": ViewStore(count, scratch, torch.float32, "pointmaps"),
+        "conf": ViewStore(num_photos, scratch, torch.float32, "conf"),
+    }
 
 
 def _load_images(paths: list, options: JobOptions, progress: Progress) -> tuple[list[Photo], list[dict | None]]:
@@ -124,8 +143,12 @@ def _infer(
     chooser: KeyframeChooser,
     options: JobOptions,
     progress: Progress,
+    stores: dict[str, ViewStore],
 ) -> RawOutputs:
-    """Run the network; a lone photo is paired with itself, as the official demo does."""
+    """Run the network; a lone photo is paired with itself, as the official demo does.
+
+    Mask logits and pointmaps go to ``stores`` (on disk) as each view leaves the network.
+    """
     tensors = [p.tensor for p in photos]
     single = len(tensors) == 1
     if single:
@@ -139,17 +162,18 @@ def _infer(
         max_batch=options.max_batch,
         progress=progress,
         amp=options.amp,
+        masks=stores["masks"],
+        pointmaps=stores["pointmaps"],
     )
     if single:
-        raw.pointmaps_raw, raw.pred_masks, raw.true_shapes = (
-            raw.pointmaps_raw[:1],
-            raw.pred_masks[:1],
-            raw.true_shapes[:1],
-        )
+        raw.pointmaps_raw.truncate(1)
+        raw.pred_masks.truncate(1)
+        raw.true_shapes = raw.true_shapes[:1]
         raw.keyframes = [0]
     for i, photo in enumerate(photos):  # back to each photo's own orientation
-        raw.pointmaps_raw[i] = to_photo_orientation(raw.pointmaps_raw[i], photo.transposed, (0, 1))
-        raw.pred_masks[i] = to_photo_orientation(raw.pred_masks[i], photo.transposed, (1, 2))
+        if photo.transposed:
+            raw.pointmaps_raw[i] = to_photo_orientation(raw.pointmaps_raw[i], photo.transposed, (0, 1))
+            raw.pred_masks[i] = to_photo_orientation(raw.pred_masks[i], photo.transposed, (1, 2))
         raw.true_shapes[i] = (photo.rgb.shape[0], photo.rgb.shape[1])
     return raw
 
@@ -167,15 +191,29 @@ def _postprocess(raw: RawOutputs, method: str, seed: int, progress: Progress) ->
     return result.pan, segments
 
 
-def _cameras(raw: RawOutputs, progress: Progress) -> tuple[list[ViewGeometry], list[Camera]]:
-    views, cameras = [], []
-    for i, pointmap in enumerate(raw.pointmaps_raw):
-        pts3d, local, conf = activate_pointmaps(pointmap.float())
-        view = ViewGeometry(pts3d.numpy(), local.numpy(), conf.numpy())
-        views.append(view)
+def _cameras(
+    raw: RawOutputs,
+    photos: list[Photo],
+    panoptic: list[np.ndarray],
+    threshold: float,
+    conf_maps: ViewStore,
+    progress: Progress,
+) -> tuple[list[Camera], PointCloud]:
+    """Cameras and points, one view at a time (activated from the pointmaps on disk when needed, then dropped);
+    every view's confidence map goes to ``conf_maps`` for :func:`confidence_warnings`."""
+    views = LazyViews(lambda i: _activated(raw.pointmaps_raw[i]), len(photos))
+    cameras = []
+    for i in range(len(photos)):
+        view = views[i]
         cameras.append(recover_camera(view))
-        progress("cameras", (i + 1) / len(raw.pointmaps_raw))
-    return views, cameras
+        conf_maps[i] = torch.from_numpy(view.conf)
+        progress("cameras", (i + 1) / len(photos))
+    return cameras, collect_points(views, [p.rgb for p in photos], panoptic, threshold)
+
+
+def _activated(pointmap: torch.Tensor) -> ViewGeometry:
+    pts3d, local, conf = activate_pointmaps(pointmap.float())
+    return ViewGeometry(pts3d.numpy(), local.numpy(), conf.numpy())
 
 
 def _splats(

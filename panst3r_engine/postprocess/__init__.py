@@ -16,8 +16,7 @@ from .common import (
     PanopticResult,
     ProgressFn,
     class_probs,
-    mask_probs,
-    mask_probs_low_res,
+    lazy_mask_probs,
     shapes_list,
 )
 from .qubo import QuboConfig, qubo_inference
@@ -45,16 +44,19 @@ def postprocess(
     ``progress``, if given, is called as ``progress("postprocess", fraction, message)`` from inside
     the long loops (at most every 50 ms, fractions non-decreasing, 1.0 at the end); whatever it
     raises (``Cancelled``) stops the run there. It never changes the result.
+
+    Views are streamed: mask probabilities are computed per view when a pass reads it, so the memory held
+    is one view's probabilities plus per-view results, whatever the number of views (``pred_masks`` may be
+    a disk-backed sequence read one view at a time).
     """
     shapes = shapes_list(true_shapes)
     cls = class_probs(pred_logits)
     ck = Checkpoints(progress)
-    pre, rest = ck.part(0.0, 0.2), ck.part(0.2, 1.0)  # preamble, inference (which ends with a tick at 1.0)
     if method == "standard_v1":
-        return standard_inference(cls, mask_probs(pred_masks, shapes, pre), shapes, STANDARD_V1, rest)
+        return standard_inference(cls, lazy_mask_probs(pred_masks, shapes), shapes, STANDARD_V1, ck)
     if method == "standard_v2":
-        return standard_inference(cls, mask_probs(pred_masks, shapes, pre), shapes, STANDARD_V2, rest)
+        return standard_inference(cls, lazy_mask_probs(pred_masks, shapes), shapes, STANDARD_V2, ck)
     if method == "qubo":
-        probs = mask_probs_low_res(pred_masks, shapes, pre)
-        return qubo_inference(cls, probs, shapes, seed=seed, cfg=qubo or QuboConfig(), ck=rest)
+        probs = lazy_mask_probs(pred_masks, shapes, low_res=True)
+        return qubo_inference(cls, probs, shapes, seed=seed, cfg=qubo or QuboConfig(), ck=ck)
     raise ValueError(f"unknown post-processing method {method!r}; expected one of {METHODS}")

@@ -137,6 +137,37 @@ def mask_probs(
     return out
 
 
+class LazyViews(Sequence[torch.Tensor]):
+    """Per-view values computed when read (``fn(view)``), never held together: post-processing streams views.
+
+    Reading a view twice computes it twice; the stages that need a view in several passes re-read it.
+    """
+
+    def __init__(self, fn: Callable[[int], torch.Tensor], count: int) -> None:
+        self._fn, self._count = fn, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, view: int) -> torch.Tensor:  # type: ignore[override]
+        if not 0 <= view < self._count:
+            raise IndexError(f"view {view} is outside 0..{self._count - 1}")
+        return self._fn(view)
+
+
+def lazy_mask_probs(
+    pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]], low_res: bool = False
+) -> LazyViews:
+    """As :func:`mask_probs` (or :func:`mask_probs_low_res`), one view at a time when read.
+
+    ``pred_masks`` may itself be lazy (a disk-backed store): then no stage holds more than one view's masks.
+    """
+    _check_views(pred_masks, shapes)
+    if low_res:
+        return LazyViews(lambda v: low_res_probs(pred_masks[v]), len(shapes))
+    return LazyViews(lambda v: view_mask_probs(pred_masks[v], shapes[v]), len(shapes))
+
+
 def _check_views(pred_masks: Sequence[ArrayLike] | ArrayLike, shapes: Sequence[tuple[int, int]]) -> None:
     if len(pred_masks) != len(shapes):
         raise ValueError(f"{len(pred_masks)} mask views but {len(shapes)} true shapes")
