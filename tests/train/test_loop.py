@@ -1,0 +1,115 @@
+"""The training loop end to end on a tiny checkpoint: resume = uninterrupted, frozen parts stay, the result runs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from panst3r_engine.cli import main
+from panst3r_engine.model.checkpoints import load_model, read_checkpoint
+from panst3r_engine.train.loop import Trainer
+from panst3r_engine.train.options import TrainOptions
+
+STEPS = 4
+
+# Each test here trains (about a minute on a loaded 2-core machine in all), so they run in the slow lane.
+pytestmark = pytest.mark.slow
+
+
+def _options(scenes: list[Path], checkpoint: Path, out: Path, cache: Path) -> TrainOptions:
+    return TrainOptions(
+        datasets=tuple(str(p) for p in scenes),
+        init=str(checkpoint),
+        out=str(out),
+        steps=STEPS,
+        device="cpu",
+        resize="none",
+        vocab_embeddings="random",
+        batch_size=1,
+        accum=1,
+        views=2,
+        num_points=128,
+        save_every=2,
+        warmup=1,
+        cache_dir=str(cache),
+    )
+
+
+@pytest.fixture(scope="module")
+def straight_run(painted_scenes, tiny_v2, tmp_path_factory) -> tuple[TrainOptions, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    opts = _options(painted_scenes, tiny_v2, root / "straight", root / "cache")
+    return opts, Trainer(opts, log=lambda line: None).run()
+
+
+def test_uninterrupted_run_writes_the_run_folder(straight_run) -> None:
+    opts, final = straight_run
+    out = Path(opts.out)
+    for name in ("final.pth", "last.pth", "classes.txt", "classes.npz", "log.jsonl", "log.csv", "loss.png"):
+        assert (out / name).is_file(), name
+    assert len((out / "log.jsonl").read_text().splitlines()) == STEPS
+    assert (out / "classes.txt").read_text() == "wall;stuff\nfloor;stuff\nmug\n"
+
+
+def test_only_the_panoptic_decoder_changes(straight_run, tiny_v2) -> None:
+    _, final = straight_run
+    before, _ = read_checkpoint(tiny_v2)
+    after, info = read_checkpoint(final)
+    assert info.epoch == STEPS and info.args["classes"] == ["wall", "floor", "mug"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("panoptic_decoder.") for k in changed)
+    assert any(k.startswith("panoptic_decoder.mask_transformer.") for k in changed)
+
+
+def test_resume_matches_the_uninterrupted_run(straight_run, tmp_path) -> None:
+    opts, final = straight_run
+    split = replace(opts, out=str(tmp_path / "split"))
+    assert Trainer(split, log=lambda line: None).run(stop_after=STEPS // 2) is None
+    assert not (tmp_path / "split" / "final.pth").exists()
+    lines: list[str] = []
+    resumed = Trainer(replace(split, resume=True), log=lines.append).run()
+    assert any("resumed" in line for line in lines)
+    assert any("0 computed" in line for line in lines)  # the shared feature cache served every sample
+    straight, _ = read_checkpoint(final)
+    again, _ = read_checkpoint(resumed)
+    assert all(torch.equal(straight[k], again[k]) for k in straight)
+    assert len((tmp_path / "split" / "log.jsonl").read_text().splitlines()) == STEPS
+
+
+def test_trained_checkpoint_runs_through_the_pipeline(straight_run, painted_scenes, tmp_path) -> None:
+    opts, final = straight_run
+    model, info = load_model(final)  # strict load with the engine's loader
+    assert info.config.version == "v2"
+    run_dir = Path(opts.out)
+    photos = sorted((painted_scenes[0] / "images").iterdir())[:3]
+    code = main(
+        [
+            "run",
+            *map(str, photos),
+            "--weights",
+            str(final),
+            "--vocab",
+            str(run_dir / "classes.txt"),
+            "--vocab-embeddings",
+            str(run_dir / "classes.npz"),
+            "--device",
+            "cpu",
+            "--resize",
+            "none",
+            "--out",
+            str(tmp_path / "bundle"),
+        ]
+    )
+    assert code == 0 and (tmp_path / "bundle" / "manifest.json").is_file()
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(straight_run, tmp_path, capsys) -> None:
+    opts, _ = straight_run
+    base = ["train", *opts.datasets, "--init", opts.init, "--device", "cpu", "--vocab-embeddings", "random"]
+    assert main([*base, "--out", opts.out]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "new"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
