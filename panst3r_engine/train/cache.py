@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,7 @@ class FeatureCache:
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
             tokens, pos = data["tokens"], data["pos"]
-        except (OSError, RuntimeError, KeyError, TypeError, EOFError):
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError, pickle.UnpicklingError):
             return None
         views, _, height, width = images.shape
         patch = self.model.patch_size
