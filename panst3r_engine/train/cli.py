@@ -39,6 +39,8 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="frozen-feature cache (default RUN_DIR/cache)")
     p.add_argument("--no-cache", dest="use_cache", action="store_false", help="recompute backbone features each step")
     p.add_argument("--amp", choices=AMP_MODES, default=d.amp, help="CUDA autocast: auto (bf16, else fp16), off")
+    p.add_argument("--val", nargs="+", default=(), help="validation scene folders, scored with eval run's code")
+    p.add_argument("--val-every", type=int, default=0, help="score --val every N steps and keep best.pth (0: never)")
     p.set_defaults(func=cmd_train)
     return p
 
@@ -69,6 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         use_cache=args.use_cache,
         amp=args.amp,
+        val=tuple(args.val),
+        val_every=args.val_every,
     ).validate()
     path = train(opts)
     if path is not None:

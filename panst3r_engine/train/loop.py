@@ -8,7 +8,8 @@ generator seeded per step, so ``--resume`` from ``last.pth`` reproduces an unint
 
 Run folder: ``last.pth`` (official layout plus optimiser, scheduler and step, every
 ``save_every`` steps), ``final.pth`` (official layout: ``args`` / ``weights`` / ``epoch``),
-``classes.txt`` + ``classes.npz`` (the vocabulary and its text embeddings), ``log.jsonl``,
+``best.pth`` (with ``--val``: the best validation PQ^scene so far), ``classes.txt`` +
+``classes.npz`` (the vocabulary and its text embeddings), ``log.jsonl``,
 ``log.csv`` and ``loss.png``, and ``cache/`` (frozen features).
 """
 
@@ -36,7 +37,7 @@ from panst3r_engine.train.schedule import make_optimizer, make_scheduler
 from panst3r_engine.vocab.embeddings import ClassEmbeddings
 from panst3r_engine.vocab.vocabularies import Vocabulary
 
-LAST, FINAL = "last.pth", "final.pth"
+LAST, FINAL, BEST = "last.pth", "final.pth", "best.pth"
 
 
 class TrainError(PanSt3RError):
@@ -145,6 +146,7 @@ class Trainer:
         self.print = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.rank, self.world = distributed()
         self.history: list[StepLog] = []
+        self.best: float | None = None  # best validation PQ(all) so far
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -222,6 +224,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"])
         self.start = int(state["step"])
+        self.best = state.get("best")
         self.history = [StepLog(**h) for h in json.loads(state.get("history", "[]"))]
         self.print(f"resumed {self.out / LAST} at step {self.start}")
 
@@ -303,6 +306,8 @@ class Trainer:
             "step": step,
             "history": json.dumps([asdict(h) for h in self.history]),
         }
+        if self.best is not None:
+            state["best"] = self.best
         _atomic_save(state, self.out / LAST)
 
     def save_final(self, step: int) -> Path:
@@ -310,6 +315,32 @@ class Trainer:
         if not self.rank:
             _atomic_save(self._official(step), path)
         return path
+
+    def validate(self, step: int) -> dict:
+        """Score the current weights on ``--val`` scenes through ``eval run``; keep ``best.pth`` on a new best."""
+        from panst3r_engine.train.evaluate import evaluate_checkpoint
+
+        candidate = self.out / "validation.pth"
+        _atomic_save(self._official(step), candidate)
+        scores = evaluate_checkpoint(
+            candidate,
+            self.opts.val,
+            str(self.out / "classes.npz"),
+            self.out / "validation",
+            self.opts.resize,
+            str(self.device),
+        )
+        score = scores["pq_all"] if scores["pq_all"] is not None else -1.0
+        if self.best is None or score > self.best:
+            self.best = score
+            os.replace(candidate, self.out / BEST)
+        else:
+            candidate.unlink()
+        self.print(
+            f"validation at step {step}: PQ {_pct(scores['pq_all'])}  mIoU {_pct(scores['miou'])}  "
+            f"(best PQ {_pct(self.best)})"
+        )
+        return {f"val_{k}": v for k, v in scores.items()}
 
     # ------------------------------------------------------------------ the run
     def run(self, stop_after: int | None = None) -> Path | None:
@@ -327,6 +358,8 @@ class Trainer:
             if (step + 1) % opts.log_every == 0 or step + 1 == end:
                 rate = done / (time.perf_counter() - began)
                 self.print(progress_line(entry, opts.steps, rate))
+            if not self.rank and opts.val_every and ((step + 1) % opts.val_every == 0 or step + 1 == opts.steps):
+                entry.extra = self.validate(step + 1)
             if (step + 1) % opts.save_every == 0 or step + 1 == end:
                 self.save_last(step + 1)
         if not self.rank:
@@ -351,6 +384,10 @@ def _to_float(out: dict) -> dict:
         return value
 
     return cast(out)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value < 0 else f"{100 * value:.1f}"
 
 
 def _duration(seconds: float) -> str:

@@ -10,11 +10,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-COLUMNS = ("step", "loss", "loss_class", "loss_mask", "loss_dice", "lr", "seconds")
+COLUMNS = ("step", "loss", "loss_class", "loss_mask", "loss_dice", "lr", "seconds", "val_pq", "val_pq_all", "val_miou")
 
 
 def write_logs(out: Path, history: list) -> None:
-    rows = [{k: asdict(h)[k] for k in COLUMNS} for h in history]
+    rows = []
+    for h in history:
+        flat = {**asdict(h), **h.extra}
+        rows.append({k: flat.get(k) for k in COLUMNS})
     (out / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     with open(out / "log.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
