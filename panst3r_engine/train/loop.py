@@ -2,9 +2,11 @@
 
 Everything but ``panoptic_decoder`` is frozen (PanSt3R fact sheet §1.2). Each step runs only the
 decoder on cached backbone features (:mod:`.cache`), for ``accum`` micro-batches of
-``batch_size`` samples, then one optimiser step. Randomness is a pure function of (seed, step):
-the sample order is a seeded permutation per pass over the data and the loss points come from a
-generator seeded per step, so ``--resume`` from ``last.pth`` reproduces an uninterrupted run.
+``batch_size`` samples, then one optimiser step. Randomness is a pure function of the seed and
+the position in the sample stream: the order is a seeded permutation per pass over the data and
+each sample's loss points come from a generator seeded by its position, so ``--resume`` from
+``last.pth`` reproduces an uninterrupted run and ``torchrun`` with N processes of batch b trains
+on what one process of batch N*b would.
 
 Run folder: ``last.pth`` (official layout plus optimiser, scheduler and step, every
 ``save_every`` steps), ``final.pth`` (official layout: ``args`` / ``weights`` / ``epoch``),
@@ -96,18 +98,25 @@ def distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def sample_order(step: int, micro: int, accum: int, batch: int, count: int, seed: int, rank: int, world: int):
-    """Indices of the samples of one micro-batch: a seeded permutation per pass over the data."""
-    out = []
-    for b in range(batch):
-        i = ((step * accum + micro) * world + rank) * batch + b
-        perm = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + i // count))
-        out.append(int(perm[i % count]))
-    return out
+def batch_slots(step: int, micro: int, accum: int, batch: int, rank: int, world: int) -> list[int]:
+    """Global positions in the sample stream of one micro-batch on one process.
+
+    Process r of w takes the r-th share of each global micro-batch, so w processes with batch b
+    see the same samples as one process with batch w*b.
+    """
+    first = ((step * accum + micro) * world + rank) * batch
+    return list(range(first, first + batch))
 
 
-def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 64 + rank)
+def sample_at(slot: int, count: int, seed: int) -> int:
+    """The sample at a stream position: a seeded permutation per pass over the data."""
+    perm = torch.randperm(count, generator=torch.Generator().manual_seed(seed * 100_003 + slot // count))
+    return int(perm[slot % count])
+
+
+def slot_generator(seed: int, slot: int) -> torch.Generator:
+    """Loss points of the sample at a stream position (the same on any number of processes)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + slot)
 
 
 def checkpoint_args(model, vocabulary: Vocabulary, opts: TrainOptions) -> argparse.Namespace:
@@ -143,8 +152,10 @@ class Trainer:
     def __init__(self, opts: TrainOptions, log: Callable[[str], None] | None = None) -> None:
         self.opts = opts.validate()
         self.out = Path(opts.out)
-        self.print = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.rank, self.world = distributed()
+        self.print = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        if self.rank:
+            self.print = lambda line: None
         self.history: list[StepLog] = []
         self.best: float | None = None  # best validation PQ(all) so far
 
@@ -261,15 +272,13 @@ class Trainer:
     def step(self, step: int) -> StepLog:
         opts = self.opts
         started = time.perf_counter()
-        gen = step_generator(opts.seed, step, self.rank)
         sums = {"total": 0.0, "class": 0.0, "mask": 0.0, "dice": 0.0}
         for micro in range(opts.accum):
-            order = sample_order(
-                step, micro, opts.accum, opts.batch_size, len(self.samples), opts.seed, self.rank, self.world
-            )
-            batch = [self.samples[i] for i in order]
+            slots = batch_slots(step, micro, opts.accum, opts.batch_size, self.rank, self.world)
+            batch = [self.samples[sample_at(i, len(self.samples), opts.seed)] for i in slots]
             outputs = [self.forward(s) for s in batch]
-            losses = self.criterion(outputs, [s.targets(self.device) for s in batch], gen)
+            generators = [slot_generator(opts.seed, i) for i in slots]
+            losses = self.criterion(outputs, [s.targets(self.device) for s in batch], generators)
             self.scaler.scale(losses["total"] / opts.accum).backward()
             for key in sums:
                 sums[key] += float(losses[key].detach()) / opts.accum

@@ -117,14 +117,17 @@ class PanopticCriterion:
         self.match_weights = MatchWeights(cfg.mask_weight, cfg.class_weight, cfg.dice_weight)
 
     def __call__(
-        self, outputs: list[dict], targets: list[Targets], generator: torch.Generator
+        self, outputs: list[dict], targets: list[Targets], generator: torch.Generator | list[torch.Generator]
     ) -> dict[str, torch.Tensor]:
+        """``generator``: one for the batch, or one per sample (then a sample's points do not depend on
+        which batch or process it lands in)."""
         cfg = self.cfg
+        generators = generator if isinstance(generator, list) else [generator] * len(outputs)
         device = outputs[0]["pred_logits"].device
         n_m = num_masks(targets, device)
         total = torch.zeros((), device=device)
         final = {"class": total, "mask": total, "dice": total}
-        for output, target in zip(outputs, targets):
+        for output, target, generator in zip(outputs, targets, generators):
             layers = layer_predictions(output, cfg.deep_supervision)
             for i, pred in enumerate(layers):
                 match = hungarian_match(
