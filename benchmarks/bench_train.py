@@ -34,8 +34,10 @@ def make_scenes(folder: Path, count: int, views: int, width: int, height: int) -
     return out
 
 
-def experiment(scenes: list[Path], heldout: int, out: Path, steps: int, lr: float, log=print) -> dict:
-    """Train on all but the last ``heldout`` scenes; returns the table's rows and timings."""
+def experiment(
+    scenes: list[Path], heldout: int, out: Path, steps: int, lr: float, log=print, timing: bool = True
+) -> dict:
+    """Train on all but the last ``heldout`` scenes; returns the table's rows (and step timings)."""
     from panst3r_engine.eval.dataset import read_scene
     from panst3r_engine.model.checkpoints import write_random_checkpoint
     from panst3r_engine.train.evaluate import evaluate_checkpoint, majority_baseline
@@ -70,11 +72,10 @@ def experiment(scenes: list[Path], heldout: int, out: Path, steps: int, lr: floa
         "untrained decoder": evaluate_checkpoint(init, test_scenes, embeddings, out / "eval_before"),
         f"trained ({steps} steps)": evaluate_checkpoint(final, test_scenes, embeddings, out / "eval_after"),
     }
-    timing = step_times(opts, out, log)
-    return {"rows": rows, "train_s": train_s, **timing}
+    return {"rows": rows, "train_s": train_s, **(step_times(opts, out) if timing else {})}
 
 
-def step_times(opts, out: Path, log) -> dict:
+def step_times(opts, out: Path) -> dict:
     """Median seconds of a training step with the warm feature cache and without it."""
     import statistics
 

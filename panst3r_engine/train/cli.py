@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from panst3r_engine.train.options import AMP_MODES, RESIZE_MODES, TrainOptions
 
@@ -45,9 +46,30 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def _train_maybe_distributed(opts: TrainOptions):
+    """Under ``torchrun`` (WORLD_SIZE > 1): one process group (gloo on CPU, nccl on CUDA) around the run."""
+    from dataclasses import replace
+
+    import torch
+    import torch.distributed as dist
+
     from panst3r_engine.train.loop import train
 
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return train(opts)
+    cuda = opts.device != "cpu" and torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        if cuda:
+            local = int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(local)
+            opts = replace(opts, device=f"cuda:{local}")
+        return train(opts)
+    finally:
+        dist.destroy_process_group()
+
+
+def cmd_train(args: argparse.Namespace) -> int:
     opts = TrainOptions(
         datasets=tuple(args.datasets),
         init=args.init,
@@ -74,8 +96,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         val=tuple(args.val),
         val_every=args.val_every,
     ).validate()
-    path = train(opts)
-    if path is not None:
+    path = _train_maybe_distributed(opts)
+    if path is not None and int(os.environ.get("RANK", "0")) == 0:
         run_dir = path.parent
         print(f"trained checkpoint: {path}")
         print(
