@@ -261,8 +261,8 @@ class Trainer:
         images = sample.images.to(self.device)
         decoder = self.model.panoptic_decoder
         fpn, mask_feats = [], []
-        amp = torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
-        with amp:
+        dtype = self.amp_dtype or torch.float32
+        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None):
             for v in range(len(images)):  # one view at a time: LoftUp's min-max stays per view, as at inference
                 f, m = decoder.encode_views(tokens[v : v + 1], pos[v : v + 1], images[v : v + 1])
                 fpn.append(f[0])
