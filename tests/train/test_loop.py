@@ -10,13 +10,13 @@ import torch
 
 from panst3r_engine.cli import main
 from panst3r_engine.model.checkpoints import load_model, read_checkpoint
-from panst3r_engine.train.loop import Trainer
+from panst3r_engine.train.loop import StepLog, Trainer, batch_slots, progress_line, sample_at
 from panst3r_engine.train.options import TrainOptions
 
 STEPS = 4
 
-# Each test here trains (about a minute on a loaded 2-core machine in all), so they run in the slow lane.
-pytestmark = pytest.mark.slow
+# Tests that train (about a minute on a loaded 2-core machine in all) run in the slow lane.
+slow = pytest.mark.slow
 
 
 def _options(scenes: list[Path], checkpoint: Path, out: Path, cache: Path) -> TrainOptions:
@@ -45,6 +45,7 @@ def straight_run(painted_scenes, tiny_v2, tmp_path_factory) -> tuple[TrainOption
     return opts, Trainer(opts, log=lambda line: None).run()
 
 
+@slow
 def test_uninterrupted_run_writes_the_run_folder(straight_run) -> None:
     opts, final = straight_run
     out = Path(opts.out)
@@ -54,6 +55,7 @@ def test_uninterrupted_run_writes_the_run_folder(straight_run) -> None:
     assert (out / "classes.txt").read_text() == "wall;stuff\nfloor;stuff\nmug\n"
 
 
+@slow
 def test_only_the_panoptic_decoder_changes(straight_run, tiny_v2) -> None:
     _, final = straight_run
     before, _ = read_checkpoint(tiny_v2)
@@ -64,6 +66,7 @@ def test_only_the_panoptic_decoder_changes(straight_run, tiny_v2) -> None:
     assert any(k.startswith("panoptic_decoder.mask_transformer.") for k in changed)
 
 
+@slow
 def test_resume_matches_the_uninterrupted_run(straight_run, tmp_path) -> None:
     opts, final = straight_run
     split = replace(opts, out=str(tmp_path / "split"))
@@ -79,6 +82,7 @@ def test_resume_matches_the_uninterrupted_run(straight_run, tmp_path) -> None:
     assert len((tmp_path / "split" / "log.jsonl").read_text().splitlines()) == STEPS
 
 
+@slow
 def test_trained_checkpoint_runs_through_the_pipeline(straight_run, painted_scenes, tmp_path) -> None:
     opts, final = straight_run
     model, info = load_model(final)  # strict load with the engine's loader
@@ -106,6 +110,7 @@ def test_trained_checkpoint_runs_through_the_pipeline(straight_run, painted_scen
     assert code == 0 and (tmp_path / "bundle" / "manifest.json").is_file()
 
 
+@slow
 def test_existing_run_needs_resume_and_resume_needs_a_run(straight_run, tmp_path, capsys) -> None:
     opts, _ = straight_run
     base = ["train", *opts.datasets, "--init", opts.init, "--device", "cpu", "--vocab-embeddings", "random"]
@@ -113,3 +118,20 @@ def test_existing_run_needs_resume_and_resume_needs_a_run(straight_run, tmp_path
     assert "pass --resume" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "new"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_processes_share_out_the_samples_of_a_larger_batch() -> None:
+    # 2 processes x batch 1 take the stream positions of 1 process x batch 2, step after step.
+    for step in range(3):
+        two = batch_slots(step, 0, 1, 1, 0, 2) + batch_slots(step, 0, 1, 1, 1, 2)
+        assert two == batch_slots(step, 0, 1, 2, 0, 1)
+    # each pass over the data visits every sample once, in a seeded order
+    assert sorted(sample_at(i, 5, seed=7) for i in range(5, 10)) == list(range(5))
+    assert [sample_at(i, 5, 7) for i in range(5)] == [sample_at(i, 5, 7) for i in range(5)]
+
+
+def test_progress_line_shows_loss_terms_lr_rate_and_eta() -> None:
+    line = progress_line(StepLog(10, 3.5, 1.25, 0.1, 0.5, 1e-4, 0.5), total=110, steps_per_s=2.0)
+    assert line == (
+        "step 10/110  loss 3.5000 (class 1.2500 mask 0.1000 dice 0.5000)  lr 1.00e-04  2.00 steps/s  ETA 0m50s"
+    )
