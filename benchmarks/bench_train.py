@@ -35,7 +35,14 @@ def make_scenes(folder: Path, count: int, views: int, width: int, height: int) -
 
 
 def experiment(
-    scenes: list[Path], heldout: int, out: Path, steps: int, lr: float, log=print, timing: bool = True
+    scenes: list[Path],
+    heldout: int,
+    out: Path,
+    steps: int,
+    lr: float,
+    log=print,
+    timing: bool = True,
+    views: int = 8,
 ) -> dict:
     """Train on all but the last ``heldout`` scenes; returns the table's rows (and step timings)."""
     from panst3r_engine.eval.dataset import read_scene
@@ -57,7 +64,7 @@ def experiment(
         lr=lr,
         batch_size=1,
         accum=1,
-        views=8,
+        views=views,
         num_points=1024,
         save_every=steps,
         log_every=max(1, steps // 10),
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=48)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--train-views", type=int, default=8, help="views per training sample")
     p.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     a = p.parse_args(argv)
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -126,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for sub in ("run", "timing_cached", "timing_uncached"):
         if (out / sub).exists():
             raise SystemExit(f"{out / sub} exists from an earlier benchmark; give a fresh --out")
-    print_table(experiment(scenes, a.heldout, out, a.steps, a.lr))
+    print_table(experiment(scenes, a.heldout, out, a.steps, a.lr, views=a.train_views))
     return 0
 
 
