@@ -185,6 +185,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, opts.steps, opts.warmup_steps, opts.lr, opts.min_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.criterion = PanopticCriterion(LossConfig(num_points=opts.num_points))
+        self.out.mkdir(parents=True, exist_ok=True)  # only once data, weights and classes are known to be usable
         self.cache = None
         if opts.use_cache:
             self.cache = FeatureCache(opts.cache_dir or self.out / "cache", model, amp=self.amp_dtype is not None)
@@ -208,7 +209,6 @@ class Trainer:
             raise TrainError(
                 f"{self.out} already holds a training run; pass --resume to continue it or pick another --out"
             )
-        self.out.mkdir(parents=True, exist_ok=True)
 
     def _amp_dtype(self) -> torch.dtype | None:
         """Autocast dtype on CUDA (bf16 where supported, else fp16 with loss scaling); None = fp32."""

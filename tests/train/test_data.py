@@ -43,3 +43,17 @@ def test_resize_none_refuses_sizes_off_the_patch_grid(tmp_path) -> None:
     path = write_scene(painted_scene(0, views=2, width=60, height=48), tmp_path / "odd")
     with pytest.raises(DatasetError, match="multiples of 16"):
         load_training_data([str(path)], resize="none")
+
+
+def test_a_dataset_without_labels_fails_before_the_run_folder_exists(tmp_path, tiny_v2) -> None:
+    from panst3r_engine.cli import main
+    from panst3r_engine.eval.dataset import write_scene
+    from tests.train.conftest import painted_scene
+
+    scene = painted_scene(0, views=2)
+    for view in scene.views:
+        view.semantic[:] = 0  # all void
+    path = write_scene(scene, tmp_path / "void")
+    out = tmp_path / "run"
+    assert main(["train", str(path), "--init", str(tiny_v2), "--out", str(out), "--resize", "none"]) == 2
+    assert not out.exists()
