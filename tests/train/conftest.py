@@ -10,6 +10,7 @@ import pytest
 from panst3r_engine.eval.dataset import ClassInfo, InstanceInfo, SceneDataset, View, write_scene
 from panst3r_engine.model.checkpoints import write_random_checkpoint
 
+SCENES, VIEWS, WIDTH, HEIGHT = 6, 4, 64, 48
 CLASSES = [ClassInfo(1, "wall", False), ClassInfo(2, "floor", False), ClassInfo(3, "mug", True)]
 COLOURS = {1: (200, 190, 170), 2: (90, 60, 40), 3: (30, 80, 200)}
 
@@ -50,3 +51,19 @@ def tiny_v2(tmp_path_factory) -> Path:
 def painted_scenes(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("painted")
     return [write_scene(painted_scene(seed), root / f"scene_{seed}") for seed in (0, 1)]
+
+
+@pytest.fixture(scope="session")
+def rendered_rooms(tmp_path_factory) -> list[Path]:
+    """Six seeded 4-view 64x48 rooms (about 5 s each), rendered once per session."""
+    try:
+        import bpy  # noqa: F401
+    except (ImportError, OSError) as exc:
+        pytest.skip(f"bpy does not import: {exc}")
+    from panst3r_engine.eval.synthetic import generate_scene
+
+    root = tmp_path_factory.mktemp("rooms")
+    return [
+        generate_scene(root / f"room_{i}", seed=100 + i, num_views=VIEWS, width=WIDTH, height=HEIGHT, fast=True)
+        for i in range(SCENES)
+    ]

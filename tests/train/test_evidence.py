@@ -8,29 +8,12 @@ measures it (README, "Training your own classes").
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SCENES, HELD_OUT, VIEWS, WIDTH, HEIGHT = 6, 2, 4, 64, 48
+HELD_OUT = 2
 PASSES = 3
-
-
-@pytest.fixture(scope="session")
-def rendered_rooms(tmp_path_factory) -> list[Path]:
-    """Six seeded 4-view 64x48 rooms (about 5 s each), rendered once per session."""
-    try:
-        import bpy  # noqa: F401
-    except (ImportError, OSError) as exc:
-        pytest.skip(f"bpy does not import: {exc}")
-    from panst3r_engine.eval.synthetic import generate_scene
-
-    root = tmp_path_factory.mktemp("rooms")
-    return [
-        generate_scene(root / f"room_{i}", seed=100 + i, num_views=VIEWS, width=WIDTH, height=HEIGHT, fast=True)
-        for i in range(SCENES)
-    ]
 
 
 @pytest.mark.slow

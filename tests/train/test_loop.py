@@ -135,3 +135,32 @@ def test_progress_line_shows_loss_terms_lr_rate_and_eta() -> None:
     assert line == (
         "step 10/110  loss 3.5000 (class 1.2500 mask 0.1000 dice 0.5000)  lr 1.00e-04  2.00 steps/s  ETA 0m50s"
     )
+
+
+@slow
+def test_validation_keeps_the_best_checkpoint_and_logs_its_scores(rendered_rooms, tmp_path) -> None:
+    from panst3r_engine.model.checkpoints import write_random_checkpoint
+
+    opts = TrainOptions(
+        datasets=(str(rendered_rooms[0]),),
+        init=str(write_random_checkpoint(tmp_path / "tiny.pth", "v2", "tiny", seed=5)),
+        out=str(tmp_path / "run"),
+        steps=2,
+        device="cpu",
+        resize="none",
+        vocab_embeddings="random",
+        batch_size=1,
+        accum=1,
+        num_points=64,
+        val=(str(rendered_rooms[-1]),),
+        val_every=1,
+    )
+    lines: list[str] = []
+    Trainer(opts, log=lines.append).run()
+    assert sum("validation at step" in line for line in lines) == 2
+    assert (tmp_path / "run" / "best.pth").is_file() and not (tmp_path / "run" / "validation.pth").exists()
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    values = [dict(zip(header, r.split(","))) for r in rows[1:]]
+    assert all(0.0 <= float(v["val_miou"]) <= 1.0 for v in values)
+    load_model(tmp_path / "run" / "best.pth")
