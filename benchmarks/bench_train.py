@@ -1,6 +1,6 @@
 """Fine-tuning evidence: held-out PQ^scene / mIoU before and after training the panoptic decoder.
 
-    .venv/bin/python benchmarks/bench_train.py [--scenes 6] [--heldout 2] [--steps 60] [--out DIR]
+    .venv/bin/python benchmarks/bench_train.py [--scenes 6] [--heldout 2] [--steps 500] [--out DIR]
 
 Renders seeded synthetic rooms with Blender (``eval make-scene --fast``; reused when ``--out``
 already holds them), writes a tiny random v2 checkpoint, trains its panoptic decoder on the first
@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--views", type=int, default=4)
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--height", type=int, default=48)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=500)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--train-views", type=int, default=8, help="views per training sample")
+    p.add_argument("--train-views", type=int, default=2, help="views per training sample")
     p.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     a = p.parse_args(argv)
     out = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="bench-train-"))
