@@ -1,4 +1,4 @@
-"""Command line: ``python -m panst3r_engine run | postprocess | export | weights | serve | eval``."""
+"""Command line: ``python -m panst3r_engine run | postprocess | export | weights | serve | eval | train``."""
 
 from __future__ import annotations
 
@@ -127,6 +127,12 @@ def _add_eval(sub) -> None:
     add_eval_commands(sub)
 
 
+def _add_train(sub) -> None:
+    from panst3r_engine.train.cli import add_train_command
+
+    add_train_command(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m panst3r_engine", description="PanSt3R engine: unordered photos -> 3D panoptic scene."
@@ -139,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(sub)
     _add_serve(sub)
     _add_eval(sub)
+    _add_train(sub)
     return parser
 
 

@@ -25,6 +25,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix, Vector
 
+from . import RESULT_PROPERTY
 from .materials import COLOR_ATTRIBUTE
 from .nodes import input_identifier, shared_node_group
 
@@ -257,7 +258,6 @@ def _centre_origin(ob: bpy.types.Object) -> None:
 
 def meshes_collection(scene: bpy.types.Scene, source: bpy.types.Object) -> bpy.types.Collection:
     """The "Meshes" collection of the result holding ``source`` (created on first use), else of the scene."""
-    from .scene import RESULT_PROPERTY
 
     parent = next(
         (

@@ -19,9 +19,8 @@ import bpy
 import numpy as np
 
 from ..bundle.read import BundleData
-from . import cameras, cleanup, convert, layout, materials, points, splats
+from . import RESULT_PROPERTY, cameras, cleanup, convert, layout, materials, points, splats
 
-RESULT_PROPERTY = "panst3r_result"
 UNLABELLED = "unlabelled"
 UNLABELLED_COLOR = (150, 150, 150)
 MAX_FLOOR_SAMPLES = 50_000

@@ -192,12 +192,20 @@ class MaskTransformer(nn.Module):
         blocked = logits.sigmoid() < 0.5
         return blocked.unsqueeze(0).expand(self.num_heads, -1, -1), logits.abs().amin(dim=1)
 
-    def forward(self, fpn: list[torch.Tensor], mask_feats: list[torch.Tensor], class_embeddings: torch.Tensor) -> dict:
+    def forward(
+        self,
+        fpn: list[torch.Tensor],
+        mask_feats: list[torch.Tensor],
+        class_embeddings: torch.Tensor,
+        aux_outputs: bool = False,
+    ) -> dict:
         """Joint decoding of all given views (see :meth:`predict` for shapes).
 
         fpn: per view [D, h_v, w_v]. Adds ``out_queries`` [Q, D], the final query states
         before ``decoder_norm`` (what non-keyframes are predicted from), and
         ``attention_margin`` [Q], the smallest attention-mask margin over all layers.
+        ``aux_outputs``: also return the predictions before each layer (the initial queries,
+        then layers 1..depth-1) under ``aux_outputs``, for deep supervision in training.
         """
         src, pos = self.memory(fpn)
         sizes = [tuple(f.shape[-2:]) for f in fpn]
@@ -205,10 +213,14 @@ class MaskTransformer(nn.Module):
         query_pos = self.query_embed.weight.unsqueeze(1)
         pred = self.predict(q[:, 0], mask_feats, class_embeddings)
         margin = torch.full((q.shape[0],), float("inf"), device=q.device)
+        aux = []
         for cross, self_attn, ffn in zip(self.cross_attn_layers, self.self_attn_layers, self.ffn_layers):
+            if aux_outputs:
+                aux.append(pred)
             blocked, layer_margin = self.attention_mask(pred["pred_masks"], sizes)
             blocked, margin = unblock_empty_rows(blocked), torch.minimum(margin, layer_margin)
             q = cross(q, src, pos, query_pos, blocked)
             q = ffn(self_attn(q, query_pos))
             pred = self.predict(q[:, 0], mask_feats, class_embeddings)
-        return {**pred, "out_queries": q[:, 0], "attention_margin": margin}
+        out = {**pred, "out_queries": q[:, 0], "attention_margin": margin}
+        return {**out, "aux_outputs": aux} if aux_outputs else out

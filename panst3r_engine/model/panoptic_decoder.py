@@ -72,15 +72,22 @@ class PanopticDecoder(nn.Module):
             return self.upscaler(tokens, grid)
         return self.upscaler(self.input_mixer(tokens, pos), grid, images)
 
-    def decode(self, fpn: list[torch.Tensor], mask_feats: list[torch.Tensor], class_embeddings: torch.Tensor) -> dict:
+    def decode(
+        self,
+        fpn: list[torch.Tensor],
+        mask_feats: list[torch.Tensor],
+        class_embeddings: torch.Tensor,
+        aux_outputs: bool = False,
+    ) -> dict:
         """Joint decoding of keyframes.
 
         fpn: per view [hidden, h_v, w_v]; mask_feats: per view [mask_dim, H_v/2, W_v/2];
         class_embeddings [C, lang_dim] unit-norm. Returns ``pred_logits`` [Q, C], ``pred_masks``
         (list per view of [Q, H_v/2, W_v/2] logits) and ``out_queries`` [Q, hidden]
-        (final query states before ``decoder_norm``).
+        (final query states before ``decoder_norm``); with ``aux_outputs`` also the
+        per-layer predictions for deep supervision (training).
         """
-        return self.mask_transformer(fpn, mask_feats, class_embeddings)
+        return self.mask_transformer(fpn, mask_feats, class_embeddings, aux_outputs=aux_outputs)
 
     def predict(self, queries: torch.Tensor, mask_feats: list[torch.Tensor], class_embeddings: torch.Tensor) -> dict:
         """Prediction heads only (non-keyframes): queries [Q, hidden] = ``out_queries`` of :meth:`decode`.
