@@ -199,4 +199,7 @@ def test_test_command_refuses_an_environment_without_the_test_dependencies(tmp_p
         timeout=300,
     )
     assert result.returncode == 1
-    assert "need pytest transformers sentencepiece google.protobuf gsplat flask scipy, missing" in result.stderr
+    assert (
+        "need pytest transformers sentencepiece google.protobuf gsplat flask scipy pycolmap ray, missing"
+        in result.stderr
+    )

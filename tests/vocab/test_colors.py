@@ -178,7 +178,7 @@ def test_pipeline_manifest_colours_follow_the_vocabulary(preset: str) -> None:
     vocab = resolve_class_embeddings(preset, "random", 8)
     assert vocab.source == preset
     segments = [Segment(1, 0, 0.9, 0), Segment(2, 5, 0.8, 1), Segment(3, 9, 0.7, 2)]
-    recon = Reconstruction([], [], [], None, [], segments, vocab, [0], "standard_v2")
+    recon = Reconstruction([], [], None, [], segments, vocab, [0], "standard_v2")
     colors = [tuple(c["color"]) for c in _classes(recon)]
     assert colors == class_colors(vocab.names, [0, 5, 9], preset)
     if preset == "coco":
