@@ -50,7 +50,7 @@ class WeightsEntry:
     ``pins`` maps folder files to their expected size and SHA-256 (checked before the folder is used);
     ``companions`` names entries downloaded with this one (a retrieval head's codebook); ``hosts`` lists
     the hosts other than the URL's own that its server may redirect to
-    (``.example.org`` admits every subdomain).
+    (``.example.org`` admits every subdomain). ``size_limit`` bounds a download whose size is not published.
     """
 
     id: str
@@ -64,6 +64,7 @@ class WeightsEntry:
     pins: tuple[tuple[str, FilePin], ...] = field(default=())
     hosts: tuple[str, ...] = field(default=())
     companions: tuple[str, ...] = field(default=())
+    size_limit: int | None = None  # the most bytes a download may bring when no size is published
 
     @property
     def is_folder(self) -> bool:
@@ -77,7 +78,7 @@ class WeightsEntry:
         size = self.pin(name).size if name else None
         if size is not None:
             return size
-        return None if self.size_hint is None else self.size_hint * SIZE_MARGIN
+        return self.size_limit if self.size_hint is None else self.size_hint * SIZE_MARGIN
 
 
 LICENCES = {
@@ -200,6 +201,7 @@ REGISTRY = {
             None,
             "must3r-noncommercial",
             "ASMK codebook of the MUSt3R retrieval head (512); read without unrestricted unpickling",
+            size_limit=2 << 30,  # what model/codebook.py's reader accepts (MAX_CODEBOOK_BYTES)
         ),
     )
 }

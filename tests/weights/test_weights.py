@@ -615,6 +615,16 @@ def test_verify_checks_pinned_hashes(server, home):
     assert not ok and "config.json has SHA-256" in message and "delete it" in message
 
 
+def test_every_download_is_bounded():
+    """A server's answer is untrusted: no registry file may be fetched without a byte limit."""
+    from panst3r_engine.model.codebook import MAX_CODEBOOK_BYTES
+
+    for entry in w.REGISTRY.values():
+        for name in entry.files or (None,):
+            assert entry.max_bytes(name), f"{entry.id} {name or ''} has no download limit"
+    assert w.REGISTRY["must3r-retrieval-512-codebook"].max_bytes() == MAX_CODEBOOK_BYTES
+
+
 def test_real_text_tower_pins_and_hosts():
     entry = w.REGISTRY["siglip-text"]
     assert [name for name, _ in entry.pins] == list(entry.files)
