@@ -24,9 +24,9 @@ class ExportProblem(RuntimeError):
 
 def find_result(context, name: str = "") -> bpy.types.Collection:
     """The result to export: named, else the one holding the active object, else the only one in the scene."""
-    from ..importers.scene import RESULT_PROPERTY
+    from ..importers import result_collections
 
-    results = [c for c in context.scene.collection.children_recursive if c.get(RESULT_PROPERTY)]
+    results = result_collections(context.scene)
     if name:
         found = next((c for c in results if c.name == name), None)
         if found is None:

@@ -36,9 +36,9 @@ class RenderViewError(RuntimeError):
 def find_result(context, name: str = "") -> bpy.types.Collection:
     """The result collection to render: named, else the one holding the scene camera or the active object,
     else the only one made by an engine job, else the only one."""
-    from ..importers.scene import RESULT_PROPERTY
+    from ..importers import result_collections
 
-    results = [c for c in context.scene.collection.children_recursive if c.get(RESULT_PROPERTY)]
+    results = result_collections(context.scene)
     if name:
         found = next((c for c in results if c.name == name), None)
         if found is None:

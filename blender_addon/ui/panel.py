@@ -126,10 +126,10 @@ class VIEW3D_PT_panst3r_display(_PanSt3RPanel, bpy.types.Panel):
         layout.prop(settings, "layout_proxies")
         layout.prop(settings, "meshes")
         layout.operator("panst3r.import_bundle", icon="IMPORT")
-        from ..importers.scene import RESULT_PROPERTY
+        from ..importers import result_collections
 
         row = layout.row(align=True)  # File > Export has the same two entries
-        row.enabled = any(c.get(RESULT_PROPERTY) for c in context.scene.collection.children_recursive)
+        row.enabled = bool(result_collections(context.scene))
         row.operator("panst3r.export_bundle", text="COLMAP", icon="EXPORT").format = "COLMAP"
         row.operator("panst3r.export_bundle", text="nerfstudio", icon="EXPORT").format = "NERFSTUDIO"
         _draw_splats(context, layout)
