@@ -2,7 +2,8 @@
 
 ``add_eval_commands(subparsers)`` adds the ``eval`` group to the engine's CLI;
 ``main(argv)`` runs it on its own (``python -m panst3r_engine.eval.cli``).
-Exit codes: 0 done, 2 an error (one line on stderr), 130 interrupted.
+Exit codes: 0 done, 2 an error (one line on stderr; with several scenes: any scene failed, the report still
+lists every scene), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+
+from panst3r_engine.pipeline.progress import Progress
 
 METHODS = ("standard_v1", "standard_v2", "qubo")
 
@@ -38,9 +41,10 @@ def _add_run(sub) -> None:
         "run",
         help="run the pipeline on a scene folder and score it",
         description="DATASET: a panst3r-synthetic-1 scene folder (scene.json) or a Panoptic Lifting "
-        "scene folder (color/, pose/, rs_semantics/, rs_instance/, splits.json).",
+        "scene folder (color/, pose/, rs_semantics/, rs_instance/, splits.json). Several scenes: each bundle "
+        "goes to OUT/<scene folder name>/bundle and one report lists them all (--cluster runs them at once).",
     )
-    r.add_argument("dataset", help="scene folder")
+    r.add_argument("dataset", nargs="+", help="scene folder(s)")
     r.add_argument("--weights", required=True, help="v1, v2, a registry id, or a checkpoint path")
     r.add_argument(
         "--protocol",
@@ -63,7 +67,7 @@ def _add_run(sub) -> None:
         help="an .npz of class text embeddings for the dataset's class names, or 'random' (smoke tests); "
         "default: computed/cached SigLIP embeddings",
     )
-    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (with --cluster: the workers')")
     r.add_argument(
         "--resize",
         choices=["512", "none"],
@@ -96,6 +100,20 @@ def _add_run(sub) -> None:
     r.add_argument("--out", default=None, help="output folder for bundle/ and eval.json (default ./eval_<dataset>)")
     r.add_argument("--json", default=None, help="where to write the numbers (default <out>/eval.json)")
     r.add_argument("--overwrite", action="store_true", help="replace <out>/bundle if it exists")
+    r.add_argument(
+        "--cluster",
+        default=None,
+        metavar="ray|auto|ray://HOST:PORT",
+        help="run the scenes at the same time on Ray workers, one warm model per GPU (as serve --cluster); "
+        "needs panst3r-engine[cluster]",
+    )
+    r.add_argument(
+        "--cluster-cpu-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --cluster: this many CPU workers instead of one per GPU",
+    )
     r.set_defaults(func=cmd_eval_run)
 
 
@@ -161,18 +179,24 @@ def print_report(report: dict, stream: TextIO | None = None) -> None:
 
 def cmd_eval_run(args: argparse.Namespace) -> int:
     """Run and score; numbers to ``--json`` and a table on stdout."""
+    from panst3r_engine.errors import OptionsError
+    from panst3r_engine.eval.batch import ClusterOptions, combined_report, evaluate_scenes, scene_out_dirs
     from panst3r_engine.eval.dataset import DatasetError
     from panst3r_engine.eval.run import EvalOptions, run_evaluation
     from panst3r_engine.pipeline.progress import TextProgress
 
-    dataset = Path(args.dataset)
-    if not dataset.is_dir():
-        raise DatasetError(
-            f"dataset folder {dataset} does not exist"
-            if not dataset.exists()
-            else f"{dataset} is not a folder (expected a scene folder)"
-        )
-    out = Path(args.out) if args.out else Path(f"eval_{dataset.resolve().name}")
+    datasets = [Path(d) for d in args.dataset]
+    for dataset in datasets:
+        if not dataset.is_dir():
+            raise DatasetError(
+                f"dataset folder {dataset} does not exist"
+                if not dataset.exists()
+                else f"{dataset} is not a folder (expected a scene folder)"
+            )
+    if args.cluster_cpu_workers and not args.cluster:
+        raise OptionsError("--cluster-cpu-workers needs --cluster (ray, auto or ray://HOST:PORT)")
+    default_out = f"eval_{datasets[0].resolve().name}" if len(datasets) == 1 else "eval_scenes"
+    out = Path(args.out) if args.out else Path(default_out)
     opts = EvalOptions(
         weights=args.weights,
         protocol=args.protocol,
@@ -191,11 +215,79 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         splat_steps=args.splat_steps,
         overwrite=args.overwrite,
     )
-    report = run_evaluation(dataset, out, opts, TextProgress(stream=sys.stderr))
+    if len(datasets) == 1 and not args.cluster:
+        report = run_evaluation(datasets[0], out, opts, TextProgress(stream=sys.stderr))
+        return _finish_one(report, args.json or out / "eval.json")
+    cluster = ClusterOptions(args.cluster, args.cluster_cpu_workers) if args.cluster else None
+    names = [d.resolve().name for d in datasets]
+    results = evaluate_scenes(
+        datasets,
+        scene_out_dirs(datasets, out),
+        opts,
+        cluster,
+        lambda index: SceneProgress(names[index], stream=sys.stderr),
+    )
+    if len(datasets) == 1:
+        if results[0].error is not None:
+            raise results[0].error
+        return _finish_one(results[0].report, args.json or out / "eval.json")
+    report = combined_report(results)
     path = write_report(report, args.json or out / "eval.json")
+    print_scenes(to_json(report))
+    print(f"\nbundles: {out}/<scene>/bundle\nnumbers: {path}")
+    if report["failed"]:
+        print(f"\nerror: {report['failed']} of {len(results)} scenes failed (see above and {path})", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _finish_one(report: dict, json_path) -> int:
+    path = write_report(report, json_path)
     print_report(to_json(report))
     print(f"\nbundle: {report['bundle']}\nnumbers: {path}")
     return 0
+
+
+class SceneProgress(Progress):
+    """One plain line when a stage starts and one when it ends, prefixed with the scene (several scenes may
+    run at once, so redrawn bars would mix)."""
+
+    def __init__(self, name: str, stream: TextIO | None = None, **kw) -> None:
+        super().__init__(**kw)
+        self.name, self.stream, self._shown = name, stream or sys.stderr, None
+
+    def show(self) -> None:
+        key = (self.stage, self.fraction >= 1.0)
+        if key == self._shown:
+            return
+        self._shown = key
+        state = "done" if key[1] else "started"
+        self.stream.write(f"[{self.name}] {self.stage} {state} {self.message[:40]}".rstrip() + "\n")
+        self.stream.flush()
+
+
+def print_scenes(report: dict, stream: TextIO | None = None) -> None:
+    """One line per scene (PQ-like scores in percent), then the means over the scenes that finished."""
+    w = (stream or sys.stdout).write
+    w(f"\n{'scene':<24}{'PQ':>7}{'PQ_th':>7}{'PQ_st':>7}{'mIoU':>7}{'rot deg':>9}{'chamfer':>9}  state\n")
+    for scene in report["scenes"]:
+        name = Path(scene["dataset"]).name[:23]
+        if scene["state"] != "done":
+            w(f"{name:<24}{'':>46}  failed: {scene['error']['message']}\n")
+            continue
+        pan, geo = scene["panoptic"], scene["geometry"]
+        w(
+            f"{name:<24}"
+            + "".join(f"{_fmt(pan.get(k)):>7}" for k in ("pq", "pq_th", "pq_st", "miou"))
+            + f"{_fmt(geo['cameras'].get('rot_err_deg_mean'), False):>9}"
+            + f"{_fmt(geo['points'].get('chamfer'), False):>9}  done\n"
+        )
+    mean = report["mean"]
+    w(
+        f"{'mean (' + str(report['done']) + ' scenes)':<24}"
+        + "".join(f"{_fmt(mean.get(k)):>7}" for k in ("pq", "pq_th", "pq_st", "miou"))
+        + "\n"
+    )
 
 
 def to_json(value):

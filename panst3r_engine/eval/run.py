@@ -463,40 +463,18 @@ def evaluate_prediction(
 # --------------------------------------------------------------------------- the job
 
 
-def _run_pipeline(scene: SceneDataset, inputs: list[int], out_dir: Path, opts: EvalOptions, progress):
-    """The job on the input views' decoded pixels (so GT and photo never disagree: EXIF, JPEG), plus splats."""
-    from panst3r_engine.pipeline.options import JobOptions
-    from panst3r_engine.pipeline.run import run_job
+@dataclass
+class EvalScene:
+    """A scene ready to run: its ground truth and which views the job sees (``inputs``) or is scored on."""
 
-    with tempfile.TemporaryDirectory(prefix="panst3r-eval-") as tmp:
-        photos = [Path(tmp) / f"{i:05d}.png" for i in range(len(inputs))]
-        for path, v in zip(photos, inputs):
-            Image.fromarray(scene.views[v].image).save(path)
-        vocab = Path(tmp) / "classes.txt"
-        vocab.write_text(vocabulary_lines(scene), encoding="utf-8")
-        job = JobOptions(
-            weights=opts.weights,
-            keyframes=opts.keyframes,
-            postprocess=opts.postprocess,
-            vocab=str(vocab),
-            vocab_embeddings=opts.vocab_embeddings,
-            conf_threshold=opts.conf_threshold,
-            device=opts.device,
-            resize=opts.resize,
-            seed=opts.seed,
-            overwrite=opts.overwrite,
-            splats=opts.splat_steps > 0,
-            splat_steps=opts.splat_steps or None,
-        )
-        return run_job(photos, out_dir / "bundle", job, progress)
+    dataset: Path
+    scene: SceneDataset
+    inputs: list[int]
+    held: list[int]
 
 
-def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts: EvalOptions, progress=None) -> dict:
-    """Run the pipeline on the dataset's (input) photos into ``out_dir/bundle`` and score it; returns the report."""
-    from panst3r_engine.bundle.read import read_bundle
-
-    opts = opts.validate()
-    started = time.perf_counter()
+def load_eval_scene(dataset: str | os.PathLike, opts: EvalOptions) -> EvalScene:
+    """Read the scene and split its views for the protocol; every scored view needs its ground truth."""
     scene, test_stems = load_dataset(dataset)
     n = len(scene.views)
     if opts.protocol == "held-out":
@@ -508,18 +486,64 @@ def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts:
     ]
     if missing:
         raise DatasetError(f"views without semantic/instance ground truth: {missing[:5]}")
-    result = _run_pipeline(scene, inputs, Path(out_dir), opts, progress)
-    bundle = read_bundle(result.bundle)
-    pred = prediction_from_bundle(bundle, scene)
+    return EvalScene(Path(dataset), scene, inputs, held)
+
+
+def write_job_inputs(ev: EvalScene, folder: Path, opts: EvalOptions):
+    """The job's photos (the input views' decoded pixels, so GT and photo never disagree: EXIF, JPEG) and its
+    class list, written into ``folder``; returns ``(photos, vocab file, JobOptions)`` (splats when asked)."""
+    from panst3r_engine.pipeline.options import JobOptions
+
+    photos = [folder / f"{i:05d}.png" for i in range(len(ev.inputs))]
+    for path, v in zip(photos, ev.inputs):
+        Image.fromarray(ev.scene.views[v].image).save(path)
+    vocab = folder / "classes.txt"
+    vocab.write_text(vocabulary_lines(ev.scene), encoding="utf-8")
+    job = JobOptions(
+        weights=opts.weights,
+        keyframes=opts.keyframes,
+        postprocess=opts.postprocess,
+        vocab=str(vocab),
+        vocab_embeddings=opts.vocab_embeddings,
+        conf_threshold=opts.conf_threshold,
+        device=opts.device,
+        resize=opts.resize,
+        seed=opts.seed,
+        overwrite=opts.overwrite,
+        splats=opts.splat_steps > 0,
+        splat_steps=opts.splat_steps or None,
+    )
+    return photos, vocab, job
+
+
+def score_bundle(ev: EvalScene, bundle_path: Path, opts: EvalOptions, timings: dict, started: float) -> dict:
+    """The report of one scene from its bundle (wherever the job ran); ``timings``: the job's stages."""
+    from panst3r_engine.bundle.read import read_bundle
+
+    bundle = read_bundle(bundle_path)
+    pred = prediction_from_bundle(bundle, ev.scene)
     scoring = time.perf_counter()
-    report = evaluate_prediction(scene, pred, inputs, held, opts)
+    report = evaluate_prediction(ev.scene, pred, ev.inputs, ev.held, opts)
     return {
-        "dataset": str(Path(dataset)),
+        "dataset": str(ev.dataset),
         "protocol": opts.protocol,
-        "bundle": str(result.bundle),
+        "bundle": str(bundle_path),
         "options": asdict(opts),
         "postprocess": bundle.manifest["options"].get("postprocess"),
         **report,
         "notes": pred.notes,
-        "timings": {**result.timings, "scoring": time.perf_counter() - scoring, "total": time.perf_counter() - started},
+        "timings": {**timings, "scoring": time.perf_counter() - scoring, "total": time.perf_counter() - started},
     }
+
+
+def run_evaluation(dataset: str | os.PathLike, out_dir: str | os.PathLike, opts: EvalOptions, progress=None) -> dict:
+    """Run the pipeline on the dataset's (input) photos into ``out_dir/bundle`` and score it; returns the report."""
+    from panst3r_engine.pipeline.run import run_job
+
+    opts = opts.validate()
+    started = time.perf_counter()
+    ev = load_eval_scene(dataset, opts)
+    with tempfile.TemporaryDirectory(prefix="panst3r-eval-") as tmp:
+        photos, _, job = write_job_inputs(ev, Path(tmp), opts)
+        result = run_job(photos, Path(out_dir) / "bundle", job, progress)
+    return score_bundle(ev, result.bundle, opts, result.timings, started)

@@ -19,6 +19,7 @@ class JobRun:
     bundle_dir: Path
     options: JobOptions
     vocab_file: Path | None = None  # the client's own classes; ``options.vocab`` names this file
+    embeddings_file: Path | None = None  # class embeddings (.npz) named by ``options.vocab_embeddings`` (eval run)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ machines share no file system. Progress is the actor's last update, polled every
 to the actor, which stops the pipeline at its next progress update. An actor that dies mid-job (its process or
 machine went away) fails that job with ``worker_lost`` (no retry: a job that killed its worker, for example by
 running out of memory, would take down a second one); the slot then starts a fresh actor before its next job.
+Everything a job does runs on its actor, splat fitting included (a stage of the pipeline), so the front end
+never needs a GPU. ``eval run --cluster`` uses the same executor through :mod:`.batch`.
 
 Ray has no authentication: its ports must stay on a private network (see the README).
 """
@@ -17,6 +19,7 @@ import logging
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from panst3r_engine.errors import Cancelled, PanSt3RError
@@ -85,6 +88,50 @@ def connect(ray, address: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class WorkerPlan:
+    """The actors to start: how many, what each asks Ray for (``ray.remote`` options), where its model goes."""
+
+    slots: int
+    resources: dict
+    device: str
+
+
+def plan_workers(cluster_resources: dict, cpu_workers: int = 0) -> WorkerPlan:
+    """One actor per GPU of the cluster (``num_gpus=1``: Ray gives each its own GPU), or ``cpu_workers``
+    CPU actors when asked; a cluster without GPUs needs the latter."""
+    if cpu_workers < 0:
+        raise ClusterError("--cluster-cpu-workers must be 0 (one worker per GPU) or more")
+    if cpu_workers:
+        return WorkerPlan(cpu_workers, {"num_cpus": 1}, "cpu")
+    gpus = int(cluster_resources.get("GPU", 0))
+    if not gpus:
+        raise ClusterError(
+            "the Ray cluster has no GPUs; join GPU machines with `ray start --address HEAD:6379`, "
+            "or use --cluster-cpu-workers N to run on CPUs"
+        )
+    return WorkerPlan(gpus, {"num_gpus": 1, "num_cpus": 1}, "cuda")
+
+
+def worker_device(requested: str) -> tuple[str, str | None]:
+    """The device an actor really uses, and a warning when it differs from the plan.
+
+    Ray hides all but the actor's own GPU (``CUDA_VISIBLE_DEVICES``), so ``cuda`` is that GPU. A GPU that
+    Ray counts but this process's torch cannot use (a CPU-only torch, no driver, or ``ray start --num-gpus``
+    on a machine without one) would fail every job; the worker runs on the CPU instead and says why.
+    """
+    if requested != "cuda":
+        return requested, None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", None
+    return "cpu", (
+        "Ray gave this worker a GPU but its PyTorch sees no CUDA device, so it runs on the CPU; "
+        "install a CUDA build of torch on that machine (python -c 'import torch; print(torch.cuda.is_available())')"
+    )
+
+
 def engine_runtime_env() -> dict:
     """Ray ships this process's engine package to every worker (``py_modules``), so the workers run exactly
     the front end's code; only the engine's dependencies (torch, ...) must be installed on the workers."""
@@ -103,7 +150,10 @@ class ClusterWorker:
 
         set_max_pixels(max_pixels)
         set_video_limits(video_limits)
-        self.weights, self.device, self.models = weights, device, ModelCache()
+        self.device, self.warning = worker_device(device)
+        if self.warning:
+            log.warning("%s", self.warning)
+        self.weights, self.models = weights, ModelCache()
         self._lock = threading.Lock()
         self._cancelled: set[str] = set()  # job ids; a cancel may arrive before its run starts
         self._progress = Progress(cancel_event=threading.Event())
@@ -112,6 +162,13 @@ class ClusterWorker:
     def ready(self) -> str:
         """Load the model (the worker is warm from here on); returns its id."""
         return self.models.get(self.weights, self.device, None).model_id
+
+    def info(self) -> dict:
+        """Where this worker runs: its device, the GPUs Ray gave it, and a warning when they disagree."""
+        import ray
+
+        gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+        return {"device": self.device, "gpus": list(gpus), "warning": self.warning}
 
     def status(self) -> tuple[str | None, float, str]:
         return self._progress.stage, self._progress.fraction, self._progress.message
@@ -122,8 +179,16 @@ class ClusterWorker:
             if self._job == job_id:
                 self._progress.cancel_event.set()
 
-    def run(self, job_id: str, files: list[tuple[str, bytes]], options: JobOptions, vocab: bytes | None) -> dict:
-        """The job in a private temporary folder: ``{"state": "done", "bundle", "segments", "model_id"}``,
+    def run(
+        self,
+        job_id: str,
+        files: list[tuple[str, bytes]],
+        options: JobOptions,
+        vocab: bytes | None,
+        embeddings: bytes | None = None,
+    ) -> dict:
+        """The job in a private temporary folder (``vocab``/``embeddings``: the files the options name there):
+        ``{"state": "done", "bundle", "segments", "model_id"}``,
         ``{"state": "cancelled"}`` or ``{"state": "failed", "error": {"code", "message"}}``."""
         from panst3r_engine.pipeline.run import run_job
         from panst3r_engine.service.errors import scrub
@@ -140,6 +205,9 @@ class ClusterWorker:
             if vocab is not None:
                 (work / "vocab.txt").write_bytes(vocab)
                 options = dataclasses.replace(options, vocab=str(work / "vocab.txt"))
+            if embeddings is not None:
+                (work / "embeddings.npz").write_bytes(embeddings)
+                options = dataclasses.replace(options, vocab_embeddings=str(work / "embeddings.npz"))
             options = dataclasses.replace(options, weights=self.weights, device=self.device)
             result = run_job(photos, work / "bundle", options, self._progress, self.models)
             self._progress.check_cancelled()
@@ -176,49 +244,60 @@ class RayExecutor:
         cpu_workers: int = 0,
         max_pixels: int = 100_000_000,
         video_limits=None,
+        start_attempts: int | None = None,
     ) -> None:
+        """``start_attempts``: how often a slot tries to start its actor before giving up (None: until closed,
+        as a service does; a batch gives up and reports ``start_error``)."""
         from panst3r_engine.pipeline.video import video_limits as current_video_limits
 
         self._actors: list = []
         self._closing = threading.Event()
         self.ray = ray = import_ray()
         self.base, self._owns_ray = base, connect(ray, address)
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        self.slots = cpu_workers or gpus
-        if not self.slots:
+        try:
+            self.plan = plan_workers(ray.cluster_resources(), cpu_workers)
+        except ClusterError:
             self.close()
-            raise ClusterError(
-                "the Ray cluster has no GPUs; join GPU machines with `ray start --address HEAD:6379`, "
-                "or use --cluster-cpu-workers N to run on CPUs"
-            )
-        resources = {"num_cpus": 1} if cpu_workers else {"num_gpus": 1, "num_cpus": 1}
-        self._device = "cpu" if cpu_workers else "cuda"
-        self._actor_class = ray.remote(max_concurrency=4, **resources)(ClusterWorker)
-        self._args = (base.weights, self._device, max_pixels, video_limits or current_video_limits())
+            raise
+        self.slots = self.plan.slots
+        self._actor_class = ray.remote(max_concurrency=4, **self.plan.resources)(ClusterWorker)
+        self._args = (base.weights, self.plan.device, max_pixels, video_limits or current_video_limits())
         self._actors = [None] * self.slots
+        self.workers: list[dict | None] = [None] * self.slots  # each ready actor's ``info()``
         self._model_id: str | None = None
-        log.info("Ray cluster: %d %s worker(s)", self.slots, "CPU" if cpu_workers else "GPU")
+        self._start_attempts, self.start_error = start_attempts, None
+        log.info("Ray cluster: %d %s worker(s)", self.slots, "GPU" if self.plan.resources.get("num_gpus") else "CPU")
 
     def prepare(self, slot: int) -> bool:
         """Start the slot's actor if it has none (at start, or after its actor died) and wait until it is warm."""
+        attempts = 0
         while not self._closing.is_set():
             if self._actors[slot] is not None:
                 return True
+            if self._start_attempts is not None and attempts >= self._start_attempts:
+                return False
+            attempts += 1
             actor = self._actor_class.remote(*self._args)
             try:
                 self._model_id = self._get(actor.ready.remote(), READY_TIMEOUT_S)
+                self.workers[slot] = info = self._get(actor.info.remote(), 60.0)
                 self._actors[slot] = actor
-                log.info("cluster worker %d is ready", slot)
+                log.info("cluster worker %d is ready on %s", slot, info["device"])
+                if info["warning"]:
+                    log.warning("cluster worker %d: %s", slot, info["warning"])
             except Exception as exc:  # noqa: BLE001  (a worker that cannot start is retried; others serve)
-                log.error("cluster worker %d cannot start: %s", slot, _reason(exc))
+                self.start_error = _reason(exc)
+                log.error("cluster worker %d cannot start: %s", slot, self.start_error)
                 self.ray.kill(actor)
-                self._closing.wait(10.0)
+                if self._start_attempts is None or attempts < self._start_attempts:
+                    self._closing.wait(10.0)
         return False
 
     def run(self, slot: int, job: JobRun, progress: Progress) -> JobOutcome:
         ray, actor = self.ray, self._live_actor(slot)
         vocab = job.vocab_file.read_bytes() if job.vocab_file else None
-        ref = actor.run.remote(job.id, read_files(job.photos), job.options, vocab)
+        embeddings = job.embeddings_file.read_bytes() if job.embeddings_file else None
+        ref = actor.run.remote(job.id, read_files(job.photos), job.options, vocab, embeddings)
         told = False
         try:
             while not ray.wait([ref], timeout=POLL_S)[0]:
