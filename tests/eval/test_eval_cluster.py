@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from panst3r_engine.cli import main
@@ -107,13 +108,21 @@ def test_eval_on_the_cluster_equals_the_sequential_run(fake_gpu_ray, scenes, che
 
 
 @pytest.mark.slow
-def test_gpu_workers_on_a_machine_whose_torch_has_no_cuda_run_on_the_cpu(fake_gpu_ray, checkpoint):
+def test_gpu_workers_without_cuda_run_on_the_cpu_and_fit_splats_inside_the_job(fake_gpu_ray, checkpoint, tmp_path):
     """Ray counts 2 GPUs: one actor per GPU, each asking for ``num_gpus=1`` and getting its own; torch sees no
-    CUDA in them (none here), so they load the model on the CPU and say why instead of failing every job."""
+    CUDA in them (none here), so they load the model on the CPU and say why instead of failing every job.
+    A service job with splats fits them on its worker (a stage of the job): the same splats.ply as in-process
+    (run here on one thread, as the worker's torch runs on the one CPU Ray gives it: with more threads the
+    fit's gradient sums add up in another order and differ in the last bits)."""
     import torch
 
     from panst3r_engine.pipeline.options import JobOptions
+    from panst3r_engine.pipeline.progress import Progress
+    from panst3r_engine.pipeline.run import run_job
+    from panst3r_engine.service.executors.base import JobRun
     from panst3r_engine.service.executors.ray_cluster import RayExecutor
+    from panst3r_engine.splats.export import read_splats_array
+    from tests.service.conftest import photo_bytes
 
     assert not torch.cuda.is_available()
     executor = RayExecutor("ray", JobOptions(weights=str(checkpoint), device="auto"), start_attempts=1)
@@ -124,8 +133,39 @@ def test_gpu_workers_on_a_machine_whose_torch_has_no_cuda_run_on_the_cpu(fake_gp
         assert sorted(w["gpus"][0] for w in workers) == ["0", "1"]  # each actor got a GPU of its own
         assert all(w["device"] == "cpu" and "sees no CUDA device" in w["warning"] for w in workers), workers
         assert executor.model_id() == "tiny_v2.pth"
+
+        photos = []
+        for i in range(2):  # small photos used as they are: a few thousand Gaussians, a quick CPU fit
+            photos.append(tmp_path / f"p{i}.jpg")
+            photos[-1].write_bytes(photo_bytes(width=96, height=64, seed=10 + i))
+        options = JobOptions(
+            weights=str(checkpoint),
+            device="cpu",
+            vocab_embeddings="random",
+            postprocess="standard_v1",
+            conf_threshold=1.0,
+            resize="none",
+            seed=7,
+            splats=True,
+            splat_steps=3,
+        )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            run_job(photos, tmp_path / "local", options)
+        finally:
+            torch.set_num_threads(threads)
+        outcome = executor.run(0, JobRun("splats", photos, tmp_path / "remote", options), Progress())
     finally:
         executor.close()
+    assert outcome.model_id == "tiny_v2.pth"
+    manifest = json.loads((tmp_path / "remote" / "manifest.json").read_text())
+    assert manifest["timings"]["splats"] > 0  # the fit ran in the job, on the worker
+    assert (tmp_path / "remote" / "splats.ply").read_bytes() == (tmp_path / "local" / "splats.ply").read_bytes()
+    assert len(read_splats_array(tmp_path / "remote" / "splats.ply")[0]) > 1000
+    with np.load(tmp_path / "remote" / "points.npz") as a, np.load(tmp_path / "local" / "points.npz") as b:
+        for key in b.files:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert fake_gpu_ray.is_initialized()  # the test's Ray: the executor did not start it, so it did not stop it
 
 
