@@ -219,14 +219,18 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         report = run_evaluation(datasets[0], out, opts, TextProgress(stream=sys.stderr))
         return _finish_one(report, args.json or out / "eval.json")
     cluster = ClusterOptions(args.cluster, args.cluster_cpu_workers) if args.cluster else None
-    names = [d.resolve().name for d in datasets]
-    results = evaluate_scenes(
-        datasets,
-        scene_out_dirs(datasets, out),
-        opts,
-        cluster,
-        lambda index: SceneProgress(names[index], stream=sys.stderr),
-    )
+    names, out_dirs = [d.resolve().name for d in datasets], scene_out_dirs(datasets, out)
+    try:
+        results = evaluate_scenes(
+            datasets, out_dirs, opts, cluster, lambda index: SceneProgress(names[index], stream=sys.stderr)
+        )
+    except KeyboardInterrupt:
+        kept = [str(d / "bundle") for d in out_dirs if (d / "bundle").is_dir()]
+        print(
+            "\ncancelled; no report was written" + (f"; finished bundles kept: {', '.join(kept)}" if kept else ""),
+            file=sys.stderr,
+        )
+        return 130
     if len(datasets) == 1:
         if results[0].error is not None:
             raise results[0].error
