@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import panst3r_engine.service.executors.ray_cluster as ray_cluster_module
+from panst3r_engine.pipeline.options import JobOptions
 from panst3r_engine.service.executors.transfer import TransferError, pack_bundle, unpack_bundle
 from tests.service.conftest import FAST, photo_bytes
 
@@ -225,3 +226,38 @@ def test_an_archive_that_is_no_bundle_is_refused_and_removed(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "x.txt").write_bytes(b"x")
     assert zipfile.ZipFile(io.BytesIO(pack_bundle(tmp_path / "src"))).namelist() == ["x.txt"]
+
+
+def test_a_workers_job_uses_the_class_files_that_travelled_with_it(tiny_checkpoint, tmp_path):
+    """``eval run --cluster --vocab-embeddings FILE``: the file travels with the job (the workers may not share
+    this disk) and the worker's job uses it. The worker class runs here without Ray (the same code)."""
+    from panst3r_engine.pipeline import images
+    from panst3r_engine.pipeline.video import video_limits
+    from panst3r_engine.service.executors.ray_cluster import ClusterWorker
+    from panst3r_engine.service.executors.transfer import unpack_bundle
+    from panst3r_engine.vocab.embeddings import random_embeddings, save_embeddings
+
+    worker = ClusterWorker(str(tiny_checkpoint), "cpu", images.MAX_PIXELS, video_limits())
+    worker.ready()
+    dim = worker.models.get(str(tiny_checkpoint), "cpu").model.text_dim
+    names = ["wall", "chair"]
+    save_embeddings(tmp_path / "good.npz", names, random_embeddings(names, dim, seed=3).vectors)
+    save_embeddings(tmp_path / "bad.npz", names, random_embeddings(names, dim + 1, seed=3).vectors)
+    options = JobOptions(
+        weights="ignored: the worker's",
+        vocab="ignored",
+        vocab_embeddings="ignored",
+        postprocess="standard_v1",
+        resize="none",
+    )
+    photo = [("small.jpg", photo_bytes(width=96, height=64, seed=4))]  # used as it is: a quick job
+    vocab = b"wall;stuff\nchair\n"
+
+    done = worker.run("a", photo, options, vocab, (tmp_path / "good.npz").read_bytes())
+    assert done["state"] == "done", done
+    unpack_bundle(done["bundle"], tmp_path / "bundle")
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["classes"]] == names
+
+    failed = worker.run("b", photo, options, vocab, (tmp_path / "bad.npz").read_bytes())
+    assert failed["state"] == "failed" and str(dim) in failed["error"]["message"], failed
