@@ -106,6 +106,12 @@ def test_eval_on_the_cluster_equals_the_sequential_run(fake_gpu_ray, scenes, che
     assert not (tmp_path / "ray" / "not_a_scene").exists()
     assert not [p for p in (tmp_path / "ray").rglob(".bundle.tmp-*")]  # no staging folder left
 
+    # one scene with --cluster: the layout and report of a one-scene run (OUT/bundle, OUT/eval.json)
+    assert main(["eval", "run", datasets[0], *eval_args(checkpoint, tmp_path / "one"), *cluster]) == 0
+    one = json.loads((tmp_path / "one" / "eval.json").read_text())
+    assert one["bundle"] == str(tmp_path / "one" / "bundle") and "scenes" not in one
+    assert comparable(one) == {k: v for k, v in comparable(sequential["scenes"][0]).items() if k != "state"}
+
 
 @pytest.mark.slow
 def test_gpu_workers_without_cuda_run_on_the_cpu_and_fit_splats_inside_the_job(fake_gpu_ray, checkpoint, tmp_path):
