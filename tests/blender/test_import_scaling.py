@@ -47,3 +47,29 @@ def test_objects_evaluate_to_their_points(addon, scene, synthetic_bundle: Path) 
         cloud.attributes["position"].data.foreach_get("vector", shown)
         np.testing.assert_array_equal(shown.reshape(-1, 3), xyz)
         assert ob["point_count"] == len(xyz) and tuple(ob.color)[3] == 1.0
+
+
+def test_cycle_collection_is_paused_only_during_the_import(addon, scene, synthetic_bundle: Path) -> None:
+    """The garbage collector is off while objects are created and back on after (also after a failure)."""
+    import gc
+
+    bpy, scene_module = addon.bpy, addon.module("importers.scene")
+    seen = []
+    original = scene_module._point_objects
+
+    def spy(*args, **kwargs):
+        seen.append(gc.isenabled())
+        if len(seen) > 1:
+            raise ValueError("a failure part-way")
+        return original(*args, **kwargs)
+
+    scene_module._point_objects = spy
+    try:
+        assert gc.isenabled()
+        assert bpy.ops.panst3r.import_bundle(directory=str(synthetic_bundle)) == {"FINISHED"}
+        assert seen == [False] and gc.isenabled()
+        with pytest.raises(RuntimeError, match="a failure part-way"):
+            bpy.ops.panst3r.import_bundle(directory=str(synthetic_bundle))
+        assert seen == [False, False] and gc.isenabled()
+    finally:
+        scene_module._point_objects = original
