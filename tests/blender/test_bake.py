@@ -152,7 +152,7 @@ def _glb_json(path: Path) -> dict:
     return json.loads(data[20 : 20 + length])
 
 
-def test_gltf_export_of_a_baked_mesh_carries_the_texture(addon, scene, room_bundle: Path, tmp_path: Path) -> None:
+def test_gltf_and_fbx_exports_carry_the_baked_texture(addon, scene, room_bundle: Path, tmp_path: Path) -> None:
     bpy = addon.bpy
     instances = _select_instances(bpy, scene, room_bundle)
     for ob in instances[1:]:
@@ -170,6 +170,12 @@ def test_gltf_export_of_a_baked_mesh_carries_the_texture(addon, scene, room_bund
     texture = gltf["textures"][material["pbrMetallicRoughness"]["baseColorTexture"]["index"]]
     image = gltf["images"][texture["source"]]
     assert image["mimeType"] == "image/png" and gltf["bufferViews"][image["bufferView"]]["byteLength"] > 1000
+    fbx = tmp_path / "mesh.fbx"
+    assert bpy.ops.export_scene.fbx(filepath=str(fbx), use_selection=True, path_mode="COPY", embed_textures=True) == {
+        "FINISHED"
+    }
+    data = fbx.read_bytes()
+    assert b"\x89PNG\r\n\x1a\n" in data and _image(made).name.encode() in data  # the packed image, embedded
 
 
 def test_rasterize_blends_the_corners_and_fill_reaches_every_texel(addon) -> None:
