@@ -276,12 +276,17 @@ def meshes_collection(scene: bpy.types.Scene, source: bpy.types.Object) -> bpy.t
     return found
 
 
-def make_mesh(context, source: bpy.types.Object, detail: float = 1.0) -> bpy.types.Object:
+def make_mesh(context, source: bpy.types.Object, detail: float = 1.0, texture_size: int = 0) -> bpy.types.Object:
     """A mesh object of one instance's surface, in its "Meshes" collection, with its properties and material.
 
+    texture_size: when not 0, the colours are also baked into a packed image of that size (importers/bake.py)
+        and the mesh gets a material using it instead of the class material.
     Raises:
-        MeshError: the instance has too few points, or the detail asks for too many voxels.
+        MeshError: the instance has too few points, the detail asks for too many voxels, or the texture cannot
+        be baked (then nothing made here is left).
     """
+    from .bake import TEXTURE_PROPERTY, BakeError, bake_texture
+
     xyz, rgba = _read_points(source)
     sizes = mesh_sizes(xyz, detail)
     mesh = _surface(context, xyz, rgba, sizes)
@@ -294,11 +299,22 @@ def make_mesh(context, source: bpy.types.Object, detail: float = 1.0) -> bpy.typ
         mesh.materials.append(material)
     if COLOR_ATTRIBUTE in mesh.color_attributes:
         mesh.color_attributes.active_color = mesh.color_attributes[COLOR_ATTRIBUTE]
+    if texture_size:
+        try:
+            bake_texture(context, mesh, texture_size, mesh.name)
+        except BakeError as exc:
+            bpy.data.meshes.remove(mesh)
+            raise MeshError(f"no texture: {exc}") from exc
+        except BaseException:
+            bpy.data.meshes.remove(mesh)
+            raise
     ob = bpy.data.objects.new(mesh.name, mesh)
     for key in source.keys():
         ob[key] = source[key]
     ob[SOURCE_PROPERTY] = source.name
     ob["mesh_voxel"] = sizes.voxel
+    if texture_size:
+        ob[TEXTURE_PROPERTY] = texture_size
     ob.color = source.color
     ob.matrix_world = source.matrix_world
     meshes_collection(context.scene, source).objects.link(ob)

@@ -40,6 +40,7 @@ class ImportOptions:
     layout_proxies: bool = False  # a "Layout" collection of oriented box empties, one per instance
     meshes: bool = False  # also a mesh per labelled instance, in a "Meshes" collection (importers/meshes.py)
     mesh_detail: float = 1.0
+    texture_size: int = 0  # bake the meshes' colours into textures of this size (0: no; importers/bake.py)
 
 
 @dataclass
@@ -155,14 +156,15 @@ def _splat_object(
     result.splats = splats.create_splat_layer(context, data, transform, root)
 
 
-def _mesh_objects(context, detail: float, result: ImportResult) -> None:
-    from . import meshes
+def _mesh_objects(context, detail: float, texture_size: int, result: ImportResult) -> None:
+    from . import bake, meshes
 
-    for ob in result.objects:
-        if ob["segment"] == 0:  # unlabelled points are scattered, not one surface
-            continue
+    labelled = [ob for ob in result.objects if ob["segment"] != 0]  # unlabelled points are scattered, no surface
+    if texture_size:
+        bake.check_budget(len(labelled), texture_size)  # a ValueError: the import is undone with the sentence
+    for ob in labelled:
         try:
-            result.meshes.append(meshes.make_mesh(context, ob, detail))
+            result.meshes.append(meshes.make_mesh(context, ob, detail, texture_size))
         except meshes.MeshError as exc:
             result.warnings.append(f"no mesh for {ob.name}: {exc}")
 
@@ -249,6 +251,6 @@ def _import(context, data: BundleData, options: ImportOptions) -> ImportResult:
     _store_metadata(result.collection, data, transform)
     lap("scene")
     if options.meshes:
-        _mesh_objects(context, options.mesh_detail, result)
+        _mesh_objects(context, options.mesh_detail, options.texture_size, result)
     lap("meshes")
     return result

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 
 import bpy
-from bpy.props import BoolProperty, FloatProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
+
+from .meshes import BAKE_DESCRIPTION, TEXTURE_SIZE_ITEMS
 
 _FROM_SETTINGS = ("scale", "level_floor", "point_size", "min_conf", "layout_proxies", "meshes")
 
@@ -57,6 +59,8 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         soft_max=3.0,
         description="Grid steps per point spacing of the meshes (higher is finer and slower)",
     )
+    bake_texture: BoolProperty(name="Bake Texture", default=False, description=BAKE_DESCRIPTION)
+    texture_size: EnumProperty(name="Texture Size", items=TEXTURE_SIZE_ITEMS, default="1024")
     set_scene_camera: BoolProperty(
         name="Set Scene Camera",
         default=True,
@@ -105,6 +109,7 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
         for name in _FROM_SETTINGS:  # unset operator options follow the panel
             if settings is not None and not self.properties.is_property_set(name):
                 values[name] = getattr(settings, name)
+        values["texture_size"] = int(self.texture_size) if self.bake_texture and values["meshes"] else 0
         return ImportOptions(**values)
 
     def execute(self, context):

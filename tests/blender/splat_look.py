@@ -84,9 +84,19 @@ def import_view(bpy, bundle: Path, stem: str = "IMG_0001", size: tuple[int, int]
     return _addon_module("operators.render_view").camera_request(scene, camera, root)
 
 
-def render_cycles(bpy, path: Path, samples: int = SAMPLES, background=(0.0, 0.0, 0.0)) -> np.ndarray:
+def eevee_engine(bpy) -> str:
+    """EEVEE's engine name: ``BLENDER_EEVEE_NEXT`` in Blender 4.2-4.4, ``BLENDER_EEVEE`` again since 4.5."""
+    items = bpy.types.RenderSettings.bl_rna.properties["engine"].enum_items.keys()
+    return "BLENDER_EEVEE_NEXT" if "BLENDER_EEVEE_NEXT" in items else "BLENDER_EEVEE"
+
+
+def render_cycles(bpy, path: Path, samples: int = SAMPLES, background=(0.0, 0.0, 0.0), engine: str = "CYCLES"):
     """uint8 [H, W, 3] Cycles render of the current scene (Standard view, no denoiser) over the engine's
-    background colour (sRGB 0-1; black: no world)."""
+    background colour (sRGB 0-1; black: no world).
+
+    engine: "EEVEE" renders with EEVEE instead (``samples`` anti-aliasing samples; the splat material is alpha
+        blended, sorted per object); headless it needs an OpenGL driver (Mesa's software one works).
+    """
     from blender_addon.bundle.png import read_png
     from blender_addon.importers.convert import srgb_to_linear
 
@@ -98,11 +108,15 @@ def render_cycles(bpy, path: Path, samples: int = SAMPLES, background=(0.0, 0.0,
             scene.world.use_nodes = True
         colour = srgb_to_linear(np.asarray(background, np.float64))
         scene.world.node_tree.nodes["Background"].inputs["Color"].default_value = (*colour, 1.0)
-    scene.render.engine = "CYCLES"
-    cycles = scene.cycles
-    cycles.device, cycles.samples, cycles.use_denoising, cycles.seed = "CPU", samples, False, 0
-    cycles.use_adaptive_sampling = False
-    cycles.transparent_max_bounces = cycles.min_transparent_bounces = BOUNCES  # no random termination
+    if engine == "EEVEE":
+        scene.render.engine = eevee_engine(bpy)
+        scene.eevee.taa_render_samples = samples
+    else:
+        scene.render.engine = "CYCLES"
+        cycles = scene.cycles
+        cycles.device, cycles.samples, cycles.use_denoising, cycles.seed = "CPU", samples, False, 0
+        cycles.use_adaptive_sampling = False
+        cycles.transparent_max_bounces = cycles.min_transparent_bounces = BOUNCES  # no random termination
     scene.render.film_transparent = False
     scene.view_settings.view_transform, scene.view_settings.look = "Standard", "None"
     scene.view_settings.exposure, scene.view_settings.gamma = 0.0, 1.0
