@@ -39,7 +39,7 @@ from panst3r_engine.train.data import Sample, load_training_data
 from panst3r_engine.train.losses import LossConfig, PanopticCriterion
 from panst3r_engine.train.options import TrainOptions
 from panst3r_engine.train.schedule import make_optimizer, make_scheduler
-from panst3r_engine.vocab.checkpoint import EMBEDDINGS_KEY
+from panst3r_engine.vocab.checkpoint import EMBEDDINGS_KEY, CheckpointClasses, checkpoint_classes
 from panst3r_engine.vocab.embeddings import ClassEmbeddings
 from panst3r_engine.vocab.vocabularies import Vocabulary
 
@@ -64,10 +64,14 @@ class StepLog:
     extra: dict = field(default_factory=dict)
 
 
-def class_embeddings(vocabulary: Vocabulary, spec: str | None, dim: int, seed: int) -> ClassEmbeddings:
+def class_embeddings(
+    vocabulary: Vocabulary, spec: str | None, dim: int, seed: int, init: CheckpointClasses | None = None
+) -> ClassEmbeddings:
     """Text embeddings of the training classes, in vocabulary order.
 
-    ``None``: the SigLIP text tower, cached as at inference (:func:`panst3r_engine.vocab.embeddings.embeddings_for`);
+    ``None``: those the ``--init`` checkpoint stores when it holds every class (a checkpoint made by
+    train, fine-tuned again), else the SigLIP text tower, cached as at inference
+    (:func:`panst3r_engine.vocab.embeddings.embeddings_for`);
     ``'random'``: seeded unit vectors (tests, tiny checkpoints without a text tower); else an ``.npz``
     holding every class name.
     """
@@ -76,10 +80,14 @@ def class_embeddings(vocabulary: Vocabulary, spec: str | None, dim: int, seed: i
         embeddings_for,
         load_embeddings,
         random_embeddings,
+        stored_rows,
     )
 
     names = list(vocabulary.names)
-    if spec == "random":
+    stored = stored_rows(init, vocabulary) if not spec else None
+    if stored is not None:
+        emb = ClassEmbeddings(names, stored)
+    elif spec == "random":
         emb = random_embeddings(names, dim, seed)
     elif spec:
         loaded = load_embeddings(spec, expected_dim=dim)
@@ -178,12 +186,13 @@ class Trainer:
         except ValueError as exc:
             raise OptionsError(str(exc)) from exc
         path, _ = resolve_weights_path(opts.init)
-        model, _ = load_model(path, device=self.device)
+        model, info = load_model(path, device=self.device)
+        init = checkpoint_classes(info.args, info.class_embeddings, model.text_dim, f"checkpoint {path.name}")
         model.requires_grad_(False)
         model.panoptic_decoder.requires_grad_(True)
         self.model = model.train()
         self.amp_dtype = self._amp_dtype()
-        self.text = class_embeddings(vocabulary, opts.vocab_embeddings, model.text_dim, opts.seed)
+        self.text = class_embeddings(vocabulary, opts.vocab_embeddings, model.text_dim, opts.seed, init)
         self.text_vectors = self.text.vectors.to(self.device)
         self.decoder = self._trainable(model.panoptic_decoder)
         self.optimizer = make_optimizer(model.panoptic_decoder, opts.lr, opts.weight_decay)

@@ -251,7 +251,7 @@ def resolve_class_embeddings(
         emb = load_embeddings(vocab_embeddings, expected_dim=text_dim)
         flags = dict(zip(vocabulary.names, vocabulary.isthing))
         return ClassEmbeddings(emb.names, emb.vectors, [flags.get(n, True) for n in emb.names], vocabulary.source)
-    stored = _stored_rows(checkpoint, vocabulary)
+    stored = stored_rows(checkpoint, vocabulary)
     if stored is not None:
         return ClassEmbeddings(list(vocabulary.names), stored, list(vocabulary.isthing), vocabulary.source)
     emb = embeddings_for(vocabulary, model_dir if model_dir is not None else default_text_model_dir())
@@ -262,7 +262,7 @@ def resolve_class_embeddings(
     return emb
 
 
-def _stored_rows(checkpoint: CheckpointClasses | None, vocabulary: Vocabulary) -> torch.Tensor | None:
+def stored_rows(checkpoint: CheckpointClasses | None, vocabulary: Vocabulary) -> torch.Tensor | None:
     """The checkpoint's embeddings of ``vocabulary``'s names, in its order, when it stores every one of them."""
     if checkpoint is None or checkpoint.vectors is None:
         return None

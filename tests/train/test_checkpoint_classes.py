@@ -139,3 +139,26 @@ def test_run_labels_with_the_checkpoints_classes_by_default(tiny_v2, painted_sce
     assert _run(photos, tiny_v2, tmp_path / "official", "--vocab", "checkpoint") == 2
     assert "carries no class list of its own" in capsys.readouterr().err
     assert not (tmp_path / "official").exists()
+
+
+def test_fine_tuning_a_trained_checkpoint_again_reuses_its_stored_embeddings(tiny_v2, painted_scenes, tmp_path) -> None:
+    from panst3r_engine.train.loop import Trainer
+    from panst3r_engine.train.options import TrainOptions
+
+    names = ["mug", "floor", "wall"]  # another order than the datasets' wall, floor, mug
+    stored = random_embeddings(names, _text_dim(tiny_v2), seed=9).vectors
+    trained = with_classes(tiny_v2, tmp_path / "trained.pth", names, (True, False, False), stored)
+    opts = TrainOptions(
+        datasets=(str(painted_scenes[0]),),
+        init=str(trained),
+        out=str(tmp_path / "again"),
+        steps=1,
+        device="cpu",
+        resize="none",
+        views=2,
+        use_cache=False,
+    )  # no --vocab-embeddings and no text tower needed
+    trainer = Trainer(opts, log=lambda line: None)
+    trainer.setup()
+    assert trainer.text.names == NAMES
+    torch.testing.assert_close(trainer.text.vectors, stored[[2, 1, 0]])
