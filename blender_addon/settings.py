@@ -17,6 +17,7 @@ VOCABULARIES = [
     ("scannetpp", "ScanNet++ (100)", "Indoor scenes: 100 classes"),
     ("coco", "COCO (133)", "Everyday things and stuff: 133 classes"),
     ("ade20k", "ADE20K (150)", "Indoor and outdoor scenes: 150 classes"),
+    ("checkpoint", "Checkpoint's Classes", "The classes a checkpoint made with train was trained on (Weights > File)"),
     ("CUSTOM", "Custom", "Your own class names"),
 ]
 POSTPROCESS = [

@@ -65,7 +65,8 @@ def _add_run(sub) -> None:
         "--vocab-embeddings",
         default=None,
         help="an .npz of class text embeddings for the dataset's class names, or 'random' (smoke tests); "
-        "default: computed/cached SigLIP embeddings",
+        "default: those a checkpoint written by train stores when it holds every class, else computed/cached "
+        "SigLIP embeddings",
     )
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (with --cluster: the workers')")
     r.add_argument(

@@ -47,6 +47,7 @@ class CheckpointInfo:
     config: ModelConfig
     epoch: int | None
     args: dict
+    class_embeddings: object = None  # a trained checkpoint's own entry, checked by vocab.checkpoint
 
 
 def official_to_ours(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -134,7 +135,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], C
     weights = data["weights"]
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise CheckpointError(f"checkpoint {path}: 'weights' is not a state dict of tensors")
-    return official_to_ours(weights), CheckpointInfo(path, cfg, data.get("epoch"), args)
+    info = CheckpointInfo(path, cfg, data.get("epoch"), args, data.get("class_embeddings"))
+    return official_to_ours(weights), info
 
 
 def build_model(cfg: ModelConfig, device: str | torch.device = "cpu"):

@@ -13,6 +13,7 @@ import torch
 from panst3r_engine.devices import resolve_device
 from panst3r_engine.model.checkpoints import file_md5, load_model
 from panst3r_engine.model.configs import ModelConfig
+from panst3r_engine.vocab.checkpoint import CheckpointClasses, checkpoint_classes
 
 
 @dataclass
@@ -22,6 +23,7 @@ class LoadedModel:
     path: Path
     device: torch.device
     model_id: str
+    classes: CheckpointClasses | None = None  # a trained checkpoint's own classes (official ones have none)
 
     @property
     def md5(self) -> str:
@@ -77,7 +79,8 @@ class ModelCache:
                 progress("load_model", 0.0, path.name)
             self._loaded = None  # free the old model before loading another
             model, info = load_model(path, device=dev)
-            self._loaded = LoadedModel(model, info.config, path, dev, model_id)
+            classes = checkpoint_classes(info.args, info.class_embeddings, model.text_dim, f"checkpoint {path.name}")
+            self._loaded = LoadedModel(model, info.config, path, dev, model_id, classes)
             self._key = key
             if progress:
                 progress("load_model", 1.0, f"{info.config.version}")

@@ -80,7 +80,13 @@ class JobOptions:
     postprocess: str | None = option(
         None, "segment merging (default: the checkpoint's own default)", str, choices=POSTPROCESS_METHODS, client=True
     )
-    vocab: str = option("scannetpp", "scannetpp, coco, ade20k, or a file with one class per line", str, client=True)
+    vocab: str | None = option(
+        None,
+        "scannetpp, coco, ade20k, checkpoint (the classes a checkpoint written by train stores), or a file with "
+        "one class per line (default: checkpoint when the checkpoint stores its classes, else scannetpp)",
+        str,
+        client=True,
+    )
     vocab_embeddings: str | None = option(
         None, "class text embeddings: an .npz (names + embeddings) or 'random' (smoke tests)", str, client=True
     )

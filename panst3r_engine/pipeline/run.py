@@ -39,6 +39,7 @@ from panst3r_engine.pipeline.video import expand_videos
 from panst3r_engine.pipeline.viewstore import ViewStore
 from panst3r_engine.postprocess import postprocess
 from panst3r_engine.postprocess.common import LazyViews
+from panst3r_engine.vocab.checkpoint import default_vocabulary
 from panst3r_engine.vocab.embeddings import ClassEmbeddings, resolve_class_embeddings
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,8 @@ def run_job(
         raise OptionsError("no photos given")
     photos, sources = _load_images(photo_paths, options, progress)
     loaded = models.get(options.weights, options.device, progress)
+    if options.vocab is None:  # recorded in the manifest as the vocabulary used
+        options = replace(options, vocab=default_vocabulary(loaded.classes))
     vocab = _vocabulary(loaded, options, progress)
     keyframes, warnings = _keyframes(len(photos), options.keyframes)
     chooser = KeyframeChooser.for_job(options.keyframes_by, keyframes, options.seed, options.retrieval)
@@ -118,7 +121,10 @@ def _load_images(paths: list, options: JobOptions, progress: Progress) -> tuple[
 
 def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress) -> ClassEmbeddings:
     progress("vocabulary", 0.0)
-    vocab = resolve_class_embeddings(options.vocab, options.vocab_embeddings, loaded.model.text_dim, options.seed)
+    text_dim, name = loaded.model.text_dim, loaded.path.name
+    vocab = resolve_class_embeddings(
+        options.vocab, options.vocab_embeddings, text_dim, options.seed, checkpoint=loaded.classes, weights=name
+    )
     progress("vocabulary", 1.0, f"{len(vocab.names)} classes")
     return vocab
 

@@ -17,11 +17,13 @@ from dataclasses import dataclass, replace
 from panst3r_engine.errors import OptionsError
 from panst3r_engine.pipeline.options import JobOptions, check_value, option_fields
 from panst3r_engine.service.errors import ApiError
-from panst3r_engine.vocab.vocabularies import PRESETS, VocabularyError, preset_name, validate_names
+from panst3r_engine.vocab.vocabularies import CHECKPOINT_VOCAB, PRESETS, VocabularyError, preset_name, validate_names
+
+CHOICES = (*PRESETS, CHECKPOINT_VOCAB)  # the names a client may send as its vocabulary
 
 # the two options whose client form differs from the engine's (a list of names; only 'random', never a path)
 _OWN_FORM: dict[str, tuple[tuple[type, ...], str]] = {
-    "vocab": ((str, list), f"a preset name ({', '.join(PRESETS)}) or a list of class names"),
+    "vocab": ((str, list), f"a preset name ({', '.join(CHOICES)}) or a list of class names"),
     "vocab_embeddings": ((str,), "'random' (for tests and smoke runs)"),
 }
 # the options a client may send, in declaration order: JobOptions fields marked ``client`` in their metadata
@@ -41,7 +43,7 @@ class ClientOptions:
         """The pipeline options: the engine's ``base`` (weights, device) with the client's choices."""
         fields = {k: v for k, v in self.values.items() if k not in ("splats", "splat_steps", "vocab")}
         if "vocab" in self.values and self.vocab_names is None:
-            fields["vocab"] = preset_name(self.values["vocab"])
+            fields["vocab"] = _choice(self.values["vocab"])
         if vocab_file is not None:
             fields["vocab"] = vocab_file
         for name in ("conf_threshold", "video_fps"):  # JSON may spell a float as an integer
@@ -126,9 +128,9 @@ def _vocab_names(vocab: object) -> tuple[str, ...] | None:
     if vocab is None:
         return None
     if isinstance(vocab, str):
-        if preset_name(vocab) is None:
+        if _choice(vocab) is None:
             raise _bad(
-                f"vocabulary {vocab!r} is not a preset ({', '.join(PRESETS)}); "
+                f"vocabulary {vocab!r} is not a preset ({', '.join(CHOICES)}); "
                 "send your own classes as a list of names instead"
             )
         return None
@@ -143,6 +145,11 @@ def _vocab_names(vocab: object) -> tuple[str, ...] | None:
     except VocabularyError as exc:
         raise _bad(str(exc)) from exc
     return tuple(names)
+
+
+def _choice(vocab: str) -> str | None:
+    """The canonical preset, or 'checkpoint' (the engine's checkpoint's own classes), or None."""
+    return CHECKPOINT_VOCAB if vocab.strip().lower() == CHECKPOINT_VOCAB else preset_name(vocab)
 
 
 def vocab_file_text(names: tuple[str, ...]) -> str:

@@ -98,10 +98,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     ).validate()
     path = _train_maybe_distributed(opts)
     if path is not None and int(os.environ.get("RANK", "0")) == 0:
-        run_dir = path.parent
-        print(f"trained checkpoint: {path}")
-        print(
-            f"use it with: run PHOTOS --weights {path} --vocab {run_dir / 'classes.txt'} "
-            f"--vocab-embeddings {run_dir / 'classes.npz'}"
-        )
+        print(f"trained checkpoint: {path} (it stores its classes and their text embeddings)")
+        print(f"use it with: run PHOTOS --weights {path} --out BUNDLE (its own classes are the default vocabulary)")
     return 0

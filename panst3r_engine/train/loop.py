@@ -9,7 +9,8 @@ each sample's loss points come from a generator seeded by its position, so ``--r
 on what one process of batch N*b would.
 
 Run folder: ``last.pth`` (official layout plus optimiser, scheduler and step, every
-``save_every`` steps), ``final.pth`` (official layout: ``args`` / ``weights`` / ``epoch``),
+``save_every`` steps), ``final.pth`` (official layout: ``args`` / ``weights`` / ``epoch``, plus the
+classes' text embeddings ``class_embeddings`` [C, D], so ``run`` uses the trained classes by default),
 ``best.pth`` (with ``--val``: the best validation PQ^scene so far), ``classes.txt`` +
 ``classes.npz`` (the vocabulary and its text embeddings), ``log.jsonl``,
 ``log.csv`` and ``loss.png``, and ``cache/`` (frozen features).
@@ -18,6 +19,7 @@ Run folder: ``last.pth`` (official layout plus optimiser, scheduler and step, ev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from panst3r_engine.errors import OptionsError, PanSt3RError
 from panst3r_engine.train.cache import FeatureCache, Features, compute_features
@@ -36,6 +39,7 @@ from panst3r_engine.train.data import Sample, load_training_data
 from panst3r_engine.train.losses import LossConfig, PanopticCriterion
 from panst3r_engine.train.options import TrainOptions
 from panst3r_engine.train.schedule import make_optimizer, make_scheduler
+from panst3r_engine.vocab.checkpoint import EMBEDDINGS_KEY, CheckpointClasses, checkpoint_classes
 from panst3r_engine.vocab.embeddings import ClassEmbeddings
 from panst3r_engine.vocab.vocabularies import Vocabulary
 
@@ -60,10 +64,14 @@ class StepLog:
     extra: dict = field(default_factory=dict)
 
 
-def class_embeddings(vocabulary: Vocabulary, spec: str | None, dim: int, seed: int) -> ClassEmbeddings:
+def class_embeddings(
+    vocabulary: Vocabulary, spec: str | None, dim: int, seed: int, init: CheckpointClasses | None = None
+) -> ClassEmbeddings:
     """Text embeddings of the training classes, in vocabulary order.
 
-    ``None``: the SigLIP text tower, cached as at inference (:func:`panst3r_engine.vocab.embeddings.embeddings_for`);
+    ``None``: those the ``--init`` checkpoint stores when it holds every class (a checkpoint made by
+    train, fine-tuned again), else the SigLIP text tower, cached as at inference
+    (:func:`panst3r_engine.vocab.embeddings.embeddings_for`);
     ``'random'``: seeded unit vectors (tests, tiny checkpoints without a text tower); else an ``.npz``
     holding every class name.
     """
@@ -72,10 +80,14 @@ def class_embeddings(vocabulary: Vocabulary, spec: str | None, dim: int, seed: i
         embeddings_for,
         load_embeddings,
         random_embeddings,
+        stored_rows,
     )
 
     names = list(vocabulary.names)
-    if spec == "random":
+    stored = stored_rows(init, vocabulary) if not spec else None
+    if stored is not None:
+        emb = ClassEmbeddings(names, stored)
+    elif spec == "random":
         emb = random_embeddings(names, dim, seed)
     elif spec:
         loaded = load_embeddings(spec, expected_dim=dim)
@@ -174,13 +186,15 @@ class Trainer:
         except ValueError as exc:
             raise OptionsError(str(exc)) from exc
         path, _ = resolve_weights_path(opts.init)
-        model, _ = load_model(path, device=self.device)
+        model, info = load_model(path, device=self.device)
+        init = checkpoint_classes(info.args, info.class_embeddings, model.text_dim, f"checkpoint {path.name}")
         model.requires_grad_(False)
         model.panoptic_decoder.requires_grad_(True)
         self.model = model.train()
         self.amp_dtype = self._amp_dtype()
-        self.text = class_embeddings(vocabulary, opts.vocab_embeddings, model.text_dim, opts.seed)
+        self.text = class_embeddings(vocabulary, opts.vocab_embeddings, model.text_dim, opts.seed, init)
         self.text_vectors = self.text.vectors.to(self.device)
+        self.decoder = self._trainable(model.panoptic_decoder)
         self.optimizer = make_optimizer(model.panoptic_decoder, opts.lr, opts.weight_decay)
         self.scheduler = make_scheduler(self.optimizer, opts.steps, opts.warmup_steps, opts.lr, opts.min_lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
@@ -200,6 +214,15 @@ class Trainer:
         if opts.resume:
             self._resume()
         self._write_vocabulary()
+
+    def _trainable(self, decoder: torch.nn.Module) -> torch.nn.Module:
+        """The decoder's batch forward; under torchrun wrapped in DDP (the frozen backbones stay outside it)."""
+        module = DecoderBatch(decoder, self.amp_dtype)
+        if self.world == 1:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.print(f"DistributedDataParallel over {self.world} processes ({dist.get_backend()})")
+        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
     def _check_out(self) -> None:
         if self.opts.resume:
@@ -254,21 +277,19 @@ class Trainer:
             return self.cache.get(sample.images)
         return compute_features(self.model, sample.images, amp=self.amp_dtype is not None)
 
-    def forward(self, sample: Sample) -> dict:
-        """The panoptic decoder on one sample's cached features, with per-layer outputs."""
-        feats = self.features(sample)
-        tokens, pos = feats.tokens.to(self.device), feats.pos.to(self.device)
-        images = sample.images.to(self.device)
-        decoder = self.model.panoptic_decoder
-        fpn, mask_feats = [], []
-        dtype = self.amp_dtype or torch.float32
-        with torch.autocast(self.device.type, dtype=dtype, enabled=self.amp_dtype is not None):
-            for v in range(len(images)):  # one view at a time: LoftUp's min-max stays per view, as at inference
-                f, m = decoder.encode_views(tokens[v : v + 1], pos[v : v + 1], images[v : v + 1])
-                fpn.append(f[0])
-                mask_feats.append(m[0])
-            out = decoder.decode(fpn, mask_feats, self.text_vectors, aux_outputs=True)
-        return _to_float(out)
+    def forward(self, batch: list[Sample]) -> list[dict]:
+        """The panoptic decoder on the samples' cached features, with per-layer outputs (through DDP under torchrun)."""
+        inputs = []
+        for sample in batch:
+            feats = self.features(sample)
+            inputs.append((feats.tokens.to(self.device), feats.pos.to(self.device), sample.images.to(self.device)))
+        return self.decoder(inputs, self.text_vectors)
+
+    def _synchronising(self, last_micro: bool):
+        """DDP all-reduces gradients on the last micro-batch's backward only (``no_sync`` before it)."""
+        if isinstance(self.decoder, DistributedDataParallel) and not last_micro:
+            return self.decoder.no_sync()
+        return contextlib.nullcontext()
 
     def step(self, step: int) -> StepLog:
         opts = self.opts
@@ -277,17 +298,13 @@ class Trainer:
         for micro in range(opts.accum):
             slots = batch_slots(step, micro, opts.accum, opts.batch_size, self.rank, self.world)
             batch = [self.samples[sample_at(i, len(self.samples), opts.seed)] for i in slots]
-            outputs = [self.forward(s) for s in batch]
-            generators = [slot_generator(opts.seed, i) for i in slots]
-            losses = self.criterion(outputs, [s.targets(self.device) for s in batch], generators)
-            self.scaler.scale(losses["total"] / opts.accum).backward()
+            with self._synchronising(micro == opts.accum - 1):
+                outputs = self.forward(batch)
+                generators = [slot_generator(opts.seed, i) for i in slots]
+                losses = self.criterion(outputs, [s.targets(self.device) for s in batch], generators)
+                self.scaler.scale(losses["total"] / opts.accum).backward()
             for key in sums:
                 sums[key] += float(losses[key].detach()) / opts.accum
-        if self.world > 1:
-            for p in self.model.panoptic_decoder.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= self.world
         if not math.isfinite(sums["total"]):
             raise TrainError(f"the loss became {sums['total']} at step {step + 1}; lower --lr or use --amp off")
         lr = self.optimizer.param_groups[0]["lr"]
@@ -302,7 +319,12 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def _official(self, step: int) -> dict:
         weights = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
-        return {"args": checkpoint_args(self.model, self.vocabulary, self.opts), "weights": weights, "epoch": step}
+        return {
+            "args": checkpoint_args(self.model, self.vocabulary, self.opts),
+            "weights": weights,
+            "epoch": step,
+            EMBEDDINGS_KEY: self.text.vectors.detach().to("cpu", torch.float32, copy=True),
+        }
 
     def save_last(self, step: int) -> None:
         if self.rank:
@@ -379,6 +401,33 @@ class Trainer:
         path = self.save_final(opts.steps)
         self.print(f"wrote {path}")
         return path
+
+
+class DecoderBatch(torch.nn.Module):
+    """The trainable panoptic decoder as one module whose forward covers a whole micro-batch.
+
+    DDP synchronises gradients for one forward followed by one backward, so the samples of a
+    micro-batch go through a single ``forward`` call.
+    """
+
+    def __init__(self, decoder: torch.nn.Module, amp_dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.decoder, self.amp_dtype = decoder, amp_dtype
+
+    def forward(self, batch: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], text: torch.Tensor) -> list[dict]:
+        return [self.sample(tokens, pos, images, text) for tokens, pos, images in batch]
+
+    def sample(self, tokens: torch.Tensor, pos: torch.Tensor, images: torch.Tensor, text: torch.Tensor) -> dict:
+        """One sample's views [V, ...] -> the decoder's outputs with the per-layer (auxiliary) ones, in fp32."""
+        fpn, mask_feats = [], []
+        enabled = self.amp_dtype is not None
+        with torch.autocast(images.device.type, dtype=self.amp_dtype or torch.float32, enabled=enabled):
+            for v in range(len(images)):  # one view at a time: LoftUp's min-max stays per view, as at inference
+                f, m = self.decoder.encode_views(tokens[v : v + 1], pos[v : v + 1], images[v : v + 1])
+                fpn.append(f[0])
+                mask_feats.append(m[0])
+            out = self.decoder.decode(fpn, mask_feats, text, aux_outputs=True)
+        return _to_float(out)
 
 
 def _to_float(out: dict) -> dict:

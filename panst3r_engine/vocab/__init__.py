@@ -2,6 +2,7 @@
 
 - :mod:`.vocabularies`: presets (ScanNet++, COCO, ADE20k, official order) and user lists
 - :mod:`.embeddings`: ``.npz`` files, the on-disk cache, the job's embeddings
+- :mod:`.checkpoint`: the classes and embeddings a checkpoint made by ``train`` stores
 - :mod:`.text_encoder`: the SigLIP text tower (optional ``transformers``)
 - :mod:`.colors`: the one place class and segment colours are decided
 """

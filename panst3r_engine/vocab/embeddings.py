@@ -19,8 +19,9 @@ import torch
 
 from panst3r_engine.config import cache_root
 from panst3r_engine.vocab import text_encoder
+from panst3r_engine.vocab.checkpoint import CheckpointClasses, default_vocabulary, missing_checkpoint_classes
 from panst3r_engine.vocab.text_encoder import normalise
-from panst3r_engine.vocab.vocabularies import Vocabulary, VocabularyError, load_vocabulary
+from panst3r_engine.vocab.vocabularies import CHECKPOINT_VOCAB, Vocabulary, VocabularyError, load_vocabulary
 from panst3r_engine.weights.registry import get_entry, is_present, manual_instructions, missing_files, weights_path
 
 TEXT_MODEL_ID = "google/siglip-base-patch16-224"
@@ -221,10 +222,28 @@ def default_text_model_dir() -> Path | None:
 
 
 def resolve_class_embeddings(
-    vocab: str, vocab_embeddings: str | None, text_dim: int, seed: int = 0, model_dir: str | os.PathLike | None = None
+    vocab: str | None,
+    vocab_embeddings: str | None,
+    text_dim: int,
+    seed: int = 0,
+    model_dir: str | os.PathLike | None = None,
+    checkpoint: CheckpointClasses | None = None,
+    weights: str = "in use",
 ) -> ClassEmbeddings:
-    """The job's class embeddings: an ``.npz`` file, ``'random'`` (smoke runs), or cached/computed SigLIP."""
-    vocabulary = load_vocabulary(vocab)
+    """The job's class embeddings: an ``.npz`` file, ``'random'`` (smoke runs), the checkpoint's own, or SigLIP.
+
+    ``vocab`` None means the checkpoint's classes when it carries them (``checkpoint``), else ScanNet++.
+    Without an explicit embedding file, a checkpoint's stored embeddings serve every vocabulary whose
+    names it holds (its own classes, ``eval run``'s scene classes): they are what its decoder learned.
+    """
+    if vocab is None:
+        vocab = default_vocabulary(checkpoint)
+    if vocab.strip().lower() == CHECKPOINT_VOCAB:
+        if checkpoint is None:
+            raise missing_checkpoint_classes(weights)
+        vocabulary = checkpoint.vocabulary
+    else:
+        vocabulary = load_vocabulary(vocab)
     if vocab_embeddings == "random":
         emb = random_embeddings(list(vocabulary.names), text_dim, seed)
         return ClassEmbeddings(emb.names, emb.vectors, list(vocabulary.isthing), vocabulary.source)
@@ -232,9 +251,22 @@ def resolve_class_embeddings(
         emb = load_embeddings(vocab_embeddings, expected_dim=text_dim)
         flags = dict(zip(vocabulary.names, vocabulary.isthing))
         return ClassEmbeddings(emb.names, emb.vectors, [flags.get(n, True) for n in emb.names], vocabulary.source)
+    stored = stored_rows(checkpoint, vocabulary)
+    if stored is not None:
+        return ClassEmbeddings(list(vocabulary.names), stored, list(vocabulary.isthing), vocabulary.source)
     emb = embeddings_for(vocabulary, model_dir if model_dir is not None else default_text_model_dir())
     if emb.vectors.shape[1] != text_dim:
         raise VocabularyError(
             f"the text model gives {emb.vectors.shape[1]}-d embeddings but the model expects {text_dim}-d"
         )
     return emb
+
+
+def stored_rows(checkpoint: CheckpointClasses | None, vocabulary: Vocabulary) -> torch.Tensor | None:
+    """The checkpoint's embeddings of ``vocabulary``'s names, in its order, when it stores every one of them."""
+    if checkpoint is None or checkpoint.vectors is None:
+        return None
+    row = {name: i for i, name in enumerate(checkpoint.vocabulary.names)}
+    if not all(name in row for name in vocabulary.names):
+        return None
+    return checkpoint.vectors[[row[name] for name in vocabulary.names]]

@@ -14,6 +14,7 @@ from pathlib import Path
 from panst3r_engine.errors import PanSt3RError
 
 PRESETS = ("scannetpp", "coco", "ade20k")
+CHECKPOINT_VOCAB = "checkpoint"  # the classes a checkpoint written by train stores (vocab.checkpoint)
 
 
 PRESET_ALIASES = {"scannet": "scannetpp", "scannet++": "scannetpp", "ade": "ade20k", "ade20k-150": "ade20k"}

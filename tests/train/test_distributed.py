@@ -1,4 +1,4 @@
-"""torchrun on CPU (gloo, 2 processes) trains what one process with twice the batch trains."""
+"""torchrun on CPU (gloo, 2 processes, DistributedDataParallel) trains what one process with twice the batch trains."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def test_two_gloo_processes_match_one_process_with_twice_the_batch(painted_scene
         timeout=900,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "DistributedDataParallel over 2 processes (gloo)" in done.stderr  # torch's DDP, not a hand all-reduce
     one, _ = read_checkpoint(tmp_path / "one" / "final.pth")
     two, _ = read_checkpoint(tmp_path / "two" / "final.pth")
     # Same samples and points; only the order of float sums differs (per-process gradients are averaged).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from panst3r_engine.cli import main
 from panst3r_engine.model.checkpoints import load_model, read_checkpoint
 from panst3r_engine.train.loop import StepLog, Trainer, batch_slots, progress_line, sample_at
 from panst3r_engine.train.options import TrainOptions
+from panst3r_engine.vocab.embeddings import load_embeddings
 
 STEPS = 4
 
@@ -87,27 +89,13 @@ def test_trained_checkpoint_runs_through_the_pipeline(straight_run, painted_scen
     opts, final = straight_run
     model, info = load_model(final)  # strict load with the engine's loader
     assert info.config.version == "v2"
-    run_dir = Path(opts.out)
+    stored = load_embeddings(Path(opts.out) / "classes.npz")
+    torch.testing.assert_close(info.class_embeddings, stored.vectors)  # the .pth is self-contained
     photos = sorted((painted_scenes[0] / "images").iterdir())[:3]
-    code = main(
-        [
-            "run",
-            *map(str, photos),
-            "--weights",
-            str(final),
-            "--vocab",
-            str(run_dir / "classes.txt"),
-            "--vocab-embeddings",
-            str(run_dir / "classes.npz"),
-            "--device",
-            "cpu",
-            "--resize",
-            "none",
-            "--out",
-            str(tmp_path / "bundle"),
-        ]
-    )
-    assert code == 0 and (tmp_path / "bundle" / "manifest.json").is_file()
+    args = ["run", *map(str, photos), "--weights", str(final), "--device", "cpu", "--resize", "none"]
+    assert main([*args, "--out", str(tmp_path / "bundle")]) == 0  # no --vocab: the checkpoint's own classes
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["classes"]] == ["wall", "floor", "mug"]
 
 
 @slow
