@@ -135,7 +135,9 @@ class LoftUpUpscaler(nn.Module):
     def guidance(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] in [-1, 1] -> high-res query map [B, dim, H/2, W/2]."""
         half = F.interpolate(images, scale_factor=GUIDANCE_SCALE, mode="bilinear", align_corners=False)
-        return self.first_conv(self.fourier_feat(half))
+        # channels-last: the convs' preferred layout on CPU (oneDNN), and the map's tokens [B, HW, C] are then a
+        # free view, so the transformer blocks read contiguous rows instead of copying the map (same values)
+        return self.first_conv(self.fourier_feat(half).contiguous(memory_format=torch.channels_last))
 
     def low_res_keys(self, lr_map: torch.Tensor) -> torch.Tensor:
         """lr_map [B, in_dim, hs, ws] -> key tokens [B, hs*ws, dim] (features ++ Fourier PE)."""

@@ -80,6 +80,7 @@ class LinearHead(nn.Module):
         self.proj = nn.Linear(dim, patch_size * patch_size * out_channels)
 
     @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
     def forward(self, feats: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """feats [B, N, dim] (after norm_dec) -> raw pointmaps [B, H, W, C]."""
         batch = feats.shape[0]

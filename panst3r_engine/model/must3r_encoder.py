@@ -65,6 +65,7 @@ class MUSt3REncoder(nn.Module):
         self.norm_enc = LayerNorm6(cfg.dim)
 
     @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images [B, 3, H, W] in [-1, 1] -> tokens [B, N, dim] (after norm_enc), pos [B, N, 2]."""
         x, pos = self.patch_embed(images.float())

@@ -110,7 +110,7 @@ class JobOptions:
         0, "seed for QUBO restarts and random embeddings (default 0)", int, min=0, max=MAX_SEED, client=True
     )
     save_raw: bool = option(False, "also write OUT/raw.npz (raw network outputs)", bool, client=True)
-    amp: bool = option(False, "bfloat16 autocast for the MUSt3R decoder on CUDA", bool)
+    amp: bool = option(False, "bfloat16 autocast for the MUSt3R decoder and DINOv2 (CUDA, or a CPU with bf16)", bool)
     overwrite: bool = option(False, "replace OUT if it exists", bool)
     splats: bool = option(False, "also fit 3D Gaussians (OUT/splats.ply) for novel views", bool, client=True)
     splat_steps: int | None = option(

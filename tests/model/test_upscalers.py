@@ -103,3 +103,13 @@ def test_input_mixer_is_per_view_and_uses_positions():
     torch.testing.assert_close(both[:1], first, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(shifted, first, atol=1e-4, rtol=1e-4)  # RoPE: relative positions only
     assert not torch.allclose(swapped, first, atol=1e-3)
+
+
+def test_loftup_guidance_map_is_tokens_without_a_copy():
+    """The guidance convs run channels-last, so the transformer blocks read its tokens in place (speed)."""
+    cfg = panst3r_v2(tiny=True).panoptic
+    up = LoftUpUpscaler(cfg.loftup, in_dim=24, fpn_dim=48).eval()
+    with torch.no_grad():
+        hr_map = up.guidance(torch.rand(1, 3, 32, 48) * 2 - 1)
+    assert hr_map.shape == (1, cfg.loftup.dim, 16, 24)
+    assert map_to_tokens(hr_map).is_contiguous()

@@ -44,9 +44,11 @@ class RoPE2D(nn.Module):
     def _cos_sin(self, dim: int, length: int, device: torch.device, dtype: torch.dtype):
         inv_freq = 1.0 / (self.base ** (torch.arange(0, dim, 2, device=device).float() / dim))
         steps = torch.arange(length, device=device, dtype=inv_freq.dtype) * self.f0
-        freqs = torch.outer(steps, inv_freq).to(dtype)
+        freqs = torch.outer(steps, inv_freq)
         freqs = torch.cat((freqs, freqs), dim=-1)
-        return freqs.cos(), freqs.sin()
+        # angles and their cos/sin in float32, then cast (as cuRoPE does): casting the angles (up to ~47 rad)
+        # to bf16 first would err by up to ~0.24 (must3r_model.md, numerics); identical in float32
+        return freqs.cos().to(dtype), freqs.sin().to(dtype)
 
     def _rotate(self, x: torch.Tensor, pos: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         cos = nn.functional.embedding(pos, cos)[:, None]
