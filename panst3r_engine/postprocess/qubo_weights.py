@@ -50,6 +50,7 @@ class OverlapStats:
     area: np.ndarray
     overlap: np.ndarray
     bound: np.ndarray
+    pair_pixels: int = 0  # work: pixel minima computed for exact tile terms (one per pair i < j and pixel)
 
 
 def soft_overlaps(
@@ -58,10 +59,12 @@ def soft_overlaps(
     tau: float = 0.0,
     tile: int = TILE,
     ck: Checkpoints | None = None,
+    kernel: str = "pdist",
 ) -> OverlapStats:
     """probs: per view stride-2 probabilities [Q, h_v, w_v]; shapes: output (H_v, W_v).
 
-    ``ck``: progress/cancellation checkpoints (per view and per tile batch)."""
+    ``ck``: progress/cancellation checkpoints (per view and per tile batch). ``kernel``: see :class:`PairTerms`."""
+    terms = PairTerms(kernel)
     q = probs[0].shape[0]
     over = torch.zeros(q, q, dtype=torch.float64)
     bound = torch.zeros(q, q, dtype=torch.float64)
@@ -72,9 +75,9 @@ def soft_overlaps(
         view_ck.tick(0.0, f"qubo weights: view {v + 1}/{len(shapes)}")
         if tau > 0:
             geo = tile_geometry(tuple(p.shape[1:]), tuple(shape), tile)
-            tile_sums.append(_sparse_view(p, geo, tau, over, bound, view_ck))
+            tile_sums.append(_sparse_view(p, geo, tau, over, bound, terms, view_ck))
         else:
-            tile_sums.append(_dense_view(upsample(p, shape), tile, over, view_ck))
+            tile_sums.append(_dense_view(upsample(p, shape), tile, over, terms, view_ck))
     s = torch.cat(tile_sums).T.contiguous()  # [Q, all tiles]
     if tau > 0:
         est = _pair_minsum(s[None])[0]  # Σ_t min(s_i, s_j)
@@ -83,7 +86,7 @@ def soft_overlaps(
     area = s.sum(1)
     over.diagonal().copy_(area)
     bound.diagonal().zero_()
-    return OverlapStats(area.numpy(), over.numpy(), bound.numpy())
+    return OverlapStats(area.numpy(), over.numpy(), bound.numpy(), terms.pixels)
 
 
 def _pair_minsum(x: torch.Tensor) -> torch.Tensor:
@@ -99,25 +102,44 @@ def _upper_pairs(k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(k, 1)
 
 
-def _tile_minsums(tiles: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    """Per tile [k, T] values -> condensed [k(k-1)/2] Σ_t min(x_i, x_j) over the pairs i < j, float64.
+@dataclass
+class PairTerms:
+    """Exact tile terms Σ_t min(x_i, x_j) over the pairs i < j, and a count of the work done.
 
-    (s_i + s_j - ‖x_i - x_j‖₁) / 2, as :func:`_pair_minsum`; the tiles run on the torch thread count.
+    kernel "pdist": SciPy's ``pdist`` (a C loop over the upper triangle that releases the GIL), the
+    tiles spread over ``torch.get_num_threads()`` threads; "cdist": ``torch.cdist`` over both
+    halves (the former kernel, kept as the reference twin for tests and the benchmark).
     """
 
-    def one(x: torch.Tensor) -> np.ndarray:
-        xd = x.to(torch.float64).numpy()
-        s = xd.sum(1)
-        iu, ju = _upper_pairs(len(xd))
-        return 0.5 * (s[iu] + s[ju] - pdist(xd, "cityblock"))
+    kernel: str = "pdist"
+    pixels: int = 0
 
-    if len(tiles) < 2 or torch.get_num_threads() < 2:
-        return [one(x) for x in tiles]
-    with ThreadPoolExecutor(min(torch.get_num_threads(), len(tiles))) as pool:
-        return list(pool.map(one, tiles))
+    def __post_init__(self) -> None:
+        if self.kernel not in ("pdist", "cdist"):
+            raise ValueError(f"unknown pair kernel {self.kernel!r}; expected 'pdist' or 'cdist'")
+
+    def minsums(self, tiles: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Per tile [k, T] values -> condensed [k(k-1)/2] float64 min-sums (pairs in ``_upper_pairs`` order)."""
+        self.pixels += sum(len(x) * (len(x) - 1) // 2 * x.shape[1] for x in tiles)
+        if self.kernel == "cdist":
+            return [_pair_minsum(x[None])[0][_upper_pairs(len(x))].numpy() for x in tiles]
+        if len(tiles) < 2 or torch.get_num_threads() < 2:
+            return [_upper_minsums(x) for x in tiles]
+        with ThreadPoolExecutor(min(torch.get_num_threads(), len(tiles))) as pool:
+            return list(pool.map(_upper_minsums, tiles))
 
 
-def _dense_view(m: torch.Tensor, tile: int, over: torch.Tensor, ck: Checkpoints, batch: int = 8) -> torch.Tensor:
+def _upper_minsums(x: torch.Tensor) -> np.ndarray:
+    """[k, T] -> condensed Σ_t min(x_i, x_j), i < j: (s_i + s_j - ‖x_i - x_j‖₁) / 2 as :func:`_pair_minsum`."""
+    xd = x.to(torch.float64).numpy()
+    s = xd.sum(1)
+    iu, ju = _upper_pairs(len(xd))
+    return 0.5 * (s[iu] + s[ju] - pdist(xd, "cityblock"))
+
+
+def _dense_view(
+    m: torch.Tensor, tile: int, over: torch.Tensor, terms: PairTerms, ck: Checkpoints, batch: int = 8
+) -> torch.Tensor:
     """Exact: add every pair's min-sum of one resized view [Q, H, W] to ``over``; -> tile sums [nt, Q]."""
     q, h, w = m.shape
     m = torch.nn.functional.pad(m, (0, -w % tile, 0, -h % tile))
@@ -126,8 +148,8 @@ def _dense_view(m: torch.Tensor, tile: int, over: torch.Tensor, ck: Checkpoints,
     upper = np.zeros(q * (q - 1) // 2)
     for start in range(0, x.shape[0], batch):
         ck.tick(start / x.shape[0], "qubo weights (exact)")
-        for terms in _tile_minsums(list(x[start : start + batch])):
-            upper += terms
+        for minsums in terms.minsums(list(x[start : start + batch])):
+            upper += minsums
     iu, ju = _upper_pairs(q)
     over[iu, ju] += torch.from_numpy(upper)
     over[ju, iu] += torch.from_numpy(upper)
@@ -135,7 +157,13 @@ def _dense_view(m: torch.Tensor, tile: int, over: torch.Tensor, ck: Checkpoints,
 
 
 def _sparse_view(
-    p: torch.Tensor, geo: TileGeometry, tau: float, over: torch.Tensor, bound: torch.Tensor, ck: Checkpoints
+    p: torch.Tensor,
+    geo: TileGeometry,
+    tau: float,
+    over: torch.Tensor,
+    bound: torch.Tensor,
+    terms: PairTerms,
+    ck: Checkpoints,
 ) -> torch.Tensor:
     """Fast mode, one view: sparse corrections to Σ_t min(s_i, s_j); -> tile sums [nt, Q].
 
@@ -146,7 +174,8 @@ def _sparse_view(
     active = mx > tau
     for start in range(0, len(active), ACTIVE_CHUNK):
         ck.tick(start / len(active), "qubo weights (fast)")
-        _active_pairs(p, geo, torch.arange(start, min(start + ACTIVE_CHUNK, len(active))), active, s, over, bound)
+        chunk = torch.arange(start, min(start + ACTIVE_CHUNK, len(active)))
+        _active_pairs(p, geo, chunk, active, s, over, bound, terms)
     # one of the pair active (j = qa[k] on tile ta[k]), the other (i) not: exact if dominated
     ta, qa = torch.nonzero(active & (~active).any(1, keepdim=True)).unbind(1)  # tiles where some are inactive
     known = ~active[ta] & (mx[ta] <= mn[ta, qa][:, None])  # [Ka, Q]
@@ -164,6 +193,7 @@ def _active_pairs(
     s: torch.Tensor,
     over: torch.Tensor,
     bound: torch.Tensor,
+    terms: PairTerms,
 ) -> None:
     """Exact tile terms of the pairs active together on ``tiles`` [nc] (upper triangles, per tile)."""
     counts = active[tiles].sum(1)
@@ -172,13 +202,13 @@ def _active_pairs(
         return
     slots = torch.argsort((~active[tiles]).to(torch.int8), dim=1, stable=True)[:, :kmax]  # active queries first
     valid = torch.arange(kmax)[None, :] < counts[:, None]  # [nc, kmax]
-    values = geo.tile_values(p, tiles[:, None].expand_as(slots)[valid], slots[valid]).flatten(1)  # [Σ counts, T]
+    values = geo.tile_values(p, tiles, slots).flatten(2)[valid]  # [Σ counts, T], tile by tile
     chunks = [c for c in values.split(counts.tolist()) if len(c) >= 2]
     qsets = [slots[c, :k].numpy() for c, k in enumerate(counts.tolist()) if k >= 2]
     tile_ids = [int(t) for t, k in zip(tiles.tolist(), counts.tolist()) if k >= 2]
     qi, qj, diff, est = [], [], [], []
     sn = s.numpy()
-    for t, qs, exact in zip(tile_ids, qsets, _tile_minsums(chunks)):
+    for t, qs, exact in zip(tile_ids, qsets, terms.minsums(chunks)):
         iu, ju = _upper_pairs(len(qs))
         e = np.minimum(sn[t, qs[iu]], sn[t, qs[ju]])
         qi.append(qs[iu])
