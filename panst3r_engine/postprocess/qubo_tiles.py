@@ -80,23 +80,16 @@ class TileGeometry:
         r = _axis_reduce(p, 1, self.rows, largest)  # [Q, nh, w]
         return _axis_reduce(r, 2, self.cols, largest).flatten(1).T.contiguous()
 
-    def tile_values(self, p: torch.Tensor, tiles: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        """Resized values of query queries[c, k] on tile tiles[c]: [nc, k, tile, tile] float32 (0 past the view).
-
-        Two batched products per tile (rows, then columns) with the k queries side by side, so the
-        matrices are large even when a tile holds every query.
-        """
+    def tile_values(self, p: torch.Tensor, t: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Resized values of query q[k] on tile t[k]: [M, tile, tile] float32 (0 past the view)."""
         nw = len(self.cols.lo)
-        a, b = tiles // nw, tiles % nw
-        (nc, k), sh, sw = queries.shape, self.rows.local.shape[2], self.cols.local.shape[2]
-        tile = self.rows.local.shape[1]
+        a, b = t // nw, t % nw
+        sh, sw = self.rows.local.shape[2], self.cols.local.shape[2]
         # window positions past the map have weight 0: clamp them to any valid pixel
         rows = (torch.as_tensor(self.rows.lo)[a][:, None] + torch.arange(sh)).clamp(max=p.shape[1] - 1)
         cols = (torch.as_tensor(self.cols.lo)[b][:, None] + torch.arange(sw)).clamp(max=p.shape[2] - 1)
-        patch = p[queries[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]  # [nc, k, sh, sw]
-        left = self.rows.local[a] @ patch.transpose(1, 2).reshape(nc, sh, k * sw)  # [nc, tile, k * sw]
-        left = left.reshape(nc, tile, k, sw).transpose(1, 2).reshape(nc, k * tile, sw)
-        return (left @ self.cols.local[b].transpose(1, 2)).reshape(nc, k, tile, tile)
+        patch = p[q[:, None, None], rows[:, :, None], cols[:, None, :]]  # [M, sh, sw]
+        return self.rows.local[a] @ patch @ self.cols.local[b].transpose(1, 2)
 
 
 def _axis_reduce(x: torch.Tensor, dim: int, axis: AxisTiles, largest: bool) -> torch.Tensor:

@@ -41,6 +41,7 @@ from .qubo_tiles import TileGeometry, tile_geometry
 
 TILE = 32
 ACTIVE_CHUNK = 16  # tiles per exact batch (one gather of local resizes, one thread-pool map)
+PDIST_MIN_QUERIES = 32  # a chunk whose busiest tile has more active queries goes tile by tile through pdist
 
 
 @dataclass
@@ -195,28 +196,37 @@ def _active_pairs(
     bound: torch.Tensor,
     terms: PairTerms,
 ) -> None:
-    """Exact tile terms of the pairs active together on ``tiles`` [nc] (upper triangles, per tile)."""
+    """Exact tile terms of the pairs active together on ``tiles`` [nc] (padded to the most active tile)."""
     counts = active[tiles].sum(1)
     kmax = int(counts.max())
     if kmax < 2:
         return
     slots = torch.argsort((~active[tiles]).to(torch.int8), dim=1, stable=True)[:, :kmax]  # active queries first
     valid = torch.arange(kmax)[None, :] < counts[:, None]  # [nc, kmax]
-    values = geo.tile_values(p, tiles, slots).flatten(2)[valid]  # [Σ counts, T], tile by tile
-    chunks = [c for c in values.split(counts.tolist()) if len(c) >= 2]
-    qsets = [slots[c, :k].numpy() for c, k in enumerate(counts.tolist()) if k >= 2]
-    tile_ids = [int(t) for t, k in zip(tiles.tolist(), counts.tolist()) if k >= 2]
-    qi, qj, diff, est = [], [], [], []
-    sn = s.numpy()
-    for t, qs, exact in zip(tile_ids, qsets, terms.minsums(chunks)):
-        iu, ju = _upper_pairs(len(qs))
-        e = np.minimum(sn[t, qs[iu]], sn[t, qs[ju]])
-        qi.append(qs[iu])
-        qj.append(qs[ju])
-        diff.append(exact - e)
-        est.append(e)
-    qi, qj = torch.from_numpy(np.concatenate(qi)), torch.from_numpy(np.concatenate(qj))
-    diff, est = torch.from_numpy(np.concatenate(diff)), torch.from_numpy(np.concatenate(est))
-    for a, b in ((qi, qj), (qj, qi)):
-        over.index_put_((a, b), diff, accumulate=True)
-        bound.index_put_((a, b), -est, accumulate=True)
+    values = torch.zeros(len(tiles), kmax, geo.rows.local.shape[1] * geo.cols.local.shape[1])
+    values[valid] = geo.tile_values(p, tiles[:, None].expand_as(slots)[valid], slots[valid]).flatten(1)
+    exact = _chunk_minsums(values, counts.tolist(), terms)  # [nc, kmax, kmax]
+    sv = s[tiles[:, None], slots]
+    est = torch.minimum(sv[:, :, None], sv[:, None, :])
+    pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(kmax, dtype=torch.bool)
+    qi, qj = slots[:, :, None].expand_as(pair)[pair], slots[:, None, :].expand_as(pair)[pair]
+    over.index_put_((qi, qj), (exact - est)[pair], accumulate=True)
+    bound.index_put_((qi, qj), -est[pair], accumulate=True)
+
+
+def _chunk_minsums(values: torch.Tensor, counts: list[int], terms: PairTerms) -> torch.Tensor:
+    """[nc, kmax, T] tile values (the first counts[c] rows valid) -> [nc, kmax, kmax] min-sums.
+
+    Few queries per tile (trained masks): one padded ``torch.cdist`` batch, cheaper than a call per tile.
+    Many (dense masks): the upper triangle of each tile through :class:`PairTerms`.
+    """
+    nc, kmax, _ = values.shape
+    if kmax <= PDIST_MIN_QUERIES:
+        terms.pixels += sum(k * (k - 1) // 2 for k in counts) * values.shape[2]
+        return _pair_minsum(values)
+    exact = torch.zeros(nc, kmax, kmax, dtype=torch.float64)
+    big = [c for c, k in enumerate(counts) if k >= 2]
+    for c, upper in zip(big, terms.minsums([values[c, : counts[c]] for c in big])):
+        iu, ju = (torch.from_numpy(i) for i in _upper_pairs(counts[c]))
+        exact[c, iu, ju] = exact[c, ju, iu] = torch.from_numpy(upper)
+    return exact

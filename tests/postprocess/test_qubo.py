@@ -21,7 +21,7 @@ from panst3r_engine.postprocess.qubo_solver import (
     split_qubo,
 )
 from panst3r_engine.postprocess.qubo_tiles import tile_geometry
-from panst3r_engine.postprocess.qubo_weights import OverlapStats, soft_overlaps
+from panst3r_engine.postprocess.qubo_weights import PDIST_MIN_QUERIES, OverlapStats, soft_overlaps
 from tests.parity_utils import load_case
 
 
@@ -106,13 +106,14 @@ def test_exact_weights_match_brute_force(pp_case):
 def test_dense_masks_fast_weights_are_exact_over_the_upper_triangle_and_select_as_brute_force():
     """Masks like an untrained head's (every query above tau on every tile): the fast weights compute
     each pair once per pixel (not twice, not padded), equal brute force, and select what it selects."""
-    logits, masks, shapes = make_dense_inputs(0, queries=24, views=2, height=64, width=96)
+    q = PDIST_MIN_QUERIES + 8  # tiles with more queries than that go through pdist
+    logits, masks, shapes = make_dense_inputs(0, queries=q, views=2, height=64, width=96)
     shp = shapes_list(shapes)
     full = torch.stack(mask_probs(masks, shp), 1).flatten(1).double()  # [Q, all pixels]
     brute = torch.minimum(full[:, None], full[None]).sum(-1).numpy()
     probs = mask_probs_low_res(masks, shp)
     stats = soft_overlaps(probs, shp, tau=1e-3)
-    assert stats.pair_pixels == 24 * 23 // 2 * full.shape[1]  # 64x96 = 2x3 whole tiles of 32x32
+    assert stats.pair_pixels == q * (q - 1) // 2 * full.shape[1]  # 64x96 = 2x3 whole tiles of 32x32
     np.testing.assert_allclose(stats.overlap, brute, rtol=1e-6)
     assert np.abs(stats.bound).max() <= 1e-9 * brute.max()  # every pair exact on every tile
     twin = soft_overlaps(probs, shp, tau=1e-3, kernel="cdist")  # the former kernel
@@ -147,9 +148,9 @@ def test_tile_geometry(small, shape, tile, monkeypatch):
     fast_max, fast_min = geo.window_max(p), geo.window_min(p)
     monkeypatch.setattr(qubo_tiles, "_core_halo_plan", lambda axis: None)  # per-window fallback
     assert torch.equal(fast_max, geo.window_max(p)) and torch.equal(fast_min, geo.window_min(p))
-    t, q = torch.arange(nh * nw), torch.tensor([[3, 0, 2, 1]]).repeat(nh * nw, 1)
-    vals = geo.tile_values(p, t, q).flatten(2)
-    np.testing.assert_allclose(vals.numpy(), tiles[:, [3, 0, 2, 1]].numpy(), atol=1e-5)
+    t, q = torch.arange(nh * nw).repeat_interleave(4), torch.arange(4).repeat(nh * nw)
+    vals = geo.tile_values(p, t, q).reshape(nh * nw, 4, -1)
+    np.testing.assert_allclose(vals.numpy(), tiles.numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["general", "masks"])
