@@ -6,7 +6,7 @@ nothing. Input here is the stride-2 probability P; pixels are grouped in square 
 output, and for tile t: s_i = Σ_t M_i; query i is *active* in t if its max there exceeds ``tau``.
 
 * ``tau == 0`` (exact): each view is resized in full and, per tile,
-  Σ min(M_i, M_j) = (s_i + s_j - ‖M_i - M_j‖₁) / 2 for all pairs (one ``cdist`` per tile batch).
+  Σ min(M_i, M_j) = (s_i + s_j - ‖M_i - M_j‖₁) / 2 for all pairs i < j (SciPy ``pdist`` per tile).
 * ``tau > 0`` (fast, never resizes the whole view): bilinear resizing is linear, M = R_h P R_wᵀ,
   so tile sums are B_h P B_wᵀ (B = tile-summed rows of R) and the tile max/min are bounded by the
   max/min of P over the tile's source window. Pairs active together in a tile are summed
@@ -20,9 +20,9 @@ Sums are float64.
 Cost: the exact tile terms are k(k-1)/2 pairs × tile² pixels for k queries present in a tile. Masks of a
 trained head are sparse (k is small); dense, low-confidence masks (untrained or random weights: every
 query above ``tau`` everywhere) make k = Q on every tile, i.e. Q²/2 · pixels minima whatever ``tau``.
-Those are computed per tile over the upper triangle only, by SciPy's ``pdist`` (a C loop that releases
-the GIL, run on ``torch.get_num_threads()`` threads), about 3.5x less CPU than ``torch.cdist`` (which
-computes both halves) on [200, 1024] tiles.
+Tiles with more than ``PDIST_MIN_QUERIES`` of them are computed over the upper triangle only, by SciPy's
+``pdist`` (a C loop that releases the GIL, run on ``torch.get_num_threads()`` threads): about 3.5x less CPU
+than ``torch.cdist`` (which computes both halves) on [200, 1024] tiles. Fewer stay in one padded ``cdist``.
 """
 
 from __future__ import annotations
