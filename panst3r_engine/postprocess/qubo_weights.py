@@ -196,7 +196,7 @@ def _active_pairs(
     bound: torch.Tensor,
     terms: PairTerms,
 ) -> None:
-    """Exact tile terms of the pairs active together on ``tiles`` [nc] (padded to the most active tile)."""
+    """Exact tile terms of the pairs active together on ``tiles`` [nc] (values padded to the busiest tile)."""
     counts = active[tiles].sum(1)
     kmax = int(counts.max())
     if kmax < 2:
@@ -205,7 +205,11 @@ def _active_pairs(
     valid = torch.arange(kmax)[None, :] < counts[:, None]  # [nc, kmax]
     values = torch.zeros(len(tiles), kmax, geo.rows.local.shape[1] * geo.cols.local.shape[1])
     values[valid] = geo.tile_values(p, tiles[:, None].expand_as(slots)[valid], slots[valid]).flatten(1)
-    exact = _chunk_minsums(values, counts.tolist(), terms)  # [nc, kmax, kmax]
+    if kmax > PDIST_MIN_QUERIES:
+        _add_upper_terms(tiles, slots, counts.tolist(), values, s, over, bound, terms)
+        return
+    terms.pixels += int((counts * (counts - 1) // 2).sum()) * values.shape[2]
+    exact = _pair_minsum(values)  # [nc, kmax, kmax]: few queries per tile, one padded batch
     sv = s[tiles[:, None], slots]
     est = torch.minimum(sv[:, :, None], sv[:, None, :])
     pair = valid[:, :, None] & valid[:, None, :] & ~torch.eye(kmax, dtype=torch.bool)
@@ -214,19 +218,30 @@ def _active_pairs(
     bound.index_put_((qi, qj), -est[pair], accumulate=True)
 
 
-def _chunk_minsums(values: torch.Tensor, counts: list[int], terms: PairTerms) -> torch.Tensor:
-    """[nc, kmax, T] tile values (the first counts[c] rows valid) -> [nc, kmax, kmax] min-sums.
-
-    Few queries per tile (trained masks): one padded ``torch.cdist`` batch, cheaper than a call per tile.
-    Many (dense masks): the upper triangle of each tile through :class:`PairTerms`.
-    """
-    nc, kmax, _ = values.shape
-    if kmax <= PDIST_MIN_QUERIES:
-        terms.pixels += sum(k * (k - 1) // 2 for k in counts) * values.shape[2]
-        return _pair_minsum(values)
-    exact = torch.zeros(nc, kmax, kmax, dtype=torch.float64)
+def _add_upper_terms(
+    tiles: torch.Tensor,
+    slots: torch.Tensor,
+    counts: list[int],
+    values: torch.Tensor,
+    s: torch.Tensor,
+    over: torch.Tensor,
+    bound: torch.Tensor,
+    terms: PairTerms,
+) -> None:
+    """Many queries per tile (dense masks): each tile's pairs i < j through :class:`PairTerms`, added both ways."""
     big = [c for c, k in enumerate(counts) if k >= 2]
-    for c, upper in zip(big, terms.minsums([values[c, : counts[c]] for c in big])):
-        iu, ju = (torch.from_numpy(i) for i in _upper_pairs(counts[c]))
-        exact[c, iu, ju] = exact[c, ju, iu] = torch.from_numpy(upper)
-    return exact
+    sn = s.numpy()
+    qi, qj, diff, est = [], [], [], []
+    for c, exact in zip(big, terms.minsums([values[c, : counts[c]] for c in big])):
+        qs = slots[c, : counts[c]].numpy()
+        iu, ju = _upper_pairs(counts[c])
+        e = np.minimum(sn[int(tiles[c]), qs[iu]], sn[int(tiles[c]), qs[ju]])
+        qi.append(qs[iu])
+        qj.append(qs[ju])
+        diff.append(exact - e)
+        est.append(e)
+    a, b = torch.from_numpy(np.concatenate(qi)), torch.from_numpy(np.concatenate(qj))
+    d, e = torch.from_numpy(np.concatenate(diff)), torch.from_numpy(np.concatenate(est))
+    for i, j in ((a, b), (b, a)):
+        over.index_put_((i, j), d, accumulate=True)
+        bound.index_put_((i, j), -e, accumulate=True)
