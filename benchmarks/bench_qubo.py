@@ -1,6 +1,8 @@
 """QUBO post-processing benchmark on realistic synthetic predictions (CPU).
 
     python benchmarks/bench_qubo.py [--queries 200 --views 10 --width 512 --height 384 --threads 2]
+    python benchmarks/bench_qubo.py --dense          # masks like an untrained head's (3 views by default)
+    python benchmarks/bench_qubo.py --raw DIR/raw.npz  # a saved network output (``run --save-raw``)
 
 Synthetic inputs (seeded): stride-2 mask logits shaped like a trained mask head's output:
 object queries whose masks are the blob-shaped Voronoi cells of a random partition of each view
@@ -8,13 +10,20 @@ they are visible in (logit +10 inside, -14 far away, smooth noise), near-duplica
 (shifted, weaker copies), a few weak junk blobs and "no-object" queries (about -9 everywhere);
 random class logits, high for object queries.
 
-Prints per-stage times (preamble = sigmoid + resize, weights exact and fast, solve, decode) and
-the objective of our solver against the official-style annealer on a smaller case.
+``--dense``: every mask dense and low-confidence, with the statistics of the full-size v2 network's
+output under the parity fill weights (see :func:`make_dense_inputs`): every query is above the fast
+weights' threshold on every tile, so the exact pair terms cover all Q(Q-1)/2 pairs on every pixel.
+
+Prints per-stage times (preamble = sigmoid + resize, weights exact and fast, solve, decode), the work
+of the weights (pixel minima) and, with ``--kernels``, the weights with the former pair kernel
+(``torch.cdist``, both halves) and the current one (``pdist``, upper triangle) interleaved; on the
+default synthetic case, the objective of our solver against the official-style annealer.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -77,6 +86,39 @@ def make_inputs(
     return logits[perm], [m[perm] for m in masks], np.array([[height, width]] * views, np.int32)
 
 
+def make_dense_inputs(
+    seed: int = 0, queries: int = 200, views: int = 3, height: int = 384, width: int = 512, classes: int = 1
+):
+    """Predictions like an untrained (random-weight) head's; same return as :func:`make_inputs`.
+
+    Statistics measured on the full-size v2 network with the parity fill weights (3 views, 512x384):
+    all queries share one noisy pattern (logit std 1.35, mean |difference| of neighbours 1.0), offset
+    per query (means -1.4 to -0.8), plus a smooth residual (std 0.18): queries correlate at 0.97-0.995
+    and every sigmoid is above 1e-3 almost everywhere; class logits are about 0.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    h, w = height // 2, width // 2
+    offset = torch.rand(queries, 1, 1, generator=gen) * 0.6 - 1.4
+    masks = []
+    for _ in range(views):
+        smooth = smooth_noise(gen, 1, h, w)
+        common = 0.91 * torch.randn(1, h, w, generator=gen) + smooth / smooth.std()
+        residual = smooth_noise(gen, queries, h, w, cells=12)
+        masks.append(common + offset + 0.18 * residual / residual.std())
+    logits = 0.005 * torch.randn(queries, classes, generator=gen)
+    return logits, masks, np.array([[height, width]] * views, np.int32)
+
+
+def load_raw_inputs(path: str):
+    """``raw.npz`` -> (pred_logits, per-view mask logits cropped to each view, true_shape), as ``postprocess``."""
+    from panst3r_engine.bundle.raw import load_raw
+
+    raw = load_raw(path)
+    shapes = np.asarray(raw["true_shape"]).astype(int)
+    masks = [torch.from_numpy(raw["pred_masks"][v, :, : h // 2, : w // 2].copy()) for v, (h, w) in enumerate(shapes)]
+    return torch.from_numpy(raw["pred_logits"]), masks, shapes
+
+
 def timed(fn, *args, **kwargs):
     t0 = time.perf_counter()
     out = fn(*args, **kwargs)
@@ -107,20 +149,30 @@ def energy_bound(run: dict) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--queries", type=int, default=200)
-    ap.add_argument("--views", type=int, default=10)
+    ap.add_argument("--views", type=int, default=None, help="default 10 (3 with --dense)")
     ap.add_argument("--height", type=int, default=384)
     ap.add_argument("--width", type=int, default=512)
+    ap.add_argument("--dense", action="store_true", help="dense low-confidence masks (an untrained head's)")
+    ap.add_argument("--raw", help="a raw.npz written by `run --save-raw` instead of synthetic predictions")
     ap.add_argument("--tau", type=float, default=1e-3, help="fast-weights threshold")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs (median reported)")
+    ap.add_argument("--kernels", action="store_true", help="weights with the former and current pair kernels")
     ap.add_argument("--exact-full", action="store_true", help="also exact weights at full size (about a minute)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    logits, masks, shapes = make_inputs(0, args.queries, args.views, args.height, args.width)
+    if args.raw:
+        logits, masks, shapes = load_raw_inputs(args.raw)
+        case = f"{args.raw}: {len(logits)} queries x {len(shapes)} views"
+    else:
+        views = args.views or (3 if args.dense else 10)
+        make = make_dense_inputs if args.dense else make_inputs
+        logits, masks, shapes = make(0, args.queries, views, args.height, args.width)
+        case = f"{'dense' if args.dense else 'synthetic'}: {args.queries} queries x {views} views"
     runs = [run_stages(logits, masks, shapes, tau=args.tau) for _ in range(args.repeat)]
     print(
-        f"QUBO post-processing, {args.queries} queries x {args.views} views at {args.width}x{args.height}, "
-        f"{args.threads} thread(s), median of {args.repeat}"
+        f"QUBO post-processing, {case} at {shapes[0][1]}x{shapes[0][0]}, {args.threads} thread(s), "
+        f"median of {args.repeat}, load average {os.getloadavg()[0]:.1f}"
     )
     print(f"{'stage':<34}{'median s':>10}{'min s':>10}")
     for stage in STAGES + ("total",):
@@ -129,13 +181,36 @@ def main() -> None:
         print(f"{label:<34}{np.median(ts):>10.3f}{min(ts):>10.3f}")
     fast = runs[0]
     n = qubo_norm(fast["shp"])
+    q, pixels = len(logits), sum(h * w for h, w in fast["shp"])
     print(
         f"selected {int(fast['x'].sum())} queries, {len(fast['res'].segments)} segments; weight error bound: "
         f"max {fast['stats'].bound.max() / n:.2e} per pair (normalised), {energy_bound(fast):.2e} on E(x)"
     )
+    print(
+        f"exact pair terms: {fast['stats'].pair_pixels:.3g} pixel minima "
+        f"({fast['stats'].pair_pixels / (q * (q - 1) // 2 * pixels):.1%} of all pairs on all pixels)"
+    )
+    if args.kernels:
+        compare_kernels(fast, args.tau, args.repeat)
     if args.exact_full:
         compare_exact(fast)
-    small_cases()
+    if not (args.raw or args.dense):
+        small_cases()
+
+
+def compare_kernels(fast: dict, tau: float, repeat: int) -> None:
+    """Weights with the former pair kernel (torch.cdist) and the current one (pdist), interleaved."""
+    times: dict[str, list[float]] = {"cdist": [], "pdist": []}
+    stats = {}
+    for _ in range(repeat):
+        for kernel in times:
+            stats[kernel], t = timed(soft_overlaps, fast["probs"], fast["shp"], tau=tau, kernel=kernel)
+            times[kernel].append(t)
+    same = np.abs(stats["cdist"].overlap - stats["pdist"].overlap).max() / qubo_norm(fast["shp"])
+    print(f"{'weights, pair kernel':<34}{'median s':>10}{'min s':>10}")
+    for kernel, label in (("cdist", "torch.cdist (before)"), ("pdist", "pdist upper triangle (now)")):
+        print(f"{label:<34}{np.median(times[kernel]):>10.3f}{min(times[kernel]):>10.3f}")
+    print(f"ratio before/after {np.median(times['cdist']) / np.median(times['pdist']):.2f}x; max |diff| {same:.1e}")
 
 
 def compare_exact(fast: dict) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.bench_qubo import make_dense_inputs
 from panst3r_engine.postprocess import QuboConfig, postprocess, qubo_tiles
 from panst3r_engine.postprocess._reference import anneal_reference
 from panst3r_engine.postprocess.common import class_probs, mask_probs, mask_probs_low_res, shapes_list, upsample
@@ -20,7 +21,7 @@ from panst3r_engine.postprocess.qubo_solver import (
     split_qubo,
 )
 from panst3r_engine.postprocess.qubo_tiles import tile_geometry
-from panst3r_engine.postprocess.qubo_weights import soft_overlaps
+from panst3r_engine.postprocess.qubo_weights import PDIST_MIN_QUERIES, OverlapStats, soft_overlaps
 from tests.parity_utils import load_case
 
 
@@ -100,6 +101,30 @@ def test_exact_weights_match_brute_force(pp_case):
         slack = 1e-6 * brute.max()
         assert (fast.overlap >= brute - slack).all() and (fast.overlap - fast.bound <= brute + slack).all()
         np.testing.assert_allclose(fast.area, brute.diagonal(), rtol=1e-6)
+
+
+def test_dense_masks_fast_weights_are_exact_over_the_upper_triangle_and_select_as_brute_force():
+    """Masks like an untrained head's (every query above tau on every tile): the fast weights compute
+    each pair once per pixel (not twice, not padded), equal brute force, and select what it selects."""
+    q = PDIST_MIN_QUERIES + 8  # tiles with more queries than that go through pdist
+    logits, masks, shapes = make_dense_inputs(0, queries=q, views=2, height=64, width=96)
+    shp = shapes_list(shapes)
+    full = torch.stack(mask_probs(masks, shp), 1).flatten(1).double()  # [Q, all pixels]
+    brute = torch.minimum(full[:, None], full[None]).sum(-1).numpy()
+    probs = mask_probs_low_res(masks, shp)
+    stats = soft_overlaps(probs, shp, tau=1e-3)
+    assert stats.pair_pixels == q * (q - 1) // 2 * full.shape[1]  # 64x96 = 2x3 whole tiles of 32x32
+    np.testing.assert_allclose(stats.overlap, brute, rtol=1e-6)
+    assert np.abs(stats.bound).max() <= 1e-9 * brute.max()  # every pair exact on every tile
+    twin = soft_overlaps(probs, shp, tau=1e-3, kernel="cdist")  # the former kernel
+    np.testing.assert_allclose(stats.overlap, twin.overlap, rtol=1e-12)
+    exact = soft_overlaps(probs, shp, tau=0.0)
+    assert exact.pair_pixels == stats.pair_pixels
+    np.testing.assert_allclose(exact.overlap, brute, rtol=1e-9)
+    reference = OverlapStats(brute.diagonal().copy(), brute, np.zeros_like(brute))
+    expected = np.flatnonzero(solve_qubo(qubo_matrix(reference, qubo_norm(shp)), seed=0))
+    result = postprocess(logits, masks, shapes, "qubo", qubo=QuboConfig(tau=1e-3))
+    assert result.info["selected"] == expected.tolist() and len(expected) > 0
 
 
 @pytest.mark.parametrize(
