@@ -13,7 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -64,19 +64,18 @@ def run_job(
     remove_stale_staging(out_dir)
     if not photo_paths:
         raise OptionsError("no photos given")
-    photos, sources = _load_images(photo_paths, options, progress)
-    loaded = models.get(options.weights, options.device, progress)
-    vocab = _vocabulary(loaded, options, progress)
-    keyframes, warnings = _keyframes(len(photos), options.keyframes)
-    chooser = KeyframeChooser.for_job(options.keyframes_by, keyframes, options.seed, options.retrieval)
-    sizes = [tuple(p.tensor.shape[-2:]) for p in photos]
-    check_disk(check_fits(loaded.model, sizes, keyframes, loaded.device, options.max_batch).scratch, out_dir)
-    scratch = staging_path(out_dir)  # per-view outputs on disk; if the job is killed, remove_stale_staging clears it
+    scratch = staging_path(out_dir)  # per-view data on disk; if the job is killed, remove_stale_staging clears it
     scratch.mkdir(parents=True)
     try:
-        stores = _stores(len(photos), scratch)
+        photos, sources, inputs = _load_images(photo_paths, options, progress, scratch)
+        loaded = models.get(options.weights, options.device, progress)
+        vocab = _vocabulary(loaded, options, progress)
+        keyframes, warnings = _keyframes(len(photos), options.keyframes)
+        chooser = KeyframeChooser.for_job(options.keyframes_by, keyframes, options.seed, options.retrieval)
+        sizes = [p.network_size for p in photos]
+        check_disk(check_fits(loaded.model, sizes, keyframes, loaded.device, options.max_batch).scratch, out_dir)
+        stores = {"inputs": inputs, **_stores(len(photos), scratch)}
         raw = _infer(loaded, photos, vocab.vectors, keyframes, chooser, options, progress, stores)
-        photos = [replace(p, tensor=torch.empty(0)) for p in photos]  # network inputs done with: ~2.4 MB each
         method = options.postprocess or loaded.config.postprocess_default
         panoptic, segments = _postprocess(raw, method, options.seed, progress)
         cameras, points = _cameras(raw, photos, panoptic, options.conf_threshold, stores["conf"], progress)
@@ -106,14 +105,18 @@ def _stores(num_photos: int, scratch: Path) -> dict[str, ViewStore]:
     }
 
 
-def _load_images(paths: list, options: JobOptions, progress: Progress) -> tuple[list[Photo], list[dict | None]]:
-    """The photos (videos become their sampled frames) and, per photo, the video frame it is (or None)."""
+def _load_images(
+    paths: list, options: JobOptions, progress: Progress, scratch: Path
+) -> tuple[list[Photo], list[dict | None], ViewStore]:
+    """The photos (videos become their sampled frames), per photo the video frame it is (or None), and the
+    photos' network inputs (float32, in ``scratch``: they are read again only by the network)."""
     progress("load_images", 0.0, f"{len(paths)} inputs")
     with tempfile.TemporaryDirectory(prefix="panst3r-frames-") as frames_dir:
         paths, sources = expand_videos(list(paths), Path(frames_dir), options.video_frames, options.video_fps)
-        photos = load_photos(paths, options.resize)
+        inputs = ViewStore(len(paths), scratch, torch.float32, "inputs")
+        photos = load_photos(paths, options.resize, inputs)
     progress("load_images", 1.0, f"{len(photos)} photos")
-    return photos, sources
+    return photos, sources, inputs
 
 
 def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress) -> ClassEmbeddings:
@@ -147,12 +150,13 @@ def _infer(
 ) -> RawOutputs:
     """Run the network; a lone photo is paired with itself, as the official demo does.
 
-    Mask logits and pointmaps go to ``stores`` (on disk) as each view leaves the network.
+    The inputs come from ``stores["inputs"]``; mask logits and pointmaps go to ``stores`` (on disk) as each view
+    leaves the network.
     """
-    tensors = [p.tensor for p in photos]
+    tensors = stores["inputs"]  # read from disk when the network needs them
     single = len(tensors) == 1
     if single:
-        tensors = tensors * 2
+        tensors = [tensors[0]] * 2
     raw = run_inference(
         loaded.model,
         tensors,
