@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import MutableSequence
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -258,15 +258,21 @@ def load_photo(path: str | os.PathLike, resize: str = "512", patch_size: int = 1
 
 
 def load_photos(
-    paths: list[str | os.PathLike], resize: str = "512", inputs: MutableSequence[torch.Tensor] | None = None
+    paths: list[str | os.PathLike],
+    resize: str = "512",
+    inputs: MutableSequence[torch.Tensor] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> list[Photo]:
     """Load every photo, or raise one :class:`ImageError` listing every bad file.
 
     ``inputs`` (one slot per path, e.g. a disk-backed store): each network input goes there as its photo is
     loaded and the photo keeps an empty ``tensor``, so a job's RAM does not hold every photo's float32 input.
+    ``progress(fraction loaded)`` before each photo; what it raises (a job's ``Cancelled``) stops the loading.
     """
     photos, problems = [], []
     for index, path in enumerate(paths):
+        if progress is not None:
+            progress(index / len(paths))
         try:
             photo = load_photo(path, resize)
         except ImageError as exc:

@@ -30,12 +30,12 @@ from panst3r_engine.pipeline.assemble import JobMeta, build_bundle
 from panst3r_engine.pipeline.cameras import Camera, ViewGeometry, recover_camera
 from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientation
 from panst3r_engine.pipeline.keyframes import KeyframeChooser
-from panst3r_engine.pipeline.memory import check_disk, check_fits
+from panst3r_engine.pipeline.memory import check_disk, check_fits, release_free_memory, trimming
 from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
 from panst3r_engine.pipeline.points import PointCloud, collect_points, confidence_warnings
-from panst3r_engine.pipeline.progress import Progress
+from panst3r_engine.pipeline.progress import Progress, ProgressFn
 from panst3r_engine.pipeline.reconstruction import JobResult, Reconstruction, Segment
-from panst3r_engine.pipeline.video import expand_videos
+from panst3r_engine.pipeline.video import expand_videos, is_video
 from panst3r_engine.pipeline.viewstore import ViewStore
 from panst3r_engine.postprocess import postprocess
 from panst3r_engine.postprocess.common import LazyViews
@@ -75,10 +75,13 @@ def run_job(
         sizes = [p.network_size for p in photos]
         check_disk(check_fits(loaded.model, sizes, keyframes, loaded.device, options.max_batch).scratch, out_dir)
         stores = {"inputs": inputs, **_stores(len(photos), scratch)}
-        raw = _infer(loaded, photos, vocab.vectors, keyframes, chooser, options, progress, stores)
+        streamed = trimming(progress)  # keeps resident memory near what the job holds while views stream
+        raw = _infer(loaded, photos, vocab.vectors, keyframes, chooser, options, streamed, stores)
+        release_free_memory()
         method = options.postprocess or loaded.config.postprocess_default
-        panoptic, segments = _postprocess(raw, method, options.seed, progress)
-        cameras, points = _cameras(raw, photos, panoptic, options.conf_threshold, stores["conf"], progress)
+        panoptic, segments = _postprocess(raw, method, options.seed, streamed)
+        release_free_memory()
+        cameras, points = _cameras(raw, photos, panoptic, options.conf_threshold, stores["conf"], streamed)
         warnings += confidence_warnings(stores["conf"], len(points.segment), options.conf_threshold)
         recon = Reconstruction(photos, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method, sources)
         splats, splat_warnings = _splats(recon, options, loaded.device, progress)
@@ -111,10 +114,20 @@ def _load_images(
     """The photos (videos become their sampled frames), per photo the video frame it is (or None), and the
     photos' network inputs (float32, in ``scratch``: they are read again only by the network)."""
     progress("load_images", 0.0, f"{len(paths)} inputs")
-    with tempfile.TemporaryDirectory(prefix="panst3r-frames-") as frames_dir:
-        paths, sources = expand_videos(list(paths), Path(frames_dir), options.video_frames, options.video_fps)
-        inputs = ViewStore(len(paths), scratch, torch.float32, "inputs")
-        photos = load_photos(paths, options.resize, inputs)
+    decoding = 0.5 if any(is_video(p) for p in paths) else 0.0  # the share of the stage's bar for decoding videos
+
+    def decoded(fraction: float, message: str) -> None:
+        progress("load_images", decoding * fraction, message)
+
+    def loaded(fraction: float) -> None:  # before each photo
+        release_free_memory()  # the inputs moved to disk leave holes between the photos kept
+        progress("load_images", decoding + (1 - decoding) * fraction, f"{count} photos")
+
+    with tempfile.TemporaryDirectory(prefix="panst3r-frames-") as frames_dir:  # removed also when cancelled
+        paths, sources = expand_videos(list(paths), Path(frames_dir), options.video_frames, options.video_fps, decoded)
+        count = len(paths)
+        inputs = ViewStore(count, scratch, torch.float32, "inputs")
+        photos = load_photos(paths, options.resize, inputs, loaded)
     progress("load_images", 1.0, f"{len(photos)} photos")
     return photos, sources, inputs
 
@@ -145,7 +158,7 @@ def _infer(
     num_keyframes: int,
     chooser: KeyframeChooser,
     options: JobOptions,
-    progress: Progress,
+    progress: ProgressFn,
     stores: dict[str, ViewStore],
 ) -> RawOutputs:
     """Run the network; a lone photo is paired with itself, as the official demo does.
@@ -182,7 +195,9 @@ def _infer(
     return raw
 
 
-def _postprocess(raw: RawOutputs, method: str, seed: int, progress: Progress) -> tuple[list[np.ndarray], list[Segment]]:
+def _postprocess(
+    raw: RawOutputs, method: str, seed: int, progress: ProgressFn
+) -> tuple[list[np.ndarray], list[Segment]]:
     """Per-view panoptic maps and the segments they share."""
     progress("postprocess", 0.0, method)
     result = postprocess(
@@ -201,7 +216,7 @@ def _cameras(
     panoptic: list[np.ndarray],
     threshold: float,
     conf_maps: ViewStore,
-    progress: Progress,
+    progress: ProgressFn,
 ) -> tuple[list[Camera], PointCloud]:
     """Cameras and points, one view at a time (activated from the pointmaps on disk when needed, then dropped);
     every view's confidence map goes to ``conf_maps`` for :func:`confidence_warnings`."""
