@@ -5,7 +5,8 @@ Usage: python benchmarks/bench_scale.py [--photos 10 50 200] [--size tiny|full] 
 
 Each N runs in its own process (so peak RAM is that job's), on synthetic 512x384 photos of a textured walk,
 with random weights (the tiny checkpoint for the count sweep; ``--size full`` for the real network size).
-Prints one table row per N and stage; the last column of each N is the model's own RAM (the peak before the
+Prints one table row per N and stage, with the peak resident memory seen during that stage (sampled every 20 ms;
+the joint keyframe decode is its own stage); the last column of each N is the model's own RAM (the peak before the
 job minus the interpreter), so "beyond the model" = peak - model. On CUDA, peak GPU memory is
 ``torch.cuda.max_memory_allocated``.
 """
