@@ -5,7 +5,8 @@ Usage: python benchmarks/bench_scale.py [--photos 10 50 200] [--size tiny|full] 
 
 Each N runs in its own process (so peak RAM is that job's), on synthetic 512x384 photos of a textured walk,
 with random weights (the tiny checkpoint for the count sweep; ``--size full`` for the real network size).
-Prints one table row per N and stage; the last column of each N is the model's own RAM (the peak before the
+Prints one table row per N and stage, with the peak resident memory seen during that stage (sampled every 20 ms;
+the joint keyframe decode is its own stage); the last column of each N is the model's own RAM (the peak before the
 job minus the interpreter), so "beyond the model" = peak - model. On CUDA, peak GPU memory is
 ``torch.cuda.max_memory_allocated``.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -28,6 +30,36 @@ from panst3r_engine.bundle.spec import STAGES  # noqa: E402  (numpy only: cheap 
 
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+class StagePeaks:
+    """Peak resident memory per stage, sampled every ``interval`` seconds by a thread (the stage is the
+    one ``progress`` last reported; a peak shorter than the interval can be missed)."""
+
+    def __init__(self, progress, interval: float = 0.02) -> None:
+        import threading
+
+        self.progress, self.interval, self.peaks = progress, interval, {}
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            stage = self.progress.stage or "start"
+            self.peaks[stage] = max(self.peaks.get(stage, 0), self._rss())
+
+    def __enter__(self) -> StagePeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def one_job(count: int, size: str, device: str, keyframes: int | None, keyframes_by: str) -> dict:
@@ -65,7 +97,8 @@ def one_job(count: int, size: str, device: str, keyframes: int | None, keyframes
             postprocess="standard_v2",
         )
         started = time.perf_counter()
-        run_job(photos, tmp / "bundle", options, progress)
+        with StagePeaks(progress) as peaks:
+            run_job(photos, tmp / "bundle", options, progress)
         total = time.perf_counter() - started
         gpu = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
         return {
@@ -74,6 +107,7 @@ def one_job(count: int, size: str, device: str, keyframes: int | None, keyframes
             "total": total,
             "peak_rss_gib": _peak_rss_gib(),
             "rss_before_gib": before,
+            "stage_peak_gib": {k: v / 2**30 for k, v in peaks.peaks.items()},
             "peak_gpu_gib": gpu,
         }
 
@@ -112,7 +146,9 @@ def main() -> None:
         for stage in STAGES:
             if stage in row["timings"]:
                 secs = row["timings"][stage]
-                print(f"{count:>5} {stage:<18}{secs:>9.2f}{count / secs if secs else float('inf'):>9.1f}")
+                peak = row["stage_peak_gib"].get(stage)
+                peak = f"{peak:>12.2f}" if peak is not None else ""
+                print(f"{count:>5} {stage:<18}{secs:>9.2f}{count / secs if secs else float('inf'):>9.1f}   {peak}")
         gpu = f"{row['peak_gpu_gib']:.2f}" if row["peak_gpu_gib"] is not None else "-"
         print(
             f"{count:>5} {'total':<18}{row['total']:>9.2f}{count / row['total']:>9.2f}   "

@@ -244,18 +244,21 @@ def run_inference(
     memory = run.build_memory(chosen)
     run.render(chosen, memory, "render_keyframes")
     text = class_embeddings.to(run.device, torch.float32)
-    decoded = model.panoptic_decoder.decode([run.fpn[i] for i in chosen], [run.mask_feats[i] for i in chosen], text)
+    run.progress("decode_keyframes", 0.0)
+    decoded = model.panoptic_decoder.decode(
+        [run.fpn[i] for i in chosen], [run.mask_feats[i] for i in chosen], text, masks=False
+    )
     masks = masks if masks is not None else [None] * len(images)
-    for i, m in zip(chosen, decoded.pop("pred_masks")):
-        masks[i] = m.cpu()
-    run.release(chosen)
-    run.progress("decode_keyframes", 1.0)
 
-    def predict(chunk: list[int]) -> None:  # masks of a chunk of non-keyframes from the keyframes' queries
+    def predict(chunk: list[int]) -> None:  # masks of a chunk of views from the keyframes' final queries
         predicted = model.panoptic_decoder.predict(decoded["out_queries"], [run.mask_feats[i] for i in chunk], text)
         for i, m in zip(chunk, predicted["pred_masks"]):
             masks[i] = m.cpu()
         run.release(chunk)
+
+    for i in chosen:  # the keyframes' final masks one view at a time (the joint decode's, bit for bit)
+        predict([i])
+    run.progress("decode_keyframes", 1.0)
 
     if others:
         run.render(others, memory, "render_views", then=predict)

@@ -9,6 +9,7 @@ expects; the public methods take and return unbatched tensors.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -174,8 +175,14 @@ class MaskTransformer(nn.Module):
         masks = [torch.einsum("qc,chw->qhw", embedding, feats) for feats in mask_feats]
         return {"pred_logits": logits, "pred_masks": masks}
 
+    def view_masks(self, queries: torch.Tensor, mask_feats: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The ``pred_masks`` of :meth:`predict` (same values), made one view at a time as they are read, so
+        the full-resolution logits of many views never exist together."""
+        embedding = self.mask_embed(self.decoder_norm(queries))
+        return (torch.einsum("qc,chw->qhw", embedding, feats) for feats in mask_feats)
+
     def attention_mask(
-        self, masks: list[torch.Tensor], sizes: list[tuple[int, int]]
+        self, masks: Iterable[torch.Tensor], sizes: list[tuple[int, int]]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask logits -> blocked [heads, Q, K] (True where sigmoid < 0.5 at the key's fpn cell).
 
@@ -198,6 +205,7 @@ class MaskTransformer(nn.Module):
         mask_feats: list[torch.Tensor],
         class_embeddings: torch.Tensor,
         aux_outputs: bool = False,
+        masks: bool = True,
     ) -> dict:
         """Joint decoding of all given views (see :meth:`predict` for shapes).
 
@@ -206,21 +214,26 @@ class MaskTransformer(nn.Module):
         ``attention_margin`` [Q], the smallest attention-mask margin over all layers.
         ``aux_outputs``: also return the predictions before each layer (the initial queries,
         then layers 1..depth-1) under ``aux_outputs``, for deep supervision in training.
+        ``masks=False`` leaves the final ``pred_masks`` out: the caller makes them view by view with
+        :meth:`predict` on ``out_queries`` (same values), so no more than one view's full-resolution
+        logits exist at a time (each layer's attention masks are made view by view in any case).
         """
         src, pos = self.memory(fpn)
         sizes = [tuple(f.shape[-2:]) for f in fpn]
         q = self.query_feat.weight.unsqueeze(1)
         query_pos = self.query_embed.weight.unsqueeze(1)
-        pred = self.predict(q[:, 0], mask_feats, class_embeddings)
         margin = torch.full((q.shape[0],), float("inf"), device=q.device)
         aux = []
         for cross, self_attn, ffn in zip(self.cross_attn_layers, self.self_attn_layers, self.ffn_layers):
             if aux_outputs:
-                aux.append(pred)
-            blocked, layer_margin = self.attention_mask(pred["pred_masks"], sizes)
+                aux.append(self.predict(q[:, 0], mask_feats, class_embeddings))
+            view_masks = aux[-1]["pred_masks"] if aux_outputs else self.view_masks(q[:, 0], mask_feats)
+            blocked, layer_margin = self.attention_mask(view_masks, sizes)
             blocked, margin = unblock_empty_rows(blocked), torch.minimum(margin, layer_margin)
             q = cross(q, src, pos, query_pos, blocked)
             q = ffn(self_attn(q, query_pos))
-            pred = self.predict(q[:, 0], mask_feats, class_embeddings)
+        pred = self.predict(q[:, 0], mask_feats if masks else [], class_embeddings)
+        if not masks:
+            del pred["pred_masks"]
         out = {**pred, "out_queries": q[:, 0], "attention_margin": margin}
         return {**out, "aux_outputs": aux} if aux_outputs else out

@@ -78,6 +78,7 @@ class PanopticDecoder(nn.Module):
         mask_feats: list[torch.Tensor],
         class_embeddings: torch.Tensor,
         aux_outputs: bool = False,
+        masks: bool = True,
     ) -> dict:
         """Joint decoding of keyframes.
 
@@ -85,9 +86,10 @@ class PanopticDecoder(nn.Module):
         class_embeddings [C, lang_dim] unit-norm. Returns ``pred_logits`` [Q, C], ``pred_masks``
         (list per view of [Q, H_v/2, W_v/2] logits) and ``out_queries`` [Q, hidden]
         (final query states before ``decoder_norm``); with ``aux_outputs`` also the
-        per-layer predictions for deep supervision (training).
+        per-layer predictions for deep supervision (training). ``masks=False``: no ``pred_masks``
+        (make them view by view with :meth:`predict` on ``out_queries``; same values, bounded memory).
         """
-        return self.mask_transformer(fpn, mask_feats, class_embeddings, aux_outputs=aux_outputs)
+        return self.mask_transformer(fpn, mask_feats, class_embeddings, aux_outputs=aux_outputs, masks=masks)
 
     def predict(self, queries: torch.Tensor, mask_feats: list[torch.Tensor], class_embeddings: torch.Tensor) -> dict:
         """Prediction heads only (non-keyframes): queries [Q, hidden] = ``out_queries`` of :meth:`decode`.

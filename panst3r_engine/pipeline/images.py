@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Callable, MutableSequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,12 @@ class Photo:
     @property
     def processed_size(self) -> tuple[int, int]:
         return self.rgb.shape[1], self.rgb.shape[0]
+
+    @property
+    def network_size(self) -> tuple[int, int]:
+        """(h, w) of the network input, also when ``tensor`` was moved to a store (see :func:`load_photos`)."""
+        height, width = self.rgb.shape[:2]
+        return (width, height) if self.transposed else (height, width)
 
 
 def to_network(rgb: np.ndarray) -> torch.Tensor:
@@ -250,14 +257,31 @@ def load_photo(path: str | os.PathLike, resize: str = "512", patch_size: int = 1
     return Photo(Path(path), processed, network, original, box, transposed)
 
 
-def load_photos(paths: list[str | os.PathLike], resize: str = "512") -> list[Photo]:
-    """Load every photo, or raise one :class:`ImageError` listing every bad file."""
+def load_photos(
+    paths: list[str | os.PathLike],
+    resize: str = "512",
+    inputs: MutableSequence[torch.Tensor] | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> list[Photo]:
+    """Load every photo, or raise one :class:`ImageError` listing every bad file.
+
+    ``inputs`` (one slot per path, e.g. a disk-backed store): each network input goes there as its photo is
+    loaded and the photo keeps an empty ``tensor``, so a job's RAM does not hold every photo's float32 input.
+    ``progress(fraction loaded)`` before each photo; what it raises (a job's ``Cancelled``) stops the loading.
+    """
     photos, problems = [], []
-    for path in paths:
+    for index, path in enumerate(paths):
+        if progress is not None:
+            progress(index / len(paths))
         try:
-            photos.append(load_photo(path, resize))
+            photo = load_photo(path, resize)
         except ImageError as exc:
             problems.append(str(exc))
+            continue
+        if inputs is not None:
+            inputs[index] = photo.tensor
+            photo = replace(photo, tensor=torch.empty(0))
+        photos.append(photo)
     if problems:
         raise ImageError(
             "; ".join(problems)

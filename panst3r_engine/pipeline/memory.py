@@ -6,8 +6,12 @@ peak from the model and image sizes up front and refuse early with advice.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import shutil
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,17 +32,18 @@ class InsufficientMemory(PanSt3RError):
 class MemoryEstimate:
     """Peak bytes of a job by what holds them, and the scratch disk its per-view outputs take.
 
-    A job keeps only small per-photo state in memory; each view's mask logits and pointmaps go to disk
-    (``scratch``) as they leave the network and are read back one view at a time (``pipeline/viewstore``).
-    The peak is the larger of two phases: the network (weights, MUSt3R memory, the keyframes decoded together,
-    every photo's input and encoder tokens) and the rest (every photo's panoptic maps and points, one view's
-    mask probabilities); both hold the photos.
+    A job keeps only small per-photo state in memory; each photo's network input, and each view's mask logits
+    and pointmaps, go to disk (``scratch``) as they are made and are read back one view at a time
+    (``pipeline/viewstore``). The peak is the larger of two phases: the network (weights, MUSt3R memory, the
+    keyframes' panoptic features decoded together, every photo and its encoder tokens) and the rest (every
+    photo's panoptic maps and points, one view's mask probabilities); both hold the photos. The joint decode
+    makes full-resolution mask logits one view at a time, so they count once, not once per keyframe.
     """
 
     weights: int
     must3r_memory: int  # keyframe token memory, all decoder layers
-    per_view: int  # held for every photo through the network: its input, the photo, its encoder tokens
-    keyframes: int  # panoptic features and mask logits of the keyframes, decoded together
+    per_view: int  # held for every photo through the network: the photo, its encoder tokens
+    keyframes: int  # the keyframes' panoptic features, their attention masks, one view's mask logits
     working: int  # transient activations of one backbone call
     results: int  # held for every photo after the network: the photo, its panoptic maps, its points (at most)
     postprocess: int  # one view's full-resolution mask probabilities (views are streamed)
@@ -50,10 +55,12 @@ class MemoryEstimate:
         return self.weights + max(network, self.results + self.postprocess)
 
 
-INPUT_BYTES = 3 * 4 + 3  # per pixel: the network input (float32) and the photo (uint8)
-RESULT_BYTES = 3 + 4 + 4 + 8  # per pixel: the photo, panoptic ids and confidence, the argmax maps they come from
+INPUT_BYTES = 3  # per pixel: the photo (uint8); its float32 network input is on disk until a backbone reads it
 POINT_BYTES = 12 + 3 + 4 + 4 + 2 + 4  # per point (at most one per pixel): xyz, rgb, conf, segment, view, pixel
-SCRATCH_BYTES = 7 * 4 + 4  # per pixel on disk: raw pointmaps and confidence (float32); masks come on top
+# per pixel after the network: the photo, then the larger of post-processing (argmax maps, then panoptic ids and
+# confidence) and the end (panoptic ids and points; post-processing's maps are gone by then)
+RESULT_BYTES = 3 + max(4 + 4 + 4 + 4, 4 + POINT_BYTES)
+SCRATCH_BYTES = 3 * 4 + 7 * 4 + 4  # per pixel on disk: input, raw pointmaps, confidence (float32); + masks
 
 
 def estimate(
@@ -72,15 +79,54 @@ def estimate(
         cfg.decoder.depth * cfg.decoder.dim * bytes_per_value * sum(sorted(tokens)[-num_keyframes:]) * 2
     )  # + projected k/v
     per_view = sum(t * cfg.encoder.dim * bytes_per_value + px * INPUT_BYTES for t, px in zip(tokens, pixels))
-    keyframes = sum(t * (64 * (mask_dim + queries) + hidden) for t in sorted(tokens)[-num_keyframes:])
-    keyframes *= bytes_per_value  # stride-2 features and mask logits (64 per token), fpn (1 per token)
+    heads = cfg.panoptic.mask_transformer.num_heads
+    kf_tokens = sum(sorted(tokens)[-num_keyframes:])
+    keyframes = kf_tokens * (64 * mask_dim + hidden + 2 * queries) * bytes_per_value  # stride-2 features (64 per
+    keyframes += kf_tokens * queries * heads  # token), fpn, attention logits; attention mask (bool, per head)
+    keyframes += 2 * largest * 64 * queries * bytes_per_value  # one view's mask logits (and its resizing)
     width = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
     working = max_batch * largest * width * bytes_per_value * 6
     working += max_batch * largest * 64 * (mask_dim + queries) * bytes_per_value * 3  # one chunk's features, masks
-    results = sum(px * (RESULT_BYTES + POINT_BYTES) for px in pixels)
+    results = sum(px * RESULT_BYTES for px in pixels)
     postprocess = 2 * queries * max(pixels) * bytes_per_value  # one view at a time, probs + weighted copy
     scratch = sum(px * SCRATCH_BYTES + queries * px // 4 * 2 for px in pixels)
     return MemoryEstimate(weights, mem, per_view, keyframes, working, results, postprocess, scratch)
+
+
+def release_free_memory() -> None:
+    """Give the C heap's free pages back to the system (glibc ``malloc_trim``; elsewhere nothing happens).
+
+    Why: glibc serves allocations of a few MB from its heap once one of that size has been freed, and a heap
+    with small live blocks between the freed ones (a photo between network inputs that were dropped) keeps
+    all those pages resident: measured, about 2 MB of resident memory per photo loaded that is not in use.
+    Called between a job's stages, it keeps the process's resident memory close to what the job holds.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def trimming(progress: Callable[..., None], interval: float = 0.5) -> Callable[..., None]:
+    """``progress`` that also calls :func:`release_free_memory` (at most every ``interval`` seconds): the
+    streamed stages report after every view, which is when a view's large arrays have just been dropped."""
+    last = [float("-inf")]
+
+    def report(*args) -> None:
+        now = time.monotonic()
+        if now - last[0] >= interval:
+            release_free_memory()
+            last[0] = now
+        progress(*args)
+
+    return report
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without it)
+        return None
 
 
 def available_bytes(device: torch.device) -> int:

@@ -30,12 +30,12 @@ from panst3r_engine.pipeline.assemble import JobMeta, build_bundle
 from panst3r_engine.pipeline.cameras import Camera, ViewGeometry, recover_camera
 from panst3r_engine.pipeline.images import Photo, load_photos, to_photo_orientation
 from panst3r_engine.pipeline.keyframes import KeyframeChooser
-from panst3r_engine.pipeline.memory import check_disk, check_fits
+from panst3r_engine.pipeline.memory import check_disk, check_fits, release_free_memory, trimming
 from panst3r_engine.pipeline.options import DEFAULT_MAX_KEYFRAMES, JobOptions
 from panst3r_engine.pipeline.points import PointCloud, collect_points, confidence_warnings
-from panst3r_engine.pipeline.progress import Progress
+from panst3r_engine.pipeline.progress import Progress, ProgressFn
 from panst3r_engine.pipeline.reconstruction import JobResult, Reconstruction, Segment
-from panst3r_engine.pipeline.video import expand_videos
+from panst3r_engine.pipeline.video import expand_videos, is_video
 from panst3r_engine.pipeline.viewstore import ViewStore
 from panst3r_engine.postprocess import postprocess
 from panst3r_engine.postprocess.common import LazyViews
@@ -65,24 +65,26 @@ def run_job(
     remove_stale_staging(out_dir)
     if not photo_paths:
         raise OptionsError("no photos given")
-    photos, sources = _load_images(photo_paths, options, progress)
-    loaded = models.get(options.weights, options.device, progress)
-    if options.vocab is None:  # recorded in the manifest as the vocabulary used
-        options = replace(options, vocab=default_vocabulary(loaded.classes))
-    vocab = _vocabulary(loaded, options, progress)
-    keyframes, warnings = _keyframes(len(photos), options.keyframes)
-    chooser = KeyframeChooser.for_job(options.keyframes_by, keyframes, options.seed, options.retrieval)
-    sizes = [tuple(p.tensor.shape[-2:]) for p in photos]
-    check_disk(check_fits(loaded.model, sizes, keyframes, loaded.device, options.max_batch).scratch, out_dir)
-    scratch = staging_path(out_dir)  # per-view outputs on disk; if the job is killed, remove_stale_staging clears it
+    scratch = staging_path(out_dir)  # per-view data on disk; if the job is killed, remove_stale_staging clears it
     scratch.mkdir(parents=True)
     try:
-        stores = _stores(len(photos), scratch)
-        raw = _infer(loaded, photos, vocab.vectors, keyframes, chooser, options, progress, stores)
-        photos = [replace(p, tensor=torch.empty(0)) for p in photos]  # network inputs done with: ~2.4 MB each
+        photos, sources, inputs = _load_images(photo_paths, options, progress, scratch)
+        loaded = models.get(options.weights, options.device, progress)
+        if options.vocab is None:  # recorded in the manifest as the vocabulary used
+            options = replace(options, vocab=default_vocabulary(loaded.classes))
+        vocab = _vocabulary(loaded, options, progress)
+        keyframes, warnings = _keyframes(len(photos), options.keyframes)
+        chooser = KeyframeChooser.for_job(options.keyframes_by, keyframes, options.seed, options.retrieval)
+        sizes = [p.network_size for p in photos]
+        check_disk(check_fits(loaded.model, sizes, keyframes, loaded.device, options.max_batch).scratch, out_dir)
+        stores = {"inputs": inputs, **_stores(len(photos), scratch)}
+        streamed = trimming(progress)  # keeps resident memory near what the job holds while views stream
+        raw = _infer(loaded, photos, vocab.vectors, keyframes, chooser, options, streamed, stores)
+        release_free_memory()
         method = options.postprocess or loaded.config.postprocess_default
-        panoptic, segments = _postprocess(raw, method, options.seed, progress)
-        cameras, points = _cameras(raw, photos, panoptic, options.conf_threshold, stores["conf"], progress)
+        panoptic, segments = _postprocess(raw, method, options.seed, streamed)
+        release_free_memory()
+        cameras, points = _cameras(raw, photos, panoptic, options.conf_threshold, stores["conf"], streamed)
         warnings += confidence_warnings(stores["conf"], len(points.segment), options.conf_threshold)
         recon = Reconstruction(photos, cameras, points, panoptic, segments, vocab, list(raw.keyframes), method, sources)
         splats, splat_warnings = _splats(recon, options, loaded.device, progress)
@@ -109,14 +111,28 @@ def _stores(num_photos: int, scratch: Path) -> dict[str, ViewStore]:
     }
 
 
-def _load_images(paths: list, options: JobOptions, progress: Progress) -> tuple[list[Photo], list[dict | None]]:
-    """The photos (videos become their sampled frames) and, per photo, the video frame it is (or None)."""
+def _load_images(
+    paths: list, options: JobOptions, progress: Progress, scratch: Path
+) -> tuple[list[Photo], list[dict | None], ViewStore]:
+    """The photos (videos become their sampled frames), per photo the video frame it is (or None), and the
+    photos' network inputs (float32, in ``scratch``: they are read again only by the network)."""
     progress("load_images", 0.0, f"{len(paths)} inputs")
-    with tempfile.TemporaryDirectory(prefix="panst3r-frames-") as frames_dir:
-        paths, sources = expand_videos(list(paths), Path(frames_dir), options.video_frames, options.video_fps)
-        photos = load_photos(paths, options.resize)
+    decoding = 0.5 if any(is_video(p) for p in paths) else 0.0  # the share of the stage's bar for decoding videos
+
+    def decoded(fraction: float, message: str) -> None:
+        progress("load_images", decoding * fraction, message)
+
+    def loaded(fraction: float) -> None:  # before each photo
+        release_free_memory()  # the inputs moved to disk leave holes between the photos kept
+        progress("load_images", decoding + (1 - decoding) * fraction, f"{count} photos")
+
+    with tempfile.TemporaryDirectory(prefix="panst3r-frames-") as frames_dir:  # removed also when cancelled
+        paths, sources = expand_videos(list(paths), Path(frames_dir), options.video_frames, options.video_fps, decoded)
+        count = len(paths)
+        inputs = ViewStore(count, scratch, torch.float32, "inputs")
+        photos = load_photos(paths, options.resize, inputs, loaded)
     progress("load_images", 1.0, f"{len(photos)} photos")
-    return photos, sources
+    return photos, sources, inputs
 
 
 def _vocabulary(loaded: LoadedModel, options: JobOptions, progress: Progress) -> ClassEmbeddings:
@@ -148,17 +164,18 @@ def _infer(
     num_keyframes: int,
     chooser: KeyframeChooser,
     options: JobOptions,
-    progress: Progress,
+    progress: ProgressFn,
     stores: dict[str, ViewStore],
 ) -> RawOutputs:
     """Run the network; a lone photo is paired with itself, as the official demo does.
 
-    Mask logits and pointmaps go to ``stores`` (on disk) as each view leaves the network.
+    The inputs come from ``stores["inputs"]``; mask logits and pointmaps go to ``stores`` (on disk) as each view
+    leaves the network.
     """
-    tensors = [p.tensor for p in photos]
+    tensors = stores["inputs"]  # read from disk when the network needs them
     single = len(tensors) == 1
     if single:
-        tensors = tensors * 2
+        tensors = [tensors[0]] * 2
     raw = run_inference(
         loaded.model,
         tensors,
@@ -184,7 +201,9 @@ def _infer(
     return raw
 
 
-def _postprocess(raw: RawOutputs, method: str, seed: int, progress: Progress) -> tuple[list[np.ndarray], list[Segment]]:
+def _postprocess(
+    raw: RawOutputs, method: str, seed: int, progress: ProgressFn
+) -> tuple[list[np.ndarray], list[Segment]]:
     """Per-view panoptic maps and the segments they share."""
     progress("postprocess", 0.0, method)
     result = postprocess(
@@ -203,7 +222,7 @@ def _cameras(
     panoptic: list[np.ndarray],
     threshold: float,
     conf_maps: ViewStore,
-    progress: Progress,
+    progress: ProgressFn,
 ) -> tuple[list[Camera], PointCloud]:
     """Cameras and points, one view at a time (activated from the pointmaps on disk when needed, then dropped);
     every view's confidence map goes to ``conf_maps`` for :func:`confidence_warnings`."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,8 @@ CODECS = frozenset(
 )
 PROBE_PACKETS = 2000  # packets read to find the first frame before the file counts as broken
 GB = 1 << 30
+
+FractionFn = Callable[[float], None]  # called after every decoded frame; may raise (Cancelled) to stop there
 
 
 @dataclass(frozen=True)
@@ -280,11 +283,17 @@ def _candidate_times(duration: float, wanted: int, fps: float | None) -> np.ndar
 
 
 def read_frames(
-    path: str | os.PathLike, wanted: int | None = None, fps: float | None = None, limits: VideoLimits | None = None
+    path: str | os.PathLike,
+    wanted: int | None = None,
+    fps: float | None = None,
+    limits: VideoLimits | None = None,
+    progress: FractionFn | None = None,
 ) -> list[Frame]:
     """Frames of ``path``: about ``wanted`` (default DEFAULT_FRAMES) evenly spread, or ``fps`` per second.
 
-    ``limits`` (default: those of :func:`set_video_limits`) are checked from the header first, then while decoding."""
+    ``limits`` (default: those of :func:`set_video_limits`) are checked from the header first, then while decoding.
+    ``progress`` gets the fraction of the video decoded after every decoded frame; whatever it raises (a job's
+    ``Cancelled``) stops the decoding at that frame, the file closed and nothing kept."""
     path, limits = Path(path), limits or _limits
     av, container = _open(path)
     with container:
@@ -295,7 +304,7 @@ def read_frames(
         times = _candidate_times(info.seconds, wanted or DEFAULT_FRAMES, fps) if info.seconds > 0 else None
         chooser = FrameChooser(len(times) if times is not None else keep * CANDIDATES_PER_FRAME, keep)
         stream.thread_type = "AUTO"
-        _decode(av, container, stream, times, keep * CANDIDATES_PER_FRAME, path, limits, chooser)
+        _decode(av, container, stream, times, keep * CANDIDATES_PER_FRAME, path, limits, chooser, progress)
     frames = chooser.frames()
     if len(frames) < 1:
         raise ImageError(f"{path.name}: no frame could be decoded; {CONVERT_HINT}")
@@ -319,13 +328,17 @@ def _decode(
     path: Path,
     limits: VideoLimits,
     chooser: FrameChooser,
+    progress: FractionFn | None = None,
 ) -> None:
     """Offer ``chooser`` the first frame at or after each candidate time (the first frames when the duration is
-    unknown), within the limits' frame count and decoding time."""
+    unknown), within the limits' frame count and decoding time; ``progress`` after every decoded frame."""
     offered, next_time, unoffered = 0, 0, None
     deadline = time.monotonic() + limits.decode_seconds
     try:
         for index, frame in enumerate(container.decode(stream)):
+            if progress is not None:
+                done = offered / fallback_count if times is None else next_time / len(times)
+                progress(min(done, 1.0))
             if index >= limits.max_decoded:
                 raise ImageError(
                     f"{path.name}: has more than this engine's limit of {limits.max_decoded} frames "
@@ -373,20 +386,34 @@ def write_frames(frames: list[Frame], folder: Path, stem: str) -> list[Path]:
     return paths
 
 
+def _share(progress: Callable[[float, str], None], done: int, total: int, message: str) -> FractionFn:
+    """One video's fraction as the fraction of all ``total`` videos (``done`` of them decoded before it)."""
+    return lambda fraction: progress((done + fraction) / total, message)
+
+
 def expand_videos(
-    paths: list, folder: Path, wanted: int | None = None, fps: float | None = None
+    paths: list,
+    folder: Path,
+    wanted: int | None = None,
+    fps: float | None = None,
+    progress: Callable[[float, str], None] | None = None,
 ) -> tuple[list[Path], list[dict | None]]:
     """Photo paths with every video replaced by its frames (written into ``folder``), and per photo where it came
-    from: ``{"video": file name, "frame": index, "time": seconds}`` for frames, None for photos."""
+    from: ``{"video": file name, "frame": index, "time": seconds}`` for frames, None for photos.
+
+    ``progress(fraction of the videos decoded, message)`` after every decoded frame; what it raises (a job's
+    ``Cancelled``) stops the decoding there (the caller owns ``folder`` and removes what was written into it)."""
     out: list[Path] = []
     sources: list[dict | None] = []
+    videos = [n for n, item in enumerate(paths) if is_video(Path(item))]
     for number, item in enumerate(paths):
         path = Path(item)
         if not is_video(path):
             out.append(path)
             sources.append(None)
             continue
-        frames = read_frames(path, wanted, fps)
+        share = _share(progress, videos.index(number), len(videos), f"decoding {path.name}") if progress else None
+        frames = read_frames(path, wanted, fps, progress=share)
         stem = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in path.stem)[:80] or f"video{number}"
         out.extend(write_frames(frames, folder, f"{stem}_{number}" if len(paths) > 1 else stem))
         sources.extend({"video": path.name, "frame": f.index, "time": round(f.time, 4)} for f in frames)

@@ -45,14 +45,14 @@ def test_thousands_of_photos_are_refused_with_advice():
 def test_scratch_disk_is_checked_before_the_job(tmp_path):
     needed = estimate(FULL, [SIZE] * 100, 50).scratch
     check_disk(needed, tmp_path / "not" / "yet" / "made", free=needed)
-    with pytest.raises(InsufficientMemory, match=r"needs about 2\.4 GiB of disk space beside .* run fewer photos"):
+    with pytest.raises(InsufficientMemory, match=r"needs about 2\.6 GiB of disk space beside .* run fewer photos"):
         check_disk(needed, tmp_path / "out", free=needed - 1)
     assert list(tmp_path.iterdir()) == []  # nothing made
 
 
 def test_mask_logits_go_to_disk_so_memory_grows_only_with_photos_maps_and_points():
-    """Per photo, memory holds its input, encoder tokens, panoptic maps and points (at most one per pixel);
-    its mask logits (200 x 192 x 256, 39 MB in float32) are on the scratch disk, in float16."""
+    """Per photo, memory holds the photo, its encoder tokens, panoptic maps and points (at most one per pixel);
+    its network input and mask logits (200 x 192 x 256, 39 MB in float32) are on the scratch disk."""
     fifty, five_hundred = estimate(FULL, [SIZE] * 50, 50), estimate(FULL, [SIZE] * 500, 50)
     per_photo = (five_hundred.total - fifty.total) / 450
     assert 2 * 2**20 < per_photo < 16 * 2**20  # before: ~48 MiB (the float32 mask logits in RAM)
@@ -60,3 +60,24 @@ def test_mask_logits_go_to_disk_so_memory_grows_only_with_photos_maps_and_points
     tiny = build_model(model_config("v2", tiny=True))
     small = estimate(tiny, [SIZE] * 10, 10)
     assert small.total - small.weights < 1 * GiB  # 0.6 GiB; bench_scale measured a 0.96 GiB peak (torch arenas too)
+
+
+TINY = build_model(model_config("v2", tiny=True))
+MASK_LOGITS = 200 * 192 * 256 * 4  # one 512x384 view's float32 mask logits
+
+
+def test_a_keyframe_adds_its_features_not_its_mask_logits():
+    """The joint decode makes full-resolution mask logits one view at a time (before: all keyframes', twice)."""
+    per_keyframe = estimate(TINY, [SIZE] * 50, 50).keyframes - estimate(TINY, [SIZE] * 50, 49).keyframes
+    assert 6 * 2**20 < per_keyframe < MASK_LOGITS / 4  # its stride-2 features (6 MiB) and attention masks
+    assert estimate(TINY, [SIZE] * 50, 50).keyframes < 50 * MASK_LOGITS / 3
+
+
+def test_a_photo_past_the_keyframes_costs_its_results_not_its_network_input():
+    """Past the keyframes a tiny-checkpoint photo adds its photo, tokens, panoptic ids and points (at most one per
+    pixel: 36 B per pixel in all); its float32 network input (12 B per pixel) waits on disk."""
+    many, few, pixels = estimate(TINY, [SIZE] * 500, 50), estimate(TINY, [SIZE] * 50, 50), SIZE[0] * SIZE[1]
+    tokens = pixels // 256 * TINY.cfg.encoder.dim * 4
+    assert (many.per_view - few.per_view) / 450 == tokens + 3 * pixels  # before: + 12 B per pixel of input
+    assert (many.results - few.results) / 450 == 36 * pixels  # before: 48 B per pixel
+    assert (many.total - few.total) / 450 < 38 * pixels

@@ -60,7 +60,7 @@ def test_streamed_job_matches_the_float32_all_in_ram_result(tiny_checkpoint, tmp
     ).validate()
     watcher = ScratchWatcher(tmp_path)
     result = run_job(paths, tmp_path / "out", opts, watcher)
-    assert {f"{kind}-{v:06d}.npy" for kind in ("masks", "pointmaps") for v in range(5)} <= watcher.seen
+    assert {f"{kind}-{v:06d}.npy" for kind in ("inputs", "masks", "pointmaps") for v in range(5)} <= watcher.seen
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "photos"]  # the scratch folder is gone
     bundle = read_bundle(result.bundle)
     expected, pointmaps = _float32_reference(paths, opts, bundle.manifest["options"]["postprocess"])

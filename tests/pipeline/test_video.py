@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from panst3r_engine.errors import Cancelled
 from panst3r_engine.pipeline.images import ImageError
 from panst3r_engine.pipeline.options import JobOptions
+from panst3r_engine.pipeline.progress import Progress
 from panst3r_engine.pipeline.run import run_job
 from panst3r_engine.pipeline.video import VideoInfo, VideoLimits, check_video, read_frames, sharpness
 from tests.pipeline.conftest import textured
@@ -92,6 +96,33 @@ def test_a_video_runs_as_photos_and_the_bundle_records_the_frames(clip, tiny_che
     times = [im["video"]["time"] for im in images]
     assert times == sorted(times) and len(set(times)) == len(times)
     assert all(im["file"].startswith("walk_f") and im["processed_size"] == [128, 96] for im in images)
+
+
+class CancelDuringDecoding(Progress):
+    """Cancels the job (sets its own cancel event, as the service's cancel does) when decoding reports its
+    ``at``-th frame, and counts the frames decoding reports."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(cancel_event=threading.Event())
+        self.at, self.decoded = at, 0
+
+    def update(self, stage: str, fraction: float, message: str = "") -> None:
+        if message.startswith("decoding walk.mp4"):
+            self.decoded += 1
+            if self.decoded == self.at:
+                self.cancel_event.set()
+        super().update(stage, fraction, message)
+
+
+def test_a_cancel_stops_decoding_at_once_and_leaves_nothing(clip, tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the job's frames folder goes
+    (tmp_path / "tmp").mkdir()
+    progress = CancelDuringDecoding(at=5)
+    options = JobOptions(weights=str(tiny_checkpoint), vocab_embeddings="random", device="cpu", resize="none")
+    with pytest.raises(Cancelled):
+        run_job([clip], tmp_path / "out", options, progress)
+    assert progress.decoded == 5  # of the clip's 60 frames: stopped at the frame the cancel arrived
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"] and not any((tmp_path / "tmp").iterdir())
 
 
 @pytest.mark.slow
