@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from panst3r_engine.errors import PanSt3RError
+from panst3r_engine.model.inference import BACKBONE_BATCH
 
 GiB = 2**30
 
@@ -85,7 +86,7 @@ def estimate(
     keyframes += kf_tokens * queries * heads  # token), fpn, attention logits; attention mask (bool, per head)
     keyframes += 2 * largest * 64 * queries * bytes_per_value  # one view's mask logits (and its resizing)
     width = max(cfg.encoder.dim * 4, cfg.concat_dim * 4)
-    working = max_batch * largest * width * bytes_per_value * 6
+    working = max(max_batch, BACKBONE_BATCH) * largest * width * bytes_per_value * 6  # backbones batch >= 4 views
     working += max_batch * largest * 64 * (mask_dim + queries) * bytes_per_value * 3  # one chunk's features, masks
     results = sum(px * RESULT_BYTES for px in pixels)
     postprocess = 2 * queries * max(pixels) * bytes_per_value  # one view at a time, probs + weighted copy

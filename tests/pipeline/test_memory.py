@@ -81,3 +81,17 @@ def test_a_photo_past_the_keyframes_costs_its_results_not_its_network_input():
     assert (many.per_view - few.per_view) / 450 == tokens + 3 * pixels  # before: + 12 B per pixel of input
     assert (many.results - few.results) / 450 == 36 * pixels  # before: 48 B per pixel
     assert (many.total - few.total) / 450 < 38 * pixels
+
+
+def test_backbone_working_memory_counts_the_views_the_backbones_really_batch():
+    """The backbones take BACKBONE_BATCH views per call even with max_batch=1, so the check must count them."""
+    from panst3r_engine.model.inference import BACKBONE_BATCH
+
+    def working(max_batch):
+        return estimate(FULL, [SIZE] * 10, 5, max_batch=max_batch).working
+
+    per_chunk_view = working(2) - working(1)  # below BACKBONE_BATCH only the panoptic chunk grows
+    backbone_at_one = working(1) - per_chunk_view
+    assert backbone_at_one > 0  # was 0: max_batch=1 counted one backbone view
+    many = 2 * BACKBONE_BATCH
+    assert working(many) - many * per_chunk_view == 2 * backbone_at_one  # above it, the backbone batch grows too
