@@ -29,20 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def corner_errors(bake, mesh, pixels: np.ndarray) -> np.ndarray:
-    """|texture at each corner's UV - its vertex's colour| [loops, 3], sRGB-encoded 0-1."""
-    from tests.blender.test_bake import _sample
-
-    uv = np.empty(len(mesh.loops) * 2, np.float32)
-    mesh.uv_layers.active.uv.foreach_get("vector", uv)
-    vertex = np.empty(len(mesh.loops), np.int32)
-    mesh.loops.foreach_get("vertex_index", vertex)
-    rgb = np.empty(len(mesh.vertices) * 4, np.float32)
-    mesh.color_attributes["rgb"].data.foreach_get("color", rgb)
-    expected = bake.linear_to_srgb(np.clip(rgb.reshape(-1, 4)[vertex, :3], 0, 1))
-    return np.abs(_sample(pixels[..., :3], uv.reshape(-1, 2)) - expected)
-
-
 def numpy_bake(bpy, bake, mesh, size: int) -> np.ndarray:
     pixels = bake.texture_pixels(mesh, size)
     image = bpy.data.images.new("numpy bake", size, size, alpha=False)
@@ -123,6 +109,8 @@ def main() -> None:
                 else:
                     results[name] = cycles_bake(bpy, ob, args.size, args.samples)
                 times[name].append(time.perf_counter() - start)
+        from tests.blender.test_bake import corner_errors  # the test's own measure
+
         errors = {name: corner_errors(bake, ob.data, pixels) for name, pixels in results.items()}
         row = [ob.name, str(len(ob.data.polygons)), f"{unwrap:.2f}"]
         row += [f"{statistics.median(times[n]):.2f}" for n in times]

@@ -49,13 +49,10 @@ def _sample(pixels: np.ndarray, uv: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + (at(x0, y0 + 1) * (1 - fx) + at(x0 + 1, y0 + 1) * fx) * fy
 
 
-def _vertex_errors(addon, ob) -> np.ndarray:
-    """|texture at each corner's UV - that vertex's ``rgb`` colour|, sRGB-encoded 0-1, [loops, 3]."""
-    bake = addon.module("importers.bake")
-    mesh, image = ob.data, _image(ob)
-    size = image.size[0]
-    pixels = np.empty(size * size * 4, np.float32)
-    image.pixels.foreach_get(pixels)
+def corner_errors(bake, mesh, pixels: np.ndarray) -> np.ndarray:
+    """|texture at each corner's UV - that vertex's ``rgb`` colour|, sRGB-encoded 0-1, [loops, 3].
+
+    ``pixels`` is the texture as [height, width, channels] floats (also used by benchmarks/bench_bake.py)."""
     uv = np.empty(len(mesh.loops) * 2, np.float32)
     mesh.uv_layers.active.uv.foreach_get("vector", uv)
     vertex = np.empty(len(mesh.loops), np.int32)
@@ -63,7 +60,16 @@ def _vertex_errors(addon, ob) -> np.ndarray:
     rgb = np.empty(len(mesh.vertices) * 4, np.float32)
     mesh.color_attributes["rgb"].data.foreach_get("color", rgb)
     expected = bake.linear_to_srgb(np.clip(rgb.reshape(-1, 4)[vertex, :3], 0, 1))
-    return np.abs(_sample(pixels.reshape(size, size, 4)[..., :3], uv.reshape(-1, 2)) - expected)
+    return np.abs(_sample(pixels[..., :3], uv.reshape(-1, 2)) - expected)
+
+
+def _vertex_errors(addon, ob) -> np.ndarray:
+    """The baked image of ``ob`` against its vertex colours (see :func:`corner_errors`)."""
+    image = _image(ob)
+    size = image.size[0]
+    pixels = np.empty(size * size * 4, np.float32)
+    image.pixels.foreach_get(pixels)
+    return corner_errors(addon.module("importers.bake"), ob.data, pixels.reshape(size, size, 4))
 
 
 def test_baked_texture_reproduces_the_vertex_colours(addon, scene, room_bundle: Path) -> None:
