@@ -13,6 +13,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from .operators.meshes import BAKE_DESCRIPTION, TEXTURE_SIZE_ITEMS
+
 VOCABULARIES = [
     ("scannetpp", "ScanNet++ (100)", "Indoor scenes: 100 classes"),
     ("coco", "COCO (133)", "Everyday things and stuff: 133 classes"),
@@ -180,6 +182,10 @@ class PanSt3RSettings(bpy.types.PropertyGroup):
         default=False,
         description="On import, also make a mesh with the photo colours from every labelled instance "
         "(as Make Mesh does; slower)",
+    )
+    bake_texture: BoolProperty(name="Bake Texture", default=False, description=BAKE_DESCRIPTION)
+    texture_size: EnumProperty(
+        name="Texture Size", items=TEXTURE_SIZE_ITEMS, default="1024", description="Width and height of each texture"
     )
     level_floor: BoolProperty(
         name="Level on Floor",

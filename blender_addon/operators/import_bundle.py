@@ -9,7 +9,16 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from .meshes import BAKE_DESCRIPTION, TEXTURE_SIZE_ITEMS
 
-_FROM_SETTINGS = ("scale", "level_floor", "point_size", "min_conf", "layout_proxies", "meshes")
+_FROM_SETTINGS = (
+    "scale",
+    "level_floor",
+    "point_size",
+    "min_conf",
+    "layout_proxies",
+    "meshes",
+    "bake_texture",
+    "texture_size",
+)
 
 
 class PANST3R_OT_import_bundle(bpy.types.Operator):
@@ -103,13 +112,16 @@ class PANST3R_OT_import_bundle(bpy.types.Operator):
                 "set_scene_camera",
                 "meshes",
                 "mesh_detail",
+                "bake_texture",
+                "texture_size",
                 "layout_proxies",
             )
         }
         for name in _FROM_SETTINGS:  # unset operator options follow the panel
             if settings is not None and not self.properties.is_property_set(name):
                 values[name] = getattr(settings, name)
-        values["texture_size"] = int(self.texture_size) if self.bake_texture and values["meshes"] else 0
+        bake, size = values.pop("bake_texture"), int(values.pop("texture_size"))
+        values["texture_size"] = size if bake and values["meshes"] else 0
         return ImportOptions(**values)
 
     def execute(self, context):

@@ -125,6 +125,12 @@ class VIEW3D_PT_panst3r_display(_PanSt3RPanel, bpy.types.Panel):
         layout.prop(settings, "level_floor")
         layout.prop(settings, "layout_proxies")
         layout.prop(settings, "meshes")
+        bake = layout.column()
+        bake.enabled = settings.meshes  # baking applies to the meshes
+        bake.prop(settings, "bake_texture")
+        row = bake.row()
+        row.enabled = settings.meshes and settings.bake_texture
+        row.prop(settings, "texture_size")
         layout.operator("panst3r.import_bundle", icon="IMPORT")
         from ..importers import result_collections
 

@@ -115,6 +115,15 @@ def test_the_import_option_bakes_and_is_refused_whole_over_budget(addon, scene, 
     assert len(made) == len(BOXES) and all(_image(ob).size[0] == 512 for ob in made)
 
 
+def test_the_panel_bake_settings_reach_the_import_after_run(addon, scene, room_bundle: Path) -> None:
+    """Run's automatic import takes its options from the panel: Meshes + Bake Texture + size must reach it."""
+    bpy = addon.bpy
+    scene.panst3r.meshes, scene.panst3r.bake_texture, scene.panst3r.texture_size = True, True, "512"
+    assert bpy.ops.panst3r.import_bundle(directory=str(room_bundle), mesh_detail=0.5) == {"FINISHED"}
+    made = [ob for ob in scene.objects if "mesh_source" in ob]
+    assert len(made) == len(BOXES) and all(_image(ob).size[0] == 512 for ob in made)
+
+
 def test_a_bake_that_fails_leaves_nothing(addon, scene, room_bundle: Path, monkeypatch) -> None:
     """A failure after the unwrap and the image (here the material step, made to raise) removes the image, the
     new UV map and the mesh; one in Edit Mode is refused with a sentence before anything is made."""
