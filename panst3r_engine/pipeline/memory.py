@@ -126,7 +126,7 @@ def trimming(progress: Callable[..., None], interval: float = 0.5) -> Callable[.
 def _malloc_trim():
     try:
         return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl without it)
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl without it; Windows: no CDLL(None))
         return None
 
 
